@@ -1,0 +1,380 @@
+"""The JSON API the page (and scripts) use: batches, resumable file transfer, jobs, live events.
+
+Every query is scoped to the signed-in user; another user's ids answer 404, as if they did not exist.
+"""
+from __future__ import annotations
+
+import hashlib
+
+from flask import Blueprint, current_app, g, request
+from sqlalchemy import func, or_, select
+
+from app import crypto
+from app import jobs as job_states
+from app.auth import login_required
+from app.db import utcnow
+from app.events import sse_response
+from app.models import Batch, Job, JobEvent, JobFile, JobState, User
+from app.omero.base import OmeroError, PermissionDenied, SessionExpired
+from app.staging import BLOCK, StagingError, safe_name
+from converters import group_files
+
+bp = Blueprint("api", __name__)
+
+MAX_FILES = 10_000
+MAX_PAIRS = 50
+
+
+class ApiError(Exception):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@bp.app_errorhandler(ApiError)  # app-wide: the staff API raises them too
+@bp.app_errorhandler(StagingError)
+def _error(e):
+    return {"error": str(e)}, e.status
+
+
+@bp.app_errorhandler(job_states.NotAllowed)
+def _not_allowed(e):
+    return {"error": str(e)}, 409
+
+
+def _db():
+    return current_app.extensions["db"].session()
+
+
+def _staging():
+    return current_app.extensions["staging"]
+
+
+def _own(db, model, id_: int):
+    """The row if it is the user's, or in a batch the user created for someone (staff import-as)."""
+    query = select(model).where(model.id == id_)
+    if model is JobFile:
+        query = query.join(Job, Job.id == JobFile.job_id)
+    if model is not Batch:
+        query = query.join(Batch, Batch.id == Job.batch_id)
+    query = query.where(or_(Batch.owner_id == g.user.id, Batch.created_by_id == g.user.id))
+    row = db.scalar(query)
+    if row is None:
+        raise ApiError("Not found", 404)
+    return row
+
+
+def _file_json(f: JobFile) -> dict:
+    received = f.size if f.completed_at else _staging().received(f.job_id, f.stored_name)
+    return {"id": f.id, "name": f.name, "size": f.size, "received": received, "complete": f.completed_at is not None}
+
+
+def _job_json(job: Job) -> dict:
+    return {**job.public(), "files": [_file_json(f) for f in job.files]}
+
+
+def _batch_json(db, batch: Batch) -> dict:
+    cursor = db.scalar(select(func.max(JobEvent.id)).where(JobEvent.owner_id == batch.owner_id)) or 0
+    return {
+        "id": batch.id, "owner_id": batch.owner_id, "created_by_id": batch.created_by_id, "group_id": batch.group_id, "group_name": batch.group_name,
+        "key_values": batch.key_values, "folder": batch.folder, "created_at": batch.created_at.isoformat() + "Z",
+        "jobs": [_job_json(job) for job in batch.jobs], "cursor": cursor,
+    }
+
+
+@bp.get("/me")
+@login_required
+def me():
+    """Tell who is signed in, their OMERO groups and the CSRF token for state-changing calls."""
+    from flask_wtf.csrf import generate_csrf
+
+    return {"username": g.user.username, "full_name": g.user.full_name, "groups": g.user.groups,
+            "csrf_token": generate_csrf(), "max_file_size": current_app.config["MAX_FILE_SIZE"],
+            "batch_keys": current_app.config["BATCH_KEYS"]}
+
+
+def _own_group(group_id, status: int, owner: User | None = None) -> dict:
+    group = next((grp for grp in (owner or g.user).groups if grp["id"] == group_id), None)
+    if group is None:
+        raise ApiError("Choose one of your OMERO groups", status)
+    return group
+
+
+def _validated_files(files) -> list[dict]:
+    if not isinstance(files, list) or not 0 < len(files) <= MAX_FILES:
+        raise ApiError(f"files must list between 1 and {MAX_FILES} files")
+    for f in files:
+        if (not isinstance(f, dict) or not isinstance(f.get("name"), str) or not f["name"]
+                or len(f["name"]) > 4096 or "\x00" in f["name"]
+                or not isinstance(f.get("size"), int) or isinstance(f["size"], bool) or f["size"] < 0):
+            raise ApiError("Each file needs a name and a size in bytes")
+    return files
+
+
+def _too_big(name: str, size: int) -> str | None:
+    limit = current_app.config["MAX_FILE_SIZE"]
+    if size <= limit:
+        return None
+    return f"{name} is {size:,} bytes; the portal accepts files up to {limit:,} bytes"
+
+
+def _validated_batch(body, owner: User) -> tuple[dict, list, str | None, list[dict]]:
+    if not isinstance(body, dict):
+        raise ApiError("Send a JSON object")
+    group = _own_group(body.get("group_id"), 400, owner)
+    pairs = body.get("key_values") or []
+    if not isinstance(pairs, list) or len(pairs) > MAX_PAIRS:
+        raise ApiError(f"key_values must be a list of at most {MAX_PAIRS} [key, value] pairs")
+    clean_pairs = []
+    for pair in pairs:
+        if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                or not all(isinstance(p, str) and p.strip() and p.isprintable() for p in pair)
+                or len(pair[0]) > 255 or len(pair[1]) > 1024):
+            raise ApiError("Each key-value pair needs a key (up to 255 characters) and a value (up to 1024)")
+        clean_pairs.append([_batch_key(pair[0].strip()), pair[1].strip()])
+    folder = body.get("folder")
+    if folder is not None and (not isinstance(folder, str) or len(folder) > 1024 or not folder.isprintable()):
+        raise ApiError("folder must be a folder name")
+    files = _validated_files(body.get("files"))
+    too_big = next((message for f in files if (message := _too_big(f["name"], f["size"]))), None)
+    if too_big:
+        raise ApiError(too_big, 413)
+    return group, clean_pairs, folder, files
+
+
+def _batch_key(key: str) -> str:
+    """Keys are the facility's vocabulary (PORTAL_BATCH_KEYS), so OMERO searches find them."""
+    keys = current_app.config["BATCH_KEYS"]
+    if key not in keys:
+        raise ApiError(f"{key!r} is not a key this facility uses; choose one of: {', '.join(keys)}")
+    return key
+
+
+@bp.post("/plan")
+@login_required
+def plan():
+    """Group files into jobs as an import would, and say which cannot be imported and why; sends nothing."""
+    body = request.get_json(silent=True)
+    files = _validated_files(body.get("files") if isinstance(body, dict) else None)
+    sizes = {f["name"]: f["size"] for f in files}
+    groups = []
+    for grp in group_files(sizes):
+        error = grp.error or next((m for n in grp.files if (m := _too_big(n, sizes[n]))), None)
+        groups.append({"files": [{"name": n, "size": sizes[n]} for n in grp.files], "kind": grp.kind,
+                       "size": sum(sizes[n] for n in grp.files), "error": error})
+    return {"groups": groups, "count": len(sizes), "total_size": sum(sizes.values()),
+            "importable": sum(1 for grp in groups if grp["error"] is None)}
+
+
+@bp.get("/key-values")
+@login_required
+def key_values():
+    """List the values the user already gave a key in one of their groups, read from OMERO."""
+    group = _own_group(request.args.get("group_id", type=int), 403)
+    key = _batch_key(request.args.get("key", ""))
+    omero_key = g.user.omero_key and crypto.decrypt(g.user.omero_key)
+    try:
+        if not omero_key:
+            raise SessionExpired()
+        with current_app.extensions["omero"].session(omero_key) as omero:
+            values = omero.key_values(group["id"], key)
+    except SessionExpired as e:
+        raise ApiError(str(e), 401) from None
+    except PermissionDenied as e:
+        raise ApiError(str(e), 403) from None
+    except OmeroError as e:
+        raise ApiError(str(e), 503 if e.transient else 502) from None
+    return {"group_id": group["id"], "key": key, "values": values}
+
+
+@bp.post("/batches")
+@login_required
+def create_batch():
+    """Create a batch: one job per file group, checked before any byte is sent."""
+    return new_batch(g.user, request.get_json(silent=True))
+
+
+def new_batch(owner: User, body):
+    """The batch `owner` will own, created by the signed-in user (the owner, or staff importing as)."""
+    group, pairs, folder, files = _validated_batch(body, owner)
+    sizes = {f["name"]: f["size"] for f in files}
+    groups = group_files(sizes)
+    _staging().check_room(sum(sizes[n] for grp in groups if not grp.error for n in grp.files))
+    with _db() as db:
+        batch = Batch(owner_id=owner.id, created_by_id=g.user.id, group_id=group["id"],
+                      group_name=group["name"], key_values=pairs, folder=folder)
+        db.add(batch)
+        db.flush()
+        for grp in groups:
+            job = Job(batch_id=batch.id, owner_id=owner.id, kind=grp.kind, total_size=sum(sizes[n] for n in grp.files),
+                      state=JobState.FAILED if grp.error else JobState.UPLOADING, message=grp.error or "")
+            db.add(job)
+            db.flush()
+            taken: set[str] = set()
+            for name in grp.files:
+                stored = safe_name(name)
+                while stored.lower() in taken:  # two names that clean to the same one
+                    stored = f"_{stored}"
+                taken.add(stored.lower())
+                db.add(JobFile(job_id=job.id, name=name, stored_name=stored, size=sizes[name]))
+            job_states.record(db, job)
+        db.commit()
+        return _batch_json(db, batch), 201
+
+
+@bp.get("/batches")
+@login_required
+def list_batches():
+    """List the user's recent batches with their jobs' states."""
+    with _db() as db:
+        batches = db.scalars(select(Batch).where(Batch.owner_id == g.user.id).order_by(Batch.id.desc()).limit(50))
+        return {"batches": [
+            {"id": b.id, "created_at": b.created_at.isoformat() + "Z", "group_name": b.group_name,
+             "folder": b.folder, "states": _count_states(b)} for b in batches]}
+
+
+def _count_states(batch: Batch) -> dict:
+    counts: dict[str, int] = {}
+    for job in batch.jobs:
+        counts[job.state] = counts.get(job.state, 0) + 1
+    return counts
+
+
+@bp.get("/batches/<int:batch_id>")
+@login_required
+def get_batch(batch_id: int):
+    """Return a batch with its jobs, files and how many bytes of each the server holds."""
+    with _db() as db:
+        return _batch_json(db, _own(db, Batch, batch_id))
+
+
+@bp.get("/files/<int:file_id>")
+@login_required
+def get_file(file_id: int):
+    """Say how many bytes of the file the server holds: resume from there."""
+    with _db() as db:
+        return _file_json(_own(db, JobFile, file_id))
+
+
+@bp.put("/files/<int:file_id>")
+@login_required
+def put_file(file_id: int):
+    """Append one chunk at ?offset=, which must be the number of bytes the server holds."""
+    offset = request.args.get("offset", type=int)
+    length = request.content_length
+    if offset is None or offset < 0:
+        raise ApiError("Give ?offset= (bytes already sent)")
+    if length is None:
+        raise ApiError("Send a Content-Length", 411)
+    if length > current_app.config["MAX_CHUNK"]:
+        raise ApiError(f"Send chunks of at most {current_app.config['MAX_CHUNK']:,} bytes", 413)
+    with _db() as db:
+        f = _own(db, JobFile, file_id)
+        if f.job.state != JobState.UPLOADING or f.completed_at:
+            raise ApiError(f"This file is not waiting for bytes (its job is {f.job.state})", 409)
+        if offset + length > f.size:
+            raise ApiError("More bytes were sent than the file's declared size", 400)
+        job_id, stored_name, size = f.job_id, f.stored_name, f.size
+    held = _staging().write(file_id, job_id, stored_name, offset, _body_blocks(length), size)
+    return {"id": file_id, "received": held, "size": size}
+
+
+def _body_blocks(length: int):
+    stream_ = request.stream
+    remaining = length
+    while remaining > 0:
+        block = stream_.read(min(BLOCK, remaining))
+        if not block:
+            break  # the client went away: keep what arrived
+        remaining -= len(block)
+        yield block
+
+
+@bp.post("/files/<int:file_id>/complete")
+@login_required
+def complete_file(file_id: int):
+    """Check the whole file against the client's SHA-1; a job whose files all arrived is queued."""
+    claimed = str((request.get_json(silent=True) or {}).get("sha1", "")).lower()
+    with _db() as db:
+        f = _own(db, JobFile, file_id)
+        job = f.job
+        if f.completed_at:
+            return _file_json(f)
+        if job.state != JobState.UPLOADING:
+            raise ApiError(f"This file's job is {job.state}", 409)
+        if f.size == 0:  # nothing was PUT, but the job still needs the (empty) file
+            _staging().path(job.id, f.stored_name).parent.mkdir(parents=True, exist_ok=True)
+            _staging().path(job.id, f.stored_name).touch()
+        held = _staging().received(job.id, f.stored_name)
+        if held != f.size:
+            raise ApiError(f"The server holds {held:,} of {f.size:,} bytes: send the rest first", 409)
+        actual = _staging().sha1(f.id, job.id, f.stored_name)
+        if claimed != actual:
+            _staging().reset(f.id, job.id, f.stored_name)
+            raise ApiError("The file arrived damaged (its SHA-1 does not match): it will be sent again", 422)
+        f.sha1, f.completed_at = actual, utcnow()
+        if all(other.completed_at for other in job.files):
+            job.content_sha1 = content_sha1([other.sha1 for other in job.files])
+            job_states.record(db, job, state=JobState.QUEUED, message="Waiting for a worker")
+            db.commit()
+            job_states.enqueue(db, [job])
+        db.commit()
+        return _file_json(f)
+
+
+def content_sha1(file_sha1s: list[str]) -> str:
+    """What a job's content is known by: the file's SHA-1, or for a group a SHA-1 over its files'."""
+    if len(file_sha1s) == 1:
+        return file_sha1s[0]
+    return hashlib.sha1("\n".join(file_sha1s).encode()).hexdigest()
+
+
+@bp.post("/jobs/<int:job_id>/cancel")
+@login_required
+def cancel_job(job_id: int):
+    """Cancel a job that is still being sent or waiting in the queue."""
+    with _db() as db:
+        job = _own(db, Job, job_id)
+        job_states.cancel(db, job, _staging())
+        return job.public()
+
+
+@bp.post("/jobs/<int:job_id>/retry")
+@login_required
+def retry_job(job_id: int):
+    """Queue a failed job again; its bytes are still on the server."""
+    with _db() as db:
+        job = _own(db, Job, job_id)
+        job_states.retry(db, job, _staging())
+        return job.public()
+
+
+@bp.get("/jobs/<int:job_id>/confirm")
+@login_required
+def confirm_job(job_id: int):
+    """Ask OMERO itself whether it holds an image of this job's content (same SHA-1), so a client
+    may delete its local copy."""
+    from app import crypto
+    from app.omero.base import OmeroError
+
+    with _db() as db:
+        job = _own(db, Job, job_id)
+        owner = db.get(User, job.owner_id)
+        sha1s = {f.name: f.sha1 for f in job.files}
+    key = owner.omero_key and crypto.decrypt(owner.omero_key)
+    if not job.content_sha1 or not key:
+        return {"in_omero": False, "images": [], "sha1": sha1s}
+    try:
+        with current_app.extensions["omero"].session(key) as omero:
+            images = omero.find_images(None, job.content_sha1)
+    except OmeroError as e:
+        raise ApiError(str(e), 503) from None
+    return {"in_omero": bool(images), "sha1": sha1s,
+            "images": [{"id": i.id, "name": i.name, "url": i.url} for i in images]}
+
+
+@bp.get("/events")
+@login_required
+def events():
+    """Stream the user's own job events (SSE), replaying those after Last-Event-ID or ?after=."""
+    return sse_response(g.user.id)

@@ -1,0 +1,111 @@
+"""`upload-portal`: serve, worker, db upgrade, convert, push, watch, settings."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+
+from app import config as portal_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["convert"]:  # the converters and the client own their arguments
+        from converters.cli import main as convert_main
+
+        return convert_main(argv[1:])
+    if argv[:1] in (["push"], ["watch"]):
+        from app.client import push, watch
+
+        return (push if argv[0] == "push" else watch).main(argv[1:])
+    parser = argparse.ArgumentParser(prog="upload-portal", description="The OMERO Upload Portal")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the web app (and, by default, a worker)")
+    serve.add_argument("--no-worker", action="store_true", help="web only (workers run elsewhere)")
+    serve.add_argument("--processes", type=int, default=1, help="web processes (each with PORTAL_WEB_THREADS threads)")
+    worker = commands.add_parser("worker", help="run a job worker")
+    worker.add_argument("--beat", action="store_true", help="also send the scheduled tasks (retention reminders); run one per site")
+    db = commands.add_parser("db", help="database schema")
+    db.add_argument("action", choices=["upgrade"])
+    commands.add_parser("convert", help="convert files to OME-TIFF as the portal would (see `convert --help`)")
+    commands.add_parser("push", help="send files or folders to a portal and wait for the results (see `push --help`)")
+    commands.add_parser("watch", help="send each new file in a folder to a portal (see `watch --help`)")
+    commands.add_parser("settings", help="print the table of settings (PORTAL_* environment variables)")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "settings":
+            print(portal_config.settings_table())
+        elif args.command == "db":
+            _upgrade()
+        elif args.command == "worker":
+            _worker(args.beat)
+        elif args.command == "serve":
+            _serve(args.no_worker, args.processes)
+    except portal_config.ConfigError as e:
+        print(f"upload-portal: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _upgrade() -> None:
+    from app.db import Database
+
+    config = portal_config.load()
+    db = Database(config["DATABASE_URL"])
+    db.upgrade()
+    db.dispose()
+    print("database schema is up to date")
+
+
+def _worker(beat: bool) -> None:
+    from workers.worker import celery, flask_app
+
+    flask_app.config["DATA_DIR"].mkdir(parents=True, exist_ok=True)  # the beat schedule lives there
+    celery.worker_main(["worker", "--loglevel=INFO", f"--concurrency={flask_app.config['WORKER_CONCURRENCY']}",
+                        f"--hostname=portal-{os.getpid()}@%h", *(["--beat"] if beat else [])])
+
+
+def _serve(no_worker: bool, processes: int) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    config = portal_config.load()
+    if config["EMBEDDED"]:
+        _upgrade()  # a fresh embedded install has no schema yet
+    worker = None
+    if not no_worker:
+        worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--beat"])
+
+    class Server(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", f"{config['HOST']}:{config['PORT']}")
+            self.cfg.set("workers", processes)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", config["WEB_THREADS"])  # each open event stream holds a thread
+            self.cfg.set("timeout", 120)
+            self.cfg.set("graceful_timeout", 5)  # event streams never end by themselves
+            self.cfg.set("accesslog", "-")
+            self.cfg.set("when_ready", lambda _server: print(
+                f"\n  OMERO Upload Portal ({config['MODE']} mode): http://{config['HOST']}:{config['PORT']}/\n",
+                flush=True))
+
+        def load(self):
+            from app import create_app
+
+            return create_app()
+
+    try:
+        Server().run()
+    finally:
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

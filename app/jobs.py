@@ -1,0 +1,115 @@
+"""Job state changes: each one writes the job and its event in the same transaction.
+
+The API (queued, cancelled, retried) and the workers (converting ... imported) both go through here,
+so the event log is complete by construction; Celery is told only after the commit.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import current_app as current_celery
+from kombu.exceptions import OperationalError as KombuOperationalError
+from sqlalchemy import or_, update
+from sqlalchemy.orm import Session
+
+from app.db import utcnow
+from app.models import Job, JobEvent, JobState
+
+TASK_NAME = "portal.process_job"
+DEFAULT_PRIORITY = 5  # Redis serves 0 first: staff "move to front" sends a job's message again at 0
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """Another worker owns this job now (our lease expired); stop without touching it."""
+
+
+def record(session: Session, job: Job, **changes) -> None:
+    """Apply changes to the job and append the event that tells its owner."""
+    for name, value in changes.items():
+        setattr(job, name, value)
+    session.flush()
+    session.add(JobEvent(job_id=job.id, owner_id=job.owner_id, data=job.public()))
+
+
+def enqueue(session: Session, jobs: list[Job], front: bool = False) -> None:
+    """Hand committed jobs to the workers. A broker that is down loses nothing: the job is a row,
+    and the workers' recovery sweep queues it again (workers.recovery)."""
+    now = utcnow()
+    for job in jobs:
+        job.enqueued_at = now
+    session.commit()
+    try:
+        for job in jobs:
+            current_celery.send_task(TASK_NAME, args=[job.id], priority=0 if front else DEFAULT_PRIORITY)
+    except KombuOperationalError as e:
+        log.warning("broker unreachable, %d job(s) wait for the recovery sweep: %s", len(jobs), e)
+
+
+class NotAllowed(Exception):
+    """The job is not in a state that allows this; the message says why."""
+
+
+def cancel(session: Session, job: Job, staging, by_staff: bool = False) -> None:
+    """Cancel a job that has not started (staff: also a running one, which stops at its next step)."""
+    startable = job.state in (JobState.UPLOADING, JobState.QUEUED) and not job.lease_owner
+    if not (startable or (by_staff and job.state in JobState.CLAIMABLE)):
+        raise NotAllowed(f"Only a job that has not started can be cancelled (this one is {job.state})")
+    record(session, job, state=JobState.CANCELLED, message="Cancelled" + (" by the facility staff" if by_staff else ""),
+           finished_at=utcnow(), lease_owner=None, lease_expires=None)
+    session.commit()
+    staging.remove_job(job.id)
+
+
+def retry(session: Session, job: Job, staging) -> None:
+    """Queue a failed (or cancelled, for staff) job again; its bytes must still be on the server."""
+    if job.state != JobState.FAILED:
+        raise NotAllowed(f"Only a failed job can be retried (this one is {job.state})")
+    if not job.files or not all(f.completed_at for f in job.files):
+        raise NotAllowed("This job never had all its files: add the missing files in a new import")
+    if any(staging.received(job.id, f.stored_name) != f.size for f in job.files):
+        raise NotAllowed("This job's files are no longer on the server: import them again")
+    record(session, job, state=JobState.QUEUED, message="Waiting for a worker", progress=0.0,
+           lease_owner=None, lease_expires=None, attempts=0, finished_at=None)
+    session.commit()
+    enqueue(session, [job])
+
+
+def claim(session: Session, job_id: int, worker: str, lease_seconds: int) -> Job | None:
+    """Take the job for this worker unless it is final or another live worker holds it."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state.in_(JobState.CLAIMABLE),
+               or_(Job.lease_expires.is_(None), Job.lease_expires < now))
+        .values(lease_owner=worker, lease_expires=now + timedelta(seconds=lease_seconds),
+                attempts=Job.attempts + 1)
+    )
+    session.commit()
+    return session.get(Job, job_id, populate_existing=True) if result.rowcount == 1 else None
+
+
+def renew(session: Session, job_id: int, worker: str, lease_seconds: int) -> None:
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.lease_owner == worker)
+        .values(lease_expires=utcnow() + timedelta(seconds=lease_seconds))
+    )
+    session.commit()
+    if result.rowcount != 1:
+        raise LeaseLost(job_id)
+
+
+def beat_period(config) -> float:
+    """Seconds between a worker's heartbeats and recovery sweeps: twice per lease."""
+    return max(1.0, config["JOB_LEASE_SECONDS"] / 2)
+
+
+def stale_jobs(session: Session, requeue_after: timedelta) -> list[Job]:
+    """Jobs a dead worker left (lease expired), and queued jobs whose message seems lost."""
+    now = utcnow()
+    return list(session.query(Job).where(
+        Job.state.in_(JobState.CLAIMABLE),
+        or_(Job.lease_expires < now,
+            (Job.state == JobState.QUEUED) & Job.lease_expires.is_(None) & (Job.enqueued_at < now - requeue_after)),
+    ).order_by(Job.id).limit(500))

@@ -1,0 +1,139 @@
+"""The OMERO boundary: everything the portal asks of OMERO, and nothing more.
+
+Three implementations stand behind it: the embedded on-disk store (embedded mode), the omero-py
+adapter (production), and the tests' strict fake of omero-py under that adapter. One contract suite
+runs against all of them.
+
+A `Gateway` is built once per process from settings; `gateway.session(key)` joins a user's OMERO
+session for the duration of one task or request, and never kills it on the way out; only
+`close_session` ends a session, and only one the portal made.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+# Key-values in this namespace stay editable in OMERO.web.
+CLIENT_KV_NAMESPACE = "openmicroscopy.org/omero/client/mapAnnotation"
+# The portal's own annotations: original metadata and provenance.
+METADATA_NAMESPACE = "upload-portal/original-metadata"
+PROVENANCE_NAMESPACE = "upload-portal/provenance"
+# Enough to choose from in a list; a key with more values is typed, not picked.
+KEY_VALUES_LIMIT = 500
+
+
+class OmeroError(Exception):
+    """Something OMERO refused or could not do; str(error) is meant for the researcher."""
+
+    transient = False  # True: worth retrying with backoff
+
+
+class SessionExpired(OmeroError):
+    def __init__(self, message: str = "Your OMERO session has expired: sign in again, then retry"):
+        super().__init__(message)
+
+
+class PermissionDenied(OmeroError):
+    pass
+
+
+class ServerUnreachable(OmeroError):
+    transient = True
+
+    def __init__(self, message: str = "The OMERO server cannot be reached right now"):
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Group:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Identity:
+    user_id: int
+    username: str
+    full_name: str
+    groups: tuple[Group, ...]
+    default_group_id: int
+    is_admin: bool = False
+    email: str = ""
+
+
+@dataclass(frozen=True)
+class Placement:
+    project_id: int
+    project: str
+    dataset_id: int
+    dataset: str
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    id: int
+    name: str
+    url: str  # the image in OMERO.web (or the embedded store's page)
+    sha1: str  # checksum OMERO holds for the imported file (primary file of the fileset)
+    job_uid: str | None = None  # the portal job that imported it, from the provenance annotation
+
+
+@dataclass
+class Annotations:
+    key_values: list[tuple[str, str]] = field(default_factory=list)  # one MapAnnotation, client ns
+    tags: list[str] = field(default_factory=list)  # TagAnnotations, reused when the text exists
+    metadata: dict[str, str] = field(default_factory=dict)  # original metadata, METADATA_NAMESPACE
+    provenance: dict[str, str] = field(default_factory=dict)  # PROVENANCE_NAMESPACE; has
+    # "content_sha1" (what duplicates are found by) and "job_uid" (what makes a rerun idempotent)
+
+
+Progress = Callable[[int, int], None]  # (bytes sent, bytes total)
+
+
+class Session(Protocol):
+    def whoami(self) -> Identity: ...
+
+    def get_or_create_dataset(self, group_id: int, project: str, dataset: str) -> Placement:
+        """The user's Project and, linked under it, Dataset of these names; one each, even in a race."""
+
+    def find_images(self, group_id: int | None, content_sha1: str) -> list[ImageRef]:
+        """The user's images with this content: an original file with this SHA-1, or a portal
+        provenance annotation with this content_sha1. group_id None searches all the user's groups."""
+
+    def import_image(
+        self, group_id: int, dataset_id: int, files: Sequence[Path], *, name: str, description: str,
+        annotations: Annotations, progress: Progress,
+    ) -> list[ImageRef]:
+        """Import one fileset into the dataset, annotated, and return the images it made."""
+
+    def key_values(self, group_id: int, key: str) -> list[str]:
+        """The values the user already gave this key in the group (client-namespace MapAnnotations),
+        distinct and sorted, at most KEY_VALUES_LIMIT. Raises PermissionDenied for a non-member."""
+
+
+class Gateway(Protocol):
+    def session(self, key: str) -> AbstractContextManager[Session]:
+        """Join the OMERO session with this key (raises SessionExpired when it is gone)."""
+
+    @property
+    def can_create_sessions(self) -> bool:
+        """Whether create_session can work: an admin connection is configured (or not needed)."""
+
+    def create_session(self, username: str, ttl_seconds: int) -> str:
+        """A new session key for the named user, made with the configured admin connection."""
+
+    def close_session(self, key: str) -> None:
+        """End a session the portal itself made (create_session), for everyone; a gone one is fine.
+        Never called with a key the user pasted: that session is theirs and OMERO.web's."""
+
+    def keep_alive(self, key: str) -> bool:
+        """Touch the session so it does not idle out while jobs wait; False when it is gone."""
+
+
+def iter_files_in_blocks(path: Path, block: int = 1 << 20) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            yield chunk

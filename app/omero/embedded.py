@@ -1,0 +1,239 @@
+"""The embedded OMERO store: what embedded mode imports into, so a newcomer sees the whole flow.
+
+Files land in a readable tree, `files/<group>/<project>/<dataset>/<image-id>_<name>/`, with an
+`annotations.json` beside them; a SQLite index answers the boundary's queries (by checksum, by tag
+text) without scanning anything. It follows the same rules as OMERO: users see their own images,
+names are not identity, content is.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+from app.omero.base import (
+    CLIENT_KV_NAMESPACE, KEY_VALUES_LIMIT, METADATA_NAMESPACE, PROVENANCE_NAMESPACE, Annotations, Group, Identity, ImageRef,
+    OmeroError, PermissionDenied, Placement, Progress, SessionExpired, iter_files_in_blocks,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, username TEXT UNIQUE NOT NULL);
+CREATE TABLE IF NOT EXISTS groups (id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL);
+CREATE TABLE IF NOT EXISTS members (user_id INTEGER, group_id INTEGER, position INTEGER,
+    PRIMARY KEY (user_id, group_id));
+CREATE TABLE IF NOT EXISTS sessions (key TEXT PRIMARY KEY, user_id INTEGER NOT NULL,
+    ttl REAL NOT NULL, last_used REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS projects (id INTEGER PRIMARY KEY, group_id INTEGER, owner_id INTEGER, name TEXT,
+    UNIQUE (group_id, owner_id, name));
+CREATE TABLE IF NOT EXISTS datasets (id INTEGER PRIMARY KEY, project_id INTEGER, name TEXT,
+    UNIQUE (project_id, name));
+CREATE TABLE IF NOT EXISTS images (id INTEGER PRIMARY KEY, dataset_id INTEGER, owner_id INTEGER,
+    group_id INTEGER, name TEXT, description TEXT, sha1 TEXT, content_sha1 TEXT, job_uid TEXT,
+    path TEXT, annotations TEXT, created REAL);
+CREATE INDEX IF NOT EXISTS images_sha1 ON images (owner_id, sha1);
+CREATE INDEX IF NOT EXISTS images_content ON images (owner_id, content_sha1);
+CREATE TABLE IF NOT EXISTS tags (id INTEGER PRIMARY KEY, group_id INTEGER, text TEXT, UNIQUE (group_id, text));
+CREATE TABLE IF NOT EXISTS image_tags (image_id INTEGER, tag_id INTEGER, PRIMARY KEY (image_id, tag_id));
+"""
+
+
+def _safe_segment(name: str) -> str:
+    """One path segment a person can read, that cannot climb out of the tree."""
+    name = re.sub(r"[\x00-\x1f\x7f/\\:*?\"<>|]", "_", name).strip(" .")
+    return name[:120] or "_"
+
+
+class EmbeddedGateway:
+    def __init__(self, root: Path, web_url: str = "/store", groups: Sequence[str] = ("Lab",)):
+        self.root = Path(root)
+        self.web_url = web_url.rstrip("/")
+        self.groups = list(groups) or ["Lab"]
+        (self.root / "files").mkdir(parents=True, exist_ok=True)
+        (self.root / "incoming").mkdir(exist_ok=True)
+        with closing(sqlite3.connect(self.root / "store.sqlite", timeout=30)) as db:
+            db.execute("PRAGMA journal_mode=WAL")  # workers read while another imports
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        with closing(sqlite3.connect(self.root / "store.sqlite", timeout=30, isolation_level=None)) as db:
+            db.execute("BEGIN IMMEDIATE")  # one writer at a time: get-or-create cannot race
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    can_create_sessions = True  # the store is the portal's own: no admin account to configure
+
+    def close_session(self, key: str) -> None:
+        with self._db() as db:
+            db.execute("DELETE FROM sessions WHERE key = ?", (key,))
+
+    def create_session(self, username: str, ttl_seconds: int) -> str:
+        key = secrets.token_urlsafe(32)
+        with self._db() as db:
+            db.execute("INSERT OR IGNORE INTO users (username) VALUES (?)", (username,))
+            (user_id,) = db.execute("SELECT id FROM users WHERE username = ?", (username,)).fetchone()
+            for position, group in enumerate(self.groups):
+                db.execute("INSERT OR IGNORE INTO groups (name) VALUES (?)", (group,))
+                (group_id,) = db.execute("SELECT id FROM groups WHERE name = ?", (group,)).fetchone()
+                db.execute("INSERT OR IGNORE INTO members VALUES (?, ?, ?)", (user_id, group_id, position))
+            db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)", (key, user_id, ttl_seconds, time.time()))
+        return key
+
+    def _user_for(self, key: str, touch: bool) -> int:
+        with self._db() as db:
+            row = db.execute("SELECT user_id, ttl, last_used FROM sessions WHERE key = ?", (key,)).fetchone()
+            if row is None or time.time() - row[2] > row[1]:
+                raise SessionExpired()
+            if touch:
+                db.execute("UPDATE sessions SET last_used = ? WHERE key = ?", (time.time(), key))
+            return row[0]
+
+    def keep_alive(self, key: str) -> bool:
+        try:
+            self._user_for(key, touch=True)
+        except SessionExpired:
+            return False
+        return True
+
+    @contextmanager
+    def session(self, key: str) -> Iterator[EmbeddedSession]:
+        yield EmbeddedSession(self, self._user_for(key, touch=True))
+
+    def image_url(self, image_id: int) -> str:
+        return f"{self.web_url}/image/{image_id}"
+
+    def images_of(self, username: str) -> list[dict]:
+        """The user's images with their place in the tree, for the store's own page."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT i.id, i.name, g.name, p.name, d.name, i.sha1, i.path, i.annotations, i.created "
+                "FROM images i JOIN users u ON u.id = i.owner_id JOIN groups g ON g.id = i.group_id "
+                "JOIN datasets d ON d.id = i.dataset_id JOIN projects p ON p.id = d.project_id "
+                "WHERE u.username = ? ORDER BY g.name, p.name, d.name, i.id", (username,),
+            ).fetchall()
+        keys = ("id", "name", "group", "project", "dataset", "sha1", "path", "annotations", "created")
+        return [dict(zip(keys, row[:7] + (json.loads(row[7]), row[8]))) for row in rows]
+
+
+class EmbeddedSession:
+    def __init__(self, store: EmbeddedGateway, user_id: int):
+        self.store = store
+        self.user_id = user_id
+
+    def whoami(self) -> Identity:
+        with self.store._db() as db:
+            (username,) = db.execute("SELECT username FROM users WHERE id = ?", (self.user_id,)).fetchone()
+            groups = tuple(Group(gid, name) for gid, name in db.execute(
+                "SELECT g.id, g.name FROM members m JOIN groups g ON g.id = m.group_id "
+                "WHERE m.user_id = ? ORDER BY m.position", (self.user_id,)))
+        return Identity(self.user_id, username, username, groups, groups[0].id if groups else 0)
+
+    def _group_name(self, db: sqlite3.Connection, group_id: int) -> str:
+        row = db.execute(
+            "SELECT g.name FROM members m JOIN groups g ON g.id = m.group_id WHERE m.user_id = ? AND g.id = ?",
+            (self.user_id, group_id)).fetchone()
+        if row is None:
+            raise PermissionDenied(f"You are not a member of OMERO group {group_id}")
+        return row[0]
+
+    def get_or_create_dataset(self, group_id: int, project: str, dataset: str) -> Placement:
+        with self.store._db() as db:
+            self._group_name(db, group_id)
+            db.execute("INSERT OR IGNORE INTO projects (group_id, owner_id, name) VALUES (?, ?, ?)",
+                       (group_id, self.user_id, project))
+            (project_id,) = db.execute("SELECT id FROM projects WHERE group_id = ? AND owner_id = ? AND name = ?",
+                                       (group_id, self.user_id, project)).fetchone()
+            db.execute("INSERT OR IGNORE INTO datasets (project_id, name) VALUES (?, ?)", (project_id, dataset))
+            (dataset_id,) = db.execute("SELECT id FROM datasets WHERE project_id = ? AND name = ?",
+                                       (project_id, dataset)).fetchone()
+        return Placement(project_id, project, dataset_id, dataset)
+
+    def find_images(self, group_id: int | None, content_sha1: str) -> list[ImageRef]:
+        query = ("SELECT id, name, sha1, job_uid FROM images WHERE owner_id = ? AND (sha1 = ? OR content_sha1 = ?)")
+        params: tuple = (self.user_id, content_sha1, content_sha1)
+        if group_id is not None:
+            query, params = query + " AND group_id = ?", params + (group_id,)
+        with self.store._db() as db:
+            rows = db.execute(query + " ORDER BY id", params).fetchall()
+        return [ImageRef(i, name, self.store.image_url(i), sha1, job_uid) for i, name, sha1, job_uid in rows]
+
+    def key_values(self, group_id: int, key: str) -> list[str]:
+        # The pairs sit in each image's annotations JSON; json_each reads only the user's images of
+        # that group (the owner index narrows them), never the whole store.
+        with self.store._db() as db:
+            self._group_name(db, group_id)
+            rows = db.execute(
+                "SELECT DISTINCT json_extract(kv.value, '$[1]') AS v FROM images i, json_each(i.annotations, ?) kv "
+                "WHERE i.owner_id = ? AND i.group_id = ? AND json_extract(kv.value, '$[0]') = ? "
+                "ORDER BY v LIMIT ?",
+                (f'$.key_values."{CLIENT_KV_NAMESPACE}"', self.user_id, group_id, key, KEY_VALUES_LIMIT),
+            ).fetchall()
+        return [value for (value,) in rows]
+
+    def import_image(
+        self, group_id: int, dataset_id: int, files: Sequence[Path], *, name: str, description: str,
+        annotations: Annotations, progress: Progress,
+    ) -> list[ImageRef]:
+        with self.store._db() as db:
+            group = self._group_name(db, group_id)
+            row = db.execute(
+                "SELECT p.name, d.name FROM datasets d JOIN projects p ON p.id = d.project_id "
+                "WHERE d.id = ? AND p.owner_id = ? AND p.group_id = ?", (dataset_id, self.user_id, group_id),
+            ).fetchone()
+        if row is None:
+            raise PermissionDenied(f"Dataset {dataset_id} is not yours in group {group}")
+        # Copy into a private folder, then move it into the tree in one rename: a crash leaves an
+        # orphan folder in incoming/, never a half-written image.
+        incoming = self.store.root / "incoming" / secrets.token_hex(8)
+        incoming.mkdir()
+        total, sent, checksums = sum(Path(f).stat().st_size for f in files), 0, []
+        try:
+            for path in files:
+                digest = hashlib.sha1()
+                with open(incoming / _safe_segment(Path(path).name), "wb") as out:
+                    for block in iter_files_in_blocks(Path(path)):
+                        out.write(block)
+                        digest.update(block)
+                        sent += len(block)
+                        progress(sent, total)
+                checksums.append(digest.hexdigest())
+            kept = {
+                "key_values": {CLIENT_KV_NAMESPACE: annotations.key_values},
+                "tags": annotations.tags,
+                "maps": {METADATA_NAMESPACE: annotations.metadata, PROVENANCE_NAMESPACE: annotations.provenance},
+            }
+            (incoming / "annotations.json").write_text(json.dumps(kept, indent=2, ensure_ascii=False))
+            folder = self.store.root / "files" / _safe_segment(group) / _safe_segment(row[0]) / _safe_segment(row[1])
+            folder.mkdir(parents=True, exist_ok=True)
+            final = folder / f"{incoming.name}_{_safe_segment(name)}"
+            os.rename(incoming, final)
+        except OSError as e:
+            shutil.rmtree(incoming, ignore_errors=True)
+            raise OmeroError(f"The embedded store could not take {name}: {e.strerror or e}") from None
+        with self.store._db() as db:
+            cursor = db.execute(
+                "INSERT INTO images (dataset_id, owner_id, group_id, name, description, sha1, content_sha1, job_uid,"
+                " path, annotations, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (dataset_id, self.user_id, group_id, name, description, checksums[0],
+                 annotations.provenance.get("content_sha1"), annotations.provenance.get("job_uid"),
+                 str(final.relative_to(self.store.root)), json.dumps(kept, ensure_ascii=False), time.time()),
+            )
+            image_id = cursor.lastrowid
+            for text in annotations.tags:
+                db.execute("INSERT OR IGNORE INTO tags (group_id, text) VALUES (?, ?)", (group_id, text))
+                db.execute("INSERT OR IGNORE INTO image_tags SELECT ?, id FROM tags WHERE group_id = ? AND text = ?",
+                           (image_id, group_id, text))
+        return [ImageRef(image_id, name, self.store.image_url(image_id), checksums[0],
+                         annotations.provenance.get("job_uid"))]

@@ -1,0 +1,345 @@
+"""The production OMERO boundary: omero-py against a real OMERO server.
+
+One omero.client per task: `gateway.session(key)` joins the user's session, marks it to be detached
+(not destroyed) when we disconnect, and disconnects on the way out. The session belongs to the user
+and to OMERO.web; killing it (client.killSession, BlitzGateway.close(hard=True)) would sign the user
+out everywhere, so nothing here does, except `close_session` for a session the portal itself made
+with the admin connection (ADFS sign-in), at the user's sign-out.
+
+The group of each call travels in that call's context (`{"omero.group": "<id>"}`): switching the
+shared session's group (setSecurityContext / setGroupForSession) would move the user's other
+running jobs too.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+
+import Glacier2
+import Ice
+import omero
+import omero.clients
+from omero.model import DatasetI, ProjectDatasetLinkI, ProjectI
+from omero.rtypes import rstring, unwrap
+from omero.sys import Principal
+
+from app.omero import omeropy_queries as q
+from app.omero.base import (
+    Annotations, Group, Identity, ImageRef, OmeroError, Placement, Progress, SessionExpired,
+)
+from app.omero.omeropy_errors import translate_errors
+from app.omero.omeropy_import import build_annotations, import_fileset
+
+log = logging.getLogger(__name__)
+
+ALL_GROUPS = "-1"  # omero.group context value: search every group the user is a member of
+
+
+class OmeroPyGateway:
+    def __init__(
+        self, host: str, port: int = 4064, web_url: str = "", admin_user: str | None = None,
+        admin_password: str | None = None, secure: bool = True, *,
+        client_factory: Callable[..., omero.clients.BaseClient] | None = None,
+        keep_alive_seconds: int = 60, settle_seconds: float = 1.0, import_timeout_seconds: float = 6 * 3600,
+    ):
+        self.host = host
+        self.port = int(port)
+        self.web_url = (web_url or f"https://{host}").rstrip("/")
+        self.admin_user = admin_user
+        self.admin_password = admin_password
+        self.secure = secure
+        self._client_factory = client_factory or omero.client
+        self.keep_alive_seconds = keep_alive_seconds
+        # How long a get-or-create winner waits for a competitor's slower commit (see _one_of).
+        self.settle_seconds = settle_seconds
+        self.import_timeout_seconds = import_timeout_seconds
+
+    def image_url(self, image_id: int) -> str:
+        return f"{self.web_url}/webclient/?show=image-{image_id}"
+
+    def _new_client(self) -> omero.clients.BaseClient:
+        with translate_errors():
+            return self._client_factory(host=self.host, port=self.port)
+
+    def _join(self, key: str):
+        client = self._new_client()
+        try:
+            with translate_errors(joining=True):
+                sf = client.joinSession(key)
+                # On disconnect, drop our reference to the session instead of closing it.
+                sf.detachOnDestroy()
+                if not self.secure:
+                    # Bulk data over the server's plain router; the login above stayed encrypted.
+                    plain = client.createClient(False)
+                    plain.getSession().detachOnDestroy()
+                    _disconnect(client)
+                    client, sf = plain, plain.getSession()
+        except BaseException:
+            _disconnect(client)
+            raise
+        return client, sf
+
+    @contextmanager
+    def session(self, key: str) -> Iterator[OmeroPySession]:
+        if not key:
+            raise SessionExpired()
+        client, sf = self._join(key)
+        try:
+            # Touch the session while we wait on long server-side work (imports can take hours).
+            client.enableKeepAlive(self.keep_alive_seconds)
+            yield OmeroPySession(self, client, sf)
+        finally:
+            _disconnect(client)
+
+    def keep_alive(self, key: str) -> bool:
+        try:
+            with self.session(key) as session, translate_errors():
+                # Joining proved the session alive; keepAlive touches it (its boolean is about the
+                # service proxy passed, and the server answers False for none, so it is not ours).
+                session.sf.keepAlive(None)
+            return True
+        except SessionExpired:
+            return False
+
+    @property
+    def can_create_sessions(self) -> bool:
+        return bool(self.admin_user and self.admin_password)
+
+    def close_session(self, key: str) -> None:
+        if not key:
+            return
+        client = self._new_client()
+        try:
+            with translate_errors(joining=True):
+                client.joinSession(key)
+            with translate_errors():
+                # The portal made this session and is its only user: closing it for everyone is right.
+                client.killSession()
+        except SessionExpired:
+            pass  # already gone: what we wanted
+        finally:
+            _disconnect(client)
+
+    def create_session(self, username: str, ttl_seconds: int) -> str:
+        if not self.can_create_sessions:
+            raise OmeroError("No OMERO admin account is configured: staff import and sign-in are off")
+        client = self._new_client()
+        try:
+            with translate_errors():
+                sf = client.createSession(self.admin_user, self.admin_password)
+                principal = Principal(name=username, group="", eventType="User")
+                try:
+                    created = sf.getSessionService().createSessionWithTimeout(principal, int(ttl_seconds * 1000))
+                except omero.ApiUsageException as e:  # e.g. no such user
+                    raise OmeroError(f"OMERO would not open a session for {username}: {e.message}") from e
+                return unwrap(created.getUuid())
+        finally:
+            # Our own admin session: closing it is right (it was not detached).
+            _disconnect(client)
+
+
+def _disconnect(client) -> None:
+    try:
+        client.closeSession()
+    except (Ice.LocalException, Glacier2.SessionNotExistException) as e:
+        # Leaving is best effort: the server drops the connection's session reference itself.
+        log.info("while disconnecting from OMERO: %s", type(e).__name__)
+
+
+class OmeroPySession:
+    def __init__(self, gateway: OmeroPyGateway, client, sf):
+        self.gateway = gateway
+        self.client = client
+        self.sf = sf
+        self._group_names: dict[int, str] = {}
+
+    @cached_property
+    def _query(self):
+        with translate_errors():
+            return self.sf.getQueryService()
+
+    @cached_property
+    def _update(self):
+        with translate_errors():
+            return self.sf.getUpdateService()
+
+    @cached_property
+    def _event_context(self):
+        with translate_errors():
+            return self.sf.getAdminService().getEventContext()
+
+    @property
+    def _uid(self) -> int:
+        return self._event_context.userId
+
+    def _ctx(self, group_id: int | None) -> dict[str, str]:
+        return {"omero.group": ALL_GROUPS if group_id is None else str(int(group_id))}
+
+    def _group_label(self, group_id: int | None) -> Callable[[], str | None]:
+        """How to name the group in an error message; looked up only when a message needs it."""
+        def label() -> str | None:
+            if group_id is None:
+                return None
+            if group_id not in self._group_names:
+                try:
+                    group = self.sf.getAdminService().getGroup(group_id)
+                    self._group_names[group_id] = unwrap(group.getName())
+                except (omero.ServerError, Ice.LocalException):
+                    return f"with id {group_id}"  # the message matters more than the name
+            return f"'{self._group_names[group_id]}' (id {group_id})"
+        return label
+
+    def whoami(self) -> Identity:
+        with translate_errors():
+            admin = self.sf.getAdminService()
+            ec = self._event_context
+            user = admin.getExperimenter(ec.userId)
+            default_id = admin.getDefaultGroup(ec.userId).getId().getValue()
+            roles = admin.getSecurityRoles()
+            contained = admin.containedGroups(ec.userId)
+        # OMERO's built-in groups ("user", "system", "guest") are not places to import into.
+        builtin = {roles.userGroupId, roles.systemGroupId, roles.guestGroupId}
+        groups = [Group(g.getId().getValue(), unwrap(g.getName())) for g in contained
+                  if g.getId().getValue() not in builtin]
+        groups.sort(key=lambda g: (g.id != default_id, g.name.lower()))
+        self._group_names.update((g.id, g.name) for g in groups)
+        if groups and groups[0].id != default_id:
+            default_id = groups[0].id  # the default is a built-in group (e.g. an admin's "system")
+        full_name = " ".join(filter(None, (unwrap(user.getFirstName()), unwrap(user.getLastName()))))
+        return Identity(
+            user_id=ec.userId, username=ec.userName, full_name=full_name or ec.userName,
+            groups=tuple(groups), default_group_id=default_id, is_admin=bool(ec.isAdmin),
+            email=unwrap(user.getEmail()) or "",
+        )
+
+    # -- placement ------------------------------------------------------------------------------
+
+    def get_or_create_dataset(self, group_id: int, project: str, dataset: str) -> Placement:
+        ctx = self._ctx(group_id)
+        with translate_errors(group=self._group_label(group_id)):
+            project_id = self._one_of(
+                find=lambda: self._project_ids(project, ctx),
+                create=lambda: self._create_project(project, ctx),
+                discard=lambda pid: self._update.deleteObject(ProjectI(pid, False), ctx),
+            )
+            dataset_id = self._one_of(
+                find=lambda: [d for d, _ in self._dataset_links(project_id, dataset, ctx)],
+                create=lambda: self._create_dataset(project_id, dataset, ctx),
+                discard=lambda did: self._discard_dataset(project_id, dataset, did, ctx),
+            )
+        return Placement(project_id, project, dataset_id, dataset)
+
+    def _one_of(self, find, create, discard) -> int:
+        """The oldest (lowest id) of the user's matching objects, creating one when there is none.
+
+        OMERO has no unique names, so workers that all find nothing all create. Each creator then
+        waits `settle_seconds` and reads again; the lowest id wins and every other creator discards
+        its own object, which nobody else has been given yet. Why this converges: ids come from a
+        sequence before the transaction commits, so any id lower than mine was allocated before mine
+        and, transactions being far shorter than the settle time, has committed by the time I read
+        again. Every creator therefore sees the same lowest id. (A worker that merely finds an object
+        while such a race settles may pick a loser; it then fails on a discarded object and its retry
+        finds the winner. That needs two creates and a find within one settle time.)
+        """
+        ids = find()
+        if ids:
+            return ids[0]
+        mine = create()
+        time.sleep(self.gateway.settle_seconds)
+        ids = find()
+        winner = min(ids) if ids else mine
+        if winner != mine:
+            try:
+                discard(mine)
+            except omero.ValidationException:
+                # deleteObject does not cascade and refuses an object something links to.
+                log.warning("kept a duplicate OMERO container %s: it is no longer empty", mine)
+        return winner
+
+    def _project_ids(self, name: str, ctx: dict) -> list[int]:
+        found = self._query.findAllByQuery(q.PROJECTS_BY_NAME, q.projects_params(name, self._uid), ctx)
+        return sorted(p.getId().getValue() for p in found)
+
+    def _dataset_links(self, project_id: int, name: str, ctx: dict) -> list[tuple[int, int]]:
+        """(dataset id, link id) of the user's datasets of this name under the project."""
+        links = self._query.findAllByQuery(
+            q.DATASET_LINKS_BY_NAME, q.dataset_links_params(project_id, name, self._uid), ctx)
+        return sorted((l.getChild().getId().getValue(), l.getId().getValue()) for l in links)
+
+    def _create_project(self, name: str, ctx: dict) -> int:
+        p = ProjectI()
+        p.setName(rstring(name))
+        return self._update.saveAndReturnObject(p, ctx).getId().getValue()
+
+    def _create_dataset(self, project_id: int, name: str, ctx: dict) -> int:
+        d = DatasetI()
+        d.setName(rstring(name))
+        d.linkProject(ProjectI(project_id, False))  # dataset and link in one transaction
+        return self._update.saveAndReturnObject(d, ctx).getId().getValue()
+
+    def _discard_dataset(self, project_id: int, name: str, dataset_id: int, ctx: dict) -> None:
+        for did, link_id in self._dataset_links(project_id, name, ctx):
+            if did == dataset_id:
+                self._update.deleteObject(ProjectDatasetLinkI(link_id, False), ctx)
+        self._update.deleteObject(DatasetI(dataset_id, False), ctx)
+
+    # -- images ---------------------------------------------------------------------------------
+
+    def find_images(self, group_id: int | None, content_sha1: str) -> list[ImageRef]:
+        ctx = self._ctx(group_id)
+        sha1 = content_sha1.lower()
+        with translate_errors(group=self._group_label(group_id)):
+            by_file = self._query.projection(q.IMAGES_BY_FILE_SHA1, q.file_sha1_params(sha1, self._uid), ctx)
+            by_prov = self._query.projection(
+                q.IMAGES_BY_PROVENANCE_SHA1, q.provenance_sha1_params(sha1, self._uid), ctx)
+            ids = sorted({unwrap(row[0]) for row in [*by_file, *by_prov]})
+            return self._describe(ids, ctx)
+
+    def _describe(self, ids: list[int], ctx: dict) -> list[ImageRef]:
+        """ImageRefs for these image ids: names, primary-file SHA-1s and the importing job."""
+        if not ids:
+            return []
+        images = self._query.findAllByQuery(q.IMAGES_WITH_FILES, q.ids_params(ids), ctx)
+        links = self._query.findAllByQuery(q.PROVENANCE_LINKS, q.provenance_links_params(ids), ctx)
+        job_uids: dict[int, str] = {}
+        for link in links:
+            job_uid = q.map_value(link.getChild()).get("job_uid")
+            if job_uid:
+                job_uids.setdefault(link.getParent().getId().getValue(), job_uid)
+        refs = [
+            ImageRef(
+                id=(iid := image.getId().getValue()), name=unwrap(image.getName()) or "",
+                url=self.gateway.image_url(iid), sha1=q.primary_sha1(image), job_uid=job_uids.get(iid),
+            )
+            for image in images
+        ]
+        return sorted(refs, key=lambda r: r.id)
+
+    def key_values(self, group_id: int, key: str) -> list[str]:
+        with translate_errors(group=self._group_label(group_id)):
+            rows = self._query.projection(q.KEY_VALUES, q.key_values_params(key, self._uid), self._ctx(group_id))
+        return [value for value in (unwrap(row[0]) for row in rows) if value]
+
+    def import_image(
+        self, group_id: int, dataset_id: int, files: Sequence[Path], *, name: str, description: str,
+        annotations: Annotations, progress: Progress,
+    ) -> list[ImageRef]:
+        if not files:
+            raise ValueError("import_image needs at least one file")
+        ctx = self._ctx(group_id)
+        with translate_errors(group=self._group_label(group_id)):
+            annotation_list = build_annotations(self._query, ctx, self._uid, annotations)
+            image_ids, hashes = import_fileset(
+                self.client, ctx, dataset_id, files, name=name, description=description,
+                annotation_list=annotation_list, progress=progress,
+                timeout_seconds=self.gateway.import_timeout_seconds,
+            )
+            refs = self._describe(image_ids, ctx)
+        if not refs:
+            raise OmeroError(f"OMERO reported no image for {name}: the file format may not be supported")
+        # OMERO verified our upload against these SHA-1s; the first file is the fileset's primary.
+        return [r if r.sha1 else ImageRef(r.id, r.name, r.url, hashes[0], r.job_uid) for r in refs]

@@ -1,0 +1,125 @@
+"""The HQL the omero-py adapter sends, and the small readers of what comes back.
+
+Every query is targeted: it names the user (owner) and the values it looks for, so OMERO answers
+from its indexes instead of us scanning a group's objects. The group a query searches is not in the
+HQL: it travels with each call as the `omero.group` context (-1 = all the user's groups).
+"""
+from __future__ import annotations
+
+from omero.rtypes import unwrap
+from omero.sys import ParametersI
+
+from app.omero.base import CLIENT_KV_NAMESPACE, KEY_VALUES_LIMIT, PROVENANCE_NAMESPACE
+
+SHA1_HASHER = "SHA1-160"  # ChecksumAlgorithm value OMERO records for SHA-1 (omero.model.enums)
+TAGSET_NAMESPACE = "openmicroscopy.org/omero/insight/tagset"  # tag sets are not tags
+
+# The user's projects of this name, oldest first (get-or-create keeps the oldest).
+PROJECTS_BY_NAME = (
+    "select p from Project p where p.name = :name and p.details.owner.id = :owner order by p.id"
+)
+
+# The user's datasets of this name linked under this project, oldest dataset first.
+DATASET_LINKS_BY_NAME = (
+    "select l from ProjectDatasetLink l join fetch l.child d "
+    "where l.parent.id = :pid and d.name = :name and d.details.owner.id = :owner order by d.id, l.id"
+)
+
+# Ids of images whose fileset holds an original file with this SHA-1 (Image -> fileset -> usedFiles
+# -> originalFile -> hasher). The two id queries are projections: as omero-py's own
+# getObjectsByMapAnnotations notes, loading objects while filtering on mapValue does not work.
+IMAGES_BY_FILE_SHA1 = (
+    "select distinct i.id from Image i join i.fileset fs join fs.usedFiles fe join fe.originalFile f "
+    "join f.hasher h where f.hash = :sha1 and h.value = :hasher and i.details.owner.id = :owner"
+)
+
+# Ids of images the portal annotated with this content SHA-1 (e.g. converted from a file with it).
+IMAGES_BY_PROVENANCE_SHA1 = (
+    "select distinct i.id from Image i join i.annotationLinks l join l.child a join a.mapValue mv "
+    "where a.ns = :ns and mv.name = :key and mv.value = :sha1 and i.details.owner.id = :owner"
+)
+
+# The images with their fileset's files (and their hashes), to describe what we found or made.
+IMAGES_WITH_FILES = (
+    "select distinct i from Image i left outer join fetch i.fileset fs "
+    "left outer join fetch fs.usedFiles fe left outer join fetch fe.originalFile f "
+    "left outer join fetch f.hasher where i.id in (:ids)"
+)
+
+# The portal's provenance annotations on these images.
+PROVENANCE_LINKS = (
+    "select l from ImageAnnotationLink l join fetch l.child a "
+    "where l.parent.id in (:ids) and a.ns = :ns order by l.id"
+)
+
+# Tags with exactly this text in the call's group; the caller prefers its own.
+TAGS_BY_TEXT = (
+    "select t from TagAnnotation t where t.textValue = :text "
+    "and (t.ns is null or t.ns != :tagset) order by t.id"
+)
+
+# The distinct values the user gave this key in editable (client namespace) key-value annotations of
+# the call's group. A projection, like the id queries above: only the strings travel.
+KEY_VALUES = (
+    "select distinct mv.value from MapAnnotation a join a.mapValue mv "
+    "where a.ns = :ns and mv.name = :key and a.details.owner.id = :owner order by mv.value"
+)
+
+
+def projects_params(name: str, owner: int) -> ParametersI:
+    return ParametersI().addString("name", name).addLong("owner", owner)
+
+
+def dataset_links_params(project_id: int, name: str, owner: int) -> ParametersI:
+    return ParametersI().addLong("pid", project_id).addString("name", name).addLong("owner", owner)
+
+
+def file_sha1_params(sha1: str, owner: int) -> ParametersI:
+    return ParametersI().addString("sha1", sha1).addString("hasher", SHA1_HASHER).addLong("owner", owner)
+
+
+def provenance_sha1_params(sha1: str, owner: int) -> ParametersI:
+    return (
+        ParametersI().addString("ns", PROVENANCE_NAMESPACE).addString("key", "content_sha1")
+        .addString("sha1", sha1).addLong("owner", owner)
+    )
+
+
+def key_values_params(key: str, owner: int) -> ParametersI:
+    params = ParametersI().addString("ns", CLIENT_KV_NAMESPACE).addString("key", key).addLong("owner", owner)
+    return params.page(0, KEY_VALUES_LIMIT)
+
+
+def ids_params(ids: list[int]) -> ParametersI:
+    return ParametersI().addIds(ids)
+
+
+def provenance_links_params(ids: list[int]) -> ParametersI:
+    return ParametersI().addIds(ids).addString("ns", PROVENANCE_NAMESPACE)
+
+
+def tags_params(text: str) -> ParametersI:
+    return ParametersI().addString("text", text).addString("tagset", TAGSET_NAMESPACE)
+
+
+def primary_sha1(image) -> str:
+    """SHA-1 OMERO holds for the image's primary file, the first entry of its fileset ("" if none)."""
+    fileset = image.getFileset()
+    if fileset is None or not fileset.isLoaded() or not fileset.isUsedFilesLoaded():
+        return ""
+    entries = sorted(fileset.copyUsedFiles(), key=lambda fe: fe.getId().getValue())
+    if not entries:
+        return ""
+    f = entries[0].getOriginalFile()
+    hasher = f.getHasher()
+    if hasher is None or unwrap(hasher.getValue()) != SHA1_HASHER:
+        return ""  # hashed with another algorithm: not comparable with our SHA-1s
+    return unwrap(f.getHash()) or ""
+
+
+def map_value(annotation) -> dict[str, str]:
+    """A MapAnnotation's pairs as a dict (the first value wins for a repeated key)."""
+    pairs: dict[str, str] = {}
+    for nv in annotation.getMapValue() or []:
+        pairs.setdefault(nv.name, nv.value)
+    return pairs

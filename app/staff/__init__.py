@@ -1,0 +1,162 @@
+"""Facility staff: every user's jobs live, failures with their diagnostics, workers, usage, metrics.
+
+Every route here is staff-only (403 for everyone else); the pages are /staff..., the JSON under
+/api/staff... (CSRF applies to its POSTs as everywhere).
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Blueprint, abort, current_app, render_template, request
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
+
+from app import jobs as job_states
+from app.auth import staff_required
+from app.db import utcnow
+from app.events import sse_response
+from app.models import Batch, Job, JobEvent, JobState, User, WorkerBeat
+from app.omero.base import OmeroError
+
+bp = Blueprint("staff", __name__)
+
+ONLINE_BEATS = 3  # a worker silent for this many beat periods is offline
+IMPORT_AS_SESSION_SECONDS = 7 * 24 * 3600  # kept alive while its jobs wait (workers.recovery)
+
+
+def _db():
+    return current_app.extensions["db"].session()
+
+
+def _job_or_404(db, job_id: int) -> Job:
+    return db.get(Job, job_id) or abort(404)
+
+
+def staff_job_json(job: Job, username: str) -> dict:
+    return {**job.public(), "user": username, "group": job.batch.group_name, "detail": job.detail,
+            "attempts": job.attempts, "worker": (job.lease_owner or "").rsplit(":", 1)[0] or None,
+            "created_at": job.created_at.isoformat() + "Z",
+            "finished_at": job.finished_at.isoformat() + "Z" if job.finished_at else None,
+            "files": [f.name for f in job.files]}
+
+
+def filtered_jobs(db, args, limit: int = 500) -> list[dict]:
+    query = (select(Job, User.username).join(User, User.id == Job.owner_id).join(Batch, Batch.id == Job.batch_id)
+             .options(selectinload(Job.files), selectinload(Job.batch)).order_by(Job.id.desc()).limit(limit))
+    if args.get("state"):
+        query = query.where(Job.state == args["state"])
+    if args.get("user"):
+        query = query.where(User.username == args["user"])
+    if args.get("group"):
+        query = query.where(Batch.group_name == args["group"])
+    if args.get("microscope"):
+        query = query.where(Job.microscope == args["microscope"])
+    return [staff_job_json(job, username) for job, username in db.execute(query)]
+
+
+def queue_status(db) -> dict:
+    """Workers online, what each runs, queue depth and the age of the oldest queued job."""
+    now = utcnow()
+    period = job_states.beat_period(current_app.config)
+    running = db.execute(select(Job.id, Job.lease_owner).where(Job.state.in_(JobState.RUNNING))).all()
+    workers = []
+    for beat in db.scalars(select(WorkerBeat).order_by(WorkerBeat.name)):
+        online = now - beat.last_seen < timedelta(seconds=ONLINE_BEATS * period)
+        jobs = [job_id for job_id, owner in running if owner and owner.rsplit(":", 1)[0] == beat.name]
+        workers.append({"name": beat.name, "online": online, "concurrency": beat.concurrency, "jobs": jobs,
+                        "last_seen_seconds": round((now - beat.last_seen).total_seconds(), 1)})
+    depth, oldest = db.execute(select(func.count(Job.id), func.min(Job.enqueued_at))
+                               .where(Job.state == JobState.QUEUED)).one()
+    online = sum(w["online"] for w in workers)
+    return {"workers": workers, "online": online, "queue_depth": depth,
+            "oldest_queued_seconds": round((now - oldest).total_seconds(), 1) if oldest else None,
+            "alarm": "No worker is online: queued jobs are waiting" if not online else None}
+
+
+@bp.get("/staff")
+@staff_required
+def dashboard():
+    """Show every user's jobs, the workers and the queue."""
+    with _db() as db:
+        users = db.scalars(select(User.username).order_by(User.username)).all()
+        microscopes = db.scalars(select(Job.microscope).where(Job.microscope.is_not(None)).distinct()).all()
+        groups = db.scalars(select(Batch.group_name).distinct()).all()
+        status = queue_status(db)
+    return render_template("staff.html", users=users, microscopes=sorted(microscopes), groups=sorted(groups),
+                           states=[JobState.UPLOADING, JobState.QUEUED, *JobState.RUNNING, *JobState.FINAL],
+                           status=status)
+
+
+@bp.get("/staff/jobs/<int:job_id>")
+@staff_required
+def job_page(job_id: int):
+    """Show one job: its files, its history and its diagnostics."""
+    with _db() as db:
+        job = _job_or_404(db, job_id)
+        owner = db.get(User, job.owner_id)
+        history = db.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)).all()
+        return render_template("staff_job.html", job=staff_job_json(job, owner.username), history=history)
+
+
+@bp.get("/api/staff/jobs")
+@staff_required
+def api_jobs():
+    """List jobs of all users, newest first, filtered by state, user, group and microscope."""
+    with _db() as db:
+        cursor = db.scalar(select(func.max(JobEvent.id))) or 0
+        return {"jobs": filtered_jobs(db, request.args), "cursor": cursor}
+
+
+@bp.get("/api/staff/status")
+@staff_required
+def api_status():
+    """Report workers, what each runs, queue depth and the oldest queued job's age."""
+    with _db() as db:
+        return queue_status(db)
+
+
+@bp.get("/api/staff/events")
+@staff_required
+def api_events():
+    """Stream every user's job events (SSE), replaying those after Last-Event-ID or ?after=."""
+    return sse_response(None)
+
+
+@bp.post("/api/staff/batches")
+@staff_required
+def api_import_as():
+    """Create a batch on behalf of a user (`on_behalf_of`), in one of that user's groups."""
+    from app.api import new_batch
+    from app.auth import remember_omero_user
+
+    body = request.get_json(silent=True) or {}
+    username = body.get("on_behalf_of")
+    if not isinstance(username, str) or not username.strip():
+        return {"error": "Name the user to import for (on_behalf_of)"}, 400
+    try:  # a session of that user's own, through the admin connection: the images will be theirs
+        key = current_app.extensions["omero"].create_session(username.strip(), IMPORT_AS_SESSION_SECONDS)
+        owner = remember_omero_user(key, source="portal", staff_claim=None)
+    except OmeroError as e:
+        return {"error": f"Cannot import as {username}: {e}"}, 400
+    return new_batch(owner, body)
+
+
+@bp.post("/api/staff/jobs/<int:job_id>/<any(retry, cancel, front):action>")
+@staff_required
+def api_act(job_id: int, action: str):
+    """Retry a failed job, cancel any unfinished one, or move a queued job to the front."""
+    staging = current_app.extensions["staging"]
+    with _db() as db:
+        job = _job_or_404(db, job_id)
+        if action == "retry":
+            job_states.retry(db, job, staging)
+        elif action == "cancel":
+            job_states.cancel(db, job, staging, by_staff=True)
+        elif job.state != JobState.QUEUED:
+            raise job_states.NotAllowed(f"Only a queued job can be moved to the front (this one is {job.state})")
+        else:
+            job_states.enqueue(db, [job], front=True)
+        return job.public()
+
+
+from app.staff import usage  # noqa: E402,F401 - registers the usage and metrics routes

@@ -1,0 +1,160 @@
+"""Where uploaded bytes wait for their job: `<staging>/<job id>/<safe name>`.
+
+The file on disk is the truth about how much has arrived (a crash mid-write loses at most the bytes
+of that write, and the client resumes from the size it is told). Bytes stream through in blocks;
+nothing holds a whole file in memory.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import threading
+import unicodedata
+from collections import OrderedDict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+BLOCK = 1 << 20
+_HASH_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="staging-sha1")
+
+
+class StagingError(Exception):
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+def safe_name(name: str) -> str:
+    """A file name that keeps what a person recognises and cannot escape the job's folder."""
+    name = unicodedata.normalize("NFC", name.replace("\\", "/").rsplit("/", 1)[-1])
+    name = re.sub(r"[\x00-\x1f\x7f:*?\"<>|]", "_", name).strip(" .")
+    while len(name.encode()) > 200:
+        name = name[:-1]
+    return name or "file"
+
+
+class Staging:
+    def __init__(self, root: Path, reserve: int):
+        self.root = Path(root)
+        self.reserve = reserve
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._hashers: OrderedDict[int, tuple[int, object]] = OrderedDict()  # file id -> (offset, sha1)
+        self._lock = threading.Lock()
+
+    def job_dir(self, job_id: int) -> Path:
+        return self.root / str(job_id)
+
+    def path(self, job_id: int, stored_name: str) -> Path:
+        return self.job_dir(job_id) / stored_name
+
+    def received(self, job_id: int, stored_name: str) -> int:
+        try:
+            return self.path(job_id, stored_name).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def check_room(self, needed: int) -> None:
+        free = shutil.disk_usage(self.root).free - self.reserve
+        if needed > free:
+            raise StagingError(
+                f"The transfer server has room for {_human(max(free, 0))} now and this batch needs "
+                f"{_human(needed)}: import fewer files, or ask the facility staff to free space", 507)
+
+    def write(self, file_id: int, job_id: int, stored_name: str, offset: int, blocks: Iterable[bytes],
+              limit: int) -> int:
+        """Append blocks at offset (which must be the size already held); return the new size."""
+        path = self.path(job_id, stored_name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "r+b", buffering=0) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StagingError("This file is being sent by another connection right now", 409) from None
+            held = os.fstat(f.fileno()).st_size
+            if offset != held:
+                raise StagingError(f"The server holds {held} bytes of this file; resume from there", 409)
+            hasher = self._hasher(file_id, path, held)
+            written, hashing = held, None
+            try:
+                f.seek(held)
+                for block in blocks:
+                    if written + len(block) > limit:
+                        raise StagingError("More bytes were sent than the file's declared size", 400)
+                    # hashlib and write() both release the GIL: hash this block while writing it
+                    if hashing is not None:
+                        hashing.result()
+                    hashing = _HASH_POOL.submit(hasher.update, block)
+                    f.write(block)
+                    written += len(block)
+                if hashing is not None:
+                    hashing.result()
+            except OSError as e:
+                f.truncate(written)
+                self._forget(file_id)
+                if e.errno == errno.ENOSPC:
+                    raise StagingError("The transfer server's disk is full: nothing was lost, retry later "
+                                       "or ask the facility staff", 507) from None
+                raise
+            except BaseException:
+                if hashing is not None:
+                    hashing.cancel()
+                # keep what arrived whole (the client resumes from it), but the hash state is now unknown
+                self._forget(file_id)
+                raise
+            with self._lock:
+                self._hashers[file_id] = (written, hasher)
+                self._hashers.move_to_end(file_id)
+                while len(self._hashers) > 256:
+                    self._hashers.popitem(last=False)
+            return written
+
+    def sha1(self, file_id: int, job_id: int, stored_name: str) -> str:
+        """SHA-1 of what is held: from the running hash when it is current, else from the disk."""
+        path = self.path(job_id, stored_name)
+        size = self.received(job_id, stored_name)
+        return self._hasher(file_id, path, size).hexdigest()
+
+    def _hasher(self, file_id: int, path: Path, size: int):
+        with self._lock:
+            cached = self._hashers.get(file_id)
+        if cached and cached[0] == size:
+            return cached[1].copy()
+        return hash_file(path, size)
+
+    def _forget(self, file_id: int) -> None:
+        with self._lock:
+            self._hashers.pop(file_id, None)
+
+    def reset(self, file_id: int, job_id: int, stored_name: str) -> None:
+        """Drop a file whose bytes failed their checksum, so it is sent again from the start."""
+        self._forget(file_id)
+        self.path(job_id, stored_name).unlink(missing_ok=True)
+
+    def remove_job(self, job_id: int) -> None:
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+
+def hash_file(path: Path, size: int | None = None):
+    digest = hashlib.sha1()
+    if not path.exists():
+        return digest
+    with open(path, "rb") as f:
+        remaining = size if size is not None else float("inf")
+        while remaining > 0 and (block := f.read(int(min(BLOCK * 8, remaining)))):
+            digest.update(block)
+            remaining -= len(block)
+    return digest
+
+
+def _human(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} bytes"

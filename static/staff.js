@@ -1,0 +1,71 @@
+// The staff dashboard: every user's jobs, refreshed when any job event arrives; workers and the
+// queue every few seconds. Values are set as text only.
+"use strict";
+(() => {
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const tbody = document.querySelector("#jobs tbody");
+  const filters = document.getElementById("filters");
+  const el = (tag, attrs = {}, text) => {
+    const node = document.createElement(tag);
+    Object.entries(attrs).forEach(([k, v]) => node.setAttribute(k, v));
+    if (text !== undefined) node.textContent = text;
+    return node;
+  };
+  const query = () => new URLSearchParams([...new FormData(filters)].filter(([, v]) => v)).toString();
+
+  async function act(job, action) {
+    const response = await fetch(`/api/staff/jobs/${job}/${action}`, { method: "POST", headers: { "X-CSRFToken": csrf } });
+    if (!response.ok) alert((await response.json()).error);
+    refresh();
+  }
+
+  function row(job) {
+    const tr = el("tr", { "data-job": String(job.id) });
+    const link = el("a", { href: `/staff/jobs/${job.id}` }, String(job.id));
+    const state = el("span", { class: `state state-${job.state}` }, job.state);
+    const actions = el("td");
+    const can = { retry: job.state === "failed", front: job.state === "queued",
+      cancel: ["uploading", "queued", "converting", "importing"].includes(job.state) };
+    for (const [action, label] of [["retry", "Retry"], ["cancel", "Cancel"], ["front", "Move to front"]]) {
+      if (!can[action]) continue;
+      const button = el("button", { type: "button" }, label);
+      button.onclick = () => act(job.id, action);
+      actions.append(button, " ");
+    }
+    const cells = [el("td"), el("td", {}, job.user), el("td", {}, job.group), el("td", {}, job.files.join(" + ")),
+      el("td"), el("td", {}, job.message + (job.worker ? ` (on ${job.worker})` : "")), actions];
+    cells[0].append(link); cells[4].append(state);
+    tr.append(...cells);
+    return tr;
+  }
+
+  let pending = null, listening = false;
+  async function refresh() {
+    const data = await (await fetch(`/api/staff/jobs?${query()}`)).json();
+    tbody.replaceChildren(...data.jobs.map(row));
+    if (!listening) {  // from the list's cursor on: any job event refreshes the list
+      listening = true;
+      new EventSource(`/api/staff/events?after=${data.cursor}`).addEventListener("job", soon);
+    }
+  }
+  const soon = () => { if (!pending) pending = setTimeout(() => { pending = null; refresh(); }, 500); };
+
+  async function status() {
+    const s = await (await fetch("/api/staff/status")).json();
+    document.getElementById("depth").textContent = s.queue_depth;
+    document.getElementById("oldest").textContent = s.oldest_queued_seconds || 0;
+    document.getElementById("online").textContent = s.online;
+    const alarm = document.getElementById("alarm");
+    alarm.hidden = !s.alarm; alarm.textContent = s.alarm || "";
+    document.querySelector("#workers tbody").replaceChildren(...s.workers.map((w) => {
+      const tr = el("tr");
+      tr.append(el("td", {}, w.name), el("td", {}, w.online ? "online" : "offline"), el("td", {}, w.jobs.join(", ")),
+        el("td", {}, `${w.last_seen_seconds} s ago`));
+      return tr;
+    }));
+  }
+
+  filters.onchange = refresh;
+  setInterval(status, 5000);
+  refresh();
+})();

@@ -1,0 +1,305 @@
+// The upload page: choose files, see how the server groups them (and what cannot be sent) before any
+// byte travels, create the import, send files in order with resumable transfers, and follow each
+// job live. A reload or a dropped connection resumes from what the server holds.
+import { Pairs } from "./pairs.js";
+import { setUpPicker } from "./picker.js";
+import { Rows } from "./rows.js";
+import { sendFile } from "./transfer.js";
+import { api, el, human, say } from "./util.js";
+
+const $ = (id) => document.getElementById(id);
+const FINAL = ["imported", "duplicate", "failed", "cancelled"];
+
+const state = {
+  me: null,
+  selection: new Map(),  // portalName -> File, as chosen (deduplicated by name)
+  plan: null,            // the server's grouping of the selection
+  planSeq: 0,
+  batch: null,           // the server's batch once the import is created
+  notSent: [],           // planned groups that were not sent with the batch, with their reasons
+  transfers: new Map(),  // job id -> what its transfer is doing
+  lastEvent: new Map(),  // job id -> newest event id applied (a replay may repeat events)
+  sending: false,
+  source: null,
+};
+let pairs, rows;
+
+const storeKey = () => `portal.batch.${state.me.username}`;  // a shared PC has many users
+
+function needsFiles() {
+  if (!state.batch) return [];
+  return state.batch.jobs.filter((j) => j.state === "uploading").flatMap((j) => j.files.filter((f) => !f.complete));
+}
+
+function count(jobs, ...states) {
+  return jobs.filter((j) => states.includes(j.state)).length;
+}
+
+function summarise() {
+  const summary = $("summary"), done = $("batch-summary");
+  const batch = state.batch;
+  if (batch) {
+    const jobs = batch.jobs;
+    const running = count(jobs, "uploading", "queued", "converting", "importing");
+    summary.textContent = `${jobs.length} to import, ${human(jobs.reduce((a, j) => a + j.total_size, 0))}: `
+      + `${count(jobs, "imported")} imported, ${count(jobs, "duplicate")} already in OMERO, `
+      + `${count(jobs, "failed")} failed, ${running} in progress`
+      + (state.notSent.length ? `; ${state.notSent.length} not sent` : "");
+    const finished = jobs.length && running === 0;
+    done.hidden = !finished;
+    if (finished) {
+      const parts = [`${count(jobs, "imported")} imported`, `${count(jobs, "duplicate")} already in OMERO`,
+        `${count(jobs, "failed")} failed`];
+      if (count(jobs, "cancelled")) parts.push(`${count(jobs, "cancelled")} cancelled`);
+      if (state.notSent.length) parts.push(`${state.notSent.length} not sent`);
+      done.replaceChildren(el("strong", {}, "Import finished: "), parts.join(", ") + ".",
+        el("span", { class: "hint" }, " Choose more files to start a new import."));
+      done.className = `card batch-summary ${count(jobs, "failed") || state.notSent.length ? "with-problems" : "all-good"}`;
+    }
+  } else {
+    done.hidden = true;
+    const plan = state.plan;
+    summary.textContent = plan
+      ? `${plan.count} file${plan.count === 1 ? "" : "s"}, ${human(plan.total_size)}: ${plan.importable} to import`
+        + (plan.groups.length > plan.importable ? `, ${plan.groups.length - plan.importable} cannot be sent` : "")
+      : "No files chosen yet.";
+  }
+  const resuming = needsFiles().length > 0;
+  $("import").textContent = state.sending ? "Sending…" : resuming ? "Resume sending" : "Import";
+  $("import").disabled = state.sending || (batch ? !resuming || !readyToResume() : !(state.plan && state.plan.importable));
+  $("clear").disabled = state.sending;
+  $("resume-hint").hidden = !resuming || state.sending || readyToResume();
+  const locked = Boolean(batch);
+  $("group").disabled = locked;
+  $("add-pair").disabled = locked;
+  pairs.lock(locked);
+}
+
+function readyToResume() {
+  return needsFiles().some((f) => matching(f));
+}
+
+function matching(remote) {
+  const file = state.selection.get(remote.name);
+  return file && file.size === remote.size ? file : null;
+}
+
+// -- before the import: the selection and the server's plan of it --------------------------------
+
+async function replan() {
+  const seq = ++state.planSeq;
+  if (!state.selection.size) { state.plan = null; rows.clear(); summarise(); return; }
+  const files = Array.from(state.selection.values(), (f) => ({ name: f.portalName, size: f.size }));
+  let plan;
+  try { plan = await api("POST", "/api/plan", { files }); }
+  catch (e) { if (seq === state.planSeq) say(`The files could not be checked: ${e.message}`); return; }
+  if (seq !== state.planSeq) return;  // a newer selection is being checked
+  state.plan = plan;
+  rows.clear();
+  plan.groups.forEach((group) => rows.planned(group, true));
+  summarise();
+}
+
+function chosen(files, problem) {
+  say(problem || "");
+  if (!files.length) return;
+  if (state.batch && needsFiles().length) {
+    // resuming: the files are matched by name and size to what the server still waits for
+    for (const file of files) state.selection.set(file.portalName, file);
+    const unknown = files.filter((f) => !needsFiles().some((r) => r.name === f.portalName && r.size === f.size));
+    if (unknown.length === files.length) {
+      say("None of these files is one the unfinished import waits for: choose the same files or folder again, "
+        + "or Clear list to start a new import.");
+    }
+    summarise();
+    if (readyToResume()) sendAll();
+    return;
+  }
+  if (state.batch) forgetBatch();  // the last import is done: the new files start a new one
+  for (const file of files) state.selection.set(file.portalName, file);
+  replan();
+}
+
+function removeGroup(group) {
+  for (const f of group.files) state.selection.delete(f.name);
+  replan();
+}
+
+// The folder the files came from, when they all share one: kept as the images' "Folder" key-value.
+function commonFolder(names) {
+  const tops = new Set(names.map((n) => (n.includes("/") ? n.split("/")[0] : "")));
+  return tops.size === 1 && !tops.has("") ? [...tops][0] : null;
+}
+
+// -- the import ------------------------------------------------------------------------------------
+
+async function startImport() {
+  if (state.batch) return sendAll();
+  const plan = state.plan;
+  const sendable = plan.groups.filter((g) => !g.error);
+  const names = sendable.flatMap((g) => g.files.map((f) => f.name));
+  const body = { group_id: Number($("group").value), key_values: pairs.values(), folder: commonFolder(names),
+    files: sendable.flatMap((g) => g.files) };
+  $("import").disabled = true;
+  try { state.batch = await api("POST", "/api/batches", body); }
+  catch (e) { say(`The import could not start: ${e.message}`); summarise(); return; }
+  state.notSent = plan.groups.filter((g) => g.error);
+  localStorage.setItem(storeKey(), String(state.batch.id));
+  showBatch();
+  await sendAll();
+}
+
+function showBatch() {
+  const batch = state.batch;
+  rows.clear();
+  batch.jobs.forEach((job) => rows.job(job, state.transfers.get(job.id)));
+  state.notSent.forEach((group) => rows.planned(group, false));
+  const info = $("batch-info");
+  info.replaceChildren(el("strong", {}, "This import: "), `group ${batch.group_name}`);
+  for (const [key, value] of batch.key_values) info.append(" ", el("span", { class: "tag" }, `${key} = ${value}`));
+  if (batch.folder) info.append(" ", el("span", { class: "tag" }, `Folder = ${batch.folder}`));
+  info.hidden = false;
+  listen(batch.cursor);
+  summarise();
+}
+
+function warnBeforeLeaving(event) {
+  event.preventDefault();
+  event.returnValue = "";  // the browser shows its own "leave site?" text
+}
+
+async function sendAll() {
+  if (state.sending) return;
+  state.sending = true;
+  window.addEventListener("beforeunload", warnBeforeLeaving);
+  summarise();
+  try {
+    for (const job of state.batch.jobs) {
+      if (job.state !== "uploading") continue;
+      await sendJob(job);
+    }
+  } finally {
+    window.removeEventListener("beforeunload", warnBeforeLeaving);
+    state.sending = false;
+    summarise();
+  }
+}
+
+async function sendJob(job) {
+  const show = (transfer) => {
+    if (transfer) state.transfers.set(job.id, transfer); else state.transfers.delete(job.id);
+    rows.job(job, transfer);
+  };
+  for (const remote of job.files.filter((f) => !f.complete)) {
+    const file = matching(remote);
+    if (!file) { show({ kind: "pending", note: `Choose ${remote.name} again to send it` }); return; }
+    try {
+      const sent = await sendFile(remote, file, (kind, sentBytes, total) => {
+        if (sentBytes !== undefined) remote.received = sentBytes;
+        show({ kind, sent: sentBytes, total, name: remote.name });
+      }, () => job.state !== "uploading");
+      if (!sent) return;
+    } catch (e) {
+      if (job.state === "uploading") show({ kind: "failed", note: `Sending stopped: ${e.message}` });
+      return;
+    }
+  }
+  show(null);
+  if (job.state === "uploading") job.state = "queued";  // until the server's event says more
+  rows.job(job);
+}
+
+function applyJob(job, eventId) {
+  if (eventId !== undefined) {
+    if (state.lastEvent.get(job.id) >= eventId) return;  // a replayed event already applied
+    state.lastEvent.set(job.id, eventId);
+  }
+  const known = state.batch && state.batch.jobs.find((j) => j.id === job.id);
+  if (!known) return;
+  Object.assign(known, job);
+  rows.job(known, known.state === "uploading" ? state.transfers.get(known.id) : undefined);
+  summarise();
+}
+
+function listen(cursor) {
+  if (state.source) state.source.close();
+  // EventSource reconnects by itself and sends Last-Event-ID: the server replays what was missed.
+  state.source = new EventSource(`/api/events?after=${cursor}`);
+  state.source.addEventListener("job", (message) => {
+    const data = JSON.parse(message.data);
+    applyJob(data.job, data.event_id);
+  });
+  const source = state.source;
+  source.addEventListener("error", () => {
+    // A refused stream (e.g. signed out elsewhere) is not retried by the browser: say so.
+    if (source === state.source && source.readyState === EventSource.CLOSED) {
+      say("Live updates stopped: reload the page (you may need to sign in again). Your imports go on.");
+    }
+  });
+}
+
+async function jobAction(job, verb) {
+  const seen = state.lastEvent.get(job.id);
+  try {
+    const answer = await api("POST", `/api/jobs/${job.id}/${verb}`);
+    // The live stream may already have brought newer states than this answer: then it wins.
+    if (state.lastEvent.get(job.id) === seen) applyJob(answer);
+    say("");
+  } catch (e) { say(e.message); }
+}
+
+// -- leaving an import behind ---------------------------------------------------------------------
+
+function forgetBatch() {
+  if (state.source) state.source.close();
+  Object.assign(state, { batch: null, source: null, plan: null, notSent: [] });
+  state.transfers.clear();
+  state.lastEvent.clear();
+  state.selection.clear();
+  localStorage.removeItem(storeKey());
+  $("batch-info").hidden = true;
+  rows.clear();
+  pairs.refresh();
+}
+
+async function clearList() {
+  const unsent = state.batch ? state.batch.jobs.filter((j) => j.state === "uploading") : [];
+  if (unsent.length && !window.confirm(`${unsent.length} file group(s) of this import were not sent completely. `
+      + "Clear the list and cancel them?")) return;
+  for (const job of unsent) await jobAction(job, "cancel");
+  forgetBatch();
+  say("");
+  summarise();
+}
+
+// The import to show after a reload: one still waiting for bytes (newest first), else the last one
+// this browser showed for this user.
+async function restore() {
+  const { batches } = await api("GET", "/api/batches");
+  const remembered = Number(localStorage.getItem(storeKey()));
+  const pick = batches.find((b) => b.states.uploading) || batches.find((b) => b.id === remembered);
+  if (!pick) { localStorage.removeItem(storeKey()); return; }
+  state.batch = await api("GET", `/api/batches/${pick.id}`);
+  localStorage.setItem(storeKey(), String(pick.id));
+  showBatch();
+}
+
+async function init() {
+  state.me = await api("GET", "/api/me");
+  for (const group of state.me.groups) $("group").append(el("option", { value: group.id }, group.name));
+  pairs = new Pairs($("pairs"), state.me.batch_keys, $("group"));
+  pairs.add();
+  rows = new Rows(document.querySelector("#rows tbody"), {
+    remove: removeGroup, cancel: (job) => jobAction(job, "cancel"), retry: (job) => jobAction(job, "retry"),
+  });
+  $("add-pair").addEventListener("click", () => pairs.add().querySelector(".value").focus());
+  setUpPicker({ filesInput: $("files"), folderInput: $("folder"), filesButton: $("pick-files"),
+    folderButton: $("pick-folder"), zone: $("drop-zone"), onFiles: chosen });
+  $("import").addEventListener("click", startImport);
+  $("clear").addEventListener("click", clearList);
+  try { await restore(); } catch (e) { say(`Your earlier imports could not be loaded: ${e.message}`); }
+  summarise();
+  document.body.dataset.ready = "true";  // tests wait for this
+}
+
+init().catch((e) => say(`The page could not start: ${e.message}. Reload to try again.`));
