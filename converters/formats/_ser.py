@@ -1,0 +1,97 @@
+"""Read the header and frame index of a TIA .ser file, checking every size against the file.
+
+Format (little-endian): ByteOrder 0x4949, SeriesID 0x0197, SeriesVersion 0x0210 (32-bit offsets)
+or 0x0220 (64-bit), DataTypeID (0x4120 spectra, 0x4122 images), TagTypeID, TotalNumberElements,
+ValidNumberElements, OffsetArrayOffset, NumberDimensions, then the dimension arrays; at
+OffsetArrayOffset the data offsets then the tag offsets. Each image element starts with a 50-byte
+calibration header (offset/delta/element for X and Y, data type, width, height) before its pixels.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from converters.base import ConversionError
+
+SER_MAGIC = b"II\x97\x01"
+IMAGE_TYPE, SPECTRUM_TYPE = 0x4122, 0x4120
+_ELEMENT = struct.Struct("<ddIddIHII")  # the 50-byte image element header
+_DTYPES = {1: "<u1", 2: "<u2", 3: "<u4", 4: "<i1", 5: "<i2", 6: "<i4", 7: "<f4", 8: "<f8", 9: "<c8", 10: "<c16"}
+
+
+@dataclass
+class Series:
+    path: Path
+    data_type: int
+    frames: int  # valid elements
+    offsets: list[int]  # file offset of each frame's pixels
+    shape: tuple[int, int]  # (Y, X)
+    dtype: np.dtype
+    delta: tuple[float, float]  # metres per pixel (X, Y) from the first frame's calibration
+    header: dict[str, str]
+
+
+def read_series(path: Path) -> Series:
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(34)
+        if len(head) < 30 or head[:4] != SER_MAGIC:
+            raise ConversionError(f"{path.name} is not a TIA .ser file (it does not start with the SER signature)")
+        _, _, version, data_type, tag_type, total, valid = struct.unpack_from("<HHHIIII", head)
+        if version not in (0x210, 0x220):
+            raise ConversionError(f"{path.name}: SER version {version:#x} is not supported (0x210 and 0x220 are)")
+        wide = version == 0x220
+        if wide and len(head) < 34:
+            raise ConversionError(f"{path.name} is truncated inside its header")
+        offset_array, ndim = struct.unpack_from("<QI" if wide else "<II", head, 22)
+        header = {"SeriesVersion": hex(version), "DataTypeID": hex(data_type), "TagTypeID": hex(tag_type),
+                  "TotalNumberElements": str(total), "ValidNumberElements": str(valid)}
+        if data_type == SPECTRUM_TYPE:
+            return Series(path, data_type, valid, [], (0, 0), np.dtype("u1"), (0, 0), header)
+        if data_type != IMAGE_TYPE:
+            raise ConversionError(f"{path.name}: SER data type {data_type:#x} is neither images nor spectra")
+        entry = 8 if wide else 4
+        if valid > total or total * entry * 2 > size or ndim > 16:
+            raise ConversionError(
+                f"{path.name}: the header is damaged ({valid} valid of {total} elements, {ndim} dimensions "
+                f"in a {size}-byte file)"
+            )
+        f.seek(offset_array)
+        raw = f.read(valid * entry)
+        if len(raw) != valid * entry:
+            raise ConversionError(f"{path.name} is truncated: its frame index (at byte {offset_array}) is cut off")
+        offsets = list(np.frombuffer(raw, "<u8" if wide else "<u4").astype(np.int64))
+        if not offsets:
+            raise ConversionError(f"{path.name} holds no frame (0 valid elements)")
+        frames = []
+        for index, start in enumerate(offsets):
+            f.seek(start)
+            element = f.read(_ELEMENT.size)
+            if len(element) != _ELEMENT.size:
+                raise _truncated(path, valid, frames, index)
+            _, dx, _, _, dy, _, dtype_code, nx, ny = _ELEMENT.unpack(element)
+            if dtype_code not in _DTYPES:
+                raise ConversionError(f"{path.name}: frame {index} has unknown pixel type code {dtype_code}")
+            dtype = np.dtype(_DTYPES[dtype_code])
+            if start + _ELEMENT.size + nx * ny * dtype.itemsize > size:
+                raise _truncated(path, valid, frames, index, (nx, ny))
+            if frames and (ny, nx, dtype) != frames[0][1:4]:
+                raise ConversionError(
+                    f"{path.name}: frame {index} is {nx}x{ny} {dtype}, frame 0 is "
+                    f"{frames[0][2]}x{frames[0][1]} {frames[0][3]}; frames of one series must match"
+                )
+            frames.append((start + _ELEMENT.size, ny, nx, dtype, dx, dy))
+    _, ny, nx, dtype, dx, dy = frames[0]
+    if nx == 0 or ny == 0:
+        raise ConversionError(f"{path.name}: its frames are empty ({nx}x{ny} pixels)")
+    return Series(path, data_type, valid, [fr[0] for fr in frames], (ny, nx), dtype, (dx, dy), header)
+
+
+def _truncated(path: Path, valid: int, frames: list, index: int, dims: tuple[int, int] | None = None):
+    if dims is None and frames:
+        dims = (frames[0][2], frames[0][1])
+    shape = f" of {dims[0]}x{dims[1]}" if dims else ""
+    return ConversionError(f"{path.name} is truncated: header says {valid} frames{shape}, file holds {index}")

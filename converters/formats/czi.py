@@ -1,0 +1,112 @@
+"""Zeiss CZI is imported as it is (Bio-Formats reads it); microscope and date come from its XML.
+
+The metadata segment is found from the file header: "ZISRAWFILE" segment, MetadataPosition at
+byte 92; there a "ZISRAWMETADATA" segment whose XML starts 256 bytes into its data.
+"""
+from __future__ import annotations
+
+import struct
+import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
+from pathlib import Path
+
+from converters.base import ConversionError, ConvertOptions, Passthrough
+from converters.meta import clean, flatten, pixel_size
+
+NAME = "Zeiss CZI"
+EXTENSIONS = (".czi",)
+MAGIC = b"ZISRAWFILE"
+MAX_XML_BYTES = 64 * 2**20
+
+
+def identify(head: bytes, path: Path) -> bool:
+    return head.startswith(MAGIC)
+
+
+def read(files: list[Path], options: ConvertOptions) -> Passthrough:
+    path = files[0]
+    try:
+        root = ET.fromstring(_metadata_xml(path))
+    except ET.ParseError as e:
+        raise ConversionError(f"{path.name}: the CZI metadata XML is damaged ({e})") from None
+    image = root.find("Metadata/Information/Image")
+    if image is None:
+        raise ConversionError(f"{path.name}: the CZI metadata has no Information/Image section")
+    shape = {axis: _int(image.findtext(f"Size{axis}"), 1) for axis in "TCZYX"}
+    channels = [clean(c.get("Name") or c.findtext("Name") or f"C{i}")
+                for i, c in enumerate(image.findall("Dimensions/Channels/Channel"))]
+    acquired = None
+    stamp = clean(image.findtext("AcquisitionDateAndTime") or "")
+    if stamp:
+        try:
+            acquired = datetime.fromisoformat(stamp[:26].rstrip("Z") + ("+00:00" if stamp.endswith("Z") else ""))
+        except ValueError:
+            acquired = None
+        if acquired is not None and acquired.tzinfo is None:
+            acquired = acquired.replace(tzinfo=timezone.utc)  # ZEN writes UTC
+    instrument = root.find("Metadata/Information/Instrument")
+    microscope = detector = None
+    if instrument is not None:
+        scope = instrument.find("Microscopes/Microscope")
+        if scope is not None:
+            microscope = clean(scope.findtext("System") or scope.get("Name") or "") or None
+        names = [clean(d.get("Name") or d.findtext("Model") or "") for d in instrument.findall("Detectors/Detector")]
+        detector = ", ".join(n for n in names if n) or None
+    information = root.find("Metadata/Information")
+    scale = {d.get("Id"): _float(d.findtext("Value")) for d in root.findall("Metadata/Scaling/Items/Distance")}
+    return Passthrough(
+        shape=shape, channels=channels or [f"C{i}" for i in range(shape["C"])],
+        pixel_size=pixel_size(scale.get("X"), scale.get("Y"), scale.get("Z")),  # CZI scaling is in metres
+        acquired=acquired, microscope=microscope, detector=detector,
+        metadata=flatten(_tree(information if information is not None else root)),
+    )
+
+
+def _metadata_xml(path: Path) -> str:
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(100)
+        if len(head) < 100:
+            raise ConversionError(f"{path.name} is truncated inside its CZI file header")
+        (position,) = struct.unpack_from("<q", head, 92)
+        if not 0 < position < size - 288:
+            raise ConversionError(f"{path.name}: the CZI header points to metadata at byte {position}, outside the file")
+        f.seek(position)
+        segment = f.read(40)
+        if not segment.startswith(b"ZISRAWMETADATA"):
+            raise ConversionError(f"{path.name}: no CZI metadata segment at byte {position}")
+        (xml_size,) = struct.unpack_from("<i", segment, 32)
+        if not 0 < xml_size <= min(MAX_XML_BYTES, size - position - 288):
+            raise ConversionError(f"{path.name} is truncated: its metadata claims {xml_size} bytes")
+        f.seek(position + 32 + 256)
+        data = f.read(xml_size)
+    try:
+        return data.decode("utf-8").rstrip("\x00")
+    except UnicodeDecodeError:
+        raise ConversionError(f"{path.name}: the CZI metadata is not UTF-8 text") from None
+
+
+def _tree(element: ET.Element) -> dict | str:
+    if len(element) == 0:
+        return clean(element.text or "")
+    out = {}
+    for child in element:
+        name = child.tag + (f"[{child.get('Id') or child.get('Name')}]" if child.get("Id") or child.get("Name") else "")
+        while name in out:
+            name += "+"
+        out[name] = _tree(child)
+    return out
+
+
+def _int(text, default: int) -> int:
+    try:
+        return max(1, int(text))
+    except (TypeError, ValueError):
+        return default
+
+
+def _float(text) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,160 @@
+"""MRC with its ATLAS/EPU `MicroscopeImage` XML: pixels from the MRC, metadata from the XML.
+
+mrcfile (permissive) reads the header and the FEI extended header; the pixels are read section by
+section at their offset, after the header's sizes have been checked against the file size.
+"""
+from __future__ import annotations
+
+import struct
+import warnings
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+from mrcfile.utils import data_dtype_from_header
+
+from converters.base import ConversionError, ConvertOptions, SourceImage
+from converters.formats._hdf5 import complex_parts
+from converters.formats._epu import read_xml
+from converters.meta import clean, pixel_size
+from converters.planes import FilePlane, FuncPlane
+
+NAME = "MRC"
+EXTENSIONS = (".mrc",)
+_MODES = {0, 1, 2, 3, 4, 6, 12}  # 101 (4-bit packed) is refused by its own message
+MAX_SIDE = 2**20
+
+
+def identify(head: bytes, path: Path) -> bool:
+    if len(head) < 16:
+        return False
+    if head[208:212] == b"MAP ":
+        return True
+    # older MRC files carry no stamp: accept a header whose sizes and mode make sense
+    for order in "<>":
+        nx, ny, nz, mode = struct.unpack_from(order + "4i", head)
+        if mode in _MODES | {101} and all(0 < n <= MAX_SIDE for n in (nx, ny, nz)):
+            return True
+    return False
+
+
+def read(files: list[Path], options: ConvertOptions) -> SourceImage:
+    mrc_path = files[0]
+    xmls = [f for f in files[1:] if f.suffix.lower() == ".xml"]
+    if not xmls:
+        raise ConversionError(f"{mrc_path.name} needs its ATLAS/EPU metadata file {mrc_path.stem}.xml beside it")
+    _precheck(mrc_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with mrcfile.open(mrc_path, header_only=True, permissive=True) as mrc:
+                header = mrc.header.copy()
+                voxel = mrc.voxel_size.copy()
+                fei = _fei_fields(mrc)
+        except (ValueError, OSError) as e:
+            raise ConversionError(f"{mrc_path.name} is not a readable MRC file: {e}") from None
+    notes = [f"{mrc_path.name}: {w.message}" for w in caught if "Map ID string" not in str(w.message)]
+    if int(header.mode) == 101:
+        raise ConversionError(f"{mrc_path.name}: 4-bit packed MRC (mode 101) is not supported")
+    try:
+        stored = data_dtype_from_header(header)
+    except ValueError as e:
+        raise ConversionError(f"{mrc_path.name}: {e}") from None
+    nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
+    offset = 1024 + int(header.nsymbt)
+    _check_size(mrc_path, offset, nx * ny * nz * stored.itemsize, f"{nz} sections of {nx}x{ny} {stored}")
+
+    xml = read_xml(xmls[0])
+    # a volume (space group 1-230) is Z; a stack of images (0, 401+) is a series in time
+    axis = "Z" if 1 <= int(header.ispg) <= 230 and nz > 1 else "T"
+    section = nx * ny * stored.itemsize
+    if stored.kind == "c":
+        dtype, _, _ = complex_parts(lambda y0, y1: None, stored)
+        channels = ["amplitude", "phase"]
+    else:
+        dtype = np.dtype("f4") if stored == np.dtype("f2") else stored.newbyteorder("=")
+        channels = [xml.detector or "MRC"]
+
+    def planes():
+        for z in range(nz):
+            plane = FilePlane(mrc_path, offset + z * section, (ny, nx), stored)
+            if stored.kind == "c":
+                _, amplitude, phase = complex_parts(plane.rows, stored)
+                yield FuncPlane((ny, nx), dtype, amplitude)
+                yield FuncPlane((ny, nx), dtype, phase)
+            else:
+                yield FuncPlane((ny, nx), dtype, plane.rows)
+
+    # the XML knows the calibrated pixel; the MRC header (in Å) only when it is a real size
+    size = xml.pixel_size or pixel_size(*(float(v) * 1e-10 for v in (voxel.x, voxel.y)),
+                                        float(voxel.z) * 1e-10 if axis == "Z" else None)
+    metadata = dict(xml.metadata)
+    metadata.update({f"MRC.{k}": v for k, v in _header_fields(header).items()})
+    metadata.update(fei)
+    return SourceImage(
+        shape={"T": nz if axis == "T" else 1, "C": len(channels), "Z": nz if axis == "Z" else 1, "Y": ny, "X": nx},
+        dtype=np.dtype(dtype), planes=planes, channels=channels, pixel_size=size, acquired=xml.acquired,
+        microscope=xml.microscope or fei.get("FEI.microscope_type"), detector=xml.detector,
+        metadata=metadata, notes=notes,
+    )
+
+
+def _precheck(path: Path) -> None:
+    """Check the header's sizes against the file before mrcfile allocates anything from them."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    if len(head) < 1024:
+        raise ConversionError(f"{path.name} is truncated: an MRC header is 1024 bytes, the file holds {size}")
+    for order in "<>":
+        nx, ny, nz, mode = struct.unpack_from(order + "4i", head)
+        nsymbt = struct.unpack_from(order + "i", head, 92)[0]
+        if mode in _MODES | {101} and all(0 < n <= MAX_SIDE for n in (nx, ny, nz)):
+            if not 0 <= nsymbt <= size - 1024:
+                raise ConversionError(
+                    f"{path.name}: the header's extended header of {nsymbt} bytes does not fit in the {size}-byte file"
+                )
+            return
+    raise ConversionError(f"{path.name}: the MRC header's image size or mode is invalid")
+
+
+def _check_size(path: Path, offset: int, needed: int, what: str) -> None:
+    size = path.stat().st_size
+    if offset + needed > size:
+        held = max(0, size - offset)
+        raise ConversionError(
+            f"{path.name} is truncated: header says {what} ({needed} bytes), file holds {held} bytes of pixels"
+        )
+
+
+def _header_fields(header) -> dict[str, str]:
+    out = {}
+    for name in ("nx", "ny", "nz", "mode", "mx", "my", "mz", "ispg", "nsymbt", "exttyp", "nversion", "nlabl"):
+        value = header[name]
+        out[name] = clean(value.tobytes().decode("ascii", "replace") if value.dtype.kind == "S" else value)
+    out["cella"] = " ".join(str(float(v)) for v in header.cella.tolist())
+    for i in range(min(int(header.nlabl), 10)):
+        out[f"label{i}"] = clean(header.label[i].decode("ascii", "replace"))
+    return out
+
+
+def _fei_fields(mrc) -> dict[str, str]:
+    """The first section's FEI1/FEI2 extended header fields, when the file has them."""
+    if bytes(mrc.header.exttyp) not in (b"FEI1", b"FEI2") or mrc.extended_header is None:
+        return {}
+    try:
+        records = mrc.indexed_extended_header
+    except (ValueError, TypeError):
+        return {}
+    if records is None or len(records) == 0:
+        return {}
+    first = records[0]
+    out = {}
+    for name in first.dtype.names:
+        value = first[name]
+        if value.dtype.kind == "S":
+            value = value.tobytes().split(b"\x00")[0].decode("ascii", "replace")
+        elif value.ndim:
+            value = " ".join(str(v) for v in value.tolist())
+        out[f"FEI.{name}"] = clean(value)
+    return out

@@ -1,0 +1,65 @@
+"""OME-TIFF is imported as it is; its microscope, date and channels come from its OME-XML."""
+from __future__ import annotations
+
+from datetime import timezone
+from pathlib import Path
+from xml.etree import ElementTree
+
+import tifffile
+from ome_types import from_xml
+
+from converters.base import ConversionError, ConvertOptions, Passthrough, PixelSize
+from converters.formats._tiff import TIFF_MAGIC
+from converters.meta import clean
+
+NAME = "OME-TIFF"
+EXTENSIONS = (".tif", ".tiff", ".btf")  # the suffixes group_files accepts
+PRIORITY = 5  # before the SEM plugins: an OME-TIFF that kept its SEM tags is still an OME-TIFF
+
+
+def identify(head: bytes, path: Path) -> bool:
+    if head[:4] not in TIFF_MAGIC:
+        return False
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tif.is_ome
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError):
+        return False
+
+
+def read(files: list[Path], options: ConvertOptions) -> Passthrough:
+    path = files[0]
+    try:
+        with tifffile.TiffFile(path) as tif:
+            xml = tif.ome_metadata
+        ome = from_xml(xml, validate=False)
+    except (tifffile.TiffFileError, ValueError, OSError, ElementTree.ParseError) as e:  # pydantic's ValidationError is a ValueError
+        raise ConversionError(f"{path.name}: the OME-XML of this OME-TIFF cannot be read ({e})") from None
+    if not ome.images:
+        raise ConversionError(f"{path.name}: the OME-XML describes no image")
+    image = ome.images[0]
+    pixels = image.pixels
+    instrument = next((i for i in ome.instruments if image.instrument_ref and i.id == image.instrument_ref.id),
+                      ome.instruments[0] if ome.instruments else None)
+    microscope = detector = None
+    if instrument is not None:
+        if instrument.microscope is not None:
+            microscope = instrument.microscope.model or instrument.microscope.manufacturer
+        detector = ", ".join(d.model for d in instrument.detectors if d.model) or None
+    acquired = image.acquisition_date
+    if acquired is not None and acquired.tzinfo is None:
+        acquired = acquired.replace(tzinfo=timezone.utc)  # xsd:dateTime without offset: OME means UTC
+    size = None
+    if pixels.physical_size_x and pixels.physical_size_y:
+        size = PixelSize(pixels.physical_size_x, pixels.physical_size_y, pixels.physical_size_x_unit.value,
+                         pixels.physical_size_z)
+    metadata = {}
+    for annotation in ome.structured_annotations.map_annotations:
+        for m in annotation.value.ms:
+            metadata[clean(m.k or "")] = clean(m.value)
+    notes = [f"{len(ome.images)} images in this file; the first is described here"] if len(ome.images) > 1 else []
+    return Passthrough(
+        shape={a: getattr(pixels, f"size_{a.lower()}") for a in "TCZYX"},
+        channels=[c.name or f"C{i}" for i, c in enumerate(pixels.channels)], pixel_size=size,
+        acquired=acquired, microscope=microscope, detector=detector, metadata=metadata, notes=notes,
+    )

@@ -1,0 +1,176 @@
+"""TIA (FEI/Thermo TEM Imaging & Analysis): an .emi with its .ser files, _1.ser to _N.ser.
+
+The .emi holds the metadata (one <ObjectInfo> XML per series, local time without zone), each .ser
+one series of frames. Several .ser files are the detectors of one acquisition (channels); the frames
+of a series are a time axis. Frames are read straight from the .ser at their offsets, bottom row
+first as TIA stores them (rsciio flips them the same way).
+"""
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from converters.base import ConversionError, ConvertOptions, SourceImage
+from converters.formats._hdf5 import complex_parts
+from converters.formats._ser import SPECTRUM_TYPE, read_series
+from converters.meta import clean, flatten, localize, pixel_size
+from converters.planes import FilePlane, FlippedPlane, FuncPlane, common_dtype
+
+NAME = "TIA EMI"
+EXTENSIONS = (".emi",)
+SCAN_LIMIT = 64 * 2**20  # .emi files are small; never read more than this looking for the XML
+_OBJECT = re.compile(rb"<ObjectInfo>.*?</ObjectInfo>", re.S)
+_SER_NAME = re.compile(r"^(?P<stem>.+)_(?P<index>\d+)\.ser$", re.IGNORECASE)
+_STEM_DETECTOR = re.compile(rb"Acquire ([\w+-]+) Scanning Display")
+
+
+def identify(head: bytes, path: Path) -> bool:
+    if not head.startswith(b"JK"):
+        return False
+    with open(path, "rb") as f:
+        return b"<ObjectInfo>" in f.read(SCAN_LIMIT)
+
+
+def read(files: list[Path], options: ConvertOptions) -> SourceImage:
+    emi = files[0]
+    with open(emi, "rb") as f:
+        raw = f.read(SCAN_LIMIT)
+    objects = [_parse_object(m.group(0), emi) for m in _OBJECT.finditer(raw)]
+    sers = _sers(emi, files[1:], len(objects))
+
+    notes, series = [], []
+    for ser in sers:
+        s = read_series(ser)
+        if s.data_type == SPECTRUM_TYPE:
+            notes.append(f"left out {ser.name}: it holds spectra, not images")
+        else:
+            series.append(s)
+    if not series:
+        raise ConversionError(f"{emi.name}: its .ser files hold only spectra, no image")
+    first = series[0]
+    for s in series[1:]:
+        if (s.frames, s.shape) != (first.frames, first.shape):
+            raise ConversionError(
+                f"{s.path.name} has {s.frames} frames of {s.shape[1]}x{s.shape[0]} but {first.path.name} has "
+                f"{first.frames} of {first.shape[1]}x{first.shape[0]}; the detectors of one acquisition must match"
+            )
+
+    names = _channel_names(raw, series, objects)
+    channels, readers, dtypes = [], [], []
+    for s, name in zip(series, names):
+        if s.dtype.kind == "c":
+            dtype, _, _ = complex_parts(lambda y0, y1: None, s.dtype)
+            channels += [f"{name} amplitude", f"{name} phase"]
+            readers += [(s, "amplitude"), (s, "phase")]
+            dtypes += [dtype, dtype]
+        else:
+            channels.append(name)
+            readers.append((s, "real"))
+            dtypes.append(s.dtype.newbyteorder("="))
+    dtype = common_dtype(dtypes)
+    ny, nx = first.shape
+
+    def planes():
+        for t in range(first.frames):
+            for s, how in readers:
+                # TIA stores the bottom row first
+                plane = FlippedPlane(FilePlane(s.path, s.offsets[t], s.shape, s.dtype))
+                if how == "real":
+                    yield FuncPlane(s.shape, dtype, plane.rows)
+                else:
+                    _, amplitude, phase = complex_parts(plane.rows, s.dtype)
+                    yield FuncPlane(s.shape, dtype, amplitude if how == "amplitude" else phase)
+
+    info = objects[0] if objects else {}
+    description = info.get("ExperimentalDescription", {})
+    acquired = None
+    if info.get("AcquireDate"):
+        try:
+            acquired = localize(datetime.strptime(info["AcquireDate"], "%a %b %d %H:%M:%S %Y"), options.timezone)
+        except ValueError:
+            notes.append(f"acquisition date {info['AcquireDate']!r} could not be read")
+    metadata = flatten(info)
+    for s in series:
+        metadata.update({f"{s.path.name}.{k}": v for k, v in s.header.items()})
+    camera = _deep(info, "CameraNamePath")
+    return SourceImage(
+        shape={"T": first.frames, "C": len(channels), "Z": 1, "Y": ny, "X": nx}, dtype=np.dtype(dtype),
+        planes=planes, channels=channels, pixel_size=pixel_size(first.delta[0], first.delta[1]),
+        acquired=acquired, microscope=description.get("Microscope", "").split(" (")[0] or None,
+        detector=camera or (", ".join(names) if len(series) > 1 else None),
+        channel_detectors=[camera] * len(channels) if camera else [],
+        metadata=metadata, notes=notes,
+    )
+
+
+def _sers(emi: Path, given: list[Path], expected: int) -> list[Path]:
+    """The .ser files of this .emi in index order; refuse when one it describes is missing."""
+    stem = emi.stem
+    indexed = {}
+    for path in given:
+        match = _SER_NAME.match(path.name)
+        if not match or match["stem"].lower() != stem.lower():
+            raise ConversionError(f"{path.name} does not belong to {emi.name} (expected {stem}_<n>.ser)")
+        indexed[int(match["index"])] = path
+    wanted = range(1, max([expected, *indexed]) + 1)
+    missing = [f"{stem}_{i}.ser" for i in wanted if i not in indexed]
+    if not indexed:
+        raise ConversionError(f"{emi.name} has no .ser file: expected {stem}_1.ser beside it")
+    if missing:
+        raise ConversionError(f"{emi.name} is incomplete: {', '.join(missing)} is missing")
+    return [indexed[i] for i in sorted(indexed)]
+
+
+def _parse_object(xml: bytes, emi: Path) -> dict:
+    try:
+        root = ET.fromstring(xml.decode("utf-8", errors="replace"))
+    except ET.ParseError as e:
+        raise ConversionError(f"{emi.name}: its metadata XML is damaged ({e})") from None
+    return _tree(root)
+
+
+def _tree(element: ET.Element) -> dict | str:
+    if element.tag == "ExperimentalDescription":
+        # <Data><Label>High tension</Label><Value>200</Value><Unit>kV</Unit></Data> as "200 kV"
+        out = {}
+        for data in element.iter("Data"):
+            label = clean(data.findtext("Label", ""))
+            value = " ".join(x for x in (clean(data.findtext("Value", "")), clean(data.findtext("Unit", ""))) if x)
+            if label:
+                out[label] = value
+        return out
+    if len(element) == 0:
+        return clean(element.text or "")
+    out = {}
+    for child in element:
+        out[child.tag if child.tag not in out else f"{child.tag}.{len(out)}"] = _tree(child)
+    return out
+
+
+def _channel_names(raw: bytes, series, objects: list[dict]) -> list[str]:
+    """STEM detector names from the .emi's display names, else the camera, else the .ser name."""
+    detectors = [d.decode("ascii", "replace") for d in _STEM_DETECTOR.findall(raw)]
+    detectors = list(dict.fromkeys(detectors))
+    if len(detectors) == len(series):
+        return detectors
+    names = []
+    for i, s in enumerate(series):
+        camera = _deep(objects[i], "CameraNamePath") if i < len(objects) else None
+        names.append(camera or s.path.stem.rsplit("_", 1)[-1].join(("series ", "")))
+    return names
+
+
+def _deep(tree: dict, key: str) -> str | None:
+    """The first value named `key` anywhere in a parsed ObjectInfo."""
+    for name, value in tree.items():
+        if name == key and isinstance(value, str):
+            return value or None
+        if isinstance(value, dict):
+            found = _deep(value, key)
+            if found:
+                return found
+    return None

@@ -1,0 +1,89 @@
+"""Group file names into import jobs: one job per file, or per EMI + SERs and MRC + XML.
+
+Works on names only ('/'-separated relative paths), so the web API, the command-line tools and the
+browser (through the API) share one rule. Partners must sit in the same folder.
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from posixpath import basename, dirname
+
+SUPPORTED_SUFFIXES = (".emd", ".emi", ".ser", ".mrc", ".xml", ".tif", ".tiff", ".btf", ".czi")
+_SER_NAME = re.compile(r"^(?P<stem>.+)_(?P<index>\d+)\.ser$", re.IGNORECASE)
+
+
+@dataclass
+class FileGroup:
+    files: list[str]  # the primary file first
+    kind: str  # "tia" | "mrc" | "single"
+    error: str | None = None  # why this group cannot be imported (missing partner, unsupported)
+    notes: list[str] = field(default_factory=list)
+
+
+def suffix(name: str) -> str:
+    name = basename(name).lower()
+    return name[name.rfind("."):] if "." in name else ""
+
+
+def stem(name: str) -> str:
+    name = basename(name)
+    return name[: name.rfind(".")] if "." in name else name
+
+
+def group_files(names: Iterable[str]) -> list[FileGroup]:
+    """Return the jobs these files make, in the order the files were given."""
+    names = list(dict.fromkeys(names))  # a name given twice is one file
+    by_key: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for name in names:
+        ser = _SER_NAME.match(basename(name))
+        if ser:
+            by_key[(dirname(name), ser["stem"].lower(), "ser")].append(name)
+        else:
+            by_key[(dirname(name), stem(name).lower(), suffix(name))].append(name)
+
+    groups: list[FileGroup] = []
+    claimed: set[str] = set()
+    for name in names:
+        if name in claimed:
+            continue
+        folder, key, ext = dirname(name), stem(name).lower(), suffix(name)
+        ser = _SER_NAME.match(basename(name))
+        if ser:
+            emis = by_key.get((folder, ser["stem"].lower(), ".emi"))
+            if emis:
+                continue  # taken by its .emi, wherever that stands in the list
+            group = FileGroup([name], "tia", f"{basename(name)} needs its {ser['stem']}.emi in the same folder")
+        elif ext == ".ser":
+            group = FileGroup([name], "tia", f"{basename(name)} needs its .emi file (named like "
+                                             f"{stem(name)}.emi, with the .ser as {stem(name)}_1.ser)")
+        elif ext == ".emi":
+            sers = sorted(by_key.get((folder, key, "ser"), []), key=_ser_index)
+            error = None if sers else f"{basename(name)} has no .ser file (expected {stem(name)}_1.ser beside it)"
+            group = FileGroup([name, *sers], "tia", error)
+        elif ext == ".mrc":
+            xmls = by_key.get((folder, key, ".xml"), [])
+            error = None if xmls else f"{basename(name)} needs its ATLAS/EPU metadata file {stem(name)}.xml beside it"
+            group = FileGroup([name, *xmls[:1]], "mrc", error)
+        elif ext == ".xml":
+            if by_key.get((folder, key, ".mrc")):
+                continue
+            group = FileGroup([name], "mrc", f"{basename(name)} needs its image {stem(name)}.mrc beside it")
+        elif ext in SUPPORTED_SUFFIXES:
+            group = FileGroup([name], "single")
+        else:
+            shown = ext or "without an extension"
+            group = FileGroup(
+                [name], "single",
+                f"{basename(name)}: files {shown} are not supported (EMD, EMI+SER, MRC+XML, TIFF, OME-TIFF and CZI are)",
+            )
+        claimed.update(group.files)
+        groups.append(group)
+    return groups
+
+
+def _ser_index(name: str) -> int:
+    match = _SER_NAME.match(basename(name))
+    return int(match["index"]) if match else 0

@@ -1,0 +1,79 @@
+"""Metadata helpers shared by the plugins: flat key-values, lengths with OME units, names, dates."""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import datetime, tzinfo
+
+from converters.base import PixelSize
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Metres per unit, for the length units OME-XML accepts plus the spellings files use for them.
+_METRES = {
+    "pm": 1e-12, "Å": 1e-10, "A": 1e-10, "Angstrom": 1e-10, "angstrom": 1e-10, "nm": 1e-9,
+    "µm": 1e-6, "μm": 1e-6, "um": 1e-6, "micron": 1e-6, "mm": 1e-3, "cm": 1e-2, "m": 1.0,
+}
+_OME_UNITS = ("pm", "nm", "µm", "mm", "m")  # the ones we write: each value lands in [1, 1000)
+
+
+def clean(text: object) -> str:
+    """A value as XML-safe text: control characters dropped, whitespace trimmed."""
+    return _CONTROL.sub("", str(text)).strip()
+
+
+def flatten(tree: object, prefix: str = "", out: dict[str, str] | None = None) -> dict[str, str]:
+    """Nested dicts and lists as {"A.B.0.C": "value"}; empty values are kept as ""."""
+    out = {} if out is None else out
+    if isinstance(tree, Mapping):
+        for key, value in tree.items():
+            flatten(value, f"{prefix}.{clean(key)}" if prefix else clean(key), out)
+    elif isinstance(tree, (list, tuple)):
+        for i, value in enumerate(tree):
+            flatten(value, f"{prefix}.{i}" if prefix else str(i), out)
+    else:
+        out[prefix] = clean("" if tree is None else tree)
+    return out
+
+
+def to_metres(value: float, unit: str) -> float | None:
+    factor = _METRES.get(unit.strip()) if isinstance(unit, str) else None
+    return None if factor is None else float(value) * factor
+
+
+def pixel_size(x_m: float | None, y_m: float | None = None, z_m: float | None = None) -> PixelSize | None:
+    """A pixel size given in metres, in the OME unit that reads best; None when not a real size.
+
+    Zero, negative, NaN or absent means the file does not know: never default to 1 of anything.
+    """
+    y_m = x_m if y_m is None else y_m
+    if not all(_positive(v) for v in (x_m, y_m)):
+        return None
+    for unit in _OME_UNITS:
+        if x_m / _METRES[unit] < 1000 or unit == "m":
+            scale = _METRES[unit]
+            break
+    z = z_m / scale if _positive(z_m) else None
+    return PixelSize(round(x_m / scale, 12), round(y_m / scale, 12), unit, None if z is None else round(z, 12))
+
+
+def _positive(value: float | None) -> bool:
+    return value is not None and math.isfinite(value) and value > 0
+
+
+def friendly_name(raw: str | None, names: Mapping[str, str]) -> str | None:
+    """The facility's name for an instrument, or the raw name cleaned."""
+    if raw is None:
+        return None
+    name = clean(raw)
+    if not name:
+        return None
+    for key, friendly in names.items():
+        if clean(key).casefold() == name.casefold():
+            return friendly
+    return name
+
+
+def localize(naive: datetime, zone: tzinfo) -> datetime:
+    """A local wall-clock time from an instrument PC, in the facility's time zone."""
+    return naive.replace(tzinfo=zone) if naive.tzinfo is None else naive
