@@ -1,0 +1,117 @@
+"""TIA: the .emi with all its .ser files; a series is time, several .ser files are channels."""
+from __future__ import annotations
+
+import shutil
+import struct
+import warnings
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+import tifffile
+
+from converters import ConversionError, ConvertOptions, convert
+from tests.converters.conftest import sample
+
+STOCKHOLM = ZoneInfo("Europe/Stockholm")
+
+
+def reference(emi: str) -> np.ndarray:
+    from rsciio.tia import file_reader
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        signals = file_reader(str(sample(emi)))
+    return np.stack([s["data"] for s in signals], axis=-3) if len(signals) > 1 else signals[0]["data"]
+
+
+def test_single_image_local_time_in_facility_zone(tmp_path, check_output):
+    files = [sample("128x128_TEM_acquire-sum1.emi"), sample("128x128_TEM_acquire-sum1_1.ser")]
+    result = convert(files, tmp_path, ConvertOptions(timezone=STOCKHOLM))
+    assert np.array_equal(tifffile.imread(result.output), reference("128x128_TEM_acquire-sum1.emi"))
+    assert result.shape == {"T": 1, "C": 1, "Z": 1, "Y": 128, "X": 128}
+    assert result.acquired == datetime(2016, 2, 22, 18, 57, 51, tzinfo=STOCKHOLM)
+    assert result.acquired.isoformat() == "2016-02-22T18:57:51+01:00"
+    assert result.microscope == "Microscope TalosF200X 200 kV D6308 XTwin"
+    assert result.pixel_size.unit == "nm" and result.pixel_size.x == pytest.approx(21.479317511461325)
+    assert result.metadata["ExperimentalDescription.High tension"] == "200 kV"
+    check_output(result)
+
+
+def test_series_becomes_time_axis(tmp_path, check_output):
+    files = [sample("64x64x5_TEM_preview.emi"), sample("64x64x5_TEM_preview_1.ser")]
+    options = ConvertOptions(microscope_names={"Microscope Tecnai 200 kV D2267 SuperTwin": "Tecnai T20"})
+    result = convert(files, tmp_path, options)
+    written = tifffile.imread(result.output)
+    assert written.dtype == np.float32
+    assert np.array_equal(written, reference("64x64x5_TEM_preview.emi"))
+    assert result.shape == {"T": 5, "C": 1, "Z": 1, "Y": 64, "X": 64}
+    assert result.microscope == "Tecnai T20"
+    assert result.acquired.isoformat() == "2016-02-21T17:49:06+00:00"  # default zone: UTC
+    assert result.channels == ["WA-Orius"] and result.detector == "WA-Orius"
+    assert result.pixel_size.x == pytest.approx(6.281833616298531)
+    check_output(result)
+
+
+def test_two_detectors_become_channels(tmp_path, check_output):
+    files = [sample(f"16x16_STEM_BF_DF_acquire{s}") for s in (".emi", "_1.ser", "_2.ser")]
+    result = convert(files, tmp_path, ConvertOptions(timezone=STOCKHOLM))
+    assert np.array_equal(tifffile.imread(result.output), reference("16x16_STEM_BF_DF_acquire.emi"))
+    assert result.shape == {"T": 1, "C": 2, "Z": 1, "Y": 16, "X": 16}
+    assert result.channels == ["BF", "DF4"]
+    assert result.acquired.isoformat() == "2016-02-21T17:53:06+01:00"
+    check_output(result)
+
+
+def test_tenth_ser_file_is_included(tmp_path):
+    """rsciio's glob stops at _9.ser; ten detectors must all arrive."""
+    stem = "ten"
+    shutil.copy(sample("16x16_STEM_BF_DF_acquire.emi"), tmp_path / f"{stem}.emi")
+    sers = []
+    for i in range(1, 11):
+        ser = tmp_path / f"{stem}_{i}.ser"
+        data = bytearray(sample("16x16_STEM_BF_DF_acquire_1.ser").read_bytes())
+        sers.append(ser)
+        ser.write_bytes(_with_pixels(data, i))
+    result = convert([tmp_path / f"{stem}.emi", *reversed(sers)], tmp_path / "out", ConvertOptions())
+    written = tifffile.imread(result.output)
+    assert result.shape["C"] == 10 and written.shape == (10, 16, 16)
+    assert [int(written[c].max()) for c in range(10)] == list(range(1, 11))  # in index order, _10 last
+    assert result.channels == [f"series {i}" for i in range(1, 11)]
+
+
+def _with_pixels(ser: bytearray, value: int) -> bytes:
+    """The same SER with every pixel set to value (uint16, 16x16 after the 50-byte element header)."""
+    (offset,) = struct.unpack_from("<I", ser, struct.unpack_from("<I", ser, 22)[0])
+    start = offset + 50
+    ser[start:start + 512] = np.full(256, value, "<u2").tobytes()
+    return bytes(ser)
+
+
+def test_ser_without_emi_is_refused(tmp_path):
+    with pytest.raises(ConversionError, match=r"^64x64x5_TEM_preview_1\.ser needs its 64x64x5_TEM_preview\.emi"):
+        convert([sample("64x64x5_TEM_preview_1.ser")], tmp_path, ConvertOptions())
+
+
+def test_emi_without_ser_is_refused(tmp_path):
+    with pytest.raises(ConversionError, match=r"has no \.ser file: expected 64x64x5_TEM_preview_1\.ser"):
+        convert([sample("64x64x5_TEM_preview.emi")], tmp_path, ConvertOptions())
+
+
+def test_emi_missing_one_of_its_sers_is_refused(tmp_path):
+    files = [sample("16x16_STEM_BF_DF_acquire.emi"), sample("16x16_STEM_BF_DF_acquire_1.ser")]
+    with pytest.raises(ConversionError, match=r"16x16_STEM_BF_DF_acquire_2\.ser is missing"):
+        convert(files, tmp_path, ConvertOptions())
+
+
+def test_truncated_series_names_frames_declared_and_held(tmp_path):
+    shutil.copy(sample("64x64x5_TEM_preview.emi"), tmp_path / "x.emi")
+    data = sample("64x64x5_TEM_preview_1.ser").read_bytes()
+    # the offset array sits at the end of this file: keep it, drop the pixels of the last three frames
+    (table,) = struct.unpack_from("<I", data, 22)
+    offsets = struct.unpack_from("<5I", data, table)
+    cut = data[:offsets[2] + 60]
+    (tmp_path / "x_1.ser").write_bytes(cut + b"\0" * 0)
+    with pytest.raises(ConversionError, match=r"x_1\.ser is truncated: header says 5 frames"):
+        convert([tmp_path / "x.emi", tmp_path / "x_1.ser"], tmp_path / "out", ConvertOptions())

@@ -1,0 +1,222 @@
+"""The Gateway/Session contract, run against every backend: the omero-py adapter on the strict fake,
+the embedded store, and a live OMERO when one is configured (OMERO_TEST_* variables)."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from app.omero.base import Annotations, Gateway, ImageRef, PermissionDenied, SessionExpired
+
+from .requirements import require_omero_py
+
+LIVE_VARS = ("OMERO_TEST_HOST", "OMERO_TEST_USER", "OMERO_TEST_PASSWORD", "OMERO_TEST_ADMIN_USER",
+             "OMERO_TEST_ADMIN_PASSWORD")
+
+
+@dataclass
+class Backend:
+    gateway: Gateway
+    user_key: Callable[[], str]  # a key for the user under test
+    other_key: Callable[[], str]  # a key for another user
+
+
+def _fake_backend(request) -> Backend:
+    gateway = request.getfixturevalue("omero_gateway")
+    return Backend(gateway, lambda: gateway.create_session("alice", 3600),
+                   lambda: gateway.create_session("bob", 3600))
+
+
+def _embedded_backend(tmp_path: Path) -> Backend:
+    if importlib.util.find_spec("app.omero.embedded") is None:
+        pytest.skip("app.omero.embedded (the main branch's embedded store) is not in this tree yet")
+    from app.omero.embedded import EmbeddedGateway
+
+    gateway = EmbeddedGateway(tmp_path / "store", web_url="/store", groups=("Lab",))
+    return Backend(gateway, lambda: gateway.create_session("alice", 3600),
+                   lambda: gateway.create_session("bob", 3600))
+
+
+def _live_backend() -> Backend:
+    missing = [v for v in LIVE_VARS if not os.environ.get(v)]
+    if missing:
+        pytest.skip(f"no live OMERO: set {', '.join(missing)} (and OMERO_TEST_PORT) to run against one")
+    require_omero_py()
+    import omero.clients
+
+    from app.omero.omeropy import OmeroPyGateway
+
+    env = os.environ
+    host, port = env["OMERO_TEST_HOST"], int(env.get("OMERO_TEST_PORT", "4064"))
+    gateway = OmeroPyGateway(host, port, f"https://{host}", admin_user=env["OMERO_TEST_ADMIN_USER"],
+                             admin_password=env["OMERO_TEST_ADMIN_PASSWORD"])
+
+    def login() -> str:
+        # A session the user opened with a password, like OMERO.web's token page hands out.
+        client = omero.client(host=host, port=port)
+        try:
+            client.createSession(env["OMERO_TEST_USER"], env["OMERO_TEST_PASSWORD"]).detachOnDestroy()
+            return client.getSessionId()
+        finally:
+            client.closeSession()
+
+    return Backend(gateway, login, lambda: gateway.create_session(env["OMERO_TEST_ADMIN_USER"], 600))
+
+
+@pytest.fixture(params=["omeropy-fake", "embedded", "omeropy-live"])
+def backend(request, tmp_path) -> Backend:
+    if request.param == "omeropy-fake":
+        return _fake_backend(request)
+    if request.param == "embedded":
+        return _embedded_backend(tmp_path)
+    return _live_backend()
+
+
+@pytest.fixture
+def key(backend) -> str:
+    return backend.user_key()
+
+
+@pytest.fixture
+def names() -> tuple[str, str]:
+    """Project and dataset names no earlier run used (a live server keeps what tests make)."""
+    run = uuid.uuid4().hex[:8]
+    return f"portal-contract-{run}", "2026-11-21"
+
+
+def tiny_tiff(path: Path, seed: int | None = None) -> tuple[Path, str]:
+    """A small TIFF any OMERO imports, with unique pixels; returns it with its SHA-1."""
+    pixels = np.random.default_rng(seed).integers(0, 255, (16, 16), dtype=np.uint8)
+    tifffile.imwrite(path, pixels)
+    return path, hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def do_import(session, group_id, dataset_id, path: Path, *, job_uid: str, content_sha1: str,
+              progress=lambda sent, total: None) -> list[ImageRef]:
+    annotations = Annotations(
+        key_values=[("Microscope", "Krios")], tags=["contract-test"], metadata={"Voltage": "300 kV"},
+        provenance={"content_sha1": content_sha1, "job_uid": job_uid},
+    )
+    return session.import_image(group_id, dataset_id, [path], name=path.name, description="contract test",
+                                annotations=annotations, progress=progress)
+
+
+def test_whoami_names_the_user_with_the_default_group_first(backend, key):
+    with backend.gateway.session(key) as session:
+        me = session.whoami()
+    assert me.username and me.full_name
+    assert me.groups and me.groups[0].id == me.default_group_id
+    assert len({g.id for g in me.groups}) == len(me.groups)
+
+
+def test_get_or_create_dataset_is_idempotent(backend, key, names):
+    project, dataset = names
+    with backend.gateway.session(key) as session:
+        gid = session.whoami().default_group_id
+        first = session.get_or_create_dataset(gid, project, dataset)
+        again = session.get_or_create_dataset(gid, project, dataset)
+        other_day = session.get_or_create_dataset(gid, project, "2026-11-22")
+    assert again == first
+    assert (first.project, first.dataset) == (project, dataset)
+    assert other_day.project_id == first.project_id and other_day.dataset_id != first.dataset_id
+
+
+def test_find_images_before_and_after_import(backend, key, names, tmp_path):
+    path, sha1 = tiny_tiff(tmp_path / "grid.tif")
+    seen = []
+    with backend.gateway.session(key) as session:
+        gid = session.whoami().default_group_id
+        placement = session.get_or_create_dataset(gid, *names)
+        assert session.find_images(gid, sha1) == []
+        made = do_import(session, gid, placement.dataset_id, path, job_uid="job-1", content_sha1=sha1,
+                         progress=lambda sent, total: seen.append((sent, total)))
+        found = session.find_images(gid, sha1)
+        everywhere = session.find_images(None, sha1)
+    assert len(made) == 1 and made[0].sha1 == sha1 and made[0].name == "grid.tif"
+    assert str(made[0].id) in made[0].url
+    assert [(r.id, r.sha1, r.job_uid) for r in found] == [(made[0].id, sha1, "job-1")]
+    assert [r.id for r in everywhere] == [made[0].id]
+    assert seen[-1] == (path.stat().st_size, path.stat().st_size)
+
+
+def test_converted_image_is_found_by_its_source_checksum(backend, key, names, tmp_path):
+    """A converted file differs from its source: the provenance annotation carries the source's SHA-1."""
+    path, sha1 = tiny_tiff(tmp_path / "converted.ome.tif")
+    source_sha1 = hashlib.sha1(uuid.uuid4().bytes).hexdigest()
+    with backend.gateway.session(key) as session:
+        gid = session.whoami().default_group_id
+        placement = session.get_or_create_dataset(gid, *names)
+        (made,) = do_import(session, gid, placement.dataset_id, path, job_uid="job-2", content_sha1=source_sha1)
+        (found,) = session.find_images(gid, source_sha1)
+    assert (found.id, found.sha1, found.job_uid) == (made.id, sha1, "job-2")
+
+
+def test_another_users_images_are_not_found(backend, key, names, tmp_path):
+    path, sha1 = tiny_tiff(tmp_path / "mine.tif")
+    with backend.gateway.session(key) as session:
+        gid = session.whoami().default_group_id
+        placement = session.get_or_create_dataset(gid, *names)
+        do_import(session, gid, placement.dataset_id, path, job_uid="job-3", content_sha1=sha1)
+    with backend.gateway.session(backend.other_key()) as other:
+        assert other.find_images(None, sha1) == []
+
+
+def test_a_bad_key_is_an_expired_session(backend):
+    with pytest.raises(SessionExpired, match="sign in again"):
+        with backend.gateway.session("no-such-session-" + uuid.uuid4().hex):
+            pass
+
+
+def test_keep_alive(backend, key):
+    assert backend.gateway.keep_alive(key) is True
+    assert backend.gateway.keep_alive("no-such-session-" + uuid.uuid4().hex) is False
+
+
+def test_leaving_a_session_does_not_end_it(backend, key):
+    with backend.gateway.session(key) as session:
+        me = session.whoami()
+    with backend.gateway.session(key) as session:
+        assert session.whoami().user_id == me.user_id
+    assert backend.gateway.keep_alive(key) is True
+
+
+def test_close_session_ends_a_portal_made_session_and_only_that_one(backend):
+    mine, other = backend.other_key(), backend.user_key()  # other_key: made by create_session
+    assert backend.gateway.can_create_sessions
+    backend.gateway.close_session(mine)
+    with pytest.raises(SessionExpired):
+        with backend.gateway.session(mine):
+            pass
+    assert backend.gateway.keep_alive(other)
+    backend.gateway.close_session(mine)  # closing a closed session is not an error
+
+
+def test_key_values_are_the_users_own_values_of_that_key_in_that_group(backend, key, names, tmp_path):
+    run = uuid.uuid4().hex[:6]  # a live server keeps earlier runs' values
+    liver, kidney = f"Liver {run}", f"Kidney {run}"
+    with backend.gateway.session(key) as session:
+        me = session.whoami()
+        gid = me.default_group_id
+        placement = session.get_or_create_dataset(gid, *names)
+        for i, pairs in enumerate([[("Sample", liver), ("Grid", "7")], [("Sample", kidney)], [("Sample", liver)]]):
+            path, sha1 = tiny_tiff(tmp_path / f"kv{i}.tif")
+            session.import_image(gid, placement.dataset_id, [path], name=path.name, description="kv",
+                                 annotations=Annotations(key_values=pairs, provenance={"content_sha1": sha1}),
+                                 progress=lambda sent, total: None)
+        samples = session.key_values(gid, "Sample")
+        grids = session.key_values(gid, "Grid")
+        elsewhere = max(g.id for g in me.groups) + 1_000_000
+        with pytest.raises(PermissionDenied):
+            session.key_values(elsewhere, "Sample")
+    assert [v for v in samples if v.endswith(run)] == sorted([kidney, liver])
+    assert "7" in grids and liver not in grids
+    with backend.gateway.session(backend.other_key()) as other:
+        assert not [v for v in other.key_values(other.whoami().default_group_id, "Sample") if v.endswith(run)]

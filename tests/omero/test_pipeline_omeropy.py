@@ -1,0 +1,119 @@
+"""The backbone's pipeline with the omero-py adapter on the strict fake: sign in with an OMERO session
+key, upload, import, duplicate by content; and the key never reaches the browser."""
+import re
+
+import pytest
+
+from app.models import Job
+from tests.conftest import ome_tiff
+from workers import pipeline
+
+
+@pytest.fixture
+def portal_app(embedded_app, omero_gateway):
+    embedded_app.extensions["omero"] = omero_gateway
+    return embedded_app
+
+
+def sign_in_with_key(app, key):
+    client = app.test_client()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
+    return client, client.post("/login", data={"omero_key": key, "csrf_token": token})
+
+
+@pytest.fixture
+def alice(portal_app, omero_gateway):
+    from tests.conftest import Portal
+
+    key = omero_gateway.create_session("alice", 600)
+    client, response = sign_in_with_key(portal_app, key)
+    assert response.status_code == 302
+    portal = Portal.__new__(Portal)
+    portal.client, portal.me = client, client.get("/api/me").get_json()
+    portal.headers = {"X-CSRFToken": portal.me["csrf_token"]}
+    portal.key = key
+    return portal
+
+
+def test_a_session_key_signs_in_with_the_users_groups_and_stays_on_the_server(portal_app, alice):
+    assert alice.me["username"] == "alice" and [g["name"] for g in alice.me["groups"]] == ["Lab"]
+    cookies = " ".join(c.value for c in alice.client._cookies.values())
+    assert alice.key not in cookies and alice.key not in alice.client.get("/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("key", ["not-a-session", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"])
+def test_an_unknown_or_expired_key_is_refused_as_expired(portal_app, key):
+    client, response = sign_in_with_key(portal_app, key)
+    assert response.status_code == 400 and "has expired or was closed" in response.get_data(as_text=True)
+    assert client.get("/api/me").status_code == 401
+
+
+def test_a_key_that_expired_after_it_was_issued_is_refused_as_expired(portal_app, omero_gateway, fake_omero):
+    key = omero_gateway.create_session("alice", 600)
+    fake_omero.store.live_session(key).alive = False
+    _client, response = sign_in_with_key(portal_app, key)
+    assert response.status_code == 400 and "has expired or was closed" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("key", ["", "x" * 5000, "abc def ghi", "key\x00with\x07controls", "schlüssel-1234"])
+def test_a_malformed_key_is_refused_as_malformed_without_asking_omero(portal_app, fake_omero, key):
+    joins = len([c for c in fake_omero.log if c == ("client.joinSession",)])
+    client, response = sign_in_with_key(portal_app, key)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400 and "is not an OMERO session key" in page and "expired" not in page
+    assert len([c for c in fake_omero.log if c == ("client.joinSession",)]) == joins
+    assert client.get("/api/me").status_code == 401
+
+
+def test_an_upload_imports_through_the_adapter_and_a_second_copy_is_a_duplicate(portal_app, alice, fake_omero):
+    data = ome_tiff(seed=21, microscope="Talos L120C", acquired="2024-03-05T10:00:00+00:00")
+    first = alice.send({"a.ome.tif": data}, key_values=[["Sample", "Grid 4"]])
+    with portal_app.app_context():
+        assert pipeline.run_job(portal_app, first["jobs"][0]["id"], "w1") == "imported"
+    (project,) = fake_omero.rows("project", name="Talos L120C")
+    (dataset,) = fake_omero.rows("dataset", name="2024-03-05")
+    (image,) = fake_omero.rows("image")
+    with portal_app.extensions["db"].session() as db:
+        job = db.get(Job, first["jobs"][0]["id"])
+        assert job.image_ids == [image.id] and job.link == f"https://omero.example.org/webclient/?show=image-{image.id}"
+    assert fake_omero.rows("tag", text="Grid 4")
+
+    again = alice.send({"copy.ome.tif": data})
+    with portal_app.app_context():
+        assert pipeline.run_job(portal_app, again["jobs"][0]["id"], "w1") == "duplicate"
+    assert len(fake_omero.rows("image")) == 1
+
+
+def test_an_expired_session_fails_the_job_with_the_sign_in_message(portal_app, alice, fake_omero):
+    batch = alice.send({"a.ome.tif": ome_tiff(seed=22)})
+    fake_omero.store.live_session(alice.key).alive = False
+    with portal_app.app_context():
+        assert pipeline.run_job(portal_app, batch["jobs"][0]["id"], "w1") == "failed"
+    with portal_app.extensions["db"].session() as db:
+        assert db.get(Job, batch["jobs"][0]["id"]).message == \
+            "Your OMERO session has expired: sign in again, then retry"
+
+
+def test_a_key_that_expires_while_a_job_waits_fails_it_keeps_the_bytes_and_a_retry_imports(
+        portal_app, alice, omero_gateway, fake_omero):
+    batch = alice.send({"a.ome.tif": ome_tiff(seed=23)})
+    job_id = batch["jobs"][0]["id"]
+    fake_omero.store.live_session(alice.key).alive = False  # OMERO.web's session idled out
+    with portal_app.app_context():
+        assert pipeline.run_job(portal_app, job_id, "w1") == "failed"
+    failed = alice.get(f"/api/batches/{batch['id']}").get_json()["jobs"][0]
+    assert failed["state"] == "failed" and "sign in again" in failed["message"]
+    assert failed["files"][0]["received"] == failed["files"][0]["size"]  # the bytes wait on the server
+
+    fresh = omero_gateway.create_session("alice", 600)  # a new key from OMERO.web's token page
+    token = re.search(r'name="csrf_token" value="([^"]+)"',
+                      alice.client.get("/login").get_data(as_text=True)).group(1)
+    assert alice.client.post("/login", data={"omero_key": fresh, "csrf_token": token}).status_code == 302
+    headers = {"X-CSRFToken": alice.client.get("/api/me").get_json()["csrf_token"]}
+    retried = alice.client.post(f"/api/jobs/{job_id}/retry", headers=headers)
+    assert retried.status_code == 200 and retried.get_json()["state"] == "queued"
+    with portal_app.app_context():
+        assert pipeline.run_job(portal_app, job_id, "w1") == "imported"
+    (image,) = fake_omero.rows("image")
+    with portal_app.extensions["db"].session() as db:
+        assert db.get(Job, job_id).image_ids == [image.id]

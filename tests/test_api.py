@@ -1,0 +1,129 @@
+import hashlib
+
+import pytest
+
+from tests.conftest import ome_tiff
+
+
+@pytest.fixture
+def alice(embedded_app):
+    from tests.conftest import Portal
+
+    return Portal(embedded_app.test_client(), "alice")
+
+
+@pytest.mark.parametrize("body, needle", [
+    ({"files": [{"name": "a.tif", "size": 1}]}, "Choose one of your OMERO groups"),
+    ({"group_id": 999, "files": [{"name": "a.tif", "size": 1}]}, "Choose one of your OMERO groups"),
+    ({"files": []}, "files must list"),
+    ({"files": [{"name": "a.tif", "size": -1}]}, "name and a size"),
+    ({"files": [{"name": "a.tif", "size": True}]}, "name and a size"),
+    ({"files": [{"name": "a\x00.tif", "size": 1}]}, "name and a size"),
+    ({"files": [{"name": "a.tif", "size": 1}], "key_values": [["Sample", ""]]}, "key-value pair"),
+    ({"files": [{"name": "a.tif", "size": 1}], "key_values": [["Sample"]]}, "key-value pair"),
+    ({"files": [{"name": "a.tif", "size": 1}], "key_values": "Sample=x"}, "key_values must be"),
+])
+def test_bad_batches_are_refused_with_a_reason(alice, body, needle):
+    if "group_id" not in body and "Choose" not in needle:
+        body = {"group_id": alice.me["groups"][0]["id"], **body}
+    response = alice.post("/api/batches", json=body)
+    assert response.status_code == 400 and needle in response.get_json()["error"]
+
+
+def test_a_file_over_the_limit_is_refused_before_any_byte(alice, embedded_app):
+    embedded_app.config["MAX_FILE_SIZE"] = 1000
+    response = alice.post("/api/batches", json={"group_id": alice.me["groups"][0]["id"],
+                                                "files": [{"name": "big.emd", "size": 1001}]})
+    assert response.status_code == 413 and "big.emd" in response.get_json()["error"]
+    assert alice.get("/api/batches").get_json()["batches"] == []
+
+
+def test_a_batch_that_does_not_fit_the_staging_disk_is_refused(alice, embedded_app):
+    embedded_app.extensions["staging"].reserve = 1 << 60  # as if the disk were full
+    response = alice.post("/api/batches", json={"group_id": alice.me["groups"][0]["id"],
+                                                "files": [{"name": "a.tif", "size": 10}]})
+    assert response.status_code == 507 and "room" in response.get_json()["error"]
+
+
+def test_grouping_problems_become_failed_rows_that_need_no_bytes(alice):
+    batch = alice.new_batch({"run_1.ser": b"x", "acq.emi": b"y", "image.tif": b"z"})
+    states = {tuple(f["name"] for f in j["files"]): (j["state"], j["message"]) for j in batch["jobs"]}
+    assert states[("run_1.ser",)][0] == "failed" and "run.emi" in states[("run_1.ser",)][1]
+    assert states[("acq.emi",)][0] == "failed" and "acq_1.ser" in states[("acq.emi",)][1]
+    assert states[("image.tif",)] == ("uploading", "")
+
+
+def test_chunks_resume_from_the_servers_offset_and_the_checksum_holds(alice):
+    data = ome_tiff((64, 64), seed=1)
+    batch = alice.new_batch({"a.ome.tif": data})
+    file_id = batch["jobs"][0]["files"][0]["id"]
+    assert alice.put(f"/api/files/{file_id}?offset=0", data=data[:1000]).get_json()["received"] == 1000
+    stale = alice.put(f"/api/files/{file_id}?offset=0", data=data[:1000])  # a retry of a chunk that arrived
+    assert stale.status_code == 409 and "1000" in stale.get_json()["error"]
+    assert alice.get(f"/api/files/{file_id}").get_json()["received"] == 1000
+    early = alice.post(f"/api/files/{file_id}/complete", json={"sha1": hashlib.sha1(data).hexdigest()})
+    assert early.status_code == 409
+    alice.put(f"/api/files/{file_id}?offset=1000", data=data[1000:])
+    done = alice.post(f"/api/files/{file_id}/complete", json={"sha1": hashlib.sha1(data).hexdigest()})
+    assert done.get_json()["complete"] is True
+    assert alice.batch(batch["id"])["jobs"][0]["state"] == "queued"
+
+
+def test_more_bytes_than_declared_are_refused(alice):
+    batch = alice.new_batch({"a.tif": b"1234"})
+    file_id = batch["jobs"][0]["files"][0]["id"]
+    assert alice.put(f"/api/files/{file_id}?offset=0", data=b"12345").status_code == 400
+
+
+def test_a_damaged_file_is_reset_and_sent_again(alice):
+    data = ome_tiff(seed=2)
+    batch = alice.new_batch({"a.ome.tif": data})
+    file_id = batch["jobs"][0]["files"][0]["id"]
+    alice.put(f"/api/files/{file_id}?offset=0", data=data)
+    bad = alice.post(f"/api/files/{file_id}/complete", json={"sha1": "0" * 40})
+    assert bad.status_code == 422 and "damaged" in bad.get_json()["error"]
+    assert alice.get(f"/api/files/{file_id}").get_json()["received"] == 0
+
+
+def test_cancel_a_queued_job_and_retry_only_failed_ones(alice, embedded_app):
+    data = ome_tiff(seed=3)
+    batch = alice.send({"a.ome.tif": data})
+    job_id = batch["jobs"][0]["id"]
+    assert alice.post(f"/api/jobs/{job_id}/retry").status_code == 409
+    assert alice.post(f"/api/jobs/{job_id}/cancel").get_json()["state"] == "cancelled"
+    assert not embedded_app.extensions["staging"].job_dir(job_id).exists()
+
+
+def test_state_changing_calls_without_the_csrf_token_are_refused(alice):
+    batch = alice.new_batch({"a.tif": b"1234"})
+    file_id, job_id = batch["jobs"][0]["files"][0]["id"], batch["jobs"][0]["id"]
+    client = alice.client
+    for method, url, kw in [
+        ("post", "/api/batches", {"json": {"group_id": 1, "files": [{"name": "b.tif", "size": 1}]}}),
+        ("put", f"/api/files/{file_id}?offset=0", {"data": b"1234"}),
+        ("post", f"/api/files/{file_id}/complete", {"json": {"sha1": "x"}}),
+        ("post", f"/api/jobs/{job_id}/cancel", {}),
+        ("post", f"/api/jobs/{job_id}/retry", {}),
+        ("post", "/logout", {}),
+        ("post", "/login", {"data": {"username": "mallory"}}),
+    ]:
+        assert getattr(client, method)(url, **kw).status_code == 400, url
+    assert alice.get(f"/api/files/{file_id}").get_json()["received"] == 0
+
+
+def test_signed_out_requests_get_401_and_pages_redirect(embedded_app):
+    client = embedded_app.test_client()
+    assert client.get("/api/batches").status_code == 401
+    response = client.get("/")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+@pytest.mark.parametrize("target, allowed", [("/store", True), ("//evil.example/x", False),
+                                             ("https://evil.example", False), ("/\\evil.example", False)])
+def test_sign_in_redirects_only_within_the_portal(embedded_app, target, allowed):
+    import re
+
+    client = embedded_app.test_client()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
+    response = client.post("/login?next=" + target, data={"username": "zoe", "csrf_token": token})
+    assert (response.headers["Location"] == target) is allowed

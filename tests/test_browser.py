@@ -1,0 +1,328 @@
+"""The upload page in headless Chromium (Debian's, driven by Playwright) against `upload-portal serve`
+on embedded defaults, with its worker and the real converters. Screenshots go to test-artifacts/."""
+import os
+import re
+import shutil
+import time
+
+import pytest
+
+from tests.conftest import IN_CI, ROOT, SAMPLES, ome_tiff, start_served, wait_until
+
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+MICROSCOPE_PC = {"width": 1280, "height": 1024}
+ROWS = "#rows tbody tr"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        if IN_CI:
+            pytest.fail("chromium is not installed: CI must have it (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def served_without_worker(embedded_stack, tmp_path):
+    """Jobs stay queued: what a busy facility looks like."""
+    url, process = start_served(embedded_stack, tmp_path, "--no-worker")
+    yield url
+    process.stop()
+
+
+def sign_in(browser, base, username, viewport=MICROSCOPE_PC):
+    page = browser.new_context(viewport=viewport).new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    # a refused or failed request is logged by the browser itself: the page handles those
+    page.on("console", lambda message: message.type == "error" and not message.text.startswith(
+        "Failed to load resource") and errors.append(message.text))
+    page.errors = errors
+    page.goto(base + "/login")
+    page.fill("input[name=username]", username)
+    page.click("form:has(input[name=username]) button")
+    page.wait_for_url(base + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    return page
+
+
+def shot(page, name):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def row(page, name):
+    return page.locator(ROWS, has_text=name)
+
+
+def state(page, name):
+    return row(page, name).get_attribute("data-state")
+
+
+def wait_for_state(page, name, wanted, timeout=120_000):
+    page.locator(f"{ROWS}[data-state={wanted}]", has_text=name).wait_for(timeout=timeout)
+
+
+def badge(page, name):
+    """What the row's state badge shows: its text, its symbol and its colour."""
+    return tuple(row(page, name).locator(".state").evaluate(
+        "b => [b.textContent, getComputedStyle(b, '::before').content, getComputedStyle(b).backgroundColor]"))
+
+
+def copy_samples(folder, names: dict[str, str]):
+    folder.mkdir(parents=True)
+    for target, source in names.items():
+        shutil.copy(SAMPLES / source, folder / target)
+    return folder
+
+
+SESSION = {  # name in the folder -> sample it is a copy of
+    "fei_example_tem_stack.emd": "fei_example_tem_stack.emd",
+    "Camera Ceta Imaging Micro.emd": "Camera Ceta Imaging Micro.emd",
+    "128x128_TEM_acquire-sum1.emi": "128x128_TEM_acquire-sum1.emi",
+    "128x128_TEM_acquire-sum1_1.ser": "128x128_TEM_acquire-sum1_1.ser",
+    "test_tiff_Zeiss_SEM_1k.tif": "test_tiff_Zeiss_SEM_1k.tif",
+    "FEI-Helios-Ebeam-8bits.tif": "FEI-Helios-Ebeam-8bits.tif",
+    "orphan_1.ser": "16x16_STEM_BF_DF_acquire_1.ser",
+}
+EXPECTED = {  # a row, by a name it shows -> its final state, and what its details say
+    "fei_example_tem_stack.emd": ("imported", "Titan / 2019-12-05"),
+    "Camera Ceta Imaging Micro.emd": ("imported", "Titan / 2020-07-29"),
+    "128x128_TEM_acquire-sum1_1.ser": ("imported", "TalosF200X"),
+    "test_tiff_Zeiss_SEM_1k.tif": ("imported", "Merlin / 2015-12-23"),
+    "FEI-Helios-Ebeam-8bits.tif": ("imported", "Helios NanoLab 660 / 2016-06-13"),
+    "odd name.ome.tif": ("imported", "Talos L120C / 2024-06-01"),
+    "orphan_1.ser": ("notsent", "needs its orphan.emi"),
+    "notes.txt": ("notsent", "not supported"),
+}
+
+
+def test_a_researcher_imports_a_folder_of_samples_and_watches_every_row(browser, served, tmp_path):
+    folder = copy_samples(tmp_path / "session-42", SESSION)
+    (folder / "<img src=x onerror=alert(1)>odd name.ome.tif").write_bytes(
+        ome_tiff(seed=32, microscope="Talos L120C", acquired="2024-06-01T12:00:00+00:00"))
+    (folder / "notes.txt").write_text("grid 7, 300 kV")
+
+    page = sign_in(browser, served, "alice")
+    assert page.locator("#group option").all_inner_texts() == ["Lab", "Facility"]  # the default group first
+    page.fill("#pair-value-1", "Grid 7")
+    page.set_input_files("#folder", str(folder))
+    page.locator(ROWS).nth(7).wait_for()
+    assert page.locator(ROWS).count() == 8  # the EMI and its SER are one row
+    assert row(page, "128x128_TEM_acquire-sum1.emi").locator(".names div").all_inner_texts() == [
+        "session-42/128x128_TEM_acquire-sum1.emi", "session-42/128x128_TEM_acquire-sum1_1.ser"]
+    total = sum(p.stat().st_size for p in folder.iterdir())
+    assert page.inner_text("#summary") == f"9 files, {total / 1e6:.1f} MB: 6 to import, 2 cannot be sent"
+    assert badge(page, "orphan_1.ser")[0] == "Not sent" and "orphan.emi" in row(page, "orphan_1.ser").inner_text()
+    assert state(page, "fei_example_tem_stack.emd") == "pending"
+    shot(page, "upload-before")
+
+    page.click("#import")
+    page.locator("#batch-summary:not([hidden])").wait_for(timeout=180_000)
+    for name, (final, detail) in EXPECTED.items():
+        assert state(page, name) == final, (name, row(page, name).inner_text())
+        assert detail in row(page, name).inner_text()
+    assert page.inner_text("#batch-summary").startswith("Import finished: 6 imported, 0 already in OMERO, 0 failed, 2 not sent.")
+    label, symbol, colour = badge(page, "fei_example_tem_stack.emd")
+    assert (label, symbol, colour) == ("Imported", '"✓"', "rgb(185, 230, 179)")  # label, icon and green
+    label, symbol, colour = badge(page, "notes.txt")
+    assert (label, symbol) == ("Not sent", '"⊘"') and colour != "rgb(185, 230, 179)"
+    assert page.locator("#rows img").count() == 0  # a name is text, never markup
+    assert "Sample = Grid 7" in page.inner_text("#batch-info") and "Folder = session-42" in page.inner_text("#batch-info")
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scrolling
+    shot(page, "upload-after")
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    shot(page, "upload-after-1920x1080")
+    page.set_viewport_size(MICROSCOPE_PC)
+
+    link = row(page, "fei_example_tem_stack.emd").locator("a", has_text="Open in OMERO").get_attribute("href")
+    store = page.context.new_page()
+    store.goto(served + link)
+    body = store.inner_text("body")
+    assert "Sample = Grid 7" in body and "Folder = session-42" in body and "Titan" in body
+    store.close()
+
+    # A second import: one file already in OMERO, one broken; the value used before is offered.
+    again = copy_samples(tmp_path / "session-43", {"stack again.emd": "fei_example_tem_stack.emd"})
+    (again / "broken.tif").write_bytes(b"II*\x00" + b"\xff" * 64)
+    page.set_input_files("#folder", str(again))
+    page.locator(ROWS).nth(1).wait_for()
+    assert page.locator(ROWS).count() == 2 and page.is_enabled("#pair-value-1")
+    page.wait_for_function("() => document.querySelector('#pair-values-1 option')?.value === 'Grid 7'")
+    page.fill("#pair-value-1", "Grid 8")
+    page.click("#import")
+    page.locator("#batch-summary:not([hidden])").wait_for(timeout=120_000)
+    assert badge(page, "stack again.emd")[:2] == ("Already in OMERO", '"≡"')
+    assert row(page, "stack again.emd").locator("a", has_text="Open the existing image").get_attribute("href") == link
+    assert state(page, "broken.tif") == "failed" and "not a valid" in row(page, "broken.tif").inner_text()
+    assert page.inner_text("#batch-summary").startswith("Import finished: 0 imported, 1 already in OMERO, 1 failed.")
+
+    # Retry runs the failed job again (it fails again: the file is still broken)
+    row(page, "broken.tif").evaluate("""r => { r.seen = []; new MutationObserver(() => r.seen.push(r.dataset.state))
+                                          .observe(r, {attributes: true, attributeFilter: ['data-state']}); }""")
+    row(page, "broken.tif").get_by_role("button", name="Retry session-43/broken.tif").click()
+    page.wait_for_function("""() => { const r = [...document.querySelectorAll('#rows tbody tr')]
+        .find(r => r.textContent.includes('broken.tif')); return r.seen.includes('failed'); }""", timeout=60_000)
+    seen = row(page, "broken.tif").evaluate("r => r.seen")
+    assert seen[0] != "failed" and seen[-1] == "failed"
+    assert page.errors == []
+
+    other = sign_in(browser, served, "bob")
+    assert other.locator(ROWS).count() == 0 and other.inner_text("#summary") == "No files chosen yet."
+    other.wait_for_function("() => document.querySelector('#pair-hint-1').textContent !== ''")
+    assert other.locator("#pair-values-1 option").count() == 0  # alice's values are hers
+    assert other.request.get(served + "/api/batches").json() == {"batches": []}
+    other.goto(served + "/store")
+    assert "fei_example_tem_stack" not in other.inner_text("body")
+
+
+def big_ome_tiff(path, megabytes: int):
+    import numpy as np
+    import tifffile
+
+    pixels = np.zeros((megabytes, 1024, 1024), np.uint8)
+    pixels[:, 0, :8] = np.random.default_rng(7).integers(0, 255, (megabytes, 8))
+    tifffile.imwrite(path, pixels, ome=True, metadata={"axes": "ZYX"})
+    return path
+
+
+def test_a_reload_mid_transfer_resumes_from_the_servers_offset(browser, served, tmp_path):
+    folder = tmp_path / "big-run"
+    folder.mkdir()
+    big = big_ome_tiff(folder / "big.ome.tif", 200)
+    small = folder / "small.ome.tif"
+    small.write_bytes(ome_tiff(seed=5))
+    files = [str(big), str(small)]
+
+    page = sign_in(browser, served, "carol")
+    puts = []
+    page.on("request", lambda r: r.method == "PUT" and puts.append(r.url))
+    page.set_input_files("#files", files)
+    page.locator(ROWS).nth(1).wait_for()
+    page.click("#import")
+
+    api = page.context.request
+    batch_id = None
+
+    def big_file():
+        nonlocal batch_id
+        if batch_id is None:
+            batch_id = api.get(served + "/api/batches").json()["batches"][0]["id"]
+        jobs = api.get(f"{served}/api/batches/{batch_id}").json()["jobs"]
+        return next(f for j in jobs for f in j["files"] if f["name"] == "big.ome.tif")
+
+    page.wait_for_function("() => document.querySelector('tr[data-state=sending] progress')?.value >= 10")
+    shot(page, "upload-during")
+    held_before = big_file()["received"]
+    assert 0 < held_before < big.stat().st_size
+
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.type), d.accept()))
+    page.reload()  # closing or reloading mid-transfer asks first
+    assert dialogs == ["beforeunload"]
+    page.wait_for_selector("body[data-ready=true]")
+    sent_before_reload = len(puts)
+    page.locator("#resume-hint").wait_for()
+    assert state(page, "big.ome.tif") == "pending" and page.inner_text("#import") == "Resume sending"
+    assert re.search(r"\d MB of 209.7 MB already on the server", row(page, "big.ome.tif").inner_text())
+    # the cut request may still be landing its last block: wait until the server's count settles
+    held = wait_until(lambda: (first := big_file()["received"]) == (time.sleep(0.5) or big_file()["received"])
+                      and first, timeout=20, what="the server's count to settle")
+    assert held >= held_before and not big_file()["complete"]
+    shot(page, "upload-resume")
+
+    page.set_input_files("#files", files)  # the same files again: sending goes on by itself
+    page.locator(f"{ROWS}[data-state=sending]").wait_for()
+    page.context.set_offline(True)  # the network drops mid-file...
+    page.locator(f"{ROWS}[data-state=offline]", has_text="The connection dropped").wait_for(timeout=30_000)
+    assert badge(page, "big.ome.tif")[:2] == ("Waiting for network", '"⚠"')
+    shot(page, "upload-offline")
+    page.context.set_offline(False)  # ...and comes back: sending goes on by itself
+    page.locator("#batch-summary:not([hidden])").wait_for(timeout=180_000)
+    assert page.inner_text("#batch-summary").startswith("Import finished: 2 imported, 0 already in OMERO, 0 failed.")
+    big_id = big_file()["id"]
+    after = [url for url in puts[sent_before_reload:] if f"/api/files/{big_id}?" in url]
+    assert after[0].endswith(f"offset={held}")  # went on from the server's offset...
+    assert not [url for url in after if url.endswith("offset=0")]  # ...and never started over
+    assert big_file()["complete"]
+    assert page.errors == []
+
+
+def test_remove_clear_cancel_and_drop_with_the_keyboard(browser, served_without_worker, tmp_path):
+    base = served_without_worker
+    files = []
+    for n, name in enumerate(["a.ome.tif", "b.ome.tif", "c.ome.tif"]):
+        (tmp_path / name).write_bytes(ome_tiff(seed=40 + n))
+        files.append(str(tmp_path / name))
+    page = sign_in(browser, base, "dave")
+    choosers = []
+    page.on("filechooser", lambda chooser: choosers.append(chooser))  # subscribe early: Playwright intercepts choosers from then on
+    page.locator("#group").focus()
+
+    page.keyboard.press("Tab")  # a keyboard user reaches the pickers and opens one with Enter
+    while page.evaluate("() => document.activeElement.id") != "pick-files":
+        page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    wait_until(lambda: choosers or page.wait_for_timeout(50), timeout=30, what="the file chooser")
+    choosers[0].set_files(files)
+    page.locator(ROWS).nth(2).wait_for()
+    row(page, "b.ome.tif").get_by_role("button", name="Remove b.ome.tif").click()
+    page.wait_for_function("() => document.querySelectorAll('#rows tbody tr').length === 2")
+    assert page.inner_text("#summary").startswith("2 files")
+    page.click("#clear")
+    page.wait_for_function("() => document.querySelectorAll('#rows tbody tr').length === 0")
+    assert page.is_disabled("#import")
+
+    # Drag and drop: two dropped files, one of which cannot be sent alone
+    page.evaluate("""() => {
+        const data = new DataTransfer();
+        data.items.add(new File(['x'], 'lonely.emi'));
+        data.items.add(new File(['y'], 'notes.txt'));
+        const zone = document.getElementById('drop-zone');
+        zone.dispatchEvent(new DragEvent('dragover', {dataTransfer: data, bubbles: true, cancelable: true}));
+        zone.dispatchEvent(new DragEvent('drop', {dataTransfer: data, bubbles: true, cancelable: true}));
+    }""")
+    page.locator(ROWS).nth(1).wait_for()
+    assert state(page, "lonely.emi") == "notsent" and "lonely_1.ser" in row(page, "lonely.emi").inner_text()
+    assert page.is_disabled("#import")  # nothing can be sent
+    page.click("#clear")
+
+    page.set_input_files("#files", [files[0], files[2]])
+    page.locator(ROWS).nth(1).wait_for()
+    page.focus("#import")
+    page.keyboard.press("Enter")
+    wait_for_state(page, "a.ome.tif", "queued", timeout=30_000)
+    wait_for_state(page, "c.ome.tif", "queued", timeout=30_000)
+    assert badge(page, "a.ome.tif")[:2] == ("Queued", '"◷"')
+    cancel = row(page, "a.ome.tif").get_by_role("button", name="Cancel a.ome.tif")
+    cancel.focus()
+    page.keyboard.press("Enter")
+    wait_for_state(page, "a.ome.tif", "cancelled", timeout=30_000)
+    assert state(page, "c.ome.tif") == "queued"
+    assert row(page, "a.ome.tif").locator("button").count() == 0
+    assert page.errors == []
+
+    # The help page's legend: every state has a label, a symbol and a colour, one colour per meaning
+    page.click("header >> text=Help")
+    legend = page.locator(".legend tbody tr").evaluate_all("""rows => rows.map(r => {
+        const b = r.querySelector('.state');
+        return [b.textContent, getComputedStyle(b, '::before').content, getComputedStyle(b).backgroundColor,
+                r.children[1].textContent]; })""")
+    assert len(legend) == 12
+    for label, symbol, background, colour in legend:
+        assert label and symbol not in ("none", "normal", '""') and background != "rgba(0, 0, 0, 0)", label
+    by_name = {}
+    for _label, _symbol, background, colour in legend:
+        by_name.setdefault(colour, set()).add(background)
+    assert len({frozenset(v) for v in by_name.values()}) == len(by_name) == 6  # gray yellow cyan green orange red
+    assert "28 days" in page.inner_text("#retention")
+    shot(page, "help")

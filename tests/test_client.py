@@ -1,0 +1,202 @@
+"""push and watch against the running portal (embedded defaults, with its worker) and real samples."""
+import shutil
+
+import pytest
+
+from app.client import PortalClient
+from app.client.push import collect, push
+from app.client.watch import Watcher
+from tests.conftest import SAMPLES, ome_tiff
+from tests.sse_clients import signed_in
+
+
+@pytest.fixture
+def portal(served):
+    return served
+
+
+def client_for(base, username):
+    session, _ = signed_in(base, username)
+    return PortalClient(base, session=session)
+
+
+def samples_folder(tmp_path, *names):
+    folder = tmp_path / "session-7"
+    folder.mkdir()
+    for name in names:
+        shutil.copy(SAMPLES / name, folder / name)
+    return folder
+
+
+def test_push_a_folder_of_samples_groups_converts_and_reports_each_job(portal, tmp_path):
+    folder = samples_folder(tmp_path, "fei_example_tem_stack.emd", "128x128_TEM_acquire-sum1.emi",
+                            "128x128_TEM_acquire-sum1_1.ser", "sample6_001.tif", "16x16_STEM_BF_DF_acquire_1.ser")
+    files, name = collect([folder])
+    assert name == "session-7" and set(files) == {f"session-7/{p.name}" for p in folder.iterdir()}
+    jobs, sha1s = push(client_for(portal, "alice"), files, None, [("Sample", "S1")], name)
+    states = {" + ".join(f["name"].split("/")[-1] for f in j["files"]): (j["state"], j["project"]) for j in jobs}
+    assert states["fei_example_tem_stack.emd"] == ("imported", "Titan")
+    assert states["128x128_TEM_acquire-sum1.emi + 128x128_TEM_acquire-sum1_1.ser"][0] == "imported"
+    assert states["sample6_001.tif"] == ("imported", "GeminiSEM 450")
+    assert states["16x16_STEM_BF_DF_acquire_1.ser"][0] == "failed"
+    assert "session-7/16x16_STEM_BF_DF_acquire_1.ser" not in sha1s  # refused before any byte was sent
+
+
+def test_a_restarted_watcher_sends_nothing_twice_and_finishes_what_it_began(portal, tmp_path):
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    (folder / "a.ome.tif").write_bytes(ome_tiff(seed=1))
+    (folder / "b.ome.tif").write_bytes(ome_tiff(seed=2))
+    client = client_for(portal, "bob")
+    real_send, calls = client.send, []
+
+    def dies_after_first(remote, path, progress):
+        if calls:
+            raise KeyboardInterrupt("the watcher is killed mid-batch")
+        calls.append(remote["name"])
+        return real_send(remote, path, progress)
+
+    client.send = dies_after_first
+    first = Watcher(client, folder, stable_seconds=0)
+    with pytest.raises(KeyboardInterrupt):
+        first.send_ready()
+    client.send = real_send
+    second = Watcher(client, folder, stable_seconds=0)  # a new process: only the ledger is kept
+    second.run(interval=0.5, rounds=2)
+    assert second.send_ready() == 0
+    batches = client._call("GET", "/api/batches")["batches"]
+    assert len(batches) == 1 and sum(batches[0]["states"].values()) == 2
+
+
+def settle(watcher, path, timeout=60):
+    """Let the watcher check its jobs until `path` is gone or the time is up."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while path.exists() and time.monotonic() < deadline:
+        watcher.check()
+        time.sleep(0.5)
+
+
+def test_delete_after_import_deletes_only_what_omero_confirms(portal, tmp_path):
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    broken, good = folder / "broken.tif", folder / "good.ome.tif"
+    broken.write_bytes(b"II*\x00" + b"\x00" * 64)
+    content = ome_tiff(seed=5)
+    good.write_bytes(content)
+    watcher = Watcher(client_for(portal, "carol"), folder, stable_seconds=0, delete_after_import=True)
+    assert watcher.send_ready() == 2
+    settle(watcher, good)
+    assert not good.exists() and watcher.ledger["good.ome.tif"]["state"] == "imported"
+    assert broken.exists() and watcher.ledger["broken.tif"]["state"] == "failed"  # a failed import stays
+
+    copy = folder / "copy.ome.tif"  # the same bytes under another name: OMERO holds them already
+    copy.write_bytes(content)
+    good.write_bytes(ome_tiff(seed=6))  # the old name with new content: not a duplicate
+    assert watcher.send_ready() == 2
+    settle(watcher, copy)
+    settle(watcher, good)
+    assert watcher.ledger["copy.ome.tif"]["state"] == "duplicate" and not copy.exists()
+    assert watcher.ledger["good.ome.tif"]["state"] == "imported" and not good.exists()
+    assert broken.exists()
+
+
+def test_a_file_changed_after_sending_is_never_deleted(portal, tmp_path):
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    path = folder / "a.ome.tif"
+    path.write_bytes(ome_tiff(seed=7))
+    watcher = Watcher(client_for(portal, "dave"), folder, stable_seconds=0, delete_after_import=True)
+    watcher.send_ready()
+    path.write_bytes(ome_tiff(seed=8))  # rewritten by the microscope software after it was sent
+    settle(watcher, path, timeout=20)
+    assert path.exists() and watcher.ledger["a.ome.tif"]["state"] == "imported"
+
+
+def make_token(base, username):
+    session, _ = signed_in(base, username)
+    return session.post(base + "/api/tokens", json={"name": "microscope PC"}).json()["token"]
+
+
+def run_cli(*args, token, timeout=240):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")} | {"PORTAL_TOKEN": token}
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_the_push_command_with_an_api_token_reports_json_and_fails_on_a_failed_job(portal, tmp_path):
+    import json
+
+    folder = samples_folder(tmp_path, "sample6_001.tif", "16x16_STEM_BF_DF_acquire_1.ser")
+    token = make_token(portal, "erin")
+    result = run_cli("push", str(folder), "--server", portal, "--json", "--kv", "Sample=S9", token=token)
+    assert result.returncode == 1, result.stderr
+    states = {json.loads(line)["files"][0].rsplit("/", 1)[-1]: json.loads(line)["state"]
+              for line in result.stdout.splitlines()}
+    assert states == {"sample6_001.tif": "imported", "16x16_STEM_BF_DF_acquire_1.ser": "failed"}
+    refused = run_cli("push", str(folder), "--server", portal, token="omp_not-a-token")
+    assert refused.returncode == 1 and "upload-portal push:" in refused.stderr
+
+
+def test_a_watch_process_killed_and_restarted_sends_each_file_once(portal, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    for seed in range(3):
+        (folder / f"{seed}.ome.tif").write_bytes(ome_tiff(seed=50 + seed))
+    token = make_token(portal, "finn")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")} | {"PORTAL_TOKEN": token}
+    command = [sys.executable, "-m", "app.cli", "watch", str(folder), "--server", portal, "--stable", "0",
+               "--interval", "0.3"]
+    ledger = folder / ".upload-portal-ledger.json"
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not ledger.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGKILL)  # as soon as it has begun: mid-batch
+    first.wait()
+    (folder / "late.ome.tif").write_bytes(ome_tiff(seed=60))
+    second = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = PortalClient(portal, token)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            batches = client._call("GET", "/api/batches")["batches"]
+            if sum(b["states"].get("imported", 0) for b in batches) >= 4:
+                break
+            time.sleep(0.5)
+    finally:
+        second.terminate()
+        second.wait()
+    names = [f["name"] for b in batches for j in client.batch(b["id"])["jobs"] for f in j["files"]]
+    assert sorted(names) == ["0.ome.tif", "1.ome.tif", "2.ome.tif", "late.ome.tif"]
+
+
+def test_staff_push_for_a_user_and_the_images_are_theirs(embedded_stack, tmp_path):
+    from app.client import ClientError
+    from tests.conftest import start_served
+
+    portal, process = start_served(embedded_stack | {"PORTAL_STAFF_USERS": "sam"}, tmp_path)
+    try:
+        gina, _ = signed_in(portal, "gina")  # to learn gina's groups
+        groups = gina.get(portal + "/api/me").json()["groups"]
+        (tmp_path / "g.ome.tif").write_bytes(ome_tiff(seed=70))
+        files, _ = collect([tmp_path / "g.ome.tif"])
+        jobs, _ = push(client_for(portal, "sam"), files, str(groups[1]["id"]), [], None, on_behalf_of="gina")
+        assert [j["state"] for j in jobs] == ["imported"]
+        mine = gina.get(portal + "/api/batches").json()["batches"]
+        assert len(mine) == 1 and mine[0]["group_name"] == groups[1]["name"]
+        with pytest.raises(ClientError, match="Facility staff only"):
+            push(client_for(portal, "hank"), files, str(groups[0]["id"]), [], None, on_behalf_of="gina")
+    finally:
+        process.stop()

@@ -1,0 +1,116 @@
+"""Live events: the user's own only, replayed from Last-Event-ID, complete when commits race."""
+import json
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from app import events as events_module
+from app.events import EventHub
+from app.models import JobEvent
+from tests.conftest import Portal, ome_tiff
+
+
+def read_stream(client, url, heartbeats=2, headers=None):
+    """Collect (sse_id, payload) pairs until `heartbeats` idle heartbeats have passed."""
+    response = client.get(url, buffered=False, headers=headers or {})
+    assert response.mimetype == "text/event-stream"
+    messages, seen_heartbeats = [], 0
+    for chunk in response.response:
+        text = chunk.decode() if isinstance(chunk, bytes) else chunk
+        if text.startswith(": heartbeat"):
+            seen_heartbeats += 1
+            if seen_heartbeats >= heartbeats:
+                break
+        elif text.startswith("id:"):
+            lines = dict(line.split(": ", 1) for line in text.strip().split("\n"))
+            messages.append((int(lines["id"]), json.loads(lines["data"])))
+    response.close()
+    return messages
+
+
+def test_a_stream_carries_only_its_users_events_and_replays_after_last_event_id(app):
+    alice, bob = Portal(app.test_client(), "alice"), Portal(app.test_client(), "bob")
+    a = alice.new_batch({"a.tif": b"1", "b.tif": b"2"})
+    theirs_batch = bob.new_batch({"secret.tif": b"3"})
+    mine = read_stream(alice.client, "/api/events?after=0")
+    assert sorted(m["job"]["id"] for _, m in mine) == sorted(j["id"] for j in a["jobs"])
+    assert all(m["job"]["batch_id"] == a["id"] for _, m in mine)
+    last_id = mine[0][0]
+    replay = read_stream(alice.client, "/api/events", headers={"Last-Event-ID": str(last_id)})
+    assert [m["event_id"] for _, m in replay] == [m["event_id"] for _, m in mine if m["event_id"] > last_id]
+    theirs = read_stream(bob.client, "/api/events?after=0")
+    assert {m["job"]["batch_id"] for _, m in theirs} == {theirs_batch["id"]}
+
+
+def test_live_events_reach_the_stream_as_jobs_change(embedded_app):
+    alice = Portal(embedded_app.test_client(), "alice")
+    batch = alice.new_batch({"a.ome.tif": ome_tiff(seed=1)})
+    response = alice.client.get(f"/api/events?after={batch['cursor']}", buffered=False)
+    chunks = iter(response.response)
+    next(chunks)  # retry: hint
+    job_id = batch["jobs"][0]["id"]
+    assert alice.post(f"/api/jobs/{job_id}/cancel").status_code == 200
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        text = next(chunks)
+        text = text.decode() if isinstance(text, bytes) else text
+        if "cancelled" in text:
+            break
+    else:
+        pytest.fail("the cancel never reached the stream")
+    response.close()
+
+
+@pytest.mark.parametrize("stack", ["services"], indirect=True)
+def test_an_event_committed_after_a_later_one_is_still_delivered_and_the_cursor_waits(app, monkeypatch):
+    alice = Portal(app.test_client(), "alice")
+    batch = alice.new_batch({"a.tif": b"1"})
+    job_id, owner = batch["jobs"][0]["id"], None
+    db = app.extensions["db"]
+    with db.session() as s:
+        owner = s.scalar(sa.select(JobEvent.owner_id))
+    hub = EventHub(db)
+    sub = hub.subscribe(owner)
+    hub.stop()  # we drive poll() by hand below
+    start = hub.cursor
+    slow = db.Session()
+    slow.add(JobEvent(job_id=job_id, owner_id=owner, data={"n": "slow"}))
+    slow.flush()  # takes the next id, not yet committed
+    with db.session() as fast:
+        fast.add(JobEvent(job_id=job_id, owner_id=owner, data={"n": "fast"}))
+        fast.commit()
+    hub.poll()
+    assert sub.queue.get_nowait()[1] == {"n": "fast"}
+    assert hub.cursor == start  # the slow id is a gap: a reconnect must replay from before it
+    slow.commit()
+    slow.close()
+    hub.poll()
+    assert sub.queue.get_nowait()[1] == {"n": "slow"}
+    assert hub.cursor == start + 2
+
+
+@pytest.mark.parametrize("stack", ["services"], indirect=True)
+def test_a_rolled_back_id_stops_holding_the_cursor_after_the_grace_time(app, monkeypatch):
+    alice = Portal(app.test_client(), "alice")
+    batch = alice.new_batch({"a.tif": b"1"})
+    db = app.extensions["db"]
+    hub = EventHub(db)
+    with db.session() as s:
+        owner = s.scalar(sa.select(JobEvent.owner_id))
+    hub.subscribe(owner)
+    hub.stop()
+    start = hub.cursor
+    with db.session() as lost:
+        lost.add(JobEvent(job_id=batch["jobs"][0]["id"], owner_id=owner, data={}))
+        lost.flush()
+        lost.rollback()
+    with db.session() as s:
+        s.add(JobEvent(job_id=batch["jobs"][0]["id"], owner_id=owner, data={}))
+        s.commit()
+    hub.poll()
+    assert hub.cursor == start
+    monkeypatch.setattr(events_module, "GAP_GRACE", 0.0)
+    time.sleep(0.01)
+    hub.poll()
+    assert hub.cursor == start + 2

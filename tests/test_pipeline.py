@@ -1,0 +1,179 @@
+"""The job pipeline, called directly: placement, duplicates by content, idempotent reruns, failures."""
+import pytest
+
+from app.models import Job
+from app.omero.base import ServerUnreachable
+from tests.conftest import Portal, ome_tiff
+from workers import pipeline
+
+
+@pytest.fixture
+def alice(embedded_app):
+    return Portal(embedded_app.test_client(), "alice")
+
+
+def run(app, job_id, worker="w1"):
+    with app.app_context():
+        return pipeline.run_job(app, job_id, worker)
+
+
+def job(app, job_id):
+    with app.extensions["db"].session() as db:
+        return db.get(Job, job_id)
+
+
+def images(app, username):
+    return app.extensions["omero"].images_of(username)
+
+
+def test_an_ome_tiff_lands_under_microscope_and_date_with_its_annotations(embedded_app, alice):
+    data = ome_tiff(seed=1, microscope="Talos L120C", acquired="2024-03-05T23:30:00+00:00")
+    batch = alice.send({"run/a.ome.tif": data}, key_values=[["Sample", "Liver 3"]], folder="run")
+    job_id = batch["jobs"][0]["id"]
+    assert run(embedded_app, job_id) == "imported"
+    done = job(embedded_app, job_id)
+    assert (done.project, done.dataset, done.state) == ("Talos L120C", "2024-03-05", "imported")
+    (image,) = images(embedded_app, "alice")
+    assert (image["project"], image["dataset"], image["name"]) == ("Talos L120C", "2024-03-05", "a.ome.tif")
+    annotations = image["annotations"]
+    kv = annotations["key_values"]["openmicroscopy.org/omero/client/mapAnnotation"]
+    assert kv == [["Sample", "Liver 3"], ["Folder", "run"]] and annotations["tags"] == ["Liver 3"]
+    assert annotations["maps"]["upload-portal/provenance"]["job_uid"] == done.uid
+    assert done.link == f"/store/image/{image['id']}"
+    assert not embedded_app.extensions["staging"].job_dir(job_id).exists()  # bytes go once OMERO has them
+
+
+def test_the_dataset_is_the_date_in_the_facilitys_zone(embedded_app, alice):
+    from zoneinfo import ZoneInfo
+
+    embedded_app.config["TZ"] = ZoneInfo("Europe/Stockholm")
+    batch = alice.send({"a.ome.tif": ome_tiff(seed=2, acquired="2024-03-05T23:30:00+00:00")})
+    run(embedded_app, batch["jobs"][0]["id"])
+    assert job(embedded_app, batch["jobs"][0]["id"]).dataset == "2024-03-06"
+
+
+def test_no_metadata_means_undefined_and_the_upload_date(embedded_app, alice):
+    from datetime import date
+
+    batch = alice.send({"a.ome.tif": ome_tiff(seed=3)})
+    run(embedded_app, batch["jobs"][0]["id"])
+    done = job(embedded_app, batch["jobs"][0]["id"])
+    assert (done.project, done.dataset) == ("Undefined", date.today().isoformat())
+
+
+def test_same_content_under_another_name_is_a_duplicate_and_new_content_under_the_same_name_imports(embedded_app, alice):
+    first, changed = ome_tiff(seed=4), ome_tiff(seed=5)
+    same = bytes(first)  # the same file under another name (tifffile writes a fresh UUID each time)
+    b1 = alice.send({"a.ome.tif": first})
+    run(embedded_app, b1["jobs"][0]["id"])
+    b2 = alice.send({"renamed.ome.tif": same})
+    assert run(embedded_app, b2["jobs"][0]["id"]) == "duplicate"
+    dup = job(embedded_app, b2["jobs"][0]["id"])
+    original = job(embedded_app, b1["jobs"][0]["id"])
+    assert dup.link == original.link and "Already in OMERO" in dup.message
+    b3 = alice.send({"a.ome.tif": changed})
+    assert run(embedded_app, b3["jobs"][0]["id"]) == "imported"
+    assert len(images(embedded_app, "alice")) == 2
+
+
+def test_another_users_identical_file_is_not_a_duplicate_of_mine(embedded_app, alice):
+    data = ome_tiff(seed=6)
+    run(embedded_app, alice.send({"a.ome.tif": data})["jobs"][0]["id"])
+    bob = Portal(embedded_app.test_client(), "bob")
+    assert run(embedded_app, bob.send({"a.ome.tif": data})["jobs"][0]["id"]) == "imported"
+
+
+def test_a_rerun_after_a_crash_finishes_the_import_instead_of_repeating_it(embedded_app, alice):
+    batch = alice.send({"a.ome.tif": ome_tiff(seed=7)})
+    job_id = batch["jobs"][0]["id"]
+    original_done = pipeline._done
+    crash = RuntimeError("worker killed after OMERO took the image")
+
+    def die(*args, **kwargs):
+        raise crash
+
+    pipeline._done = die
+    try:
+        with pytest.raises(RuntimeError):
+            with embedded_app.app_context():
+                pipeline._process(embedded_app, *_claimed(embedded_app, job_id))
+    finally:
+        pipeline._done = original_done
+    _expire_lease(embedded_app, job_id)
+    assert run(embedded_app, job_id, "w2") == "imported"
+    assert len(images(embedded_app, "alice")) == 1
+
+
+def _claimed(app, job_id):
+    from app import jobs as job_states
+
+    with app.extensions["db"].session() as db:
+        claimed = job_states.claim(db, job_id, "w1", 60)
+        claimed.batch, claimed.files
+    return pipeline.Run(app, claimed, "w1"), claimed
+
+
+def _expire_lease(app, job_id):
+    from datetime import datetime
+
+    with app.extensions["db"].session() as db:
+        db.get(Job, job_id).lease_expires = datetime(2000, 1, 1)
+        db.commit()
+
+
+def test_a_job_held_by_a_live_worker_is_not_run_twice(embedded_app, alice):
+    batch = alice.send({"a.ome.tif": ome_tiff(seed=8)})
+    job_id = batch["jobs"][0]["id"]
+    _claimed(embedded_app, job_id)
+    assert run(embedded_app, job_id, "w2") == "not claimable"
+    _expire_lease(embedded_app, job_id)
+    assert run(embedded_app, job_id, "w2") == "imported"
+    assert run(embedded_app, job_id, "w3") == "not claimable"
+
+
+def test_an_unreadable_file_fails_its_own_row_only(embedded_app, alice):
+    batch = alice.send({"broken.tif": b"II*\x00garbage", "good.ome.tif": ome_tiff(seed=9)})
+    outcomes = {j["files"][0]["name"]: run(embedded_app, j["id"]) for j in batch["jobs"]}
+    assert outcomes == {"broken.tif": "failed", "good.ome.tif": "imported"}
+    broken = job(embedded_app, batch["jobs"][0]["id"])
+    assert "broken.tif" in broken.message and broken.progress == 0.0
+
+
+def test_staged_bytes_that_changed_fail_with_a_clear_message(embedded_app, alice):
+    batch = alice.send({"a.ome.tif": ome_tiff(seed=10)})
+    job_id = batch["jobs"][0]["id"]
+    (embedded_app.extensions["staging"].job_dir(job_id) / "a.ome.tif").write_bytes(b"tampered")
+    assert run(embedded_app, job_id) == "failed"
+    assert "no longer intact" in job(embedded_app, job_id).message
+
+
+def test_an_unreachable_omero_is_retried_with_backoff_then_fails(embedded_app, alice, monkeypatch):
+    batch = alice.send({"a.ome.tif": ome_tiff(seed=11)})
+    job_id = batch["jobs"][0]["id"]
+
+    def unreachable(*_a, **_k):
+        raise ServerUnreachable()
+
+    monkeypatch.setattr(embedded_app.extensions["omero"], "session", unreachable)
+    embedded_app.config["JOB_MAX_RETRIES"] = 2
+    delays = [run(embedded_app, job_id) for _ in range(2)]
+    assert [d.seconds for d in delays] == [5, 10]
+    assert "trying again" in job(embedded_app, job_id).message
+    assert run(embedded_app, job_id) == "failed"
+    assert "cannot be reached" in job(embedded_app, job_id).message
+
+
+def test_a_file_that_keeps_killing_workers_fails_instead_of_looping(embedded_app, alice):
+    batch = alice.send({"a.ome.tif": ome_tiff(seed=12)})
+    job_id = batch["jobs"][0]["id"]
+    for _ in range(embedded_app.config["JOB_MAX_ATTEMPTS"]):
+        _claimed(embedded_app, job_id)
+        _expire_lease(embedded_app, job_id)
+    assert run(embedded_app, job_id) == "failed"
+    assert "stopped the worker" in job(embedded_app, job_id).message
+
+
+def test_an_empty_file_fails_with_its_own_message(embedded_app, alice):
+    batch = alice.send({"empty.emd": b""})
+    assert run(embedded_app, batch["jobs"][0]["id"]) == "failed"
+    assert "empty" in job(embedded_app, batch["jobs"][0]["id"]).message

@@ -1,0 +1,76 @@
+"""Retention reminders through a real local SMTP server, the user's notice and the staff list."""
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Message
+
+from app.db import utcnow
+from app.models import Job, User
+from tests.conftest import Portal, free_port, ome_tiff
+from workers import pipeline
+
+
+class Inbox(Message):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def handle_message(self, message):
+        self.messages.append(message)
+
+
+@pytest.fixture
+def smtp():
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller, inbox
+    controller.stop()
+
+
+def test_old_imports_trigger_one_reminder_a_week_and_a_notice(embedded_app, smtp):
+    controller, inbox = smtp
+    embedded_app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=controller.port, MAIL_FROM="portal@facility.example")
+    alice, bob = Portal(embedded_app.test_client(), "alice"), Portal(embedded_app.test_client(), "bob")
+    for who, seed in ((alice, 1), (bob, 2)):
+        job_id = who.send({f"run/{seed}.ome.tif": ome_tiff(seed=seed)})["jobs"][0]["id"]
+        with embedded_app.app_context():
+            assert pipeline.run_job(embedded_app, job_id, "w:1") == "imported"
+    with embedded_app.extensions["db"].session() as db:
+        db.execute(sa.update(User).values(email=User.username + "@lab.example"))
+        alice_id = db.scalar(sa.select(User.id).where(User.username == "alice"))
+        db.execute(sa.update(Job).where(Job.owner_id == alice_id).values(finished_at=utcnow() - timedelta(days=30)))
+        db.commit()
+
+    assert "retention-notice" not in bob.get("/").get_data(as_text=True)
+    assert "more than 28 days ago" in alice.get("/").get_data(as_text=True)
+
+    from workers.tasks import retention_reminders
+
+    with embedded_app.app_context():
+        assert retention_reminders.run() == 1
+        assert retention_reminders.run() == 0  # not again within a week
+    (mail,) = inbox.messages
+    assert mail["To"] == "alice@lab.example" and mail["From"] == "portal@facility.example"
+    assert "run/1.ome.tif" in mail.get_payload() and "deletes nothing" in mail.get_payload()
+    assert embedded_app.extensions["celery"].conf.beat_schedule["retention-reminders"]["task"] == \
+        "portal.retention_reminders"
+
+
+def test_staff_see_who_must_clean_up_and_users_cannot(embedded_app):
+    alice, sam = Portal(embedded_app.test_client(), "alice"), Portal(embedded_app.test_client(), "sam")
+    with embedded_app.extensions["db"].session() as db:
+        db.execute(sa.update(User).where(User.username == "sam").values(is_staff=True))
+        db.commit()
+    job_id = alice.send({"a.ome.tif": ome_tiff(seed=3)})["jobs"][0]["id"]
+    with embedded_app.app_context():
+        pipeline.run_job(embedded_app, job_id, "w:1")
+    with embedded_app.extensions["db"].session() as db:
+        db.execute(sa.update(Job).values(finished_at=utcnow() - timedelta(days=40)))
+        db.commit()
+    page = sam.get("/staff/retention").get_data(as_text=True)
+    assert "alice" in page and "never" in page
+    assert alice.get("/staff/retention").status_code == 403
+    assert sam.client.post("/staff/retention/remind").status_code == 400  # CSRF

@@ -1,0 +1,176 @@
+"""The staff view: staff-only everywhere, acting on jobs through the real pipeline, workers, usage."""
+import csv
+import io
+
+import pytest
+import sqlalchemy as sa
+
+from app.models import Job, User
+from tests.conftest import Portal, ome_tiff, wait_until
+from workers import pipeline
+
+
+def make_staff(app, username):
+    with app.extensions["db"].session() as db:
+        db.execute(sa.update(User).where(User.username == username).values(is_staff=True))
+        db.commit()
+
+
+@pytest.fixture
+def people(app):
+    alice, staff = Portal(app.test_client(), "alice"), Portal(app.test_client(), "sam")
+    make_staff(app, "sam")
+    return alice, staff
+
+
+def job_row(app, job_id):
+    with app.extensions["db"].session() as db:
+        return db.get(Job, job_id)
+
+
+def staff_rules(app):
+    return [rule for rule in app.url_map.iter_rules() if rule.endpoint.startswith("staff.")]
+
+
+def test_every_staff_endpoint_refuses_users_and_anonymous(app, people):
+    alice, _ = people
+    anonymous = app.test_client()
+    rules = staff_rules(app)
+    assert len(rules) >= 9
+    for rule in rules:
+        url = rule.rule.replace("<int:job_id>", "1").replace("<any(retry, cancel, front):action>", "retry")
+        method = "post" if "POST" in rule.methods else "get"
+        as_user = getattr(alice, method)(url)
+        as_nobody = getattr(anonymous, method)(url)
+        if rule.endpoint == "staff.metrics":
+            assert as_user.status_code == as_nobody.status_code == 403
+            continue
+        assert as_user.status_code == 403, url
+        # signed out: a POST stops at the missing CSRF token, the API answers 401, a page redirects
+        expected = 400 if method == "post" else 401 if url.startswith("/api/") else 302
+        assert as_nobody.status_code == expected, url
+
+
+def test_staff_see_every_users_jobs_with_filters_and_a_failure_with_its_diagnostics(app, people, monkeypatch):
+    alice, staff = people
+    bob = Portal(app.test_client(), "bob")
+    alice.send({"a.ome.tif": ome_tiff(seed=1)})
+    broken = bob.send({"b.ome.tif": ome_tiff(seed=2)})["jobs"][0]["id"]
+
+    def bug(*_a, **_k):
+        raise KeyError("a bug in the portal")
+
+    monkeypatch.setattr(pipeline, "_import", bug)
+    with app.app_context():
+        assert pipeline.run_job(app, broken, "node@host:1") == "failed"
+    everyone = staff.get("/api/staff/jobs").get_json()["jobs"]
+    assert {j["user"] for j in everyone} == {"alice", "bob"}
+    (failed,) = staff.get("/api/staff/jobs?state=failed").get_json()["jobs"]
+    assert failed["user"] == "bob" and "internal error" in failed["message"]
+    assert "KeyError: 'a bug in the portal'" in failed["detail"]
+    assert [j["user"] for j in staff.get("/api/staff/jobs?user=alice").get_json()["jobs"]] == ["alice"]
+    page = staff.get(f"/staff/jobs/{broken}").get_data(as_text=True)
+    assert "KeyError" in page and "queued" in page
+    assert "KeyError" not in bob.get(f"/api/batches/{job_row(app, broken).batch_id}").get_data(as_text=True)
+
+
+def test_staff_retry_a_failed_job_after_the_user_signs_in_again(app, people):
+    alice, staff = people
+    job_id = alice.send({"a.ome.tif": ome_tiff(seed=3)})["jobs"][0]["id"]
+    with app.extensions["db"].session() as db:  # the user's OMERO session is gone
+        db.execute(sa.update(User).where(User.username == "alice").values(omero_key=None))
+        db.commit()
+    with app.app_context():
+        assert pipeline.run_job(app, job_id, "w:1") == "failed"
+    assert "sign in again" in job_row(app, job_id).message
+    Portal(app.test_client(), "alice")  # signs in again: a fresh key
+    assert staff.post(f"/api/staff/jobs/{job_id}/retry").get_json()["state"] == "queued"
+    with app.app_context():
+        assert pipeline.run_job(app, job_id, "w:1") == "imported"
+
+
+def test_staff_cancel_a_running_job_and_its_worker_stops_at_the_next_step(app, people):
+    alice, staff = people
+    job_id = alice.send({"a.ome.tif": ome_tiff(seed=4)})["jobs"][0]["id"]
+    from app import jobs as job_states
+
+    with app.extensions["db"].session() as db:
+        job = job_states.claim(db, job_id, "node@host:7", 60)
+        job.batch, job.files
+    run = pipeline.Run(app, job, "node@host:7")
+    run.update(state="converting")
+    assert alice.post(f"/api/jobs/{job_id}/cancel").status_code == 409  # users cannot stop a running job
+    assert staff.post(f"/api/staff/jobs/{job_id}/cancel").get_json()["state"] == "cancelled"
+    with pytest.raises(job_states.LeaseLost):
+        run.update(state="importing")
+    assert job_row(app, job_id).state == "cancelled"
+    assert staff.post(f"/api/staff/jobs/{job_id}/front").status_code == 409
+
+
+@pytest.mark.parametrize("stack", ["services"], indirect=True)
+def test_move_to_front_runs_that_job_next(app, people, worker):
+    alice, staff = people
+    ids = [alice.send({f"{i}.ome.tif": ome_tiff(seed=10 + i)})["jobs"][0]["id"] for i in range(4)]
+    assert staff.post(f"/api/staff/jobs/{ids[-1]}/front").status_code == 200
+    worker.env = worker.env | {"PORTAL_WORKER_CONCURRENCY": "1"}
+    worker.start()
+    wait_until(lambda: all(job_row(app, i).state == "imported" for i in ids), timeout=120, what="all imports")
+    started = sorted(ids, key=lambda i: job_row(app, i).started_at)
+    assert started[0] == ids[-1]
+
+
+@pytest.mark.parametrize("stack", ["embedded"], indirect=True)
+def test_workers_online_then_an_alarm_when_the_last_one_dies(app, people, worker):
+    _, staff = people
+    assert staff.get("/api/staff/status").get_json()["alarm"]
+    worker.start()
+    status = wait_until(lambda: (s := staff.get("/api/staff/status").get_json())["online"] == 1 and s,
+                        timeout=60, what="the worker's first heartbeat")
+    assert status["alarm"] is None and status["workers"][0]["concurrency"] == 2
+    worker.kill()
+    wait_until(lambda: staff.get("/api/staff/status").get_json()["alarm"], timeout=30, what="the alarm")
+    assert "No worker is online" in staff.get("/staff").get_data(as_text=True)
+
+
+def test_usage_tables_csv_and_metrics_count_the_imports(app, people, monkeypatch):
+    alice, staff = people
+    for seed in (20, 21):
+        job_id = alice.send({f"{seed}.ome.tif": ome_tiff(seed=seed, microscope="Krios <G4>")})["jobs"][0]["id"]
+        with app.app_context():
+            pipeline.run_job(app, job_id, "w:1")
+    page = staff.get("/staff/usage").get_data(as_text=True)
+    assert "<svg" in page and "Krios &lt;G4&gt;" in page and "<G4>" not in page
+    rows = list(csv.DictReader(io.StringIO(staff.get("/staff/usage.csv").get_data(as_text=True))))
+    assert [(r["microscope"], r["user"], r["files"]) for r in rows] == [("Krios <G4>", "alice", "1")] * 2
+    metrics = staff.get("/metrics").get_data(as_text=True)
+    assert 'portal_jobs{state="imported"} 2' in metrics and "portal_job_duration_seconds_count 2" in metrics
+    app.config["METRICS_TOKEN"] = "scrape-me"
+    scraper = app.test_client()
+    assert scraper.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 403
+    assert scraper.get("/metrics", headers={"Authorization": "Bearer scrape-me"}).status_code == 200
+
+
+def test_staff_import_as_a_user_whose_images_they_become(app, people):
+    alice, staff = people
+    data = ome_tiff(seed=30)
+    body = {"on_behalf_of": "carol", "group_id": None, "files": [{"name": "c.ome.tif", "size": len(data)}]}
+    assert alice.post("/api/staff/batches", json=body).status_code == 403
+    refused = staff.post("/api/staff/batches", json=body)  # group_id None: not one of carol's groups
+    assert refused.status_code == 400 and "OMERO groups" in refused.get_json()["error"]
+
+    carol = Portal(app.test_client(), "carol")  # to learn carol's group ids
+    body["group_id"] = carol.me["groups"][1]["id"]
+    batch = staff.post("/api/staff/batches", json=body).get_json()
+    file_id = batch["jobs"][0]["files"][0]["id"]
+    assert staff.put(f"/api/files/{file_id}?offset=0", data=data).status_code == 200
+    import hashlib
+
+    staff.post(f"/api/files/{file_id}/complete", json={"sha1": hashlib.sha1(data).hexdigest()})
+    with app.app_context():
+        assert pipeline.run_job(app, batch["jobs"][0]["id"], "w:1") == "imported"
+    (image,) = app.extensions["omero"].images_of("carol")
+    assert image["group"] == carol.me["groups"][1]["name"]
+    assert app.extensions["omero"].images_of("sam") == []
+    mine = carol.get(f"/api/batches/{batch['id']}").get_json()
+    assert mine["owner_id"] != mine["created_by_id"] and mine["jobs"][0]["state"] == "imported"
+    assert alice.get(f"/api/batches/{batch['id']}").status_code == 404
