@@ -1,0 +1,118 @@
+"""Ingest throughput: a large file through the chunked upload API on loopback, against `cp` of the
+same file in the same run; and the web process's peak memory.
+
+    python benchmarks/upload_ingest.py [--size-mib 1024] [--chunk-mib 16]
+
+Goals (issue 2): at most 2x `cp`; web peak RSS under 200 MiB.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import results  # noqa: E402
+from benchmarks.portal import web  # noqa: E402
+
+
+def make_file(path: Path, size: int) -> None:
+    block = os.urandom(1 << 20)
+    with open(path, "wb") as f:
+        for i in range(size >> 20):
+            f.write(block[:8] + i.to_bytes(8, "little") + block[16:])
+
+
+def time_cp(src: Path, dst: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(["cp", str(src), str(dst)], check=True)
+    os.sync()
+    elapsed = time.perf_counter() - start
+    dst.unlink()
+    return elapsed
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def upload(base: str, path: Path, chunk: int) -> float:
+    session = requests.Session()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', session.get(base + "/login").text).group(1)
+    session.post(base + "/login", data={"username": "bench", "csrf_token": token})
+    me = session.get(base + "/api/me").json()
+    headers = {"X-CSRFToken": me["csrf_token"], "Content-Type": "application/octet-stream"}
+    size = path.stat().st_size
+    batch = session.post(base + "/api/batches", headers={"X-CSRFToken": me["csrf_token"]}, json={
+        "group_id": me["groups"][0]["id"], "files": [{"name": path.name, "size": size}]}).json()
+    file_id = batch["jobs"][0]["files"][0]["id"]
+    digest = hashlib.sha1()
+    start = time.perf_counter()
+    with open(path, "rb") as f, ThreadPoolExecutor(1) as reader:
+        def next_block() -> bytes:  # read and hash the next chunk while the current one travels
+            block = f.read(chunk)
+            digest.update(block)
+            return block
+
+        offset, upcoming = 0, reader.submit(next_block)
+        while block := upcoming.result():
+            upcoming = reader.submit(next_block)
+            response = session.put(f"{base}/api/files/{file_id}?offset={offset}", data=block, headers=headers)
+            response.raise_for_status()
+            offset = response.json()["received"]
+    done = session.post(f"{base}/api/files/{file_id}/complete", headers={"X-CSRFToken": me["csrf_token"]},
+                        json={"sha1": digest.hexdigest()})
+    done.raise_for_status()
+    os.sync()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--chunk-mib", type=int, default=16)
+    parser.add_argument("--json-out", help="also write the rows as JSON here (benchmarks/run.py)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="portal-bench-"))
+    try:
+        source = work / "sample.emd"
+        make_file(source, args.size_mib << 20)
+        with web(work / "data", PORTAL_STAGING_RESERVE="0") as (base, process):
+            cp_seconds = time_cp(source, work / "copy.emd")
+            upload_seconds = upload(base, source, args.chunk_mib << 20)
+            cp_again = time_cp(source, work / "copy.emd")
+            rss = max(peak_rss_mib(pid) for pid in [process.pid, *children(process.pid)])
+        baseline = min(cp_seconds, cp_again)
+        mib = args.size_mib
+        print(f"{'what':<34}{'seconds':>9}{'MiB/s':>9}{'ratio':>8}")
+        print(f"{'cp (baseline, best of 2)':<34}{baseline:>9.2f}{mib / baseline:>9.0f}{1:>8.2f}")
+        print(f"{f'upload API, {args.chunk_mib} MiB chunks + SHA-1':<34}{upload_seconds:>9.2f}"
+              f"{mib / upload_seconds:>9.0f}{upload_seconds / baseline:>8.2f}   (goal <= 2.00)")
+        print(f"web process peak RSS: {rss:.0f} MiB   (goal < 200)")
+        results.write(args.json_out, "upload_ingest", [
+            {"case": f"{mib} MiB, {args.chunk_mib} MiB chunks", "ratio": upload_seconds / baseline, "baseline": "cp",
+             "goal": "<= 2.0", "note": f"web peak RSS {rss:.0f} MiB (goal < 200)"}])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
