@@ -5,12 +5,15 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterator
 
 import requests
+import urllib3
 
 
-def signed_in(base: str, username: str) -> tuple[requests.Session, dict]:
-    session = requests.Session()
+def signed_in(base: str, username: str, session: requests.Session | None = None) -> tuple[requests.Session, dict]:
+    """Sign in over HTTP as a browser does (in `session`, e.g. one with response hooks); (session, /api/me)."""
+    session = session or requests.Session()
     token = re.search(r'name="csrf_token" value="([^"]+)"', session.get(base + "/login").text).group(1)
     session.post(base + "/login", data={"username": username, "csrf_token": token})
     me = session.get(base + "/api/me").json()
@@ -18,25 +21,43 @@ def signed_in(base: str, username: str) -> tuple[requests.Session, dict]:
     return session, me
 
 
+def sse_lines(response: requests.Response) -> Iterator[str]:
+    """The stream's lines as they arrive: read1 returns what the socket holds, so no line waits for
+    more bytes, and a busy stream costs one read per packet, not one per byte."""
+    pending = b""
+    while chunk := response.raw.read1(65536):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r").decode()
+
+
 class StreamReader(threading.Thread):
-    """Reads one SSE stream; records (arrival time, payload) for each job event."""
+    """Reads one SSE stream; records (arrival time, payload) for each job event, and in `cursors`
+    the `id:` of the same message (the cursor a reconnect would resume after)."""
 
     def __init__(self, session: requests.Session, url: str):
         super().__init__(daemon=True)
         self.session, self.url = session, url
         self.events: list[tuple[float, dict]] = []
+        self.cursors: list[int | None] = []
         self.ready = threading.Event()
         self.stop = False
+        self.error: Exception | None = None  # why the stream ended, when it was not asked to
 
     def run(self) -> None:
+        cursor = None
         try:
             with self.session.get(self.url, stream=True, timeout=60) as response:
-                for line in response.iter_lines(chunk_size=1, decode_unicode=True):
+                for line in sse_lines(response):
                     if line.startswith("retry:"):
                         self.ready.set()
+                    elif line.startswith("id:"):
+                        cursor = int(line[3:])
                     elif line.startswith("data:"):
                         self.events.append((time.monotonic(), json.loads(line[5:])))
+                        self.cursors.append(cursor)
                     if self.stop:
                         return
-        except requests.RequestException:  # the server went away: the test or benchmark is over
-            return
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+            self.error = e  # the server went away: the test or benchmark is over, or a load test failed
