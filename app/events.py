@@ -4,8 +4,9 @@ streams of its owner (and of staff), so a hundred open streams cost one query pe
 Ids come from the database in insert order, but two transactions can commit out of that order, so
 a row with a smaller id may appear later. The hub keeps a *complete cursor*: every event at or
 below it has been seen (or its id was never used: a gap still empty after GAP_GRACE seconds). The
-SSE `id:` of each message is that cursor, never more, so a client that reconnects with
-Last-Event-ID is replayed everything it may have missed; it drops the repeats by event id.
+SSE `id:` of each message is that cursor as it was when the hub handed the event out (or, for a
+replay, when the stream began), never more, so a client that reconnects with Last-Event-ID is
+replayed everything it may have missed; it drops the repeats by event id.
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ POLL_SECONDS = 0.05
 class Subscription:
     def __init__(self, owner_id: int | None):
         self.owner_id = owner_id  # None: every user's events (staff)
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()  # (event id, data, SSE id to send with it)
+        self.cursor = 0  # the hub's complete cursor when this subscription began
 
 
 class EventHub:
@@ -52,6 +54,9 @@ class EventHub:
                     self.cursor = session.scalar(select(func.max(JobEvent.id))) or 0
                 self._thread = threading.Thread(target=self._run, name="event-hub", daemon=True)
                 self._thread.start()
+            # every event at or below it was committed before this moment, so a replay read from
+            # now on holds it
+            subscription.cursor = self.cursor
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -78,15 +83,9 @@ class EventHub:
             ).all()
         now = time.monotonic()
         fresh = [row for row in rows if row.id not in self._seen]
-        if fresh:
-            with self._lock:
-                subscriptions = list(self._subscriptions)
-            for row in fresh:
-                self._seen.add(row.id)
-                self._gaps.pop(row.id, None)
-                for sub in subscriptions:
-                    if sub.owner_id is None or sub.owner_id == row.owner_id:
-                        sub.queue.put((row.id, row.data))
+        for row in fresh:
+            self._seen.add(row.id)
+            self._gaps.pop(row.id, None)
         top = max(self._seen, default=self.cursor)
         for missing in range(self.cursor + 1, top):
             if missing not in self._seen:
@@ -95,6 +94,17 @@ class EventHub:
             self.cursor += 1
             self._seen.discard(self.cursor)
             self._gaps.pop(self.cursor, None)
+        if fresh:
+            with self._lock:
+                subscriptions = list(self._subscriptions)
+            for row in fresh:
+                # Each event travels with its own SSE id: the cursor, but not past the event itself.
+                # A stream may send it well after the hub moved on; the hub's cursor by then can
+                # cover an event committed late and still waiting behind this one in the queue,
+                # and a client reconnecting after that id would never get it.
+                for sub in subscriptions:
+                    if sub.owner_id is None or sub.owner_id == row.owner_id:
+                        sub.queue.put((row.id, row.data, min(row.id, self.cursor)))
 
 
 def stream(hub: EventHub, owner_id: int | None, after: int, heartbeat: float) -> Iterator[str]:
@@ -109,23 +119,25 @@ def stream(hub: EventHub, owner_id: int | None, after: int, heartbeat: float) ->
         with hub.db.session() as session:
             for event_id, data in session.execute(query.execution_options(yield_per=500)):
                 sent.add(event_id)
-                yield _message(event_id, data, hub.cursor)
+                # not the hub's cursor now: it may cover an event committed after this replay's
+                # query, which only the queue brings, after the replay
+                yield _message(event_id, data, min(event_id, subscription.cursor))
         while True:
             try:
-                event_id, data = subscription.queue.get(timeout=heartbeat)
+                event_id, data, cursor = subscription.queue.get(timeout=heartbeat)
             except queue.Empty:
                 yield ": heartbeat\n\n"
                 continue
             if event_id <= after or event_id in sent:
                 continue
-            yield _message(event_id, data, hub.cursor)
+            yield _message(event_id, data, cursor)
     finally:
         hub.unsubscribe(subscription)
 
 
 def _message(event_id: int, job: dict, cursor: int) -> str:
     payload = json.dumps({"event_id": event_id, "job": job}, separators=(",", ":"))
-    return f"id: {min(event_id, cursor)}\nevent: job\ndata: {payload}\n\n"
+    return f"id: {cursor}\nevent: job\ndata: {payload}\n\n"
 
 
 def sse_response(owner_id: int | None):

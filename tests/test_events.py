@@ -114,3 +114,62 @@ def test_a_rolled_back_id_stops_holding_the_cursor_after_the_grace_time(app, mon
     time.sleep(0.01)
     hub.poll()
     assert hub.cursor == start + 2
+
+
+def sse_message(text: str) -> tuple[int, int]:
+    """(the message's id:, its event id) from one SSE message."""
+    lines = dict(line.split(": ", 1) for line in text.strip().split("\n"))
+    return int(lines["id"]), json.loads(lines["data"])["event_id"]
+
+
+@pytest.mark.parametrize("stack", ["services"], indirect=True)
+def test_no_message_id_passes_an_event_the_stream_has_not_sent_yet(app):
+    """A stream that lags behind the hub (a busy client) must not send, with an earlier event, a cursor
+    that covers a later-committed one still waiting in its queue: a reconnect then would skip it."""
+    alice = Portal(app.test_client(), "alice")
+    job_id = alice.new_batch({"a.tif": b"1"})["jobs"][0]["id"]
+    db = app.extensions["db"]
+    with db.session() as s:
+        owner = s.scalar(sa.select(JobEvent.owner_id))
+    hub = EventHub(db)
+    hub.subscribe(owner)
+    hub.stop()  # we drive poll() by hand below
+    live = events_module.stream(hub, owner, after=hub.cursor, heartbeat=0.01)
+    assert next(live).startswith("retry:")
+    assert next(live) == ": heartbeat\n\n"  # nothing to replay: the stream now waits for live events
+
+    def race(meanwhile):
+        slow = db.Session()
+        slow.add(JobEvent(job_id=job_id, owner_id=owner, data={"n": "slow"}))
+        slow.flush()  # takes the next id, not yet committed
+        with db.session() as fast:
+            fast.add(JobEvent(job_id=job_id, owner_id=owner, data={"n": "fast"}))
+            fast.commit()
+        hub.poll()  # dispatches "fast"
+        meanwhile()
+        slow.commit()
+        slow.close()
+        hub.poll()  # dispatches "slow" and moves the cursor past both
+
+    race(meanwhile=lambda: None)  # the live stream has not sent "fast" yet
+    (first_cursor, first), (_, second) = sse_message(next(live)), sse_message(next(live))
+    assert first > second  # "fast" was sent first
+    assert first_cursor < second, "the cursor sent with 'fast' covers 'slow', not sent yet"
+
+    with db.session() as s:  # an event for the next stream's replay to begin with
+        s.add(JobEvent(job_id=job_id, owner_id=owner, data={"n": "before"}))
+        s.commit()
+    hub.poll()
+    replaying = events_module.stream(hub, owner, after=first, heartbeat=0.01)
+    messages = []
+
+    def replay_begins():
+        assert next(replaying).startswith("retry:")
+        messages.append(sse_message(next(replaying)))  # the replay query ran: it holds "fast", not "slow"
+
+    race(meanwhile=replay_begins)
+    messages += [sse_message(next(replaying)) for _ in range(2)]  # "fast" from the replay, "slow" live
+    delivered = set()
+    for cursor, event_id in messages:
+        delivered.add(event_id)
+        assert all(e in delivered for e in range(first + 1, cursor + 1)), (messages, "a cursor passed an unsent event")
