@@ -23,6 +23,35 @@ class FileGroup:
     notes: list[str] = field(default_factory=list)
 
 
+# Control characters, the text-direction overrides that make "gpj.exe" read as "exe.jpg", and lone
+# surrogates (how Python holds file-name bytes that are not UTF-8).
+_UNSAFE = re.compile("[\x00-\x1f\x7f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # the byte os.fsdecode could not decode
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def shown_name(name: str) -> str:
+    """The name as it can be stored and shown: unsafe characters and undecodable bytes escaped."""
+    return _UNSAFE.sub(lambda m: _escaped(m[0]), name)
+
+
+def name_problem(name: str) -> str | None:
+    """Why this name cannot be imported as it is, or None."""
+    shown = shown_name(name)
+    if re.search("[\ud800-\udfff]", name):
+        return f"{shown}: the name is not valid UTF-8 text (its bytes are shown as \\x..); rename the file"
+    if shown != name:
+        return f"{shown}: the name holds control or text-direction characters; rename the file"
+    if name.startswith(("/", "\\")) or any(part in ("", ".", "..") for part in re.split(r"[/\\]", name)):
+        return f"{shown}: a name must be a path inside the chosen folder, without '..' or a leading '/'"
+    return None
+
+
 def suffix(name: str) -> str:
     name = basename(name).lower()
     return name[name.rfind("."):] if "." in name else ""
@@ -79,6 +108,7 @@ def group_files(names: Iterable[str]) -> list[FileGroup]:
                 [name], "single",
                 f"{basename(name)}: files {shown} are not supported (EMD, EMI+SER, MRC+XML, TIFF, OME-TIFF and CZI are)",
             )
+        group.error = next(filter(None, map(name_problem, group.files)), None) or group.error
         claimed.update(group.files)
         groups.append(group)
     return groups

@@ -18,6 +18,7 @@ from app.models import Batch, Job, JobEvent, JobFile, JobState, User
 from app.omero.base import OmeroError, PermissionDenied, SessionExpired
 from app.staging import BLOCK, StagingError, safe_name
 from converters import group_files
+from converters.grouping import shown_name
 
 bp = Blueprint("api", __name__)
 
@@ -103,11 +104,15 @@ def _own_group(group_id, status: int, owner: User | None = None) -> dict:
 def _validated_files(files) -> list[dict]:
     if not isinstance(files, list) or not 0 < len(files) <= MAX_FILES:
         raise ApiError(f"files must list between 1 and {MAX_FILES} files")
+    seen = set()
     for f in files:
         if (not isinstance(f, dict) or not isinstance(f.get("name"), str) or not f["name"]
-                or len(f["name"]) > 4096 or "\x00" in f["name"]
+                or len(f["name"]) > 4096
                 or not isinstance(f.get("size"), int) or isinstance(f["size"], bool) or f["size"] < 0):
             raise ApiError("Each file needs a name and a size in bytes")
+        if f["name"] in seen:
+            raise ApiError(f"{shown_name(f['name'])} is listed twice: each file can be sent once per import")
+        seen.add(f["name"])
     return files
 
 
@@ -133,8 +138,9 @@ def _validated_batch(body, owner: User) -> tuple[dict, list, str | None, list[di
             raise ApiError("Each key-value pair needs a key (up to 255 characters) and a value (up to 1024)")
         clean_pairs.append([_batch_key(pair[0].strip()), pair[1].strip()])
     folder = body.get("folder")
-    if folder is not None and (not isinstance(folder, str) or len(folder) > 1024 or not folder.isprintable()):
-        raise ApiError("folder must be a folder name")
+    if folder is not None and (not isinstance(folder, str) or len(folder) > 1024 or not folder.isprintable()
+                               or "/" in folder or "\\" in folder or folder.strip(".") == ""):
+        raise ApiError("folder must be the name of one folder (no '/', no '..', no control characters)")
     files = _validated_files(body.get("files"))
     too_big = next((message for f in files if (message := _too_big(f["name"], f["size"]))), None)
     if too_big:
@@ -160,7 +166,7 @@ def plan():
     groups = []
     for grp in group_files(sizes):
         error = grp.error or next((m for n in grp.files if (m := _too_big(n, sizes[n]))), None)
-        groups.append({"files": [{"name": n, "size": sizes[n]} for n in grp.files], "kind": grp.kind,
+        groups.append({"files": [{"name": shown_name(n), "size": sizes[n]} for n in grp.files], "kind": grp.kind,
                        "size": sum(sizes[n] for n in grp.files), "error": error})
     return {"groups": groups, "count": len(sizes), "total_size": sum(sizes.values()),
             "importable": sum(1 for grp in groups if grp["error"] is None)}
@@ -212,11 +218,11 @@ def new_batch(owner: User, body):
             db.flush()
             taken: set[str] = set()
             for name in grp.files:
-                stored = safe_name(name)
+                stored = safe_name(shown_name(name))
                 while stored.lower() in taken:  # two names that clean to the same one
                     stored = f"_{stored}"
                 taken.add(stored.lower())
-                db.add(JobFile(job_id=job.id, name=name, stored_name=stored, size=sizes[name]))
+                db.add(JobFile(job_id=job.id, name=shown_name(name), stored_name=stored, size=sizes[name]))
             job_states.record(db, job)
         db.commit()
         return _batch_json(db, batch), 201
