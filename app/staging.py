@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from converters.meta import human_size
+
 BLOCK = 1 << 20
 _HASH_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="staging-sha1")
 
@@ -62,8 +64,8 @@ class Staging:
         free = shutil.disk_usage(self.root).free - self.reserve
         if needed > free:
             raise StagingError(
-                f"The transfer server has room for {_human(max(free, 0))} now and this batch needs "
-                f"{_human(needed)}: import fewer files, or ask the facility staff to free space", 507)
+                f"The transfer server has room for {human_size(max(free, 0))} now and this batch needs "
+                f"{human_size(needed)}: import fewer files, or ask the facility staff to free space", 507)
 
     def write(self, file_id: int, job_id: int, stored_name: str, offset: int, blocks: Iterable[bytes],
               limit: int) -> int:
@@ -150,11 +152,3 @@ def hash_file(path: Path, size: int | None = None):
             digest.update(block)
             remaining -= len(block)
     return digest
-
-
-def _human(n: int) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} bytes"

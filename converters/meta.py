@@ -77,3 +77,11 @@ def friendly_name(raw: str | None, names: Mapping[str, str]) -> str | None:
 def localize(naive: datetime, zone: tzinfo) -> datetime:
     """A local wall-clock time from an instrument PC, in the facility's time zone."""
     return naive.replace(tzinfo=zone) if naive.tzinfo is None else naive
+
+
+def human_size(n: float) -> str:
+    """Bytes as people read them, in the page's decimal units (static/upload/util.js)."""
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import pkgutil
 import struct
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from xml.etree import ElementTree
 
 from converters import formats, ometiff
 from converters.base import Conversion, ConversionError, ConvertOptions, Passthrough, SourceImage
-from converters.meta import friendly_name
+from converters.meta import friendly_name, human_size
 
 log = logging.getLogger(__name__)
 HEAD_BYTES = 65536
@@ -78,11 +79,12 @@ def convert(files: Sequence[Path], out_dir: Path, options: ConvertOptions = Conv
         result = plugin.read(files, options)
         microscope = friendly_name(result.microscope, options.microscope_names)
         if isinstance(result, Passthrough):
+            _refuse_bomb(files, result)
             return _conversion(files, files[0], "passthrough", result, microscope)
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        output = out_dir / f"{_stem(files[0])}.ome.tiff"
+        output = Path(out_dir) / f"{_stem(files[0])}.ome.tiff"
         try:
+            _refuse_bomb(files, result)
+            output.parent.mkdir(parents=True, exist_ok=True)
             ometiff.write(result, output, options, microscope)
         finally:
             if result.close is not None:
@@ -97,6 +99,22 @@ def convert(files: Sequence[Path], out_dir: Path, options: ConvertOptions = Conv
         # plugins turn what they expect into specific messages; this is the net under them
         log.warning("unexpected %s while converting %s", type(e).__name__, files[0], exc_info=True)
         raise ConversionError(f"{files[0].name} could not be read: {type(e).__name__}: {e}") from None
+
+
+# Microscope images compress a few times at most; pixels a thousand times the file's size are a
+# decompression bomb (or sparse HDF5 with no data), which would fill the disk or OMERO with nothing.
+MAX_INFLATION = 1000
+BOMB_FLOOR = 64 * 2**20  # below this, any ratio is harmless
+
+
+def _refuse_bomb(files: list[Path], result: SourceImage | Passthrough) -> None:
+    itemsize = result.dtype.itemsize if isinstance(result, SourceImage) else 1  # pass-through: a lower bound
+    declared = math.prod(result.shape.values()) * itemsize
+    stored = sum(path.stat().st_size for path in files)
+    if declared > BOMB_FLOOR and declared > MAX_INFLATION * stored:
+        raise ConversionError(
+            f"{files[0].name} declares {human_size(declared)} of pixels in {human_size(stored)} of file: refused as a "
+            f"decompression bomb (real images are never {declared // stored:,} times smaller than their pixels)")
 
 
 def _conversion(files, output, status, result: SourceImage | Passthrough, microscope) -> Conversion:

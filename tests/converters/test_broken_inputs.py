@@ -158,6 +158,31 @@ def ome_tiff_broken_xml(tmp):
     return [tmp / "x.ome.tif"]
 
 
+def ome_tiff_zstd_bomb(tmp):
+    """1 GiB of zero pixels in a few kilobytes: zstd packs each 1 MiB tile of zeros into ~40 bytes."""
+    import tifffile
+
+    tiles = (np.zeros((1024, 1024), np.uint8) for _ in range(32 * 32))
+    tifffile.imwrite(tmp / "bomb.ome.tif", tiles, shape=(32768, 32768), dtype=np.uint8, tile=(1024, 1024),
+                     compression="zstd", ome=True)
+    return [tmp / "bomb.ome.tif"]
+
+
+def velox_sparse_bomb(tmp):
+    """A Velox image of 10 GiB whose chunks were never written: HDF5 stores nothing and reads zeros."""
+    import h5py
+
+    with h5py.File(sample("fei_example_tem_stack.emd")) as src, h5py.File(tmp / "x.emd", "w") as dst:
+        for name in src:
+            if name != "Data":
+                src.copy(name, dst)
+        key, image = next(iter(src["Data/Image"].items()))
+        group = dst.create_group(f"Data/Image/{key}")
+        image.copy("Metadata", group)
+        group.create_dataset("Data", shape=(16384, 16384, 20), dtype=image["Data"].dtype, chunks=(1024, 1024, 1))
+    return [tmp / "x.emd"]
+
+
 CORPUS = [
     (empty, r"^x\.emd is empty \(0 bytes\)$"),
     (random_bytes_emd, r"^x\.emd is not a valid Velox EMD or Berkeley EMD file: its content starts with the bytes"),
@@ -181,6 +206,8 @@ CORPUS = [
     (velox_without_images, r"^x\.emd holds no image \(only left out spectrum s1"),
     (missing_file, r"^nowhere\.emd is missing$"),
     (ome_tiff_broken_xml, r"^x\.ome\.tif: the OME-XML of this OME-TIFF cannot be read \(not well-formed"),
+    (ome_tiff_zstd_bomb, r"^bomb\.ome\.tif declares 1\.1 GB of pixels in \d+\.\d KB of file: refused as a decompression bomb"),
+    (velox_sparse_bomb, r"^x\.emd declares 10\.7 GB of pixels in \d+\.\d (KB|MB) of file: refused as a decompression bomb"),
 ]
 
 
