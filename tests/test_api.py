@@ -117,8 +117,12 @@ def test_signed_out_requests_get_401_and_pages_redirect(embedded_app):
     assert response.status_code == 302 and "/login" in response.headers["Location"]
 
 
-@pytest.mark.parametrize("target, allowed", [("/store", True), ("//evil.example/x", False),
-                                             ("https://evil.example", False), ("/\\evil.example", False)])
+OPEN_REDIRECTS = ["//evil.example/x", "https://evil.example", "/\\evil.example", "/\t/evil.example",
+                  "/\n/evil.example", " //evil.example", "javascript:alert(1)", "https:evil.example", "\\\\evil.example"]
+
+
+@pytest.mark.parametrize("target, allowed", [("/store", True), ("/store?view=1", True)]
+                         + [(target, False) for target in OPEN_REDIRECTS])
 def test_sign_in_redirects_only_within_the_portal(embedded_app, target, allowed):
     import re
 

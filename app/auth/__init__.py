@@ -148,10 +148,13 @@ def remember_omero_user(omero_key: str, *, source: str = "user", staff_claim: bo
     return user
 
 
+# Only paths on this site. Refused: a scheme or host, "//evil" and "/\\evil" (browsers read both as a
+# host), and any whitespace or control character (browsers drop tabs and newlines: "/\t/evil").
+_LOCAL_PATH = re.compile(r"/(?![/\\])[^\s\\\x00-\x1f\x7f]*")
+
+
 def next_url(target: str | None) -> str:
-    # only paths on this site: no scheme, no host, no protocol-relative "//evil"
-    target = target or ""
-    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else url_for("main.index")
+    return target if target and _LOCAL_PATH.fullmatch(target) else url_for("main.index")
 
 
 def _login_page(status: int = 200):

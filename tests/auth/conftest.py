@@ -98,10 +98,10 @@ def oidc_app_for(tmp_path, monkeypatch):
         close_app(app)
 
 
-def adfs_sign_in(client, provider: Provider, sub: str, *, tamper_state: bool = False):
+def adfs_sign_in(client, provider: Provider, sub: str, *, tamper_state: bool = False, next_url: str = "/tokens"):
     """What a browser does: portal -> provider's authorize page -> (user picks `sub`) -> portal callback.
     Returns the portal's answer to the callback."""
-    start = client.get("/login/adfs?next=/tokens")
+    start = client.get("/login/adfs", query_string={"next": next_url})
     assert start.status_code == 302, start.get_data(as_text=True)
     authorize = start.headers["Location"]
     assert authorize.startswith(provider.url + "/oauth2/authorize?")

@@ -9,6 +9,7 @@ import requests
 from app.models import User
 from tests.auth.conftest import STAFF_GROUP, adfs_sign_in, flashed
 from tests.conftest import Portal
+from tests.test_api import OPEN_REDIRECTS
 
 
 def me(client):
@@ -118,3 +119,11 @@ def test_the_local_login_still_works_next_to_adfs(provider, oidc_app_for):
     page = app.test_client().get("/login").get_data(as_text=True)
     assert "Sign in with ADFS" in page and "Local account" in page
     assert Portal(app.test_client(), "lee").me["username"] == "lee"
+
+
+@pytest.mark.parametrize("target", OPEN_REDIRECTS)
+def test_adfs_sign_in_never_redirects_off_the_portal(provider, oidc_app_for, target):
+    app = oidc_app_for(provider)
+    provider.set_user("u-404", {"upn": "kim@example.org"})
+    done = adfs_sign_in(app.test_client(), provider, "u-404", next_url=target)
+    assert done.status_code == 302 and done.headers["Location"] == "/"
