@@ -92,8 +92,11 @@ class Staging:
                     if hashing is not None:
                         hashing.result()
                     hashing = _HASH_POOL.submit(hasher.update, block)
-                    f.write(block)
-                    written += len(block)
+                    view = memoryview(block)
+                    while view:  # a nearly full disk takes part of a block: count only what it took
+                        done = f.write(view)
+                        written += done
+                        view = view[done:]
                 if hashing is not None:
                     hashing.result()
             except OSError as e:
