@@ -11,6 +11,7 @@ replayed everything it may have missed; it drops the repeats by event id.
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import threading
 import time
@@ -21,6 +22,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import Database
 from app.models import JobEvent
+
+log = logging.getLogger(__name__)
 
 GAP_GRACE = 30.0
 POLL_SECONDS = 0.05
@@ -73,6 +76,9 @@ class EventHub:
             try:
                 self.poll()
             except SQLAlchemyError:  # the database restarts: keep the streams, try again shortly
+                self._stopped.wait(1)
+            except Exception:  # never let one bad row end every stream's live updates
+                log.exception("the event hub failed to poll; trying again")
                 self._stopped.wait(1)
 
     def poll(self) -> None:

@@ -293,3 +293,18 @@ def wait_until(predicate, timeout: float = 60, interval: float = 0.1, what: str 
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test shows the end of each process log it wrote (serve.log, worker.log...): in CI
+    that is all there is to read afterwards."""
+    report = yield
+    tmp = item.funcargs.get("tmp_path") if hasattr(item, "funcargs") else None
+    if report.failed and tmp is not None:
+        for log in sorted(Path(tmp).rglob("*.log")):
+            report.sections.append((f"end of {log.name}", log.read_text(errors="replace")[-6000:]))
+    browser = item.funcargs.get("browser") if report.failed and hasattr(item, "funcargs") else None
+    for page in [page for context in getattr(browser, "contexts", []) for page in context.pages]:
+        report.sections.append((f"page {page.url}", page.inner_text("body")[-3000:]))  # what the user saw
+    return report
