@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 USERS = 20
 FILES_EACH = 50
-WORKERS = 1  # worker processes, each running PORTAL_WORKER_CONCURRENCY (2) jobs at once
+WORKERS = 2  # worker processes (as docker-compose runs them), each running PORTAL_WORKER_CONCURRENCY (2) jobs at once
 
 
 class ResponseLog:
