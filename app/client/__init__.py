@@ -61,10 +61,10 @@ class PortalClient:
             except (requests.ConnectionError, requests.Timeout) as e:
                 if attempt == self.retries:
                     raise ClientError(f"The portal at {self.server} cannot be reached: {e}") from None
-                time.sleep(min(60, 2 ** attempt))
+                self._wait(attempt, "cannot be reached")
                 continue
             if response.status_code >= 500 and attempt < self.retries:
-                time.sleep(min(60, 2 ** attempt))
+                self._wait(attempt, f"answered {response.status_code}")
                 continue
             try:
                 body = response.json()
@@ -74,6 +74,13 @@ class PortalClient:
                 raise ClientError(body.get("error") or f"HTTP {response.status_code}")
             return body
         raise AssertionError("unreachable")
+
+    def _wait(self, attempt: int, why: str) -> None:
+        """Back off before the next try, and say so: a restarting portal is not a hung client."""
+        delay = min(60, 2 ** attempt)
+        print(f"upload-portal: the portal at {self.server} {why}: trying again in {delay} s "
+              f"({attempt + 1} of {self.retries})", file=sys.stderr, flush=True)
+        time.sleep(delay)
 
     def me(self) -> dict:
         return self._call("GET", "/api/me")
