@@ -17,7 +17,7 @@ from pathlib import Path
 
 from flask import Flask
 from sqlalchemy import update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 import converters
 from app import __version__, crypto
@@ -28,6 +28,7 @@ from app.omero.base import Annotations, ImageRef, OmeroError, SessionExpired
 from app.staging import hash_file
 
 log = logging.getLogger(__name__)
+DB_RETRY_SECONDS = 5  # a job picked up while the database restarts waits this long, then tries again
 
 
 @dataclass
@@ -91,6 +92,16 @@ class Run:
 
 
 def run_job(app: Flask, job_id: int, worker: str) -> str | RetryLater:
+    try:
+        return _run_job(app, job_id, worker)
+    except OperationalError as e:
+        # The database went away (a restart): nothing was decided, so run the job again once it is
+        # back. Dropping the message instead would leave a queued job alone until the slow sweep.
+        log.warning("job %s: the database is unreachable, trying again in %s s: %s", job_id, DB_RETRY_SECONDS, e)
+        return RetryLater(DB_RETRY_SECONDS)
+
+
+def _run_job(app: Flask, job_id: int, worker: str) -> str | RetryLater:
     db = app.extensions["db"]
     with db.session() as session:
         job = job_states.claim(session, job_id, worker, app.config["JOB_LEASE_SECONDS"])
@@ -116,6 +127,8 @@ def run_job(app: Flask, job_id: int, worker: str) -> str | RetryLater:
                 return RetryLater(delay)
             run.finish(JobState.FAILED, str(e), detail=_noted(job, f"attempt {job.attempts}: {e!r}"))
             return "failed"
+        except OperationalError:
+            raise  # the database, not this job, failed: run_job tries again
         except Exception:  # noqa: BLE001 - a bug fails its own row, never the worker or the batch
             log.exception("job %s failed unexpectedly", job_id)
             run.finish(JobState.FAILED, f"The portal hit an internal error on this file (job {job_id}); "
