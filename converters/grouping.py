@@ -41,7 +41,7 @@ def shown_name(name: str) -> str:
 
 
 def name_problem(name: str) -> str | None:
-    """Why this name cannot be imported as it is, or None."""
+    """Why the portal refuses this name from a client, or None (local tools may use any path)."""
     shown = shown_name(name)
     if re.search("[\ud800-\udfff]", name):
         return f"{shown}: the name is not valid UTF-8 text (its bytes are shown as \\x..); rename the file"
@@ -108,7 +108,6 @@ def group_files(names: Iterable[str]) -> list[FileGroup]:
                 [name], "single",
                 f"{basename(name)}: files {shown} are not supported (EMD, EMI+SER, MRC+XML, TIFF, OME-TIFF and CZI are)",
             )
-        group.error = next(filter(None, map(name_problem, group.files)), None) or group.error
         claimed.update(group.files)
         groups.append(group)
     return groups

@@ -17,8 +17,8 @@ from app.events import sse_response
 from app.models import Batch, Job, JobEvent, JobFile, JobState, User
 from app.omero.base import OmeroError, PermissionDenied, SessionExpired
 from app.staging import BLOCK, StagingError, safe_name
-from converters import group_files
-from converters.grouping import shown_name
+from converters import FileGroup, group_files
+from converters.grouping import name_problem, shown_name
 
 bp = Blueprint("api", __name__)
 
@@ -116,6 +116,14 @@ def _validated_files(files) -> list[dict]:
     return files
 
 
+def _grouped(names) -> list[FileGroup]:
+    """The jobs these names make; a group with a name the portal refuses cannot be imported."""
+    groups = group_files(names)
+    for grp in groups:
+        grp.error = next(filter(None, map(name_problem, grp.files)), None) or grp.error
+    return groups
+
+
 def _too_big(name: str, size: int) -> str | None:
     limit = current_app.config["MAX_FILE_SIZE"]
     if size <= limit:
@@ -164,7 +172,7 @@ def plan():
     files = _validated_files(body.get("files") if isinstance(body, dict) else None)
     sizes = {f["name"]: f["size"] for f in files}
     groups = []
-    for grp in group_files(sizes):
+    for grp in _grouped(sizes):
         error = grp.error or next((m for n in grp.files if (m := _too_big(n, sizes[n]))), None)
         groups.append({"files": [{"name": shown_name(n), "size": sizes[n]} for n in grp.files], "kind": grp.kind,
                        "size": sum(sizes[n] for n in grp.files), "error": error})
@@ -204,7 +212,7 @@ def new_batch(owner: User, body):
     """The batch `owner` will own, created by the signed-in user (the owner, or staff importing as)."""
     group, pairs, folder, files = _validated_batch(body, owner)
     sizes = {f["name"]: f["size"] for f in files}
-    groups = group_files(sizes)
+    groups = _grouped(sizes)
     _staging().check_room(sum(sizes[n] for grp in groups if not grp.error for n in grp.files))
     with _db() as db:
         batch = Batch(owner_id=owner.id, created_by_id=g.user.id, group_id=group["id"],
