@@ -39,6 +39,8 @@ def page_plane(path: Path, page: tifffile.TiffPage, rows: int | None = None):
     if page.samplesperpixel != 1:
         raise ConversionError(f"{path.name}: SEM images with {page.samplesperpixel} samples per pixel are not supported")
     height, width = page.imagelength, page.imagewidth
+    if not height or not width:
+        raise ConversionError(f"{path.name}: its image is {width}x{height} pixels: there is nothing to import")
     rows = height if rows is None else rows
     dtype = np.dtype(page.dtype)
     offset, size = (page.dataoffsets[0], sum(page.databytecounts)) if page.is_contiguous else (None, None)

@@ -33,6 +33,8 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
             sem = tif.sem_metadata or {}
         except (ValueError, IndexError, UnicodeError) as e:
             raise ConversionError(f"{path.name}: the SmartSEM metadata (tag 34118) is damaged ({e})") from None
+        if not isinstance(sem, dict):  # tifffile hands back the raw bytes of a tag it cannot parse
+            raise ConversionError(f"{path.name}: the SmartSEM metadata (tag 34118) is damaged (not parameter text)")
         plane = page_plane(path, page)
         photometric = page.photometric
     ny, nx = plane.shape
