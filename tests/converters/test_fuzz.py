@@ -4,14 +4,17 @@ another exception."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from converters import Conversion, ConversionError, ConvertOptions, convert
-from tests.converters.conftest import sample
+from tests.converters.conftest import REPO, sample
 
 SEEDS = {  # real files to mutate, under the names the portal would give them
     "velox.emd": "fei_example_tem_stack.emd",
@@ -65,3 +68,35 @@ def test_real_files_with_bytes_flipped_or_cut(seed, data):
 @given(header=st.binary(min_size=0, max_size=2048), ser=st.binary(max_size=2048))
 def test_tia_pairs_with_random_content(header, ser):
     attempt("t.emi", header, ("t_1.ser", ser))
+
+
+# Coverage-guided fuzzing with atheris (libFuzzer): it learns which bytes reach new branches of the
+# readers, where Hypothesis mutates blindly. Each target: the input's name, the real files that seed
+# its corpus, and the partner files beside it. A fixed number of runs and seed: reproducible.
+ATHERIS_TARGETS = {
+    "velox": ("x.emd", ["fei_example_tem_stack.emd"], []),
+    "sem-tiff": ("x.tif", ["FEI-Helios-Ebeam-8bits.tif", "test_tiff_Zeiss_SEM_1k.tif"], []),
+    "mrc": ("x.mrc", ["temp.mrc", "20241021_00405_final.mrc"], [("x.xml", "Atlas_1.xml")]),
+    "atlas-xml": ("x.xml", ["Atlas_1.xml"], [("x.mrc", "temp.mrc")]),
+    "tia-emi": ("t.emi", ["64x64x5_TEM_preview.emi"], [("t_1.ser", "64x64x5_TEM_preview_1.ser")]),
+    "tia-ser": ("t_1.ser", ["64x64x5_TEM_preview_1.ser"], [("t.emi", "64x64x5_TEM_preview.emi")]),
+}
+ATHERIS_RUNS = 2000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", sorted(ATHERIS_TARGETS))
+def test_coverage_guided_fuzzing_finds_no_crash(target, tmp_path):
+    name, seeds, partners = ATHERIS_TARGETS[target]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for seed in seeds:
+        shutil.copy(sample(seed), corpus)
+    run = subprocess.run(
+        [sys.executable, str(REPO / "tests/converters/atheris_harness.py"), name,
+         *[f"{partner}={sample(source)}" for partner, source in partners], "--",
+         f"-runs={ATHERIS_RUNS}", "-seed=1", "-rss_limit_mb=2048", "-timeout=60",
+         f"-artifact_prefix={tmp_path}/", str(corpus)],
+        capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-5000:]
+    assert f"Done {ATHERIS_RUNS} runs" in run.stderr, run.stderr[-2000:]
