@@ -158,6 +158,22 @@ def ome_tiff_broken_xml(tmp):
     return [tmp / "x.ome.tif"]
 
 
+def zeiss_tag_not_text(tmp):
+    """SmartSEM parameters that are no text (found by atheris): tifffile hands back raw bytes."""
+    data = bytearray(sample("test_tiff_Zeiss_SEM_1k.tif").read_bytes())
+    data[1746:1746 + 64] = b"\x81" * 64  # where the tag's text starts
+    (tmp / "z.tif").write_bytes(bytes(data))
+    return [tmp / "z.tif"]
+
+
+def sem_zero_width(tmp):
+    """ImageWidth 0 (found by atheris): once a division by zero."""
+    data = bytearray(sample("test_tiff_Zeiss_SEM_1k.tif").read_bytes())
+    data[30:32] = struct.pack("<H", 0)  # the value of the IFD's ImageWidth entry
+    (tmp / "z.tif").write_bytes(bytes(data))
+    return [tmp / "z.tif"]
+
+
 def ome_tiff_zstd_bomb(tmp):
     """1 GiB of zero pixels in a few kilobytes: zstd packs each 1 MiB tile of zeros into ~40 bytes."""
     import tifffile
@@ -206,6 +222,8 @@ CORPUS = [
     (velox_without_images, r"^x\.emd holds no image \(only left out spectrum s1"),
     (missing_file, r"^nowhere\.emd is missing$"),
     (ome_tiff_broken_xml, r"^x\.ome\.tif: the OME-XML of this OME-TIFF cannot be read \(not well-formed"),
+    (zeiss_tag_not_text, r"^z\.tif: the SmartSEM metadata \(tag 34118\) is damaged \(not parameter text\)$"),
+    (sem_zero_width, r"^z\.tif: its image is 0x768 pixels: there is nothing to import$"),
     (ome_tiff_zstd_bomb, r"^bomb\.ome\.tif declares 1\.1 GB of pixels in \d+\.\d KB of file: refused as a decompression bomb"),
     (velox_sparse_bomb, r"^x\.emd declares 10\.7 GB of pixels in \d+\.\d (KB|MB) of file: refused as a decompression bomb"),
 ]
