@@ -1,5 +1,9 @@
 """push and watch against the running portal (embedded defaults, with its worker) and real samples."""
+import fcntl
+import hashlib
 import shutil
+import threading
+import time
 
 import pytest
 
@@ -200,3 +204,22 @@ def test_staff_push_for_a_user_and_the_images_are_theirs(embedded_stack, tmp_pat
             push(client_for(portal, "hank"), files, str(groups[0]["id"]), [], None, on_behalf_of="gina")
     finally:
         process.stop()
+
+
+def test_a_file_busy_on_the_server_is_waited_for_not_given_up(embedded_stack, served, tmp_path):
+    """An earlier PUT of ours that the client gave up on may still be writing on the server (409):
+    the client waits for it instead of failing the file."""
+    client = client_for(served, "cleo")
+    client._wait = lambda attempt, why: time.sleep(0.5)  # keep the back-off short here
+    path = tmp_path / "busy.ome.tif"
+    path.write_bytes(ome_tiff(seed=77))
+    batch = client.create_batch(client.group_id(None), {"busy.ome.tif": path}, [], None)
+    remote = batch["jobs"][0]["files"][0]
+    staged = tmp_path / "data" / "staging" / str(batch["jobs"][0]["id"]) / "busy.ome.tif"
+    staged.parent.mkdir(parents=True)
+    with open(staged, "ab") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # what the server's own writer holds while it writes
+        threading.Timer(2.0, fcntl.flock, (held, fcntl.LOCK_UN)).start()
+        sha1 = client.send(remote, path, lambda *a: None)
+    assert sha1 == hashlib.sha1(path.read_bytes()).hexdigest()
+    assert client.batch(batch["id"])["jobs"][0]["state"] != "uploading"

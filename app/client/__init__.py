@@ -25,6 +25,10 @@ Progress = Callable[[str, int, int], None]  # (name, bytes sent, size)
 class ClientError(Exception):
     """The portal refused something; the message says what."""
 
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status  # the HTTP status, or None when the portal could not be reached
+
 
 def config_dir() -> Path:
     base = os.environ.get("APPDATA") if os.name == "nt" else os.environ.get("XDG_CONFIG_HOME")
@@ -71,7 +75,7 @@ class PortalClient:
             except ValueError:
                 body = {"error": response.text[:200]}
             if not response.ok:
-                raise ClientError(body.get("error") or f"HTTP {response.status_code}")
+                raise ClientError(body.get("error") or f"HTTP {response.status_code}", response.status_code)
             return body
         raise AssertionError("unreachable")
 
@@ -108,6 +112,7 @@ class PortalClient:
         """Send one file from where the server's copy ends; return its SHA-1."""
         size = path.stat().st_size
         offset = self._call("GET", f"/api/files/{remote['id']}")["received"]
+        busy = 0
         with open(path, "rb") as f, ThreadPoolExecutor(1) as hasher:
             digest = _hash_prefix(f, offset)
             while offset < size:
@@ -115,15 +120,24 @@ class PortalClient:
                 block = f.read(CHUNK)
                 hashing = hasher.submit(digest.update, block)  # hashlib releases the GIL: overlap the PUT
                 try:
-                    offset = self._call("PUT", f"/api/files/{remote['id']}?offset={offset}", data=block,
-                                        headers={"Content-Type": "application/octet-stream"})["received"]
+                    held = self._call("PUT", f"/api/files/{remote['id']}?offset={offset}", data=block,
+                                      headers={"Content-Type": "application/octet-stream"})["received"]
                     hashing.result()
-                except ClientError:
+                except ClientError as e:
                     hashing.result()
                     held = self._call("GET", f"/api/files/{remote['id']}")["received"]
                     if held == offset:
-                        raise
-                    offset, digest = held, _hash_prefix(f, held)  # resume where the server's copy ends
+                        # 409 with nothing moved: an earlier try of ours (timed out here) may still be
+                        # writing this file on the server; it ends soon, so wait for it
+                        if e.status != 409 or busy == self.retries:
+                            raise
+                        busy += 1
+                        self._wait(busy, "is still writing an earlier try of this file")
+                        digest = _hash_prefix(f, offset)  # the block went into it: take it out again
+                        continue
+                if held != offset + len(block):  # the server kept another amount: hash what it holds
+                    digest = _hash_prefix(f, held)
+                offset = held
                 progress(remote["name"], offset, size)
         sha1 = digest.hexdigest()
         self._call("POST", f"/api/files/{remote['id']}/complete", json={"sha1": sha1})
