@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from app.client import PortalClient
+from app.client import FINAL, PortalClient
 from app.client.push import collect, push
 from app.client.watch import Watcher
 from tests.conftest import SAMPLES, ome_tiff
@@ -72,14 +72,15 @@ def test_a_restarted_watcher_sends_nothing_twice_and_finishes_what_it_began(port
     assert len(batches) == 1 and sum(batches[0]["states"].values()) == 2
 
 
-def settle(watcher, path, timeout=60):
-    """Let the watcher check its jobs until `path` is gone or the time is up."""
-    import time
-
+def settle(watcher, *names, timeout=60):
+    """Let the watcher check its jobs until each named file's job has ended (deleting what it may)."""
     deadline = time.monotonic() + timeout
-    while path.exists() and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
         watcher.check()
+        if all(watcher.ledger.get(name, {}).get("state") in FINAL for name in names):
+            return
         time.sleep(0.5)
+    raise AssertionError(f"the jobs of {names} did not end: {watcher.ledger}")
 
 
 def test_delete_after_import_deletes_only_what_omero_confirms(portal, tmp_path):
@@ -91,7 +92,7 @@ def test_delete_after_import_deletes_only_what_omero_confirms(portal, tmp_path):
     good.write_bytes(content)
     watcher = Watcher(client_for(portal, "carol"), folder, stable_seconds=0, delete_after_import=True)
     assert watcher.send_ready() == 2
-    settle(watcher, good)
+    settle(watcher, "good.ome.tif", "broken.tif")
     assert not good.exists() and watcher.ledger["good.ome.tif"]["state"] == "imported"
     assert broken.exists() and watcher.ledger["broken.tif"]["state"] == "failed"  # a failed import stays
 
@@ -99,8 +100,7 @@ def test_delete_after_import_deletes_only_what_omero_confirms(portal, tmp_path):
     copy.write_bytes(content)
     good.write_bytes(ome_tiff(seed=6))  # the old name with new content: not a duplicate
     assert watcher.send_ready() == 2
-    settle(watcher, copy)
-    settle(watcher, good)
+    settle(watcher, "copy.ome.tif", "good.ome.tif")
     assert watcher.ledger["copy.ome.tif"]["state"] == "duplicate" and not copy.exists()
     assert watcher.ledger["good.ome.tif"]["state"] == "imported" and not good.exists()
     assert broken.exists()
@@ -114,7 +114,7 @@ def test_a_file_changed_after_sending_is_never_deleted(portal, tmp_path):
     watcher = Watcher(client_for(portal, "dave"), folder, stable_seconds=0, delete_after_import=True)
     watcher.send_ready()
     path.write_bytes(ome_tiff(seed=8))  # rewritten by the microscope software after it was sent
-    settle(watcher, path, timeout=20)
+    settle(watcher, "a.ome.tif")
     assert path.exists() and watcher.ledger["a.ome.tif"]["state"] == "imported"
 
 
