@@ -67,6 +67,11 @@ def measure(base: str, streams: int, events: int) -> tuple[float, float]:
     expected = streams * events
     rtt = statistics.median(rtts)
     print(f"{streams} streams, {events} events each: {len(latencies)} of {expected} deliveries")
+    for number, reader in enumerate(readers):  # a shortfall must say where it came from
+        got = sum(1 for _, event in reader.events if event["job"]["id"] in sent)
+        if got < events:
+            why = reader.error or ("never connected" if not reader.ready.is_set() else "still open")
+            print(f"  stream {number}: {got} of {events} events ({why})")
     print(f"{'what':<34}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'p95/RTT':>9}")
     print(f"{'HTTP round trip (baseline)':<34}{rtt * 1e3:>9.1f}{percentile(rtts, .95) * 1e3:>9.1f}"
           f"{percentile(rtts, .99) * 1e3:>9.1f}{1:>9.1f}")
