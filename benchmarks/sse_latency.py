@@ -68,7 +68,8 @@ def measure(base: str, streams: int, events: int) -> tuple[float, float]:
     rtt = statistics.median(rtts)
     print(f"{streams} streams, {events} events each: {len(latencies)} of {expected} deliveries")
     for number, reader in enumerate(readers):  # a shortfall must say where it came from
-        got = sum(1 for _, event in reader.events if event["job"]["id"] in sent)
+        got = sum(1 for _, event in reader.events
+                  if event["job"]["id"] in sent and event["job"]["state"] == "uploading")
         if got < events:
             why = reader.error or ("never connected" if not reader.ready.is_set() else "still open")
             print(f"  stream {number}: {got} of {events} events ({why})")
