@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import Database
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 GAP_GRACE = 30.0
 POLL_SECONDS = 0.05
+START_WINDOW = 1000  # ids a starting hub treats as maybe not complete
 
 
 class Subscription:
@@ -53,8 +54,13 @@ class EventHub:
         with self._lock:
             self._subscriptions.add(subscription)
             if self._thread is None:
+                # The newest ids are seen (a replay reads them), but not complete: a lower id may still
+                # be committing. Start the cursor below them, so such an event is still dispatched.
                 with self.db.session() as session:
-                    self.cursor = session.scalar(select(func.max(JobEvent.id))) or 0
+                    newest = session.scalars(
+                        select(JobEvent.id).order_by(JobEvent.id.desc()).limit(START_WINDOW)).all()
+                self.cursor = min(newest) - 1 if newest else 0
+                self._seen = set(newest)
                 self._thread = threading.Thread(target=self._run, name="event-hub", daemon=True)
                 self._thread.start()
             # every event at or below it was committed before this moment, so a replay read from
