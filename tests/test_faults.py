@@ -123,9 +123,13 @@ def test_a_broker_restarted_mid_batch_loses_no_job(postgres_url, private_redis, 
     worker = Process(["worker"], env, tmp_path / "worker.log")
     try:
         alice = Portal(app.test_client(), "alice")
-        ids = [job["id"] for job in alice.send({f"{i}.ome.tif": ome_tiff(seed=200 + i) for i in range(50)})["jobs"]]
+        files = {f"{i}.ome.tif": ome_tiff((1024, 2048), seed=200 + i) for i in range(50)}
+        ids = [job["id"] for job in alice.send(files)["jobs"]]
         worker.start()
         wait_until(lambda: "imported" in states(app, ids).values(), timeout=120, what="the first import")
+        # restart while jobs run: their messages are unacknowledged (acks_late), the hard case
+        wait_until(lambda: {"converting", "importing"} & set(states(app, ids).values()), timeout=120,
+                   interval=0.005, what="a job in progress")
         private_redis.restart()
         wait_until(lambda: set(states(app, ids).values()) == {"imported"}, timeout=300, interval=0.5,
                    what="all 50 jobs after the broker restart")
