@@ -29,7 +29,8 @@ def test_staff_watch_all_users_jobs_and_open_a_failure(browser, served, embedded
     assert staff.locator("#alarm").is_hidden()  # `serve` runs a worker
     staff.select_option("#filters select[name=state]", "failed")
     staff.locator("#jobs tbody tr").first.wait_for()
-    staff.wait_for_function("document.querySelectorAll('#jobs tbody tr').length === 1", timeout=60_000)
+    # a function, not an expression: Playwright evals expressions in the page, which our CSP forbids
+    staff.wait_for_function("() => document.querySelectorAll('#jobs tbody tr').length === 1", timeout=60_000)
     shot(staff, "staff-dashboard")
     staff.locator("#jobs tbody tr a").first.click()
     assert "broken.tif" in staff.inner_text("body")
