@@ -62,25 +62,41 @@ def test_live_events_reach_the_stream_as_jobs_change(embedded_app):
     response.close()
 
 
-@pytest.mark.parametrize("stack", ["services"], indirect=True)
-def test_an_event_committed_after_a_later_one_is_still_delivered_and_the_cursor_waits(app, monkeypatch):
-    alice = Portal(app.test_client(), "alice")
-    batch = alice.new_batch({"a.tif": b"1"})
-    job_id, owner = batch["jobs"][0]["id"], None
-    db = app.extensions["db"]
-    with db.session() as s:
-        owner = s.scalar(sa.select(JobEvent.owner_id))
-    hub = EventHub(db)
-    sub = hub.subscribe(owner)
-    hub.stop()  # we drive poll() by hand below
-    hub.poll()  # past the events that were in when it started
-    start = hub.cursor
+def alices_job(app) -> tuple[int, int]:
+    """A job to hang hand-made events on: (its id, its owner's id)."""
+    job_id = Portal(app.test_client(), "alice").new_batch({"a.tif": b"1"})["jobs"][0]["id"]
+    with app.extensions["db"].session() as s:
+        return job_id, s.scalar(sa.select(JobEvent.owner_id))
+
+
+def slow_then_fast(db, job_id: int, owner: int):
+    """Two workers committing out of order: "slow" takes the next id but has not committed when
+    "fast", with the id after it, commits. Returns slow's open session: commit it to finish."""
     slow = db.Session()
     slow.add(JobEvent(job_id=job_id, owner_id=owner, data={"n": "slow"}))
-    slow.flush()  # takes the next id, not yet committed
+    slow.flush()
     with db.session() as fast:
         fast.add(JobEvent(job_id=job_id, owner_id=owner, data={"n": "fast"}))
         fast.commit()
+    return slow
+
+
+def hand_driven_hub(db, owner: int):
+    """A hub whose poll() the test calls, settled past the events that were in when it started."""
+    hub = EventHub(db)
+    subscription = hub.subscribe(owner)
+    hub.stop()
+    hub.poll()
+    return hub, subscription
+
+
+@pytest.mark.parametrize("stack", ["services"], indirect=True)
+def test_an_event_committed_after_a_later_one_is_still_delivered_and_the_cursor_waits(app):
+    job_id, owner = alices_job(app)
+    db = app.extensions["db"]
+    hub, sub = hand_driven_hub(db, owner)
+    start = hub.cursor
+    slow = slow_then_fast(db, job_id, owner)
     hub.poll()
     assert sub.queue.get_nowait()[1] == {"n": "fast"}
     assert hub.cursor == start  # the slow id is a gap: a reconnect must replay from before it
@@ -95,20 +111,10 @@ def test_an_event_committed_after_a_later_one_is_still_delivered_and_the_cursor_
 def test_an_event_still_committing_when_the_hub_starts_is_dispatched(app):
     """A web process starting while a worker commits: the newest id the new hub sees is not proof
     that every lower id is in."""
-    alice = Portal(app.test_client(), "alice")
-    job_id = alice.new_batch({"a.tif": b"1"})["jobs"][0]["id"]
+    job_id, owner = alices_job(app)
     db = app.extensions["db"]
-    with db.session() as s:
-        owner = s.scalar(sa.select(JobEvent.owner_id))
-    slow = db.Session()
-    slow.add(JobEvent(job_id=job_id, owner_id=owner, data={"n": "slow"}))
-    slow.flush()  # takes the next id, not yet committed
-    with db.session() as fast:
-        fast.add(JobEvent(job_id=job_id, owner_id=owner, data={"n": "fast"}))
-        fast.commit()
-    hub = EventHub(db)
-    sub = hub.subscribe(owner)  # the hub starts: "fast" is the newest id it sees
-    hub.stop()  # we drive poll() by hand below
+    slow = slow_then_fast(db, job_id, owner)
+    hub, sub = hand_driven_hub(db, owner)  # it starts with "fast" as the newest id it sees
     slow.commit()
     slow.close()
     hub.poll()
@@ -117,22 +123,16 @@ def test_an_event_still_committing_when_the_hub_starts_is_dispatched(app):
 
 @pytest.mark.parametrize("stack", ["services"], indirect=True)
 def test_a_rolled_back_id_stops_holding_the_cursor_after_the_grace_time(app, monkeypatch):
-    alice = Portal(app.test_client(), "alice")
-    batch = alice.new_batch({"a.tif": b"1"})
+    job_id, owner = alices_job(app)
     db = app.extensions["db"]
-    hub = EventHub(db)
-    with db.session() as s:
-        owner = s.scalar(sa.select(JobEvent.owner_id))
-    hub.subscribe(owner)
-    hub.stop()
-    hub.poll()  # past the events that were in when it started
+    hub, _ = hand_driven_hub(db, owner)
     start = hub.cursor
     with db.session() as lost:
-        lost.add(JobEvent(job_id=batch["jobs"][0]["id"], owner_id=owner, data={}))
+        lost.add(JobEvent(job_id=job_id, owner_id=owner, data={}))
         lost.flush()
         lost.rollback()
     with db.session() as s:
-        s.add(JobEvent(job_id=batch["jobs"][0]["id"], owner_id=owner, data={}))
+        s.add(JobEvent(job_id=job_id, owner_id=owner, data={}))
         s.commit()
     hub.poll()
     assert hub.cursor == start
@@ -152,26 +152,15 @@ def sse_message(text: str) -> tuple[int, int]:
 def test_no_message_id_passes_an_event_the_stream_has_not_sent_yet(app):
     """A stream that lags behind the hub (a busy client) must not send, with an earlier event, a cursor
     that covers a later-committed one still waiting in its queue: a reconnect then would skip it."""
-    alice = Portal(app.test_client(), "alice")
-    job_id = alice.new_batch({"a.tif": b"1"})["jobs"][0]["id"]
+    job_id, owner = alices_job(app)
     db = app.extensions["db"]
-    with db.session() as s:
-        owner = s.scalar(sa.select(JobEvent.owner_id))
-    hub = EventHub(db)
-    hub.subscribe(owner)
-    hub.stop()  # we drive poll() by hand below
-    hub.poll()  # past the events that were in when it started
+    hub, _ = hand_driven_hub(db, owner)
     live = events_module.stream(hub, owner, after=hub.cursor, heartbeat=0.01)
     assert next(live).startswith("retry:")
     assert next(live) == ": heartbeat\n\n"  # nothing to replay: the stream now waits for live events
 
     def race(meanwhile):
-        slow = db.Session()
-        slow.add(JobEvent(job_id=job_id, owner_id=owner, data={"n": "slow"}))
-        slow.flush()  # takes the next id, not yet committed
-        with db.session() as fast:
-            fast.add(JobEvent(job_id=job_id, owner_id=owner, data={"n": "fast"}))
-            fast.commit()
+        slow = slow_then_fast(db, job_id, owner)
         hub.poll()  # dispatches "fast"
         meanwhile()
         slow.commit()
