@@ -36,6 +36,36 @@ class ConvertOptions:
     tile: int = 512  # tile edge in pixels (multiple of 16)
     pyramid_above: int = 2048  # images wider or taller than this get reduced levels (SubIFDs)
     workers: int = 1  # threads compressing tiles; 1 suits one conversion per core (a Celery worker each)
+    progress: Callable[[float], None] | None = None  # told the fraction done (0..1) as planes are written
+
+
+@dataclass(frozen=True)
+class OutputImage:
+    """One image file a conversion made (or passed through); each becomes one OMERO image."""
+
+    path: Path
+    title: str | None  # the signal's name ("HAADF"); None for the primary image, named after the file
+    shape: dict[str, int]  # {"T", "C", "Z", "Y", "X"}
+    channels: list[str]
+    pixel_size: PixelSize | None
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file written beside the images that OMERO keeps as an attachment of the job's images."""
+
+    path: Path
+    kind: str  # "spectrum-csv" | "spectrum-plot"
+    title: str  # what it holds, as a researcher reads it ("EDS spectrum")
+
+
+@dataclass(frozen=True)
+class Accounted:
+    """Where one dataset of the source went, so that nothing in a file is left without a place."""
+
+    source: str  # the dataset as a researcher reads it ("image HAADF", "spectrum image EDS"); no UUIDs
+    went: str  # "image" | "channel" | "attachment" | "metadata" | "not kept"
+    where: str  # the image or channel or attachment name, or why it could not be kept
 
 
 @dataclass
@@ -51,6 +81,12 @@ class Conversion:
     metadata: dict[str, str]  # the original metadata as flat key-values
     notes: list[str] = field(default_factory=list)  # what was left out, told to the researcher
     detector: str | None = None  # detector names, comma-separated when several
+    # Every image made, primary first (images[0].path == output); files to attach beside them; where
+    # each dataset of the source went; and what a researcher must check ("acquisition date unknown").
+    images: list[OutputImage] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+    accounted: list[Accounted] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 class Plane(Protocol):
@@ -83,6 +119,29 @@ class SourceImage:
     time_increment: float | None = None  # seconds between T planes, when the file says
     channel_detectors: list[str] = field(default_factory=list)  # detector of each channel, when known
     close: Callable[[], None] | None = None  # releases what planes() reads from (an open HDF5 file)
+    title: str | None = None  # the signal's name, for an image beyond the first ("<file> [<title>]")
+    warnings: list[str] = field(default_factory=list)  # what could not be read and must be checked
+
+
+@dataclass
+class Spectrum:
+    """A 1-D spectrum (or a spectrum image's sum spectrum), kept as a CSV and a PNG plot."""
+
+    title: str  # "EDS", "EELS (sum of the spectrum image)"
+    counts: np.ndarray  # 1-D
+    offset: float  # energy of channel 0, in unit
+    scale: float  # energy per channel, in unit
+    unit: str  # "eV", "keV"; "" when the file gives no calibration
+    source: str  # the dataset it came from, as a researcher reads it
+
+
+@dataclass
+class SourceFile:
+    """What a plugin reads from a file group that holds more than one image, or spectra."""
+
+    images: list[SourceImage]  # primary first; each becomes its own OME-TIFF and OMERO image
+    spectra: list[Spectrum] = field(default_factory=list)
+    accounted: list[Accounted] = field(default_factory=list)
 
 
 @dataclass
