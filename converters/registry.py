@@ -22,7 +22,7 @@ from types import ModuleType
 from xml.etree import ElementTree
 
 from converters import formats, ometiff
-from converters.base import Conversion, ConversionError, ConvertOptions, Passthrough, SourceImage
+from converters.base import Conversion, ConversionError, ConvertOptions, OutputImage, Passthrough, SourceImage
 from converters.meta import friendly_name, human_size
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,7 @@ def _conversion(files, output, status, result: SourceImage | Passthrough, micros
         inputs=files, output=output, status=status, microscope=microscope, acquired=result.acquired,
         pixel_size=result.pixel_size, channels=list(result.channels), shape=dict(result.shape),
         metadata=dict(result.metadata), notes=list(result.notes), detector=result.detector,
+        images=[OutputImage(output, None, dict(result.shape), list(result.channels), result.pixel_size)],
     )
 
 
