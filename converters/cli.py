@@ -2,7 +2,9 @@
 
     python -m converters.cli INPUT... --out DIR [--json] [--timezone ZONE] [--compression zstd]
 
-With --json, one JSON object per job per line. Exit status 1 when any job failed.
+With --json, one JSON object per job per line: `output` is the primary image, `outputs` every image
+file, `attachments` the spectra files, `accounted` where each dataset of the source went, and
+`warnings` what a researcher must check. Exit status 1 when any job failed.
 """
 from __future__ import annotations
 
@@ -89,6 +91,10 @@ def _record(result: Conversion) -> dict:
         "channels": result.channels,
         "shape": {axis: result.shape.get(axis, 1) for axis in "TCZYX"},
         "notes": result.notes,
+        "outputs": [str(image.path) for image in result.images],
+        "attachments": [{"path": str(a.path), "kind": a.kind, "title": a.title} for a in result.attachments],
+        "warnings": result.warnings,
+        "accounted": [{"source": a.source, "went": a.went, "where": a.where} for a in result.accounted],
     }
 
 
@@ -96,6 +102,7 @@ def _failed(files: list[Path], error: str) -> dict:
     return {
         "inputs": [str(p) for p in files], "output": None, "status": "failed", "error": error,
         "microscope": None, "acquired": None, "pixel_size": None, "channels": [], "shape": None, "notes": [],
+        "outputs": [], "attachments": [], "warnings": [], "accounted": [],
     }
 
 
@@ -106,7 +113,9 @@ def _report(record: dict, as_json: bool) -> None:
         print(f"FAILED {', '.join(record['inputs'])}: {record['error']}", flush=True)
     else:
         shape = "x".join(f"{record['shape'][a]}{a}" for a in "TCZYX")
-        print(f"{record['status']} {record['inputs'][0]} -> {record['output']} ({shape})", flush=True)
+        more = len(record["outputs"]) - 1
+        extra = f" and {more} more image{'s' if more > 1 else ''}" if more > 0 else ""
+        print(f"{record['status']} {record['inputs'][0]} -> {record['output']} ({shape}){extra}", flush=True)
 
 
 if __name__ == "__main__":

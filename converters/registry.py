@@ -5,8 +5,10 @@ A plugin is any module in `converters.formats` with:
   EXTENSIONS: tuple[str, ...]      the lower-case suffixes its files carry (".emd")
   PRIORITY: int (optional)         lower is asked first, for formats that refine another (OME-TIFF)
   identify(head: bytes, path) -> bool   decides from the content only (head = first 64 KiB)
-  read(files, options) -> SourceImage | Passthrough
-Dropping a module in that package is all it takes to add a format.
+  read(files, options) -> SourceImage | SourceFile | Passthrough
+Dropping a module in that package is all it takes to add a format. A SourceFile's images become one
+OME-TIFF each (the primary `<stem>.ome.tiff`, the others `<stem> [<title>].ome.tiff`), its spectra a
+CSV and a PNG plot each; a file with spectra and no image gets the first spectrum's plot as its image.
 """
 from __future__ import annotations
 
@@ -14,19 +16,25 @@ import importlib
 import logging
 import math
 import pkgutil
+import re
 import struct
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from types import ModuleType
 from xml.etree import ElementTree
 
-from converters import formats, ometiff
-from converters.base import Conversion, ConversionError, ConvertOptions, OutputImage, Passthrough, SourceImage
+from converters import formats, ometiff, spectra
+from converters.base import (Accounted, Conversion, ConversionError, ConvertOptions, OutputImage, Passthrough,
+                             SourceFile, SourceImage)
 from converters.meta import friendly_name, human_size
 
 log = logging.getLogger(__name__)
 HEAD_BYTES = 65536
+# The warnings a researcher reads when the file does not say (exact words, the UI and tests rely on them).
+UNKNOWN_DATE, UNKNOWN_MICROSCOPE, UNKNOWN_PIXEL_SIZE = "acquisition date unknown", "microscope unknown", "pixel size unknown"
 
 
 @cache
@@ -80,16 +88,14 @@ def convert(files: Sequence[Path], out_dir: Path, options: ConvertOptions = Conv
         microscope = friendly_name(result.microscope, options.microscope_names)
         if isinstance(result, Passthrough):
             _refuse_bomb(files, result)
-            return _conversion(files, files[0], "passthrough", result, microscope)
-        output = Path(out_dir) / f"{_stem(files[0])}.ome.tiff"
+            return _passthrough(files, result, microscope)
+        source = result if isinstance(result, SourceFile) else SourceFile([result])
         try:
-            _refuse_bomb(files, result)
-            output.parent.mkdir(parents=True, exist_ok=True)
-            ometiff.write(result, output, options, microscope)
+            return _write(files, source, Path(out_dir), options)
         finally:
-            if result.close is not None:
-                result.close()
-        return _conversion(files, output, "converted", result, microscope)
+            for image in source.images:
+                if image.close is not None:
+                    image.close()
     except ConversionError:
         raise
     except MemoryError:
@@ -101,6 +107,103 @@ def convert(files: Sequence[Path], out_dir: Path, options: ConvertOptions = Conv
         raise ConversionError(f"{files[0].name} could not be read: {type(e).__name__}: {e}") from None
 
 
+def _write(files: list[Path], source: SourceFile, out_dir: Path, options: ConvertOptions) -> Conversion:
+    """Write every image of the source to its own OME-TIFF and every spectrum as CSV and plot."""
+    stem = _stem(files[0])
+    images, accounted = list(source.images), list(source.accounted)
+    if not images and not source.spectra:
+        raise ConversionError(f"{files[0].name} holds neither an image nor a spectrum")
+    plotted = not images
+    if plotted:  # OMERO needs an image to hang the spectra on: the first spectrum's plot
+        images = [replace(spectra.plot_image(source.spectra[0]), acquired=source.acquired,
+                          microscope=source.microscope, metadata=dict(source.metadata))]
+        accounted.append(Accounted(f"spectrum {source.spectra[0].title}", "image",
+                                   f"{stem}: a plot of the spectrum, as the file holds no image"))
+    for image in images:
+        _refuse_bomb(files, image)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = unique_names([image.title for image in images[1:]])
+    paths = [out_dir / f"{stem}.ome.tiff"] + [out_dir / f"{stem} [{_safe(name)}].ome.tiff" for name in names]
+    attachments = []
+    for spectrum, name in zip(source.spectra, unique_names([s.title for s in source.spectra])):
+        attachments += spectra.write(spectrum, out_dir / f"{stem} [{_safe(name)} spectrum]")
+    weights = [math.prod(image.shape.values()) * image.dtype.itemsize for image in images]
+    done, total = 0, sum(weights) or 1
+    outputs = []
+    for image, path, weight, name in zip(images, paths, weights, [None, *names]):
+        microscope = friendly_name(image.microscope, options.microscope_names)
+        ometiff.write(image, path, _scaled(options, done / total, weight / total), microscope)
+        done += weight
+        if options.progress is not None:
+            options.progress(done / total)
+        outputs.append(OutputImage(path, name, dict(image.shape), list(image.channels), image.pixel_size))
+    if not source.accounted:  # a plugin that reads one image: its channels are all there is
+        accounted[:0] = [Accounted(f"channel {c}", "channel", f"{stem}: {c}") for c in images[0].channels]
+    primary = images[0]
+    return Conversion(
+        inputs=files, output=paths[0], status="converted",
+        microscope=friendly_name(primary.microscope, options.microscope_names), acquired=primary.acquired,
+        pixel_size=primary.pixel_size, channels=list(primary.channels), shape=dict(primary.shape),
+        metadata=dict(primary.metadata), notes=list(dict.fromkeys(n for image in images for n in image.notes)),
+        detector=primary.detector, images=outputs, attachments=attachments, accounted=accounted,
+        warnings=_warnings(images, [None, *names], plotted),
+    )
+
+
+def _passthrough(files: list[Path], result: Passthrough, microscope: str | None) -> Conversion:
+    return Conversion(
+        inputs=files, output=files[0], status="passthrough", microscope=microscope, acquired=result.acquired,
+        pixel_size=result.pixel_size, channels=list(result.channels), shape=dict(result.shape),
+        metadata=dict(result.metadata), notes=list(result.notes), detector=result.detector,
+        images=[OutputImage(files[0], None, dict(result.shape), list(result.channels), result.pixel_size)],
+        accounted=[Accounted(f"channel {c}", "channel", f"{files[0].name}: {c}") for c in result.channels],
+        warnings=_warnings([result], [None]),
+    )
+
+
+def _warnings(images: Sequence[SourceImage | Passthrough], names: list[str | None], plotted: bool = False) -> list[str]:
+    """What a researcher must check, per image beyond the first: "pixel size unknown (HAADF)".
+
+    A calibration kept as key-values ("Calibration X" = "0.01 1/nm", reciprocal space) is known, not
+    unknown; a spectrum's plot (plotted) has no pixel size to know.
+    """
+    found = []
+    for image, name in zip(images, names):
+        own = list(getattr(image, "warnings", []))
+        if image.acquired is None:
+            own.append(UNKNOWN_DATE)
+        if image.microscope is None:
+            own.append(UNKNOWN_MICROSCOPE)
+        if image.pixel_size is None and "Calibration X" not in image.metadata and not plotted:
+            own.append(UNKNOWN_PIXEL_SIZE)
+        found += own if name is None else [f"{w} ({name})" for w in own if w not in found]
+    return list(dict.fromkeys(found))
+
+
+def _scaled(options: ConvertOptions, start: float, share: float) -> ConvertOptions:
+    """Options whose progress callback maps one image's 0..1 onto its share of the whole conversion."""
+    if options.progress is None:
+        return options
+    report = options.progress
+    return replace(options, progress=lambda fraction: report(start + share * fraction))
+
+
+def unique_names(names: list[str | None]) -> list[str]:
+    """Names made distinct for file names, titles and channels: the second "EDS" becomes "EDS (2)"."""
+    seen: Counter[str] = Counter()
+    out = []
+    for name in names:
+        name = name or "image"
+        seen[name] += 1
+        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return out
+
+
+def _safe(title: str) -> str:
+    """A title as a file-name part that every file system takes (Windows forbids <>:"/\\|?*)."""
+    return re.sub(r'[<>:"/\\|?*\x00-\x1f]+', "_", title).strip(" .") or "image"
+
+
 # Microscope images compress a few times at most; pixels a thousand times the file's size are a
 # decompression bomb (or sparse HDF5 with no data), which would fill the disk or OMERO with nothing.
 MAX_INFLATION = 1000
@@ -108,6 +211,7 @@ BOMB_FLOOR = 64 * 2**20  # below this, any ratio is harmless
 
 
 def _refuse_bomb(files: list[Path], result: SourceImage | Passthrough) -> None:
+    """Refuse an image whose pixels would be far more than the whole file group could hold."""
     itemsize = result.dtype.itemsize if isinstance(result, SourceImage) else 1  # pass-through: a lower bound
     declared = math.prod(result.shape.values()) * itemsize
     stored = sum(path.stat().st_size for path in files)
@@ -115,15 +219,6 @@ def _refuse_bomb(files: list[Path], result: SourceImage | Passthrough) -> None:
         raise ConversionError(
             f"{files[0].name} declares {human_size(declared)} of pixels in {human_size(stored)} of file: refused as a "
             f"decompression bomb (real images are never {declared // stored:,} times smaller than their pixels)")
-
-
-def _conversion(files, output, status, result: SourceImage | Passthrough, microscope) -> Conversion:
-    return Conversion(
-        inputs=files, output=output, status=status, microscope=microscope, acquired=result.acquired,
-        pixel_size=result.pixel_size, channels=list(result.channels), shape=dict(result.shape),
-        metadata=dict(result.metadata), notes=list(result.notes), detector=result.detector,
-        images=[OutputImage(output, None, dict(result.shape), list(result.channels), result.pixel_size)],
-    )
 
 
 def _stem(path: Path) -> str:

@@ -1,4 +1,5 @@
-"""HDF5 helpers for the EMD plugins: safe opening, band reads, complex data as amplitude and phase."""
+"""HDF5 helpers for the EMD plugins: safe opening, the channels an image array gives (complex data as
+amplitude and phase, 64-bit integers narrowed)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -59,3 +60,40 @@ def complex_parts(read: Callable[[int, int], np.ndarray], dtype: np.dtype):
         return np.angle(as_complex(read(y0, y1))).astype(out)
 
     return np.dtype(out), amplitude, phase
+
+
+def channels_of(name: str, data: h5py.Dataset) -> list[tuple[str, np.dtype, Callable[[Callable], Callable]]]:
+    """The channels one image array gives: itself, or the amplitude and phase of complex data.
+
+    Each comes with its pixel type and a function that turns a row reader of the stored array
+    into the channel's row reader.
+    """
+    if pixel_kind(data.dtype) == "complex":
+        dtype, _, _ = complex_parts(lambda y0, y1: None, data.dtype)
+        return [(f"{name} amplitude", dtype, lambda read: complex_parts(read, data.dtype)[1]),
+                (f"{name} phase", dtype, lambda read: complex_parts(read, data.dtype)[2])]
+    return [(name, _pixel_type(data), lambda read: read)]
+
+
+def _pixel_type(data: h5py.Dataset) -> np.dtype:
+    dtype = np.dtype(data.dtype).newbyteorder("=")
+    if dtype.itemsize == 8 and dtype.kind in "iu":
+        # OME has no 64-bit integer pixels: the narrowest type that holds this array's values
+        low, high = _range(data)
+        for candidate in ("u1", "i1", "u2", "i2", "u4", "i4"):
+            if np.iinfo(candidate).min <= low and high <= np.iinfo(candidate).max:
+                return np.dtype(candidate)
+        raise ConversionError(f"{data.name} holds 64-bit integers beyond what OME-TIFF can store "
+                              f"({low}..{high}); convert them to floating point first")
+    return dtype
+
+
+def _range(data: h5py.Dataset) -> tuple[int, int]:
+    """Minimum and maximum of an array, read one slab of its first axis at a time."""
+    low, high = 0, 0
+    step = max(1, 2**24 // max(1, int(np.prod(data.shape[1:]))))
+    for i in range(0, data.shape[0], step):
+        block = data[i:i + step]
+        if block.size:
+            low, high = min(low, int(block.min())), max(high, int(block.max()))
+    return low, high

@@ -219,7 +219,7 @@ CORPUS = [
     (ser_alone, r"^t_1\.ser needs its t\.emi in the same upload"),
     (emi_damaged_xml, r"^t\.emi: its metadata XML is damaged"),
     (ser_of_another_emi, r"^other_1\.ser does not belong to t\.emi"),
-    (velox_without_images, r"^x\.emd holds no image \(only left out spectrum s1"),
+    (velox_without_images, r"^x\.emd: spectrum 1 has no Metadata; the file is damaged or was not written by Velox$"),
     (missing_file, r"^nowhere\.emd is missing$"),
     (ome_tiff_broken_xml, r"^x\.ome\.tif: the OME-XML of this OME-TIFF cannot be read \(not well-formed"),
     (zeiss_tag_not_text, r"^z\.tif: the SmartSEM metadata \(tag 34118\) is damaged \(not parameter text\)$"),

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from converters.cli import main
 from tests.converters.conftest import REPO, sample
@@ -32,6 +33,8 @@ def test_groups_converts_and_reports_json(tmp_path, capsys):
         "acquired": "2016-06-13T17:06:40-04:00", "pixel_size": {"x": 3.3724, "y": 3.3724, "unit": "µm"},
         "channels": ["ETD SE"], "shape": {"T": 1, "C": 1, "Z": 1, "Y": 442, "X": 512},
         "notes": ["the data bar (29 rows at the bottom) was cropped"],
+        "outputs": [str(tmp_path / "FEI-Helios-Ebeam-8bits.ome.tiff")], "attachments": [], "warnings": [],
+        "accounted": [{"source": "channel ETD SE", "went": "channel", "where": "FEI-Helios-Ebeam-8bits: ETD SE"}],
     }
 
 
@@ -40,7 +43,7 @@ def test_failed_job_exits_1_and_names_missing_partner(tmp_path, capsys):
     shutil.copy(sample("temp.mrc"), mrc)
     code, jobs = run(capsys, str(mrc), str(sample("sample6_001.tif")), "--out", str(tmp_path / "o"), "--json")
     assert code == 1
-    assert jobs[0]["status"] == "failed" and jobs[0]["output"] is None
+    assert jobs[0]["status"] == "failed" and jobs[0]["output"] is None and jobs[0]["outputs"] == []
     assert jobs[0]["error"] == "grid.mrc needs its ATLAS/EPU metadata file grid.xml beside it"
     assert jobs[1]["status"] == "converted"
 
@@ -76,3 +79,22 @@ def test_same_names_in_two_folders_do_not_overwrite(tmp_path, capsys):
                      str(tmp_path / "o"), "--json")
     assert code == 0
     assert [j["output"] for j in jobs] == [str(tmp_path / "o" / "img.ome.tiff"), str(tmp_path / "o" / "2" / "img.ome.tiff")]
+
+
+def test_json_lists_every_image_attachment_warning_and_place(tmp_path, capsys):
+    code, [job] = run(capsys, str(sample("example_velox_EELS_EDS.emd")), "--out", str(tmp_path), "--json")
+    assert code == 0
+    assert job["output"] == job["outputs"][0] == str(tmp_path / "example_velox_EELS_EDS.ome.tiff")
+    assert len(job["outputs"]) == 2 and all(Path(p).is_file() for p in job["outputs"])
+    assert {a["kind"] for a in job["attachments"]} == {"spectrum-csv", "spectrum-plot"}
+    assert all(Path(a["path"]).is_file() for a in job["attachments"])
+    assert {"source", "went", "where"} == set(job["accounted"][0])
+    # the EELS maps carry no pixel size, but the other channels of their scan do: nothing to check
+    assert job["warnings"] == []
+
+
+def test_text_report_counts_further_images(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "converters.cli", str(sample("example_velox_EELS_EDS.emd")),
+                          "--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.rstrip().endswith("(1Tx7Cx1Zx16Yx20X) and 1 more image")

@@ -1,9 +1,13 @@
-"""Velox EMD: every image signal as a channel, frames as time, complex as amplitude and phase."""
+"""Velox EMD: every signal has a place (channels, further images, spectra as attachments), checked
+against RosettaSciIO and against the file's own HDF5 layout, read independently."""
 from __future__ import annotations
 
+import csv
+import json
 import warnings
 from datetime import datetime, timezone
 
+import h5py
 import numpy as np
 import pytest
 import tifffile
@@ -11,13 +15,23 @@ import tifffile
 from converters import ConvertOptions, convert
 from tests.converters.conftest import sample
 
+VELOX_SAMPLES = ["fei_example_tem_stack.emd", "fei_example_dpc_titles.emd", "Camera Ceta Imaging Micro.emd",
+                 "Camera Ceta Diffraction Micro.emd", "STEM HAADF Diffraction Micro.emd",
+                 "example_velox_EELS_EDS.emd", "SI_empty_selection.emd"]
 
-def reference(name: str) -> list[dict]:
+
+def reference(name: str, **options) -> list[dict]:
     from rsciio.emd import file_reader
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rsciio's own warnings are not under test here
-        return file_reader(str(sample(name)))
+        return file_reader(str(sample(name)), **options)
+
+
+def read_csv(path) -> tuple[str, np.ndarray]:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    return rows[0][0], np.array([[float(v) for v in row] for row in rows[1:]])
 
 
 def test_tem_stack_frames_become_time(tmp_path, check_output):
@@ -28,9 +42,10 @@ def test_tem_stack_frames_become_time(tmp_path, check_output):
     assert np.array_equal(tifffile.imread(result.output), ref["data"])
     assert result.microscope == "Titan"
     assert result.acquired == datetime(2019, 12, 5, 10, 3, 44, tzinfo=timezone.utc)
-    assert result.pixel_size.unit == "pm" and result.pixel_size.x == pytest.approx(8.172883192297851)
-    assert result.channels == ["Ceta"] and result.detector == "BM-Ceta"
+    assert result.pixel_size.unit == "pm" and result.pixel_size.x == pytest.approx(ref["axes"][2]["scale"])
+    assert result.channels == [ref["metadata"]["General"]["title"]] == ["Ceta"] and result.detector == "BM-Ceta"
     assert result.metadata["Instrument.InstrumentModel"] == "Titan"
+    assert result.warnings == [] and result.attachments == []
     check_output(result)
 
 
@@ -56,7 +71,7 @@ def test_dpc_every_image_is_a_channel_and_complex_is_split(tmp_path, check_outpu
     assert result.acquired == datetime(2020, 10, 29, 13, 16, 16, tzinfo=timezone.utc)
     assert result.pixel_size.unit == "pm" and result.pixel_size.x == pytest.approx(99.61991555830654)
     assert result.detector == "DF4"
-    assert result.notes == []
+    assert result.notes == [] and len(result.images) == 1
     check_output(result)
 
 
@@ -72,14 +87,124 @@ def test_ceta_with_friendly_microscope_name(tmp_path, check_output):
     check_output(result)
 
 
-def test_spectra_are_left_out_and_named(tmp_path):
-    import h5py
+def test_diffraction_in_reciprocal_space_has_no_pixel_size_but_keeps_its_calibration(tmp_path, check_output):
+    result = convert([sample("Camera Ceta Diffraction Micro.emd")], tmp_path, ConvertOptions())
+    [ref] = reference("Camera Ceta Diffraction Micro.emd")
+    x, y = ref["axes"][1], ref["axes"][0]
+    assert x["units"] == "1 / nm"
+    assert result.pixel_size is None
+    assert result.metadata["Calibration X"] == f"{x['scale']:.6g} 1/nm"
+    assert result.metadata["Calibration Y"] == f"{y['scale']:.6g} 1/nm"
+    assert result.warnings == []  # a known calibration, not an unknown pixel size
+    assert np.array_equal(tifffile.imread(result.output), ref["data"])
+    seen = check_output(result)
+    assert seen.physical == {}
 
-    path = tmp_path / "with_spectrum.emd"
-    with h5py.File(sample("fei_example_tem_stack.emd")) as src, h5py.File(path, "w") as dst:
-        for key in ("Version", "Data"):
-            src.copy(key, dst)
-        dst.create_dataset("Data/SpectrumImage/abc123/Data", data=np.zeros((4, 4, 8), "u2"))
-    result = convert([path], tmp_path / "out", ConvertOptions())
-    assert result.shape["T"] == 2
-    assert result.notes == ["left out spectrum image abc123 (not an image; OME-TIFF holds images only)"]
+
+def test_stem_haadf_pixel_size_from_rsciio(tmp_path, check_output):
+    result = convert([sample("STEM HAADF Diffraction Micro.emd")], tmp_path, ConvertOptions())
+    [ref] = reference("STEM HAADF Diffraction Micro.emd")
+    assert ref["axes"][1]["units"] == "µm"
+    assert (result.pixel_size.unit, result.pixel_size.x) == ("nm", pytest.approx(ref["axes"][1]["scale"] * 1000))
+    assert result.channels == ["HAADF"] and result.shape["X"] == 128
+    assert np.array_equal(tifffile.imread(result.output), ref["data"])
+    check_output(result)
+
+
+def test_eels_eds_images_of_two_shapes_and_every_spectrum(tmp_path, check_output, bioformats):
+    name = "example_velox_EELS_EDS.emd"
+    result = convert([sample(name)], tmp_path, ConvertOptions())
+    images = reference(name, select_type="images")
+    small = [r for r in images if r["data"].shape == (16, 20)]
+    large = [r for r in images if r["data"].shape == (128, 128)]
+    assert len(small) == 7 and len(large) == 1
+    assert result.channels == [r["metadata"]["General"]["title"] for r in small]
+    written = tifffile.imread(result.output)
+    for plane, ref in zip(written, small):
+        assert np.array_equal(plane, np.asarray(ref["data"], dtype=written.dtype))
+    # the 128x128 image is an image of its own, named after its signal
+    [other] = result.images[1:]
+    title = large[0]["metadata"]["General"]["title"]
+    assert other.title == title and other.path.name == f"example_velox_EELS_EDS [{title}].ome.tiff"
+    assert np.array_equal(tifffile.imread(other.path), large[0]["data"])
+    assert bioformats(other.path).sizes == {"T": 1, "C": 1, "Z": 1, "Y": 128, "X": 128}
+    check_output(result)
+
+    csvs = {a.title: a.path for a in result.attachments if a.kind == "spectrum-csv"}
+    plots = [a.path for a in result.attachments if a.kind == "spectrum-plot"]
+    assert len(csvs) == len(plots) == 6 + 1 + 3 and all(p.read_bytes().startswith(b"\x89PNG") for p in plots)
+    # single EDS spectra: counts and energies as rsciio reads them
+    spectra = reference(name, select_type="single_spectrum")
+    for ref in spectra:
+        detector = ref["original_metadata"]["BinaryResult"]["Detector"]
+        header, rows = read_csv(csvs[f"EDS {detector} spectrum (CSV)"])
+        axis = ref["axes"][-1]
+        assert header == "energy (keV)"
+        assert np.array_equal(rows[:, 1], ref["data"])
+        assert rows[:, 0] == pytest.approx(axis["offset"] + axis["scale"] * np.arange(axis["size"]))
+    # the EDS spectrum image (its streams) and the EELS spectrum images: their sum spectra
+    cubes = reference(name, select_type="spectrum_image")
+    eds = [c for c in cubes if c["metadata"]["Signal"]["signal_type"] == "EDS_TEM"]
+    eels = [c for c in cubes if c["metadata"]["Signal"]["signal_type"] == "EELS"]
+    assert len(eds) == 1 and len(eels) == 3
+    _, rows = read_csv(csvs["EDS (sum of the spectrum image) spectrum (CSV)"])
+    assert np.array_equal(rows[:, 1], np.asarray(eds[0]["data"]).sum(axis=(0, 1)))
+    for cube in eels:
+        axis = cube["axes"][-1]
+        header, rows = read_csv(csvs[f"EELS from {axis['offset']:.4g} eV (sum of the spectrum image) spectrum (CSV)"])
+        assert header == "energy (eV)"
+        assert np.array_equal(rows[:, 1], np.asarray(cube["data"]).sum(axis=(0, 1)))
+        assert rows[0, 0] == pytest.approx(axis["offset"]) and rows[1, 0] - rows[0, 0] == pytest.approx(axis["scale"])
+    assert "Started acquisition" in result.metadata["Acquisition log"]
+    # the first channels (EELS maps) carry no start time: the image takes the first channel's that does
+    with h5py.File(sample(name)) as f:
+        starts = [json.loads(bytes(g["Metadata"][:, 0]).rstrip(b"\0"))["Acquisition"].get("AcquisitionStartDatetime")
+                  for g in f["Data/Image"].values() if g["Data"].shape == (16, 20, 1)]
+    first = next(s["DateTime"] for s in starts if s)
+    assert starts[0] is None and result.acquired == datetime.fromtimestamp(int(first), timezone.utc)
+    assert result.warnings == []
+    assert not any(len(part) == 32 and part.isalnum() for a in result.accounted for part in
+                   f"{a.source} {a.where}".split())  # no Velox uuid reaches the researcher
+
+
+def test_spectrum_image_with_element_selection(tmp_path, check_output):
+    name = "SI_empty_selection.emd"
+    result = convert([sample(name)], tmp_path, ConvertOptions())
+    [image] = reference(name, select_type="images")
+    assert result.channels == [image["metadata"]["General"]["title"]]
+    assert np.array_equal(tifffile.imread(result.output), image["data"])
+    [cube] = reference(name, select_type="spectrum_image")
+    csvs = {a.title: a.path for a in result.attachments if a.kind == "spectrum-csv"}
+    assert len(csvs) == 4 + 1
+    _, rows = read_csv(csvs["EDS (sum of the spectrum image) spectrum (CSV)"])
+    axis = cube["axes"][-1]
+    assert axis["size"] == 4096 and np.array_equal(rows[:, 1], np.asarray(cube["data"]).sum(axis=(0, 1)))
+    assert rows[:, 0] == pytest.approx(axis["offset"] + axis["scale"] * np.arange(4096))
+    check_output(result)
+
+
+KIND_LABELS = {"Image": "image ", "Spectrum": "spectrum ", "SpectrumStream": "spectrum stream",
+               "SpectrumImage": "spectrum image", "EelsSpectrumImage": "EELS ", "Text": "acquisition log"}
+
+
+@pytest.mark.parametrize("name", VELOX_SAMPLES)
+def test_every_dataset_of_the_file_is_accounted_for(tmp_path, name):
+    result = convert([sample(name)], tmp_path, ConvertOptions())
+    sources = [a.source for a in result.accounted]
+    with h5py.File(sample(name)) as f:
+        for kind, group in f["Data"].items():
+            label = KIND_LABELS[kind]
+            mine = [s for s in sources if s.startswith(label) and not (
+                label == "spectrum " and s.startswith(("spectrum stream", "spectrum image")))]
+            assert len(mine) == len(group), (kind, mine)
+        for top in f:
+            if top != "Data":
+                assert top in sources
+        # nothing else: one entry per signal and per other top-level item
+        assert len(sources) == sum(len(group) for group in f["Data"].values()) + len(f) - 1
+    for entry in result.accounted:
+        assert entry.went in ("image", "channel", "attachment", "metadata", "not kept")
+        if entry.went == "channel":
+            assert set(entry.where.split(": ", 1)[1].split(", ")) <= set(result.channels)
+        if entry.went == "image":
+            assert entry.where in {f"{sample(name).stem} [{i.title}]" for i in result.images[1:]}
