@@ -1,34 +1,40 @@
 """Berkeley (NCEM) EMD: HDF5 groups marked emd_group_type=1, each a `data` array with dim1..dimN.
 
-Arrays are stored with the fastest axis first (rsciio and ncempy's writer transpose): a 2-D image
-is stored (X, Y), a stack (X, Y, N). dim1 describes X, dim2 Y, dim3 the stack axis; units are
-written one character apart ("[n_m]"). Several images of one shape become channels; spectra and
-4-D data are left out and named in the notes.
+RosettaSciIO (rsciio.emd) is the reader of record: signal titles, axes with scales and units (it reads
+Berkeley's spelled-apart units, "[n_m]" is nm) and the original metadata. Images (2-D), stacks (3-D,
+time or depth) and 4-D data (its two outer axes as time and depth) become images; several of one
+shape are channels of one image, other shapes images of their own; 1-D data is a spectrum.
+
+Acquisition time, tried in this order: a time axis whose values are Unix seconds (its first value).
+Berkeley EMD has no other date field; without one the date is unknown.
 """
 from __future__ import annotations
 
-import re
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from converters.base import ConversionError, ConvertOptions, SourceImage
-from converters.formats._hdf5 import complex_parts, h5_kind, open_h5, pixel_kind
-from converters.meta import clean, flatten, pixel_size, to_metres
+from converters.base import Accounted, ConversionError, ConvertOptions, SourceFile, SourceImage, Spectrum
+from converters.formats._hdf5 import channels_of, h5_kind, open_h5, pixel_kind
+from converters.formats._rsciio import axis_size, has_unit, read_signals, seconds, unix_time, z_step
+from converters.meta import flatten, pixel_size, to_metres
 from converters.planes import FuncPlane, common_dtype
+from converters.registry import unique_names
 
 NAME = "Berkeley EMD"
 EXTENSIONS = (".emd",)
 PRIORITY = 20
+UNIX_2000 = 946684800  # a time axis starting later than 2000-01-01 counts Unix seconds, not a duration
 
 
 def identify(head: bytes, path: Path) -> bool:
-    return h5_kind(head, path, lambda f: bool(_signals(f)) or "version_major" in f.attrs)
+    return h5_kind(head, path, lambda f: bool(_datasets(f)) or "version_major" in f.attrs)
 
 
-def read(files: list[Path], options: ConvertOptions) -> SourceImage:
+def read(files: list[Path], options: ConvertOptions) -> SourceFile:
     path = files[0]
     f = open_h5(path)
     try:
@@ -41,114 +47,132 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
         raise
 
 
-def _signals(f: h5py.File) -> list[h5py.Group]:
+def _datasets(f: h5py.File) -> list[h5py.Dataset]:
     found = []
-    f.visititems(lambda name, obj: found.append(obj) if isinstance(obj, h5py.Group)
+    f.visititems(lambda name, obj: found.append(obj["data"]) if isinstance(obj, h5py.Group)
                  and obj.attrs.get("emd_group_type") == 1 and isinstance(obj.get("data"), h5py.Dataset) else None)
     return found
 
 
-def _read(f: h5py.File, path: Path) -> SourceImage:
-    notes, images = [], []
-    for group in _signals(f):
-        data = group["data"]
-        name = group.name.rsplit("/", 1)[-1]
-        if data.ndim not in (2, 3) or pixel_kind(data.dtype) == "other":
-            notes.append(f"left out {name}: a {data.ndim}-D {data.dtype} signal is not an image or image stack")
-            continue
-        images.append((name, group, data))
-    if not images:
-        raise ConversionError(f"{path.name} holds no image ({'; '.join(notes) or 'no EMD data group'})")
-    shape = Counter(d.shape for _, _, d in images).most_common(1)[0][0]
-    for name, _, data in images:
-        if data.shape != shape:
-            notes.append(f"left out {name}: its shape {data.shape[::-1]} differs from {shape[::-1]}")
-    images = [i for i in images if i[2].shape == shape]
-    nx, ny = shape[0], shape[1]
-    frames = shape[2] if len(shape) == 3 else 1
-
-    first = images[0][1]
-    axis = "T"
-    if frames > 1:
-        stack_name, stack_units = _dim(first, 3)
-        axis = "T" if "time" in stack_name.lower() or stack_units in ("s", "ms", "µs", "ns") else "Z"
-
-    readers, channels, dtypes = [], [], []
-    for name, _, data in images:
-        if pixel_kind(data.dtype) == "complex":
-            dtype, _, _ = complex_parts(lambda y0, y1: None, data.dtype)
-            readers += [(data, "amplitude"), (data, "phase")]
-            channels += [f"{name} amplitude", f"{name} phase"]
-            dtypes += [dtype, dtype]
+def _read(f: h5py.File, path: Path) -> SourceFile:
+    datasets = _datasets(f)
+    if not datasets:
+        raise ConversionError(f"{path.name} holds no EMD data group (emd_group_type 1 with a 'data' array)")
+    # one rsciio signal per dataset, in our order, so that each maps to the array we read pixels from
+    refs = read_signals(path, dataset_path=[d.name.lstrip("/") for d in datasets], stack_group=False)
+    if len(refs) != len(datasets):
+        raise ConversionError(f"{path.name}: RosettaSciIO reads {len(refs)} of its {len(datasets)} data arrays")
+    titles = unique_names([_title(ref, d) for ref, d in zip(refs, datasets)])
+    signals, spectra, accounted = [], [], []
+    for title, data, ref in zip(titles, datasets, refs):
+        if data.ndim == 1 and pixel_kind(data.dtype) == "real":
+            spectra.append(_spectrum(title, ref))
+            accounted.append(Accounted(f"spectrum {title}", "attachment", f"{title} spectrum (CSV and plot)"))
+        elif 2 <= data.ndim <= 4 and pixel_kind(data.dtype) != "other":
+            signals.append((title, data, ref))
         else:
-            readers.append((data, "real"))
-            channels.append(name)
-            dtypes.append(np.dtype(data.dtype).newbyteorder("="))
-    dtype = common_dtype(dtypes)
+            accounted.append(Accounted(f"data {title}", "not kept", f"a {data.ndim}-D {data.dtype} array is neither "
+                                       f"an image, a stack nor a spectrum; it stays in the original file"))
+    images = []
+    if signals:
+        stem = path.stem
+        shape = Counter(d.shape for _, d, _ in signals).most_common(1)[0][0]
+        primary = [s for s in signals if s[1].shape == shape]
+        images.append(_image(primary, None, f))
+        accounted[:0] = [Accounted(f"data {t}", "channel", f"{stem}: {', '.join(c[0] for c in channels_of(t, d))}")
+                         for t, d, _ in primary]
+        for signal in signals:
+            if signal[1].shape != shape:
+                images.append(_image([signal], signal[0], f))
+                accounted.append(Accounted(f"data {signal[0]}", "image", f"{stem} [{signal[0]}]"))
+    om = refs[0]["original_metadata"]
+    source = SourceFile(images, spectra, accounted, microscope=_microscope(om), metadata=flatten(om))
+    if not images:
+        f.close()  # no pixels to read later
+    return source
+
+
+def _title(ref: dict, data: h5py.Dataset) -> str:
+    title = ref["metadata"]["General"].get("title") or ""
+    # HyperSpy writes "__unnamed__" for a signal without a title
+    return "data" if title in ("", "__unnamed__") else title
+
+
+def _spectrum(title: str, ref: dict) -> Spectrum:
+    axis = ref["axes"][0]
+    unit = str(axis["units"]) if has_unit(axis.get("units")) else ""
+    counts = np.asarray(ref["data"][...])
+    return Spectrum(title, counts, float(axis["offset"]) if unit else 0.0, float(axis["scale"]) if unit else 1.0,
+                    unit, f"data {title}")
+
+
+def _image(signals, title: str | None, f: h5py.File) -> SourceImage:
+    """One image whose channels are these signals, all of one shape (rsciio's axis order: slowest first).
+
+    Outer axes beyond (Y, X): one is time when its unit or name says so, else depth; of two, the
+    first is time and the second depth.
+    """
+    first = signals[0][2]
+    axes = first["axes"]
+    outer = axes[:-2]
+    ny, nx = axes[-2]["size"], axes[-1]["size"]
+    time = outer[0] if len(outer) == 2 or (outer and _is_time(outer[0])) else None
+    depth = outer[-1] if outer and outer[-1] is not time else None
+    nt, nz = (time["size"] if time else 1), (depth["size"] if depth else 1)
+
+    layers = [(data, channel) for name, data, _ in signals for channel in channels_of(name, data)]
+    channels = [channel[0] for _, channel in layers]
+    dtype = common_dtype([channel[1] for _, channel in layers])
 
     def planes():
-        # XYZCT order: with a Z stack, Z varies fastest within a channel
-        order = [(k, c) for k in range(frames) for c in range(len(readers))] if axis == "T" else \
-            [(k, c) for c in range(len(readers)) for k in range(frames)]
-        for k, c in order:
-            data, how = readers[c]
-            read = _band(data, k, len(shape) == 3)
-            if how != "real":
-                _, amplitude, phase = complex_parts(read, data.dtype)
-                read = amplitude if how == "amplitude" else phase
-            yield FuncPlane((ny, nx), dtype, read)
+        for t in range(nt):  # XYZCT: Z fastest, then C, then T
+            for data, (_, _, channel_rows) in layers:
+                for z in range(nz):
+                    yield FuncPlane((ny, nx), dtype, channel_rows(_band(data, ((t,) if time else ()) + ((z,) if depth else ()))))
 
-    (_, x_units), (_, y_units) = _dim(first, 1), _dim(first, 2)
-    x = to_metres(_step(first, 1), x_units) if x_units else None
-    y = to_metres(_step(first, 2), y_units) if y_units else None
-    z = to_metres(_step(first, 3), _dim(first, 3)[1]) if axis == "Z" and frames > 1 else None
-    microscope = f.get("microscope")
-    metadata = flatten({"root": _attrs(f)} | {g: _attrs(f[g]) for g in ("microscope", "user", "sample", "comments")
-                                              if isinstance(f.get(g), h5py.Group)})
-    for name, group, _ in images:
-        metadata.update({f"{name}.{k}": v for k, v in flatten(_attrs(group)).items()})
+    size, calibration, warnings = axis_size(axes)
+    if size is not None and depth is not None and z_step(depth):
+        size = pixel_size(to_metres(size.x, size.unit), to_metres(size.y, size.unit), z_step(depth))
+    # a stack axis OME cannot hold (a depth that is no length, a time that is no duration) stays as key-values
+    odd = {f"Axis {axis.get('name') or i}": f"{axis['size']} steps of {float(axis['scale']):.6g} "
+           f"{axis.get('units') if has_unit(axis.get('units')) else ''}".strip()
+           for i, axis in enumerate(outer)
+           if not (axis is time and seconds(1, axis.get("units"))) and not (axis is depth and z_step(axis))}
+    om = first["original_metadata"]
     return SourceImage(
-        shape={"T": frames if axis == "T" else 1, "C": len(channels), "Z": frames if axis == "Z" else 1,
-               "Y": ny, "X": nx},
-        dtype=dtype, planes=planes, channels=channels, pixel_size=pixel_size(x, y, z),
-        microscope=_text(microscope.attrs.get("name")) if isinstance(microscope, h5py.Group) else None,
-        metadata=metadata, notes=notes, close=f.close,
+        shape={"T": nt, "C": len(channels), "Z": nz, "Y": ny, "X": nx}, dtype=dtype, planes=planes,
+        channels=channels, pixel_size=size, acquired=_acquired(time), microscope=_microscope(om),
+        metadata=calibration | odd | flatten(om),
+        time_increment=seconds(time["scale"], time.get("units")) if time is not None else None,
+        close=f.close, title=title, warnings=warnings,
     )
 
 
-def _band(data: h5py.Dataset, k: int, stack: bool):
-    if stack:
-        return lambda y0, y1: data[:, y0:y1, k].T
-    return lambda y0, y1: data[:, y0:y1].T
+def _is_time(axis: dict) -> bool:
+    return seconds(1, axis.get("units")) is not None or "time" in str(axis.get("name") or "").lower()
 
 
-def _dim(group: h5py.Group, n: int) -> tuple[str, str]:
-    dim = group.get(f"dim{n}")
-    if not isinstance(dim, h5py.Dataset):
-        return "", ""
-    units = _text(dim.attrs.get("units"))
-    if re.fullmatch(r"\[.*\]", units):  # "[n_m]" is how Berkeley EMD spells "nm"
-        units = units[1:-1].replace("_", "")
-    return _text(dim.attrs.get("name")), units
-
-
-def _step(group: h5py.Group, n: int) -> float | None:
-    dim = group.get(f"dim{n}")
-    if not isinstance(dim, h5py.Dataset) or dim.ndim != 1 or dim.shape[0] < 2:
+def _acquired(time: dict | None) -> datetime | None:
+    """The first value of a time axis that counts Unix seconds (see the module's note)."""
+    if time is None or seconds(1, time.get("units")) is None:
         return None
-    first, second = dim[:2]
-    return float(second) - float(first)
+    start = seconds(time["offset"], time["units"])
+    return unix_time(start) if start and start > UNIX_2000 else None
 
 
-def _text(value) -> str:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    elif isinstance(value, np.ndarray) and value.size == 1:
-        value = value.item()
-        value = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-    return clean(value) if value is not None else ""
+def _microscope(om: dict) -> str | None:
+    scope = om.get("microscope")
+    name = scope.get("name") if isinstance(scope, dict) else None
+    return str(name).strip() or None if name is not None else None
 
 
-def _attrs(obj) -> dict[str, str]:
-    return {clean(k): _text(v) if not isinstance(v, np.ndarray) or v.size == 1 else clean(v.tolist())
-            for k, v in obj.attrs.items()}
+def _band(data: h5py.Dataset, outer: tuple[int, ...]):
+    """Rows y0..y1 of one plane, sliced from the stored array so that a band reads only its rows.
+
+    Berkeley EMD stores the fastest axis first, (X, Y, ...) described by dim1.., which rsciio
+    transposes; files with a dim0 (py4DSTEM) store (..., Y, X) as they are.
+    """
+    if "dim0" in data.parent:
+        return lambda y0, y1: np.asarray(data[outer + (slice(y0, y1), slice(None))])
+    index = tuple(reversed(outer))
+    return lambda y0, y1: np.asarray(data[(slice(None), slice(y0, y1)) + index]).T
