@@ -28,7 +28,7 @@ def h5_kind(head: bytes, path: Path, test: Callable[[h5py.File], bool]) -> bool:
     try:
         with h5py.File(path, "r") as f:
             return bool(test(f))
-    except (OSError, KeyError, ValueError, TypeError):
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError):  # RuntimeError: h5py on a damaged B-tree
         return False
 
 

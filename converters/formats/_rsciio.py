@@ -9,6 +9,8 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
+import h5py
+
 from converters.base import ConversionError, PixelSize
 from converters.meta import pixel_size, to_metres
 from converters.registry import UNKNOWN_PIXEL_SIZE
@@ -19,14 +21,20 @@ _RECIPROCAL = re.compile(r"^1/|\^-1|⁻¹")  # "1/nm", "nm^-1": diffraction and 
 _NO_UNIT = ("", "[]", "1", "dimensionless")  # what files and rsciio write for "no unit"
 
 
-def read_signals(path: Path, lazy: bool = True, **options) -> list[dict]:
-    """rsciio.emd's signal dicts, by default lazily (pixel data stays in the file until read)."""
+def read_signals(f: h5py.File, path: Path, lazy: bool = True, **options) -> list[dict]:
+    """rsciio.emd's signal dicts, by default lazily (pixel data stays in the file).
+
+    A lazy read gets our open file's id rather than its name: rsciio would otherwise leave its own
+    handle open until garbage collection, and HDF5 hands a still-open file's cached state to the
+    next opener of the same path. A whole read opens (and closes) its own handle: closing ours would
+    close what we still read from.
+    """
     from rsciio.emd import file_reader  # imported when used: rsciio pulls in dask and pint
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            signals = file_reader(str(path), lazy=lazy, **options)
+            signals = file_reader(f.id if lazy else str(path), lazy=lazy, **options)
         except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
             raise ConversionError(f"{path.name}: RosettaSciIO cannot read its layout ({type(e).__name__}: {e}); "
                                   f"the file may be damaged") from None

@@ -59,7 +59,7 @@ def _read(f: h5py.File, path: Path) -> SourceFile:
     if not datasets:
         raise ConversionError(f"{path.name} holds no EMD data group (emd_group_type 1 with a 'data' array)")
     # one rsciio signal per dataset, in our order, so that each maps to the array we read pixels from
-    refs = read_signals(path, dataset_path=[d.name.lstrip("/") for d in datasets], stack_group=False)
+    refs = read_signals(f, path, dataset_path=[d.name.lstrip("/") for d in datasets], stack_group=False)
     if len(refs) != len(datasets):
         raise ConversionError(f"{path.name}: RosettaSciIO reads {len(refs)} of its {len(datasets)} data arrays")
     titles = unique_names([_title(ref, d) for ref, d in zip(refs, datasets)])

@@ -12,6 +12,7 @@ Layout: /Data/<Kind>/<uuid>/Data (images (Y, X, frames)), /Data/<Kind>/<uuid>/Me
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +33,9 @@ EXTENSIONS = (".emd",)
 PRIORITY = 10
 STREAM_BLOCK = 2**22  # spectrum stream values summed per read: 8 MiB of uint16
 NEXT_PIXEL = 65535  # in a spectrum stream, every other value is the channel of one count
+MAX_METADATA = 2**24  # bytes of one JSON metadata record (Velox writes 60000)
+MAX_CHUNKS = 100_000  # HDF5 chunks of one image (Velox: one per frame)
+MAX_WHOLE = 64 * 2**20  # bytes of an array rsciio reads whole: a spectrum, an unchunked image (not Velox's)
 # file-wide groups that rsciio copies into every signal's original metadata: kept in the original file
 _FILE_WIDE = ("Operations", "Features", "Displays", "SharedProperties", "DetectorMetadata")
 
@@ -56,13 +60,20 @@ def read(files: list[Path], options: ConvertOptions) -> SourceFile:
 
 
 def _read(f: h5py.File, path: Path) -> SourceFile:
-    data = f.get("Data", {})
+    data = f["Data"]
+    if not isinstance(data, h5py.Group) or not all(isinstance(item, h5py.Group) for item in data.values()):
+        raise ConversionError(f"{path.name}: its Data is not a Velox group of signals; the file is damaged")
     for kind, label in (("Image", "image"), ("Spectrum", "spectrum")):
         for n, group in enumerate(data.get(kind, {}).values(), 1):
             for part in ("Data", "Metadata"):
-                if not isinstance(group.get(part), h5py.Dataset):
+                if not isinstance(group, h5py.Group) or not isinstance(group.get(part), h5py.Dataset):
                     raise ConversionError(f"{path.name}: {label} {n} has no {part}; the file is damaged or was "
                                           f"not written by Velox")
+            # rsciio reads a Metadata column whole: a damaged header must not make that gigabytes
+            if group["Metadata"].ndim != 2 or group["Metadata"].shape[0] > MAX_METADATA:
+                raise ConversionError(f"{path.name}: the metadata of {label} {n} is not a Velox JSON record")
+            if kind == "Spectrum" and group["Data"].size * group["Data"].dtype.itemsize > MAX_WHOLE:
+                raise ConversionError(f"{path.name}: spectrum {n} is too large to be a spectrum; the file is damaged")
     accounted: list[Accounted] = []
     images, image_accounts = _images(f, path)
     spectra = _spectra(f, path, accounted)
@@ -92,7 +103,15 @@ def _images(f: h5py.File, path: Path) -> tuple[list[SourceImage], list[Accounted
     if not isinstance(group, h5py.Group) or not len(group):
         return [], []
     keys = list(group)
-    refs = read_signals(path, select_type="images", load_SI_image_stack=True)
+    # rsciio's lazy read makes a dask task per HDF5 chunk: it needs chunked arrays (as Velox writes
+    # them, a frame per chunk), and a damaged chunk layout must not make millions of tasks
+    arrays = [group[key]["Data"] for key in keys]
+    lazy = all(a.chunks and math.prod(-(-n // c) for n, c in zip(a.shape, a.chunks)) <= MAX_CHUNKS for a in arrays)
+    if not lazy and sum(a.size * a.dtype.itemsize for a in arrays) > MAX_WHOLE:
+        raise ConversionError(f"{path.name} stores its images unchunked or in {MAX_CHUNKS:,}+ chunks, which "
+                              f"RosettaSciIO can only read whole, and they are too large for that; save the file "
+                              f"again from Velox")
+    refs = read_signals(f, path, lazy=lazy, select_type="images", load_SI_image_stack=True)
     if len(refs) != len(keys):
         raise ConversionError(f"{path.name}: RosettaSciIO reads {len(refs)} of the {len(keys)} images in the file")
     names = unique_names([ref["metadata"]["General"].get("title") or "image" for ref in refs])
@@ -137,7 +156,9 @@ def _image(signals, title: str | None, f: h5py.File) -> SourceImage:
 
     # channels of one scan share its facts: each from the first channel that has it (EELS maps may not)
     oms = [ref["original_metadata"] for _, _, ref in signals]
-    sizes = [axis_size(ref["axes"]) for _, _, ref in signals]
+    # rsciio makes a missing PixelSize 1 (of PixelUnitX): that would be invented, so it is unknown here
+    sizes = [axis_size(ref["axes"]) if "PixelSize" in om.get("BinaryResult", {}) else (None, {}, [])
+             for om, (_, _, ref) in zip(oms, signals)]
     size, calibration, warnings = next((found for found in sizes if found[0] or found[1]), sizes[0])
     time = next((a for a in signals[0][2]["axes"] if a.get("name") == "Time"), None)
     return SourceImage(
@@ -196,7 +217,7 @@ def _spectra(f: h5py.File, path: Path, accounted: list[Accounted]) -> list[Spect
     if not isinstance(group, h5py.Group) or not len(group):
         return []
     # not lazily: spectra are small, and rsciio's lazy read fails on unchunked ones
-    refs = read_signals(path, lazy=False, select_type="single_spectrum") if "Image" not in f["Data"] or \
+    refs = read_signals(f, path, lazy=False, select_type="single_spectrum") if "Image" not in f["Data"] or \
         "SpectrumImage" in f["Data"] else []
     if len(refs) != len(group):  # rsciio reads spectra only beside a spectrum image or without images
         accounted += [Accounted("spectrum", "attachment", "the original file (RosettaSciIO does not read spectra "
@@ -315,7 +336,7 @@ def _file_facts(f: h5py.File):
 
 def _json_column(item: h5py.Dataset) -> dict:
     """A Velox JSON record stored as a zero-padded uint8 column (the first frame's)."""
-    if item.ndim != 2 or item.shape[0] > 2**24:
+    if item.ndim != 2 or item.shape[0] > MAX_METADATA:
         raise ConversionError(f"metadata {item.name} is not a Velox JSON record")
     raw = bytes(item[:, 0]).rstrip(b"\x00")
     try:

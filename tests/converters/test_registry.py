@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import textwrap
 
+import numpy as np
 import pytest
 
 from converters import ConversionError, ConvertOptions, convert, formats, registry
@@ -77,3 +78,45 @@ def test_plugins_only_claim_extensions_the_portal_accepts():
 
     for plugin in registry.plugins():
         assert set(plugin.EXTENSIONS) <= set(SUPPORTED_SUFFIXES), plugin.NAME
+
+
+def test_progress_is_told_over_every_image_and_ends_at_one(tmp_path):
+    seen = []
+    result = convert([sample("example_velox_EELS_EDS.emd")], tmp_path, ConvertOptions(progress=seen.append))
+    assert len(result.images) == 2
+    assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
+    # after the first image: its share of all pixel bytes (7x16x20 float32 of those plus 128x128 uint16)
+    first, second = 7 * 16 * 20 * 4, 128 * 128 * 2
+    assert pytest.approx(first / (first + second)) in seen
+
+
+def test_warnings_name_the_image_they_concern(tmp_path):
+    import h5py
+
+    path = tmp_path / "two_shapes.emd"
+    with h5py.File(sample("fei_example_tem_stack.emd")) as src, h5py.File(path, "w") as dst:
+        for name in src:
+            src.copy(name, dst)
+        # a second image of another shape whose metadata says nothing about its pixel size
+        key = next(iter(src["Data/Image"]))
+        group = dst.create_group("Data/Image/f" + key[1:])  # after the first in key order
+        group.create_dataset("Data", data=np.ones((4, 5, 1), np.uint16))
+        meta = src[f"Data/Image/{key}/Metadata"][:, :1].copy()
+        text = bytes(meta[:, 0]).rstrip(b"\0").replace(b'"PixelSize"', b'"NoPixelSize"')
+        meta[:] = 0
+        meta[:len(text), 0] = np.frombuffer(text, np.uint8)
+        group.create_dataset("Metadata", data=meta)
+    result = convert([path], tmp_path / "out", ConvertOptions())
+    [other] = result.images[1:]
+    assert result.warnings == [f"pixel size unknown ({other.title})"]
+    assert other.path.name == f"two_shapes [{other.title}].ome.tiff" and other.pixel_size is None
+
+
+def test_a_passthrough_lists_its_input_as_the_image(tmp_path):
+    import tifffile
+
+    path = tmp_path / "x.ome.tif"
+    tifffile.imwrite(path, np.zeros((2, 4, 5), np.uint8), ome=True, metadata={"axes": "CYX"})
+    result = convert([path], tmp_path / "out", ConvertOptions())
+    assert result.status == "passthrough"
+    assert [(i.path, i.title) for i in result.images] == [(path, None)]
