@@ -137,7 +137,7 @@ def _write(files: list[Path], source: SourceFile, out_dir: Path, options: Conver
         if options.progress is not None:
             options.progress(done / total)
         outputs.append(OutputImage(path, name, dict(image.shape), list(image.channels), image.pixel_size))
-    if not source.accounted:  # a plugin that reads one image: its channels are all there is
+    if not source.accounted and not plotted:  # a plugin that reads one image: its channels are all there is
         accounted[:0] = [Accounted(f"channel {c}", "channel", f"{stem}: {c}") for c in images[0].channels]
     primary = images[0]
     return Conversion(
