@@ -208,3 +208,23 @@ def test_every_dataset_of_the_file_is_accounted_for(tmp_path, name):
             assert set(entry.where.split(": ", 1)[1].split(", ")) <= set(result.channels)
         if entry.went == "image":
             assert entry.where in {f"{sample(name).stem} [{i.title}]" for i in result.images[1:]}
+
+
+def test_spectra_without_any_image_get_a_plot_to_hang_on(tmp_path, bioformats):
+    path = tmp_path / "spectra_only.emd"
+    with h5py.File(sample("SI_empty_selection.emd")) as src, h5py.File(path, "w") as dst:
+        for name in src:
+            if name != "Data":
+                src.copy(name, dst)
+        for kind in ("Spectrum", "Text"):
+            src.copy(f"Data/{kind}", dst.require_group("Data"), name=kind)
+        first = json.loads(bytes(next(iter(src["Data/Spectrum"].values()))["Metadata"][:, 0]).rstrip(b"\0"))
+    result = convert([path], tmp_path / "out", ConvertOptions())
+    assert result.channels == ["red", "green", "blue"] and bioformats(result.output).sizes["C"] == 3
+    start = int(first["Acquisition"]["AcquisitionStartDatetime"]["DateTime"])
+    assert result.acquired == datetime.fromtimestamp(start, timezone.utc)
+    assert result.microscope == first["Instrument"]["InstrumentModel"]
+    assert len([a for a in result.attachments if a.kind == "spectrum-csv"]) == 4
+    plotted = [a for a in result.accounted if a.went == "image"]
+    assert len(plotted) == 1 and "plot of the spectrum" in plotted[0].where
+    assert result.warnings == []
