@@ -9,9 +9,6 @@ import csv
 from pathlib import Path
 
 import numpy as np
-# the object API with the Agg canvas: no pyplot state, no display needed on workers
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from converters.base import Attachment, SourceImage, Spectrum
 from converters.planes import FuncPlane
@@ -56,7 +53,12 @@ def plot_image(spectrum: Spectrum) -> SourceImage:
     )
 
 
-def _figure(spectrum: Spectrum) -> Figure:
+def _figure(spectrum: Spectrum):
+    # imported here: a second of start-up that conversions without spectra need not pay. The object
+    # API with the Agg canvas keeps no pyplot state and needs no display on workers.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=PLOT_INCHES, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
