@@ -88,7 +88,7 @@ def unknowns(acquired: datetime | None, microscope: str | None, known_calibratio
 
 def from_filetime(ticks: float) -> datetime | None:
     """A Windows FILETIME (100 ns since 1601-01-01 UTC) as an aware datetime; None when out of range."""
-    if not isinstance(ticks, (int, float)) or not 1e17 < ticks < 3e18:  # 1917..11107: a real time stamp
+    if not isinstance(ticks, (int, float)) or not 1e17 < ticks < 3e18:  # 1917..11107: a plausible stamp
         return None
     return datetime(1601, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=ticks / 10)
 

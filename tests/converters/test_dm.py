@@ -1,0 +1,107 @@
+"""Gatan DigitalMicrograph DM3/DM4: images with their calibration, spectra kept, dates from the
+unambiguous source first; expected values read independently with RosettaSciIO (non-lazy)."""
+from __future__ import annotations
+
+import warnings
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+import tifffile
+
+from converters import ConvertOptions, convert
+from converters.base import SourceFile
+from converters.formats import dm
+from tests.converters.conftest import sample
+
+STOCKHOLM = ZoneInfo("Europe/Stockholm")
+
+
+def reference(name: str) -> dict:
+    from rsciio.digitalmicrograph import file_reader
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (signal,) = file_reader(str(sample(name)))
+    return signal
+
+
+@pytest.mark.parametrize("name", ["dmTest_float32_nonSquare_diffPixelSize.dm3",
+                                  "dmTest_float32_nonSquare_diffPixelSize.dm4"])
+def test_image_with_different_x_and_y_pixel_sizes(tmp_path, check_output, name):
+    ref = reference(name)
+    (y, x) = ref["axes"]
+    assert (x["units"], y["units"]) == ("nm", "A")  # 1 nm by 2 Å, as the file says
+    result = convert([sample(name)], tmp_path, ConvertOptions())
+    assert np.array_equal(tifffile.imread(result.output), ref["data"])
+    assert result.shape == {"T": 1, "C": 1, "Z": 1, "Y": 64, "X": 128}
+    assert (result.pixel_size.x, result.pixel_size.y, result.pixel_size.unit) == (x["scale"], y["scale"] / 10, "nm")
+    assert result.channels == ["dmTest_float32_nonSquare_diffPixelSize"]
+    assert result.metadata["ImageData.Calibrations.Dimension.TagGroup1.Units"] == "A"
+    # this test file names no microscope and no date: said, not invented
+    assert result.microscope is None and result.acquired is None
+    image = dm.read([sample(name)], ConvertOptions())
+    assert image.warnings == ["acquisition date unknown", "microscope unknown"]
+    check_output(result)
+
+
+def test_spectrum_only_file_keeps_its_spectrum():
+    ref = reference("08_carbon.dm3")
+    energy = ref["axes"][-1]
+    result = dm.read([sample("08_carbon.dm3")], ConvertOptions())
+    assert isinstance(result, SourceFile) and result.images == []
+    (spectrum,) = result.spectra
+    assert spectrum.title == "EELS" and spectrum.unit == energy["units"] == "eV"
+    assert (spectrum.offset, spectrum.scale) == (energy["offset"], energy["scale"])
+    assert spectrum.scale == pytest.approx(0.1) and len(spectrum.counts) == 2048
+    assert np.array_equal(spectrum.counts, np.asarray(ref["data"]).ravel())
+    assert [(a.source, a.went) for a in result.accounted] == [("spectrum 08_carbon", "attachment")]
+
+
+def _tags(name: str) -> dict:
+    return reference(name)["original_metadata"]["ImageList"]["TagGroup0"]["ImageTags"]
+
+
+def test_microscope_and_databar_date_of_a_real_file():
+    """08_carbon: DataBar 8/29/2017 1:58:43 PM (29 cannot be a month), Microscope Info names the TEAM 0.5."""
+    tags = _tags("08_carbon.dm3")
+    assert (tags["DataBar"]["Acquisition Date"], tags["DataBar"]["Acquisition Time"]) == ("8/29/2017", "1:58:43 PM")
+    assert dm._acquired(tags, ConvertOptions(timezone=STOCKHOLM)) == (
+        datetime(2017, 8, 29, 13, 58, 43, tzinfo=STOCKHOLM), [])
+    assert dm._first(tags, dm._MICROSCOPE) == tags["Microscope Info"]["Microscope"] == "NCEM TEAM 0.5"
+    assert dm._first(tags, dm._DETECTOR) == tags["Acquisition"]["Device"]["Name"] == "EF-CCD"
+
+
+def test_filetime_wins_over_locale_dependent_text():
+    tags = {"DataBar": {"Acquisition Date": "3/4/2022", "Acquisition Time": "4:40:37 PM",
+                        "Acquisition Time (OS)": 1.3309980037321494e17}}
+    acquired, notes = dm._acquired(tags, ConvertOptions(timezone=STOCKHOLM))
+    # 1.3309980037321494e17 x 100 ns after 1601-01-01 UTC, counted with plain arithmetic
+    expected = datetime.fromtimestamp(1.3309980037321494e17 / 1e7 - 11644473600, timezone.utc)
+    assert abs(acquired - expected) < timedelta(milliseconds=1) and notes == []
+
+
+def test_epoch_milliseconds_before_text():
+    tags = {"Acquisition": {"Frame": {"Sequence": {"Acquisition Start Time (epoch)": 1665506437321.0}}},
+            "DataBar": {"Acquisition Date": "3/4/2022", "Acquisition Time": "4:40:37 PM"}}
+    acquired, _ = dm._acquired(tags, ConvertOptions())
+    assert acquired == datetime.fromtimestamp(1665506437.321, timezone.utc)
+
+
+@pytest.mark.parametrize("date, time, expected", [
+    ("29.08.2017", "13:58:43", datetime(2017, 8, 29, 13, 58, 43)),
+    ("2017-08-29", "1:58:43 PM", datetime(2017, 8, 29, 13, 58, 43)),
+    ("29/8/2017", "13:58:43", datetime(2017, 8, 29, 13, 58, 43)),
+    ("4/4/2017", "09:00:00", datetime(2017, 4, 4, 9, 0, 0)),
+])
+def test_unambiguous_date_text_in_facility_zone(date, time, expected):
+    tags = {"DataBar": {"Acquisition Date": date, "Acquisition Time": time}}
+    assert dm._acquired(tags, ConvertOptions(timezone=STOCKHOLM)) == (expected.replace(tzinfo=STOCKHOLM), [])
+
+
+def test_ambiguous_date_text_is_not_guessed():
+    tags = {"DataBar": {"Acquisition Date": "3/4/2017", "Acquisition Time": "10:00:00"}}
+    acquired, notes = dm._acquired(tags, ConvertOptions())
+    assert acquired is None and "3/4/2017 10:00:00 could not be read unambiguously" in notes[0]
+
