@@ -12,6 +12,8 @@ import pytest
 import tifffile
 
 from converters import ConversionError, ConvertOptions, convert
+from converters.base import SourceFile
+from converters.formats import tia
 from tests.converters.conftest import sample
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
@@ -115,3 +117,75 @@ def test_truncated_series_names_frames_declared_and_held(tmp_path):
     (tmp_path / "x_1.ser").write_bytes(cut + b"\0" * 0)
     with pytest.raises(ConversionError, match=r"x_1\.ser is truncated: header says 5 frames"):
         convert([tmp_path / "x.emi", tmp_path / "x_1.ser"], tmp_path / "out", ConvertOptions())
+
+
+def rsciio_signal(emi) -> dict:
+    from rsciio.tia import file_reader
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (signal,) = file_reader(str(emi))
+    return signal
+
+
+def test_search_image_pixel_size_date_and_microscope_as_rsciio_reads_them(tmp_path, check_output):
+    files = [sample("128x128-TEM_search.emi"), sample("128x128-TEM_search_1.ser")]
+    ref = rsciio_signal(files[0])
+    result = convert(files, tmp_path, ConvertOptions(timezone=STOCKHOLM))
+    y, x = ref["axes"]
+    assert (x["units"], y["units"]) == ("nm", "nm")
+    assert (result.pixel_size.x, result.pixel_size.y) == (pytest.approx(x["scale"]), pytest.approx(y["scale"]))
+    assert result.acquired.isoformat() == f"{ref['metadata']['General']['date']}T{ref['metadata']['General']['time']}+01:00"
+    microscope = ref["original_metadata"]["ObjectInfo"]["ExperimentalDescription"]["Microscope"]
+    assert result.microscope == microscope.split(" (")[0] == "Microscope TalosF200X 200 kV D6308 XTwin"
+    assert np.array_equal(tifffile.imread(result.output), ref["data"])
+    check_output(result)
+
+
+def _edited_emi(tmp_path, old: bytes, new: bytes) -> list:
+    """The 128x128 acquisition with a same-length edit inside its .emi metadata."""
+    assert len(old) == len(new)
+    data = sample("128x128_TEM_acquire-sum1.emi").read_bytes()
+    assert data.count(old) == 1
+    (tmp_path / "d.emi").write_bytes(data.replace(old, new))
+    shutil.copy(sample("128x128_TEM_acquire-sum1_1.ser"), tmp_path / "d_1.ser")
+    return [tmp_path / "d.emi", tmp_path / "d_1.ser"]
+
+
+def test_diffraction_pattern_calibration_is_reciprocal_not_a_pixel_size(tmp_path, check_output):
+    """The real-file bug: a diffraction pattern got a 42,464,134 m pixel; its calibration is in 1/m."""
+    files = _edited_emi(tmp_path, b"TEM uP SA Zoom Image", b"TEM uP Diffraction  ")
+    ref = rsciio_signal(files[0])
+    y, x = ref["axes"]
+    assert x["units"] == "1 / nm"  # rsciio reads this mode as reciprocal space
+    result = convert(files, tmp_path / "out", ConvertOptions())
+    assert result.pixel_size is None
+    assert result.metadata["Calibration X"] == f"{x['scale']:.6g} 1/nm"
+    assert result.metadata["Calibration Y"] == f"{y['scale']:.6g} 1/nm"
+    image = tia.read(files, ConvertOptions())
+    assert image.warnings == []  # a reciprocal calibration is known, not missing
+    check_output(result)
+
+
+def test_unknown_mode_means_pixel_size_unknown_not_guessed(tmp_path):
+    files = _edited_emi(tmp_path, b"<Label>Mode</Label>", b"<Label>Mxde</Label>")
+    image = tia.read(files, ConvertOptions())
+    assert image.pixel_size is None and image.warnings == ["pixel size unknown"]
+    assert float(image.metadata["d_1.ser.CalibrationDeltaX"]) == pytest.approx(2.1479317511461325e-08)
+
+
+def test_spectrum_image_keeps_its_sum_spectrum():
+    stem = "16x16-spectrum_image_5x5x4000-not_square"
+    files = [sample(f"{stem}.emi"), sample(f"{stem}_1.ser")]
+    ref = rsciio_signal(files[0])
+    energy = ref["axes"][-1]
+    assert ref["data"].shape == (5, 5, 4000) and (energy["units"], energy["scale"]) == ("eV", 5.0)
+    result = tia.read(files, ConvertOptions())
+    assert isinstance(result, SourceFile) and result.images == []
+    (spectrum,) = result.spectra
+    assert np.array_equal(spectrum.counts, ref["data"].sum(axis=(0, 1)))
+    assert (spectrum.offset, spectrum.scale, spectrum.unit) == (energy["offset"], energy["scale"], "eV")
+    assert spectrum.title == "Spectrum (sum of the spectrum image)"
+    (row,) = result.accounted
+    assert (row.source, row.went) == (f"spectrum image {stem}_1.ser", "not kept")
+    assert row.where.startswith("kept in the original file")
