@@ -12,7 +12,7 @@ import numpy as np
 
 from converters.base import ConversionError, ConvertOptions, SourceImage
 from converters.formats._tiff import has_tag, open_tiff, page_plane
-from converters.meta import clean, flatten, localize, pixel_size
+from converters.meta import clean, flatten, localize, pixel_size, unknowns
 
 NAME = "Thermo Fisher/FEI SEM TIFF"
 EXTENSIONS = (".tif", ".tiff", ".btf")
@@ -48,14 +48,16 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
     detectors = fei.get("Detectors", {})
     detector = clean(detectors.get("Name", "")) or None
     channel = " ".join(x for x in (detector or "", clean(detectors.get("Mode", ""))) if x) or "SEM"
-    # "Helios NanoLab\" 660": the stray quote is part of how xT writes the name
-    microscope = clean(str(system.get("SystemType", "")).replace('"', "")) or None
+    # "Helios NanoLab\" 660": the stray quote is part of how xT writes the name; without a model, the
+    # system type ("DualBeam") still names the kind of instrument
+    microscope = next((clean(str(system.get(key, "")).replace('"', "")) for key in ("SystemType", "Type")
+                       if clean(str(system.get(key, "")))), None)
+    size = pixel_size(_float(scan.get("PixelWidth")), _float(scan.get("PixelHeight")))
     return SourceImage(
         shape={"T": 1, "C": 1, "Z": 1, "Y": ny, "X": nx}, dtype=np.dtype(plane.dtype),
-        planes=lambda: iter([plane]), channels=[channel],
-        pixel_size=pixel_size(_float(scan.get("PixelWidth")), _float(scan.get("PixelHeight"))),
+        planes=lambda: iter([plane]), channels=[channel], pixel_size=size,
         acquired=acquired, microscope=microscope, detector=detector,
-        metadata=flatten(fei), notes=notes,
+        metadata=flatten(fei), notes=notes, warnings=unknowns(acquired, microscope, size is not None),
     )
 
 

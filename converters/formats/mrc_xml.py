@@ -16,7 +16,7 @@ from mrcfile.utils import data_dtype_from_header
 from converters.base import ConversionError, ConvertOptions, SourceImage
 from converters.formats._hdf5 import complex_parts
 from converters.formats._epu import read_xml
-from converters.meta import clean, pixel_size
+from converters.meta import clean, pixel_size, unknowns
 from converters.planes import FilePlane, FuncPlane
 
 NAME = "MRC"
@@ -64,7 +64,7 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
     offset = 1024 + int(header.nsymbt)
     _check_size(mrc_path, offset, nx * ny * nz * stored.itemsize, f"{nz} sections of {nx}x{ny} {stored}")
 
-    xml = read_xml(xmls[0])
+    xml = read_xml(xmls[0], options.timezone)
     # a volume (space group 1-230) is Z; a stack of images (0, 401+) is a series in time
     axis = "Z" if 1 <= int(header.ispg) <= 230 and nz > 1 else "T"
     section = nx * ny * stored.itemsize
@@ -91,11 +91,12 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
     metadata = dict(xml.metadata)
     metadata.update({f"MRC.{k}": v for k, v in _header_fields(header).items()})
     metadata.update(fei)
+    microscope = xml.microscope or fei.get("FEI.microscope_type") or None
     return SourceImage(
         shape={"T": nz if axis == "T" else 1, "C": len(channels), "Z": nz if axis == "Z" else 1, "Y": ny, "X": nx},
         dtype=np.dtype(dtype), planes=planes, channels=channels, pixel_size=size, acquired=xml.acquired,
-        microscope=xml.microscope or fei.get("FEI.microscope_type"), detector=xml.detector,
-        metadata=metadata, notes=notes,
+        microscope=microscope, detector=xml.detector, metadata=metadata, notes=notes,
+        warnings=unknowns(xml.acquired, microscope, size is not None),
     )
 
 

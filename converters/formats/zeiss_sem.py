@@ -13,12 +13,13 @@ import numpy as np
 
 from converters.base import ConversionError, ConvertOptions, SourceImage
 from converters.formats._tiff import has_tag, open_tiff, page_plane
-from converters.meta import clean, localize, pixel_size, to_metres
+from converters.meta import clean, localize, pixel_size, to_metres, unknowns
 
 NAME = "Zeiss SEM TIFF"
 EXTENSIONS = (".tif", ".tiff", ".btf")
 PRIORITY = 20
 CZ_SEM = 34118
+_MICROSCOPE = ("dp_sem", "sv_serial_number", "dp_column_type")
 
 
 def identify(head: bytes, path: Path) -> bool:
@@ -53,13 +54,15 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
             acquired = localize(datetime.strptime(f"{date} {time}", "%d %b %Y %H:%M:%S"), options.timezone)
         except ValueError:
             notes.append(f"acquisition date {date} {time} could not be read")
-    microscope = _value(sem.get("dp_sem")) or _value(sem.get("dp_column_type"))
+    # the SEM's model, else its serial number ("Merlin-61-08", which names the model too), else the
+    # column type (last: a GeminiSEM 450 here calls its column "Merlin")
+    microscope = next((_value(sem.get(key)) for key in _MICROSCOPE if _value(sem.get(key))), None)
     detector = _value(sem.get("dp_detector_type")) or _value(sem.get("dp_detector_channel"))
     return SourceImage(
         shape={"T": 1, "C": 1, "Z": 1, "Y": ny, "X": nx}, dtype=np.dtype(plane.dtype),
         planes=lambda: iter([plane]), channels=[detector or "SEM"], pixel_size=pixel_size(size),
-        acquired=acquired, microscope=microscope or None, detector=detector or None,
-        metadata=_metadata(sem), notes=notes,
+        acquired=acquired, microscope=microscope, detector=detector or None,
+        metadata=_metadata(sem), notes=notes, warnings=unknowns(acquired, microscope, pixel_size(size) is not None),
     )
 
 

@@ -109,3 +109,30 @@ def test_compressed_sem_tiff_is_decoded(tmp_path):
     result = convert([path], tmp_path / "out", ConvertOptions())
     assert np.array_equal(tifffile.imread(result.output), data)
     assert result.microscope == "GeminiSEM 450"
+
+
+def test_zeiss_without_model_named_by_serial_number(tmp_path):
+    """The file that went to Project "Undefined": its model tag is gone, its serial number names it."""
+    data = tifffile.imread(sample("sample6_001.tif"))
+    tag = raw_tag(sample("sample6_001.tif"), 34118)
+    serial = re.search(rb"Serial No\. = ([^\r]*)\r", tag)[1].decode()
+    path = _zeiss_variant(tmp_path, data, lambda t: re.sub(rb"DP_SEM\r\n[^\r]*\r\n", b"", t))
+    result = convert([path], tmp_path / "out", ConvertOptions())
+    assert result.microscope == serial == "GeminiSEM 450-8216010121"
+
+
+def test_sem_warnings_name_what_is_unknown(tmp_path):
+    from converters.formats import fei_sem, zeiss_sem
+
+    assert zeiss_sem.read([sample("sample6_001.tif")], ConvertOptions()).warnings == []
+    assert fei_sem.read([sample("FEI-Helios-Ebeam-8bits.tif")], ConvertOptions()).warnings == []
+    data = tifffile.imread(sample("sample6_001.tif"))[:, :512]
+
+    def strip(tag: bytes) -> bytes:  # no date, no size, nothing naming the instrument
+        for key in (rb"AP_DATE", rb"AP_IMAGE_PIXEL_SIZE", rb"AP_WIDTH", rb"DP_SEM", rb"SV_SERIAL_NUMBER",
+                    rb"DP_COLUMN_TYPE"):
+            tag = re.sub(key + rb"\r\n[^\r]*\r\n", b"", tag)
+        return tag
+
+    image = zeiss_sem.read([_zeiss_variant(tmp_path, data, strip)], ConvertOptions())
+    assert image.warnings == ["acquisition date unknown", "microscope unknown", "pixel size unknown"]
