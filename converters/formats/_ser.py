@@ -37,6 +37,7 @@ class Series:
     delta: tuple[float, float]  # per pixel (X, Y) from the first frame's calibration, in m (or 1/m)
     header: dict[str, str]
     energy: tuple[float, float] = (0.0, 0.0)  # spectra: offset and width of a channel (eV)
+    time: int | None = None  # the first element's time tag: Unix seconds (UTC) when it was stored
 
 
 def read_series(path: Path) -> Series:
@@ -69,8 +70,9 @@ def read_series(path: Path) -> Series:
         offsets = list(np.frombuffer(raw, "<u8" if wide else "<u4").astype(np.int64))
         if not offsets:
             raise ConversionError(f"{path.name} holds no frame (0 valid elements)")
+        time = _first_time(f, offset_array + total * entry, wide, tag_type)
         if data_type == SPECTRUM_TYPE:
-            return _spectra(f, path, valid, offsets, size, header)
+            return _spectra(f, path, valid, offsets, size, header, time)
         frames = []
         for index, start in enumerate(offsets):
             f.seek(start)
@@ -93,10 +95,10 @@ def read_series(path: Path) -> Series:
     if nx == 0 or ny == 0:
         raise ConversionError(f"{path.name}: its frames are empty ({nx}x{ny} pixels)")
     header.update(CalibrationDeltaX=repr(dx), CalibrationDeltaY=repr(dy))
-    return Series(path, data_type, valid, [fr[0] for fr in frames], (ny, nx), dtype, (dx, dy), header)
+    return Series(path, data_type, valid, [fr[0] for fr in frames], (ny, nx), dtype, (dx, dy), header, time=time)
 
 
-def _spectra(f, path: Path, valid: int, offsets: list[int], size: int, header: dict[str, str]) -> Series:
+def _spectra(f, path: Path, valid: int, offsets: list[int], size: int, header: dict[str, str], time) -> Series:
     """Index the spectra of a spectrum series, checking that all have the first one's length and type."""
     first = None
     for index, start in enumerate(offsets):
@@ -120,7 +122,23 @@ def _spectra(f, path: Path, valid: int, offsets: list[int], size: int, header: d
         raise ConversionError(f"{path.name}: its spectra are empty (0 channels)")
     header.update(CalibrationOffset=repr(offset), CalibrationDelta=repr(delta), ArrayLength=str(length))
     return Series(path, SPECTRUM_TYPE, valid, [o + _SPECTRUM.size for o in offsets], (1, length), dtype, (0, 0),
-                  header, energy=(offset, delta))
+                  header, energy=(offset, delta), time=time)
+
+
+def _first_time(f, tag_table: int, wide: bool, tag_type: int) -> int | None:
+    """The time tag of the first element (tag types 0x4152 time, 0x4142 time and position); None if absent."""
+    if tag_type not in (0x4152, 0x4142):
+        return None
+    f.seek(tag_table)
+    raw = f.read(8 if wide else 4)
+    if len(raw) != (8 if wide else 4):
+        return None
+    f.seek(int.from_bytes(raw, "little"))
+    tag = f.read(8)
+    if len(tag) != 8:
+        return None
+    stored_type, _, time = struct.unpack("<HHI", tag)
+    return time if stored_type == tag_type else None
 
 
 def sum_spectrum(series: Series) -> np.ndarray:

@@ -15,7 +15,7 @@ import logging
 import re
 import warnings
 import xml.etree.ElementTree as ET
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -127,12 +127,7 @@ def _image(raw: bytes, xmls: list[bytes], objects: list[dict], sers: list[Path],
 
     info = objects[0] if objects else {}
     description = info.get("ExperimentalDescription", {})
-    acquired = None
-    if info.get("AcquireDate"):
-        try:
-            acquired = localize(datetime.strptime(info["AcquireDate"], "%a %b %d %H:%M:%S %Y"), options.timezone)
-        except ValueError:
-            notes.append(f"acquisition date {info['AcquireDate']!r} could not be read")
+    acquired = _acquired(first, info, options, notes)
     metadata = flatten(info)
     for s in series:
         metadata.update({f"{s.path.name}.{k}": v for k, v in s.header.items()})
@@ -149,6 +144,20 @@ def _image(raw: bytes, xmls: list[bytes], objects: list[dict], sers: list[Path],
         channel_detectors=[camera] * len(channels) if camera else [],
         metadata=metadata, notes=notes, warnings=unknowns(acquired, microscope, cal.known),
     ), names
+
+
+def _acquired(first: Series, info: dict, options: ConvertOptions, notes: list[str]) -> datetime | None:
+    """The acquisition time from, in order: the first frame's time tag in the .ser (Unix seconds, UTC,
+    whatever zone the TIA PC was set to), then the .emi's AcquireDate (the PC's wall clock, read in the
+    facility's zone)."""
+    if first.time and first.time > 10**8:  # after 1973: a set clock
+        return datetime.fromtimestamp(first.time, timezone.utc)
+    if info.get("AcquireDate"):
+        try:
+            return localize(datetime.strptime(info["AcquireDate"], "%a %b %d %H:%M:%S %Y"), options.timezone)
+        except ValueError:
+            notes.append(f"acquisition date {info['AcquireDate']!r} could not be read")
+    return None
 
 
 def _unit(object_xml: bytes | None, ser: Path) -> str | None:
