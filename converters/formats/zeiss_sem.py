@@ -1,8 +1,11 @@
 """Zeiss SmartSEM TIFF (tag 34118, CZ_SEM): one SEM image with its SmartSEM parameters.
 
-The pixel size is `ap_image_pixel_size`, else `ap_width` over the image width: `ap_pixel_size`
-refers to a 1024-px display width and is wrong at other widths. Palette images keep their raw
-indices (the palette is the display's, not the detector's). Date and time are local to the SEM PC.
+The pixel size is RosettaSciIO's: the block's unlabelled SI pixel size (full precision, for a
+1024-px display width) scaled to the image width. Its labelled, rounded forms are the fallbacks:
+`ap_image_pixel_size`, else `ap_width` over the image width (`ap_pixel_size` also refers to the
+1024-px display and is wrong at other widths). rsciio's own TIFF read is not called: lazily it leaves
+its file open, eagerly it loads the whole image. Palette images keep their raw indices (the palette
+is the display's, not the detector's). Date and time are local to the SEM PC.
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
     if photometric == 3:
         notes.append("palette image: raw pixel indices kept, the display palette is not applied")
 
-    size = _length(sem.get("ap_image_pixel_size"))
+    size = _si_pixel_size(sem.get(""), nx) or _length(sem.get("ap_image_pixel_size"))
     if size is None:
         width = _length(sem.get("ap_width"))
         size = width / nx if width else None
@@ -70,6 +73,15 @@ def _value(entry) -> str:
     if isinstance(entry, tuple) and len(entry) >= 2:
         return clean(entry[1])
     return clean(entry) if isinstance(entry, str) else ""
+
+
+def _si_pixel_size(block, width: int) -> float | None:
+    """Metres per pixel from the unlabelled block (value 3, for 1024 px), as rsciio reads it."""
+    try:
+        metres = float(block[3]) * 1024 / width
+    except (TypeError, ValueError, IndexError):
+        return None
+    return metres if 0 < metres < 1 else None  # not a length an SEM pixel can have: unknown
 
 
 def _length(entry) -> float | None:
