@@ -19,8 +19,8 @@ import numpy as np
 
 from converters.base import Accounted, ConversionError, ConvertOptions, SourceFile, SourceImage, Spectrum
 from converters.formats._hdf5 import complex_parts
+from converters.formats._raw import stacked_planes
 from converters.meta import calibration, clean, flatten, from_filetime, localize, unknowns
-from converters.planes import FilePlane, FuncPlane
 
 log = logging.getLogger(__name__)
 NAME = "Gatan DigitalMicrograph"
@@ -151,22 +151,11 @@ def _image(path: Path, signal: dict, tags: dict, name: str, options: ConvertOpti
     offset, stored, shape = _layout(path, signal, tags)
     ny, nx = shape[-2:]
     frames = math.prod(shape[:-2])  # an image stack's navigation axis: a series in time
-    plane_bytes = ny * nx * stored.itemsize
     if stored.kind == "c":
         dtype, _, _ = complex_parts(lambda y0, y1: None, stored)
         channels = [f"{name} amplitude", f"{name} phase"]
     else:
         dtype, channels = stored.newbyteorder("="), [name]
-
-    def planes():
-        for t in range(frames):
-            plane = FilePlane(path, offset + t * plane_bytes, (ny, nx), stored)
-            if stored.kind == "c":
-                _, amplitude, phase = complex_parts(plane.rows, stored)
-                yield FuncPlane((ny, nx), dtype, amplitude)
-                yield FuncPlane((ny, nx), dtype, phase)
-            else:
-                yield plane
 
     image_tags = tags.get("ImageTags") or {}
     detector = _first(image_tags, _DETECTOR)
@@ -183,7 +172,8 @@ def _image(path: Path, signal: dict, tags: dict, name: str, options: ConvertOpti
         axis = signal["axes"][0]
         time_increment = float(axis["scale"]) if axis["units"] == "s" and float(axis["scale"]) > 0 else None
     return SourceImage(
-        shape={"T": frames, "C": len(channels), "Z": 1, "Y": ny, "X": nx}, dtype=np.dtype(dtype), planes=planes,
+        shape={"T": frames, "C": len(channels), "Z": 1, "Y": ny, "X": nx}, dtype=np.dtype(dtype),
+        planes=lambda: stacked_planes(path, offset, frames, (ny, nx), stored, dtype),
         channels=channels, pixel_size=cal.pixel_size, acquired=acquired, microscope=microscope, detector=detector,
         metadata=metadata, notes=notes, time_increment=time_increment,
         warnings=unknowns(acquired, microscope, cal.known),
