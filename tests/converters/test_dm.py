@@ -2,6 +2,10 @@
 unambiguous source first; expected values read independently with RosettaSciIO (non-lazy)."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
 import warnings
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -13,7 +17,7 @@ import tifffile
 from converters import ConvertOptions, convert
 from converters.base import SourceFile
 from converters.formats import dm
-from tests.converters.conftest import sample
+from tests.converters.conftest import REPO, sample
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 
@@ -105,3 +109,43 @@ def test_ambiguous_date_text_is_not_guessed():
     acquired, notes = dm._acquired(tags, ConvertOptions())
     assert acquired is None and "3/4/2017 10:00:00 could not be read unambiguously" in notes[0]
 
+
+
+def _big_dm4(target, ny: int, nx: int) -> None:
+    """The dm4 sample grown to ny x nx float32 pixels (row y holds x + y): its array length and its
+    Dimensions (tags after the pixels, DM4 sorts them by name) rewritten, the pixels written in bands."""
+    data = sample("dmTest_float32_nonSquare_diffPixelSize.dm4").read_bytes()
+    array = b"%%%%" + (3).to_bytes(8, "big") + (20).to_bytes(8, "big") + (6).to_bytes(8, "big")  # float32 array
+    at = data.index(array + (128 * 64).to_bytes(8, "big")) + len(array)
+    tail = bytearray(data[at + 8 + 128 * 64 * 4:])
+    for old, new in ((128, nx), (64, ny)):
+        dim = b"%%%%" + (1).to_bytes(8, "big") + (5).to_bytes(8, "big")  # one uint32
+        i = tail.index(dim + old.to_bytes(4, "little"), tail.index(b"\nDimensions")) + len(dim)
+        tail[i:i + 4] = new.to_bytes(4, "little")
+    with open(target, "wb") as f:
+        f.write(data[:at] + (ny * nx).to_bytes(8, "big"))
+        for y in range(0, ny, 256):
+            f.write((np.arange(nx, dtype="<f4") + np.arange(y, y + 256, dtype="<f4")[:, None]).tobytes())
+        f.write(tail)
+
+
+def test_large_image_converts_in_bounded_memory(tmp_path):
+    """256 MiB of pixels convert in a fresh process whose peak memory stays below the pixels' size."""
+    ny = nx = 8192
+    _big_dm4(tmp_path / "big.dm4", ny, nx)
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(REPO)!r})
+        from converters import ConvertOptions, convert
+        result = convert([{str(tmp_path / "big.dm4")!r}], {str(tmp_path / "out")!r}, ConvertOptions())
+        hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+        print(json.dumps({{"shape": result.shape, "output": str(result.output), "rss_kib": hwm}}))
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["shape"] == {"T": 1, "C": 1, "Z": 1, "Y": ny, "X": nx}
+    assert report["rss_kib"] < 200 * 1024  # the pixels alone are 256 MiB
+    written = tifffile.imread(report["output"])
+    for y in (0, 1, 4097, ny - 1):
+        assert np.array_equal(written[y], np.arange(nx, dtype="f4") + y)
