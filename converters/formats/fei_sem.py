@@ -1,7 +1,8 @@
 """Thermo Fisher / FEI SEM TIFF (tags 34680 FEI_SFEG, 34682 FEI_HELIOS).
 
 The bottom `PrivateFei.DatabarHeight` rows are the data bar burnt into the image: they are cropped.
-Date and time are local to the SEM PC, the time in 12-hour form with AM/PM (which Bio-Formats drops).
+Date and time are local to the SEM PC: `User.Date` and `User.Time` (12-hour form with AM/PM, which
+Bio-Formats drops), else the TIFF DateTime tag.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.base import ConversionError, ConvertOptions, SourceImage
-from converters.formats._tiff import has_tag, open_tiff, page_plane
+from converters.formats._tiff import has_tag, open_tiff, page_plane, tiff_datetime
 from converters.meta import clean, flatten, localize, pixel_size, unknowns
 
 NAME = "Thermo Fisher/FEI SEM TIFF"
@@ -37,6 +38,7 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
         if bar >= height:
             raise ConversionError(f"{path.name}: the data bar ({bar} rows) is as tall as the image ({height} rows)")
         plane = page_plane(path, page, rows=height - bar)
+        written = tiff_datetime(page, options.timezone)
     ny, nx = plane.shape
     notes = [f"the data bar ({bar} rows at the bottom) was cropped"] if bar else []
 
@@ -44,6 +46,7 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
     acquired = _date(user.get("Date"), user.get("Time"), options)
     if acquired is None and user.get("Date"):
         notes.append(f"acquisition date {user.get('Date')} {user.get('Time')} could not be read")
+    acquired = acquired or written
     scan = fei.get("Scan", {}) or fei.get("EScan", {})
     detectors = fei.get("Detectors", {})
     detector = clean(detectors.get("Name", "")) or None

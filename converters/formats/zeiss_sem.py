@@ -5,7 +5,8 @@ The pixel size is RosettaSciIO's: the block's unlabelled SI pixel size (full pre
 `ap_image_pixel_size`, else `ap_width` over the image width (`ap_pixel_size` also refers to the
 1024-px display and is wrong at other widths). rsciio's own TIFF read is not called: lazily it leaves
 its file open, eagerly it loads the whole image. Palette images keep their raw indices (the palette
-is the display's, not the detector's). Date and time are local to the SEM PC.
+is the display's, not the detector's). Date and time are local to the SEM PC: `ap_date` and `ap_time`,
+else the TIFF DateTime tag.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.base import ConversionError, ConvertOptions, SourceImage
-from converters.formats._tiff import has_tag, open_tiff, page_plane
+from converters.formats._tiff import has_tag, open_tiff, page_plane, tiff_datetime
 from converters.meta import clean, localize, pixel_size, to_metres, unknowns
 
 NAME = "Zeiss SEM TIFF"
@@ -41,6 +42,7 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
             raise ConversionError(f"{path.name}: the SmartSEM metadata (tag 34118) is damaged (not parameter text)")
         plane = page_plane(path, page)
         photometric = page.photometric
+        written = tiff_datetime(page, options.timezone)
     ny, nx = plane.shape
     notes = []
     if photometric == 3:
@@ -57,6 +59,7 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
             acquired = localize(datetime.strptime(f"{date} {time}", "%d %b %Y %H:%M:%S"), options.timezone)
         except ValueError:
             notes.append(f"acquisition date {date} {time} could not be read")
+    acquired = acquired or written
     # the SEM's model, else its serial number ("Merlin-61-08", which names the model too), else the
     # column type (last: a GeminiSEM 450 here calls its column "Merlin")
     microscope = next((_value(sem.get(key)) for key in _MICROSCOPE if _value(sem.get(key))), None)

@@ -150,3 +150,14 @@ def test_sem_warnings_name_what_is_unknown(tmp_path):
 
     image = zeiss_sem.read([_zeiss_variant(tmp_path, data, strip)], ConvertOptions())
     assert image.warnings == ["acquisition date unknown", "microscope unknown", "pixel size unknown"]
+
+
+def test_zeiss_without_its_date_takes_the_tiff_datetime_in_facility_zone(tmp_path):
+    data = tifffile.imread(sample("sample6_001.tif"))
+    tag = re.sub(rb"AP_DATE\r\n[^\r]*\r\n", b"", raw_tag(sample("sample6_001.tif"), 34118))
+    path = tmp_path / "dated.tif"
+    tifffile.imwrite(path, data, datetime="2025:03:03 14:52:40", extratags=[(34118, 1, len(tag), tag, False)])
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages.first.tags[306].value == "2025:03:03 14:52:40"
+    result = convert([path], tmp_path / "out", ConvertOptions(timezone=STOCKHOLM))
+    assert result.acquired == datetime(2025, 3, 3, 14, 52, 40, tzinfo=STOCKHOLM)
