@@ -142,6 +142,10 @@ class SourceFile:
     images: list[SourceImage]  # primary first; each becomes its own OME-TIFF and OMERO image
     spectra: list[Spectrum] = field(default_factory=list)
     accounted: list[Accounted] = field(default_factory=list)
+    # for a file with spectra and no image: what the image made of the first spectrum's plot carries
+    acquired: datetime | None = None
+    microscope: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

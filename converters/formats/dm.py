@@ -50,8 +50,9 @@ def identify(head: bytes, path: Path) -> bool:
 
 def read(files: list[Path], options: ConvertOptions) -> SourceImage | SourceFile:
     path = files[0]
+    signals = _signals(path)
     images, spectra, accounted = [], [], []
-    for signal in _signals(path):
+    for signal in signals:
         tags = signal["original_metadata"]["ImageList"]["TagGroup0"]
         name = clean(signal["metadata"]["General"].get("title", "")) or path.stem
         kind = _kind(signal)
@@ -73,7 +74,12 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage | SourceFile
                               if accounted else f"{path.name} holds no image")
     if len(images) == 1 and not spectra and len(accounted) == 1:
         return images[0]
-    return SourceFile(images=images, spectra=spectra, accounted=accounted)
+    # what the first dataset says of the acquisition, for a file whose image is a spectrum's plot
+    tags = signals[0]["original_metadata"]["ImageList"]["TagGroup0"]
+    image_tags = tags.get("ImageTags") or {}
+    return SourceFile(images=images, spectra=spectra, accounted=accounted,
+                      acquired=_acquired(image_tags, options)[0], microscope=_first(image_tags, _MICROSCOPE),
+                      metadata=_metadata(signals[0]["original_metadata"], tags))
 
 
 def _signals(path: Path) -> list[dict]:

@@ -53,18 +53,27 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage | SourceFile
     described = sum(1 for xml in xmls if b"<AcquireDate>" in xml and b"<ReferenceImagePath>" not in xml)
     sers = _sers(emi, files[1:], described)
 
-    series, spectra, accounted = [], [], []
-    for ser in sers:
-        s = read_series(ser)
+    every = [read_series(ser) for ser in sers]
+    series = [s for s in every if s.data_type != SPECTRUM_TYPE]
+    spectra, accounted = [], []
+    for s in every:
         if s.data_type == SPECTRUM_TYPE:
             spectrum, row = _spectrum(s)
             spectra.append(spectrum)
             accounted.append(row)
-        else:
-            series.append(s)
+    # the first ObjectInfo describes the acquisition: its date and microscope, for every series
+    info = objects[0] if objects else {}
+    notes: list[str] = []
+    acquired = _acquired((series or every)[0], info, options, notes)
+    microscope = info.get("ExperimentalDescription", {}).get("Microscope", "").split(" (")[0] or None
+    metadata = flatten(info)
+    for s in every:
+        metadata.update({f"{s.path.name}.{k}": v for k, v in s.header.items()})
     if not series:
-        return SourceFile(images=[], spectra=spectra, accounted=accounted)
-    image, names = _image(raw, xmls, objects, sers, series, options)
+        return SourceFile(images=[], spectra=spectra, accounted=accounted, acquired=acquired, microscope=microscope,
+                          metadata=metadata)
+    image, names = _image(raw, xmls, objects, sers, series, acquired=acquired, microscope=microscope,
+                          metadata=metadata, notes=notes)
     accounted = [Accounted(f"image series {s.path.name}", "channel" if len(series) > 1 else "image", name)
                  for s, name in zip(series, names)] + accounted
     if not spectra:
@@ -89,8 +98,8 @@ def _spectrum(s: Series) -> tuple[Spectrum, Accounted]:
 
 
 def _image(raw: bytes, xmls: list[bytes], objects: list[dict], sers: list[Path], series: list[Series],
-           options: ConvertOptions) -> tuple[SourceImage, list[str]]:
-    notes = []
+           *, acquired: datetime | None, microscope: str | None, metadata: dict[str, str],
+           notes: list[str]) -> tuple[SourceImage, list[str]]:
     first = series[0]
     for s in series[1:]:
         if (s.frames, s.shape) != (first.frames, first.shape):
@@ -125,18 +134,11 @@ def _image(raw: bytes, xmls: list[bytes], objects: list[dict], sers: list[Path],
                     _, amplitude, phase = complex_parts(plane.rows, s.dtype)
                     yield FuncPlane(s.shape, dtype, amplitude if how == "amplitude" else phase)
 
-    info = objects[0] if objects else {}
-    description = info.get("ExperimentalDescription", {})
-    acquired = _acquired(first, info, options, notes)
-    metadata = flatten(info)
-    for s in series:
-        metadata.update({f"{s.path.name}.{k}": v for k, v in s.header.items()})
     index = sers.index(first.path)
     unit = _unit(xmls[index] if index < len(xmls) else None, first.path)
     cal = calibration((first.delta[0], unit), (first.delta[1], unit)) if unit else Calibration()
     metadata.update(cal.metadata)
-    camera = _deep(info, "CameraNamePath")
-    microscope = description.get("Microscope", "").split(" (")[0] or None
+    camera = _deep(objects[0], "CameraNamePath") if objects else None
     return SourceImage(
         shape={"T": first.frames, "C": len(channels), "Z": 1, "Y": ny, "X": nx}, dtype=np.dtype(dtype),
         planes=planes, channels=channels, pixel_size=cal.pixel_size, acquired=acquired, microscope=microscope,

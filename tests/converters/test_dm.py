@@ -53,8 +53,14 @@ def test_image_with_different_x_and_y_pixel_sizes(tmp_path, check_output, name):
 def test_spectrum_only_file_keeps_its_spectrum():
     ref = reference("08_carbon.dm3")
     energy = ref["axes"][-1]
-    result = dm.read([sample("08_carbon.dm3")], ConvertOptions())
+    result = dm.read([sample("08_carbon.dm3")], ConvertOptions(timezone=STOCKHOLM))
     assert isinstance(result, SourceFile) and result.images == []
+    # what its plot's image carries: DataBar 8/29/2017 1:58:43 PM, the Microscope Info panel's name
+    tags = ref["original_metadata"]["ImageList"]["TagGroup0"]["ImageTags"]
+    assert result.acquired == datetime(2017, 8, 29, 13, 58, 43, tzinfo=STOCKHOLM)
+    assert result.microscope == tags["Microscope Info"]["Microscope"]
+    assert result.metadata["ImageTags.EELS.Acquisition.Spectrometer.Dispersion (eV/ch)"] == str(
+        tags["EELS"]["Acquisition"]["Spectrometer"]["Dispersion (eV/ch)"])
     (spectrum,) = result.spectra
     assert spectrum.title == "EELS" and spectrum.unit == energy["units"] == "eV"
     assert (spectrum.offset, spectrum.scale) == (energy["offset"], energy["scale"])

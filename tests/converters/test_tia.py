@@ -189,6 +189,9 @@ def test_spectrum_image_keeps_its_sum_spectrum():
     assert ref["data"].shape == (5, 5, 4000) and (energy["units"], energy["scale"]) == ("eV", 5.0)
     result = tia.read(files, ConvertOptions())
     assert isinstance(result, SourceFile) and result.images == []
+    assert result.acquired == ser_time(f"{stem}.emi")
+    assert result.microscope == ref["original_metadata"]["ObjectInfo"]["ExperimentalDescription"]["Microscope"]
+    assert result.metadata[f"{stem}_1.ser.ValidNumberElements"] == "25"
     (spectrum,) = result.spectra
     assert np.array_equal(spectrum.counts, ref["data"].sum(axis=(0, 1)))
     assert (spectrum.offset, spectrum.scale, spectrum.unit) == (energy["offset"], energy["scale"], "eV")
