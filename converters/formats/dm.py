@@ -55,13 +55,14 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage | SourceFile
     for signal in signals:
         tags = signal["original_metadata"]["ImageList"]["TagGroup0"]
         name = clean(signal["metadata"]["General"].get("title", "")) or path.stem
-        kind = _kind(signal)
-        if kind == "spectrum" or kind == "spectrum image":
-            spectrum = _spectrum(path, signal, tags, name, kind)
-            spectra.append(spectrum)
-            where = "its sum spectrum is attached, the cube is kept in the original file" if kind != "spectrum" \
-                else f"{spectrum.title} spectrum (CSV and plot)"
-            accounted.append(Accounted(f"{kind} {name}", "attachment" if kind == "spectrum" else "not kept", where))
+        kind = _kind(signal, tags)
+        if kind == "spectrum":
+            spectra.append(_spectrum(path, signal, tags, name, kind))
+            accounted.append(Accounted(f"spectrum {name}", "attachment", f"{spectra[-1].title} spectrum (CSV and plot)"))
+        elif kind == "spectrum image":
+            spectra.append(_spectrum(path, signal, tags, name, kind))
+            accounted.append(Accounted(f"spectrum image {name}", "not kept",
+                                       "kept in the original file; its sum spectrum is attached"))
         elif kind == "image":
             image = _image(path, signal, tags, name, options)
             image.title = name if images else None
@@ -73,7 +74,7 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage | SourceFile
         raise ConversionError(f"{path.name} holds no image or spectrum we can keep ({accounted[0].where})"
                               if accounted else f"{path.name} holds no image")
     if len(images) == 1 and not spectra and len(accounted) == 1:
-        return images[0]
+        return images[0]  # a plain image, as every plugin returns one
     # what the first dataset says of the acquisition, for a file whose image is a spectrum's plot
     tags = signals[0]["original_metadata"]["ImageList"]["TagGroup0"]
     image_tags = tags.get("ImageTags") or {}
@@ -126,9 +127,11 @@ def _declared_size(path: Path) -> int:
     return 16 + int.from_bytes(head[4:12], "big") + 8
 
 
-def _kind(signal: dict) -> str:
+def _kind(signal: dict, tags: dict) -> str:
     """ "image", "spectrum", "spectrum image" or what is not kept, from rsciio's axes (size-1 axes dropped)."""
     axes = [a for a in signal["axes"] if a["size"] > 1]
+    if len(axes) >= 3 and _spectrum_image(tags):
+        return "spectrum image"
     signal_axes = [a for a in axes if not a["navigate"]]
     navigation = len(axes) - len(signal_axes)
     if len(signal_axes) == 1:
@@ -136,6 +139,14 @@ def _kind(signal: dict) -> str:
     if len(signal_axes) == 2 and navigation <= 1:
         return "image"
     return f"{len(axes)}-D data"
+
+
+def _spectrum_image(tags: dict) -> bool:
+    """rsciio's rule (ImageObject.to_spectrum): GMS marks a spectrum image in Meta Data, Orsay with `spim`.
+    rsciio then reads it as images with energy as their navigation axis, the order it is stored in."""
+    image_tags = tags.get("ImageTags") or {}
+    meta = image_tags.get("Meta Data") or {}
+    return (isinstance(meta, dict) and meta.get("Format") == "Spectrum image") or "spim" in image_tags
 
 
 def _layout(path: Path, signal: dict, tags: dict) -> tuple[int, np.dtype, tuple[int, ...]]:
@@ -191,7 +202,10 @@ def _spectrum(path: Path, signal: dict, tags: dict, name: str, kind: str) -> Spe
     offset, stored, shape = _layout(path, signal, tags)
     if stored.kind == "c":
         raise ConversionError(f"{path.name}: complex spectra are not supported")
-    energy_index = next(i for i, a in enumerate(signal["axes"]) if not a["navigate"] and a["size"] > 1)
+    if _spectrum_image(tags) and len(shape) >= 3:
+        energy_index = 0  # stored as one image per channel: energy is the slowest axis
+    else:
+        energy_index = next(i for i, a in enumerate(signal["axes"]) if not a["navigate"] and a["size"] > 1)
     energy = signal["axes"][energy_index]
     counts = np.zeros(shape[energy_index], np.float64)
     rest = math.prod(shape[1:])

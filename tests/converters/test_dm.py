@@ -155,3 +155,22 @@ def test_large_image_converts_in_bounded_memory(tmp_path):
     written = tifffile.imread(report["output"])
     for y in (0, 1, 4097, ny - 1):
         assert np.array_equal(written[y], np.arange(nx, dtype="f4") + y)
+
+
+def test_spectrum_image_is_summed_over_its_pixels(tmp_path):
+    """A GMS spectrum image as rsciio hands it over: one image per energy channel (energy first, its
+    navigation axis), marked "Spectrum image" in Meta Data; its sum spectrum is kept, the cube is not."""
+    cube = np.random.default_rng(3).integers(0, 100, (40, 3, 2)).astype("<f4")  # (E, Y, X) as stored
+    (tmp_path / "si.raw").write_bytes(b"\0" * 16 + cube.tobytes())
+    axes = [{"size": 40, "navigate": True, "scale": 5.0, "offset": 100.0, "units": "eV"},
+            {"size": 3, "navigate": False, "scale": 1.0, "offset": 0.0, "units": "nm"},
+            {"size": 2, "navigate": False, "scale": 1.0, "offset": 0.0, "units": "nm"}]
+    signal = {"data": np.empty(cube.shape, "f4"), "axes": axes, "metadata": {"Signal": {"signal_type": "EDS_TEM"}}}
+    tags = {"ImageTags": {"Meta Data": {"Format": "Spectrum image"}},
+            "ImageData": {"DataType": 2, "Data": {"offset": 16, "size": cube.size, "endian": "little"}}}
+    assert dm._kind(signal, tags) == "spectrum image"
+    spectrum = dm._spectrum(tmp_path / "si.raw", signal, tags, "SI", "spectrum image")
+    assert np.array_equal(spectrum.counts, cube.sum(axis=(1, 2)))
+    assert (spectrum.title, spectrum.offset, spectrum.scale, spectrum.unit) == (
+        "EDS (sum of the spectrum image)", 100.0, 5.0, "eV")
+    assert dm._kind(signal, {"ImageTags": {}}) == "image"  # without the mark: an image stack
