@@ -1,4 +1,9 @@
-"""TIFF helpers for the SEM plugins: identify by tag, and read one page in row bands."""
+"""TIFF helpers for the SEM plugins: identify by tag, and read one page in row bands.
+
+The SEM plugins read the same tags RosettaSciIO reads, with the same rules, through tifffile as it
+does; rsciio's own TIFF read is not called: lazily it leaves its file open, eagerly it loads the
+whole image.
+"""
 from __future__ import annotations
 
 from datetime import datetime, tzinfo

@@ -3,8 +3,7 @@
 The pixel size is RosettaSciIO's: the block's unlabelled SI pixel size (full precision, for a
 1024-px display width) scaled to the image width. Its labelled, rounded forms are the fallbacks:
 `ap_image_pixel_size`, else `ap_width` over the image width (`ap_pixel_size` also refers to the
-1024-px display and is wrong at other widths). rsciio's own TIFF read is not called: lazily it leaves
-its file open, eagerly it loads the whole image. Palette images keep their raw indices (the palette
+1024-px display and is wrong at other widths). Palette images keep their raw indices (the palette
 is the display's, not the detector's). Date and time are local to the SEM PC: `ap_date` and `ap_time`,
 else the TIFF DateTime tag.
 """
