@@ -14,7 +14,9 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _METRES = {
     "pm": 1e-12, "Å": 1e-10, "A": 1e-10, "Angstrom": 1e-10, "angstrom": 1e-10, "nm": 1e-9,
     "µm": 1e-6, "μm": 1e-6, "um": 1e-6, "micron": 1e-6, "mm": 1e-3, "cm": 1e-2, "m": 1.0,
-    "meter": 1.0, "meters": 1.0, "metre": 1.0, "metres": 1.0,
+    "meter": 1.0, "meters": 1.0, "metre": 1.0, "metres": 1.0, "\u212b": 1e-10,  # U+212B, the Ångström sign
+    "nanometer": 1e-9, "nanometers": 1e-9, "micrometer": 1e-6, "micrometers": 1e-6, "microns": 1e-6,
+    "picometer": 1e-12, "picometers": 1e-12, "millimeter": 1e-3, "millimeters": 1e-3,
 }
 # "1/nm", "1 / nm", "nm^-1", "nm-1", "nm⁻¹": a reciprocal length (diffraction, FFT), never a pixel size
 _RECIPROCAL = re.compile(r"^(?:1/(?P<over>.+)|(?P<power>.+?)(?:\^-1|-1|⁻¹))$")

@@ -80,7 +80,7 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
     metadata = dict(xml.metadata)
     metadata.update({f"MRC.{k}": v for k, v in _header_fields(header).items()})
     metadata.update(fei)
-    microscope = xml.microscope or fei.get("FEI.microscope_type") or None
+    microscope = xml.microscope or fei.get("FEI.Microscope type") or None  # the XML's, else the FEI header's
     return SourceImage(
         shape={"T": nz if axis == "T" else 1, "C": len(channels), "Z": nz if axis == "Z" else 1, "Y": ny, "X": nx},
         dtype=np.dtype(dtype), planes=lambda: stacked_planes(mrc_path, offset, nz, (ny, nx), stored, dtype),

@@ -31,6 +31,13 @@ def test_diffraction_calibration_is_never_a_pixel_size():
     assert cal.metadata == {"Calibration X": "0.0424641 1/nm", "Calibration Y": "0.0424641 1/nm"}
 
 
+@pytest.mark.parametrize("unit, metres", [("nm", 1e-9), ("nanometers", 1e-9), ("µm", 1e-6), ("μm", 1e-6), ("um", 1e-6),
+                                          ("microns", 1e-6), ("Å", 1e-10), ("\u212b", 1e-10), ("A", 1e-10),
+                                          ("pm", 1e-12), ("meters", 1.0), ("m", 1.0)])
+def test_length_spellings(unit, metres):
+    assert calibration((2.0, unit), (2.0, unit)).pixel_size == calibration((2 * metres, "m"), (2 * metres, "m")).pixel_size
+
+
 def test_lengths_of_different_units_per_axis():
     cal = calibration((1.0, "nm"), (2.0, "A"))
     assert (cal.pixel_size.x, cal.pixel_size.y, cal.pixel_size.unit) == (1.0, 0.2, "nm") and cal.known

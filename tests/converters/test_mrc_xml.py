@@ -95,10 +95,11 @@ def test_fei_extended_header_fields_are_kept(tmp_path):
             ext["HT"] = 300000.0
             m.set_extended_header(ext)
             m.header.exttyp = b"FEI1"
-    shutil.copy(sample("Atlas_1.xml"), tmp_path / "Atlas_1.xml")
+    xml = sample("Atlas_1.xml").read_text(encoding="utf-8")  # without its model: the FEI header names it
+    (tmp_path / "Atlas_1.xml").write_text(xml.replace("<InstrumentModel>TALOS-12TAN18C</InstrumentModel>", ""))
     result = convert([path, tmp_path / "Atlas_1.xml"], tmp_path / "out", ConvertOptions())
     assert np.array_equal(tifffile.imread(result.output), data)
-    assert result.metadata["FEI.Microscope type"] == "Krios"
+    assert result.metadata["FEI.Microscope type"] == "Krios" and result.microscope == "Krios"
     assert result.metadata["FEI.HT"] == "300000.0"
 
 
