@@ -74,9 +74,12 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
         dtype = np.dtype("f4") if stored == np.dtype("f2") else stored.newbyteorder("=")
         channels = [xml.detector or "MRC"]
 
-    # the XML knows the calibrated pixel; the MRC header (in Å) only when it is a real size
-    size = xml.pixel_size or pixel_size(*(float(v) * 1e-10 for v in (voxel.x, voxel.y)),
-                                        float(voxel.z) * 1e-10 if axis == "Z" else None)
+    # the XML knows the calibrated pixel; then the FEI extended header (metres; where RosettaSciIO
+    # reads FEI files' scale), then the standard header (Å); each only when it is a real size
+    size = (xml.pixel_size
+            or pixel_size(_number(fei.get("FEI.Pixel size X")), _number(fei.get("FEI.Pixel size Y")))
+            or pixel_size(*(float(v) * 1e-10 for v in (voxel.x, voxel.y)),
+                          float(voxel.z) * 1e-10 if axis == "Z" else None))
     metadata = dict(xml.metadata)
     metadata.update({f"MRC.{k}": v for k, v in _header_fields(header).items()})
     metadata.update(fei)
@@ -87,6 +90,13 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
         channels=channels, pixel_size=size, acquired=xml.acquired, microscope=microscope, detector=xml.detector, metadata=metadata, notes=notes,
         warnings=unknowns(xml.acquired, microscope, size is not None),
     )
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def _precheck(path: Path) -> None:

@@ -93,13 +93,16 @@ def test_fei_extended_header_fields_are_kept(tmp_path):
             ext["Metadata size"] = ext.dtype.itemsize
             ext["Microscope type"] = b"Krios"
             ext["HT"] = 300000.0
+            ext["Pixel size X"] = ext["Pixel size Y"] = 1.25e-10  # metres
             m.set_extended_header(ext)
             m.header.exttyp = b"FEI1"
-    xml = sample("Atlas_1.xml").read_text(encoding="utf-8")  # without its model: the FEI header names it
+    # without its model and pixel size: the FEI header gives them
+    xml = _without_pixel_size(sample("Atlas_1.xml").read_text(encoding="utf-8"))
     (tmp_path / "Atlas_1.xml").write_text(xml.replace("<InstrumentModel>TALOS-12TAN18C</InstrumentModel>", ""))
     result = convert([path, tmp_path / "Atlas_1.xml"], tmp_path / "out", ConvertOptions())
     assert np.array_equal(tifffile.imread(result.output), data)
     assert result.metadata["FEI.Microscope type"] == "Krios" and result.microscope == "Krios"
+    assert (result.pixel_size.x, result.pixel_size.unit) == (pytest.approx(125.0), "pm")
     assert result.metadata["FEI.HT"] == "300000.0"
 
 
