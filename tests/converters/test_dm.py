@@ -3,6 +3,7 @@ unambiguous source first; expected values read independently with RosettaSciIO (
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -117,28 +118,56 @@ def test_ambiguous_date_text_is_not_guessed():
 
 
 
-def _big_dm4(target, ny: int, nx: int) -> None:
-    """The dm4 sample grown to ny x nx float32 pixels (row y holds x + y): its array length and its
-    Dimensions (tags after the pixels, DM4 sorts them by name) rewritten, the pixels written in bands."""
+def _dm4(target, shape: tuple[int, ...], write_pixels) -> None:
+    """The dm4 sample reshaped to `shape` ((T,) Y, X) float32, its pixels written by write_pixels(file).
+
+    Its array length and its Dimensions (tags after the pixels: DM4 sorts them by name) are rewritten;
+    a third dimension is the second's tag repeated with the group's count raised (rsciio reads it so)."""
     data = sample("dmTest_float32_nonSquare_diffPixelSize.dm4").read_bytes()
     array = b"%%%%" + (3).to_bytes(8, "big") + (20).to_bytes(8, "big") + (6).to_bytes(8, "big")  # float32 array
     at = data.index(array + (128 * 64).to_bytes(8, "big")) + len(array)
     tail = bytearray(data[at + 8 + 128 * 64 * 4:])
-    for old, new in ((128, nx), (64, ny)):
-        dim = b"%%%%" + (1).to_bytes(8, "big") + (5).to_bytes(8, "big")  # one uint32
-        i = tail.index(dim + old.to_bytes(4, "little"), tail.index(b"\nDimensions")) + len(dim)
+    group = tail.index(b"\nDimensions") + len(b"\nDimensions")
+    dim = b"%%%%" + (1).to_bytes(8, "big") + (5).to_bytes(8, "big")  # one uint32
+    ends = []
+    for old, new in ((128, shape[-1]), (64, shape[-2])):
+        i = tail.index(dim + old.to_bytes(4, "little"), group) + len(dim)
         tail[i:i + 4] = new.to_bytes(4, "little")
+        ends.append(i + 4)
+    if len(shape) == 3:
+        count = group + 8 + 2  # after the group's size and its sorted and open flags
+        tail[count:count + 8] = (3).to_bytes(8, "big")
+        tail[ends[1]:ends[1]] = tail[ends[0]:ends[1] - 4] + shape[0].to_bytes(4, "little")
     with open(target, "wb") as f:
-        f.write(data[:at] + (ny * nx).to_bytes(8, "big"))
-        for y in range(0, ny, 256):
-            f.write((np.arange(nx, dtype="<f4") + np.arange(y, y + 256, dtype="<f4")[:, None]).tobytes())
+        f.write(data[:at] + math.prod(shape).to_bytes(8, "big"))
+        write_pixels(f)
         f.write(tail)
+
+
+def test_image_stack_is_a_time_series(tmp_path, check_output):
+    frames = np.random.default_rng(5).random((3, 16, 24)).astype("<f4")
+    _dm4(tmp_path / "stack.dm4", frames.shape, lambda f: f.write(frames.tobytes()))
+    from rsciio.digitalmicrograph import file_reader
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (ref,) = file_reader(str(tmp_path / "stack.dm4"))
+    assert [a["navigate"] for a in ref["axes"]] == [True, False, False]  # rsciio: one image per frame
+    result = convert([tmp_path / "stack.dm4"], tmp_path / "out", ConvertOptions())
+    assert result.shape == {"T": 3, "C": 1, "Z": 1, "Y": 16, "X": 24}
+    assert np.array_equal(tifffile.imread(result.output), ref["data"])
+    check_output(result)
 
 
 def test_large_image_converts_in_bounded_memory(tmp_path):
     """256 MiB of pixels convert in a fresh process whose peak memory stays below the pixels' size."""
     ny = nx = 8192
-    _big_dm4(tmp_path / "big.dm4", ny, nx)
+
+    def gradient(f):  # row y holds x + y, written in bands
+        for y in range(0, ny, 256):
+            f.write((np.arange(nx, dtype="<f4") + np.arange(y, y + 256, dtype="<f4")[:, None]).tobytes())
+
+    _dm4(tmp_path / "big.dm4", (ny, nx), gradient)
     script = textwrap.dedent(f"""
         import json, sys
         sys.path.insert(0, {str(REPO)!r})
