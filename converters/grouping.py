@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from posixpath import basename, dirname
 
-SUPPORTED_SUFFIXES = (".emd", ".emi", ".ser", ".mrc", ".xml", ".tif", ".tiff", ".btf", ".czi")
+SUPPORTED_SUFFIXES = (".emd", ".emi", ".ser", ".mrc", ".xml", ".tif", ".tiff", ".btf", ".czi", ".dm3", ".dm4")
 _SER_NAME = re.compile(r"^(?P<stem>.+)_(?P<index>\d+)\.ser$", re.IGNORECASE)
 
 
@@ -106,7 +106,7 @@ def group_files(names: Iterable[str]) -> list[FileGroup]:
             shown = ext or "without an extension"
             group = FileGroup(
                 [name], "single",
-                f"{basename(name)}: files {shown} are not supported (EMD, EMI+SER, MRC+XML, TIFF, OME-TIFF and CZI are)",
+                f"{basename(name)}: files {shown} are not supported (EMD, EMI+SER, MRC+XML, DM3/DM4, TIFF, OME-TIFF and CZI are)",
             )
         claimed.update(group.files)
         groups.append(group)

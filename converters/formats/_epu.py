@@ -4,11 +4,11 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 from converters.base import ConversionError, PixelSize
-from converters.meta import clean, pixel_size
+from converters.meta import clean, localize, pixel_size
 
 MAX_XML_BYTES = 32 * 2**20
 # .NET escapes "<PrefixExponent>k__BackingField" as "_x003C_PrefixExponent_x003E_k__BackingField"
@@ -30,7 +30,7 @@ def is_epu(head: bytes) -> bool:
     return text.startswith((b"<MicroscopeImage", b"<?xml")) and b"<MicroscopeImage" in head[:4096]
 
 
-def read_xml(path: Path) -> EpuImage:
+def read_xml(path: Path, zone: tzinfo) -> EpuImage:
     if path.stat().st_size > MAX_XML_BYTES:
         raise ConversionError(f"{path.name} is too large for a MicroscopeImage XML ({path.stat().st_size} bytes)")
     try:
@@ -49,8 +49,8 @@ def read_xml(path: Path) -> EpuImage:
             image.acquired = datetime.fromisoformat(_FRACTION.sub(r"\1", stamp.replace("Z", "+00:00")))
         except ValueError:
             raise ConversionError(f"{path.name}: acquisition date {stamp!r} is not an ISO date") from None
-        if image.acquired.tzinfo is None:
-            image.acquired = None  # a DataContract date without offset is ambiguous: better unknown
+        # a DataContract date without offset is the acquiring PC's wall clock: the facility's zone
+        image.acquired = localize(image.acquired, zone)
     image.microscope = _find(root, "microscopeData/instrument/InstrumentModel") or None
     camera = _find(root, "microscopeData/acquisition/camera/Name")
     scanning = _find(root, "microscopeData/acquisition/scanningDetector/Name")

@@ -4,7 +4,10 @@ Format (little-endian): ByteOrder 0x4949, SeriesID 0x0197, SeriesVersion 0x0210 
 or 0x0220 (64-bit), DataTypeID (0x4120 spectra, 0x4122 images), TagTypeID, TotalNumberElements,
 ValidNumberElements, OffsetArrayOffset, NumberDimensions, then the dimension arrays; at
 OffsetArrayOffset the data offsets then the tag offsets. Each image element starts with a 50-byte
-calibration header (offset/delta/element for X and Y, data type, width, height) before its pixels.
+calibration header (offset/delta/element for X and Y, data type, width, height) before its pixels;
+each spectrum element with a 26-byte one (offset/delta/element, data type, length).
+RosettaSciIO reads these files too, but always whole into memory (its lazy read included): this
+reader fills that gap by indexing elements, so frames and spectra can be read one at a time.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from converters.base import ConversionError
 SER_MAGIC = b"II\x97\x01"
 IMAGE_TYPE, SPECTRUM_TYPE = 0x4122, 0x4120
 _ELEMENT = struct.Struct("<ddIddIHII")  # the 50-byte image element header
+_SPECTRUM = struct.Struct("<ddIHI")  # the 26-byte spectrum element header
 _DTYPES = {1: "<u1", 2: "<u2", 3: "<u4", 4: "<i1", 5: "<i2", 6: "<i4", 7: "<f4", 8: "<f8", 9: "<c8", 10: "<c16"}
 
 
@@ -30,8 +34,10 @@ class Series:
     offsets: list[int]  # file offset of each frame's pixels
     shape: tuple[int, int]  # (Y, X)
     dtype: np.dtype
-    delta: tuple[float, float]  # metres per pixel (X, Y) from the first frame's calibration
+    delta: tuple[float, float]  # per pixel (X, Y) from the first frame's calibration, in m (or 1/m)
     header: dict[str, str]
+    energy: tuple[float, float] = (0.0, 0.0)  # spectra: offset and width of a channel (eV)
+    time: int | None = None  # the first element's time tag: Unix seconds (UTC) when it was stored
 
 
 def read_series(path: Path) -> Series:
@@ -48,10 +54,8 @@ def read_series(path: Path) -> Series:
             raise ConversionError(f"{path.name} is truncated inside its header")
         offset_array, ndim = struct.unpack_from("<QI" if wide else "<II", head, 22)
         header = {"SeriesVersion": hex(version), "DataTypeID": hex(data_type), "TagTypeID": hex(tag_type),
-                  "TotalNumberElements": str(total), "ValidNumberElements": str(valid)}
-        if data_type == SPECTRUM_TYPE:
-            return Series(path, data_type, valid, [], (0, 0), np.dtype("u1"), (0, 0), header)
-        if data_type != IMAGE_TYPE:
+                  "TotalNumberElements": str(total), "ValidNumberElements": str(valid), "NumberDimensions": str(ndim)}
+        if data_type not in (IMAGE_TYPE, SPECTRUM_TYPE):
             raise ConversionError(f"{path.name}: SER data type {data_type:#x} is neither images nor spectra")
         entry = 8 if wide else 4
         if valid > total or total * entry * 2 > size or ndim > 16:
@@ -66,6 +70,9 @@ def read_series(path: Path) -> Series:
         offsets = list(np.frombuffer(raw, "<u8" if wide else "<u4").astype(np.int64))
         if not offsets:
             raise ConversionError(f"{path.name} holds no frame (0 valid elements)")
+        time = _first_time(f, offset_array + total * entry, wide, tag_type)
+        if data_type == SPECTRUM_TYPE:
+            return _spectra(f, path, valid, offsets, size, header, time)
         frames = []
         for index, start in enumerate(offsets):
             f.seek(start)
@@ -87,7 +94,62 @@ def read_series(path: Path) -> Series:
     _, ny, nx, dtype, dx, dy = frames[0]
     if nx == 0 or ny == 0:
         raise ConversionError(f"{path.name}: its frames are empty ({nx}x{ny} pixels)")
-    return Series(path, data_type, valid, [fr[0] for fr in frames], (ny, nx), dtype, (dx, dy), header)
+    header.update(CalibrationDeltaX=repr(dx), CalibrationDeltaY=repr(dy))
+    return Series(path, data_type, valid, [fr[0] for fr in frames], (ny, nx), dtype, (dx, dy), header, time=time)
+
+
+def _spectra(f, path: Path, valid: int, offsets: list[int], size: int, header: dict[str, str], time) -> Series:
+    """Index the spectra of a spectrum series, checking that all have the first one's length and type."""
+    first = None
+    for index, start in enumerate(offsets):
+        f.seek(start)
+        element = f.read(_SPECTRUM.size)
+        if len(element) != _SPECTRUM.size:
+            raise _truncated(path, valid, [], index)
+        offset, delta, _, dtype_code, length = _SPECTRUM.unpack(element)
+        if dtype_code not in _DTYPES or np.dtype(_DTYPES[dtype_code]).kind == "c":
+            raise ConversionError(f"{path.name}: spectrum {index} has unsupported value type code {dtype_code}")
+        dtype = np.dtype(_DTYPES[dtype_code])
+        if start + _SPECTRUM.size + length * dtype.itemsize > size:
+            raise ConversionError(f"{path.name} is truncated: header says {valid} spectra, file holds {index}")
+        if first is None:
+            first = (length, dtype, offset, delta)
+        elif (length, dtype) != first[:2]:
+            raise ConversionError(f"{path.name}: spectrum {index} has {length} {dtype} channels, spectrum 0 has "
+                                  f"{first[0]} {first[1]}; spectra of one series must match")
+    length, dtype, offset, delta = first
+    if length == 0:
+        raise ConversionError(f"{path.name}: its spectra are empty (0 channels)")
+    header.update(CalibrationOffset=repr(offset), CalibrationDelta=repr(delta), ArrayLength=str(length))
+    return Series(path, SPECTRUM_TYPE, valid, [o + _SPECTRUM.size for o in offsets], (1, length), dtype, (0, 0),
+                  header, energy=(offset, delta), time=time)
+
+
+def _first_time(f, tag_table: int, wide: bool, tag_type: int) -> int | None:
+    """The time tag of the first element (tag types 0x4152 time, 0x4142 time and position); None if absent."""
+    if tag_type not in (0x4152, 0x4142):
+        return None
+    f.seek(tag_table)
+    raw = f.read(8 if wide else 4)
+    if len(raw) != (8 if wide else 4):
+        return None
+    f.seek(int.from_bytes(raw, "little"))
+    tag = f.read(8)
+    if len(tag) != 8:
+        return None
+    stored_type, _, time = struct.unpack("<HHI", tag)
+    return time if stored_type == tag_type else None
+
+
+def sum_spectrum(series: Series) -> np.ndarray:
+    """The sum of every spectrum of a series (a single spectrum: itself), read one spectrum at a time."""
+    length = series.shape[1]
+    total = np.zeros(length, np.float64)
+    with open(series.path, "rb") as f:
+        for start in series.offsets:
+            f.seek(start)
+            total += np.fromfile(f, series.dtype, length)
+    return total
 
 
 def _truncated(path: Path, valid: int, frames: list, index: int, dims: tuple[int, int] | None = None):

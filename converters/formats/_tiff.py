@@ -1,12 +1,19 @@
-"""TIFF helpers for the SEM plugins: identify by tag, and read one page in row bands."""
+"""TIFF helpers for the SEM plugins: identify by tag, and read one page in row bands.
+
+The SEM plugins read the same tags RosettaSciIO reads, with the same rules, through tifffile as it
+does; rsciio's own TIFF read is not called: lazily it leaves its file open, eagerly it loads the
+whole image.
+"""
 from __future__ import annotations
 
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
 from converters.base import ConversionError
+from converters.meta import clean, localize
 from converters.planes import MAX_BAND_BYTES, FilePlane, FuncPlane
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -21,6 +28,16 @@ def has_tag(head: bytes, path: Path, *codes: int) -> bool:
             return any(code in tags for code in codes)
     except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError):
         return False
+
+
+def tiff_datetime(page: tifffile.TiffPage, zone: tzinfo) -> datetime | None:
+    """The TIFF DateTime tag (306, "YYYY:MM:DD HH:MM:SS", the writing PC's clock) in the facility's zone:
+    when the SEM software wrote the file, the last source of an acquisition time."""
+    tag = page.tags.get(306)
+    try:
+        return localize(datetime.strptime(clean(tag.value), "%Y:%m:%d %H:%M:%S"), zone) if tag else None
+    except (ValueError, TypeError):
+        return None
 
 
 def open_tiff(path: Path) -> tifffile.TiffFile:

@@ -1,7 +1,8 @@
 """Thermo Fisher / FEI SEM TIFF (tags 34680 FEI_SFEG, 34682 FEI_HELIOS).
 
 The bottom `PrivateFei.DatabarHeight` rows are the data bar burnt into the image: they are cropped.
-Date and time are local to the SEM PC, the time in 12-hour form with AM/PM (which Bio-Formats drops).
+Date and time are local to the SEM PC: `User.Date` and `User.Time` (12-hour form with AM/PM, which
+Bio-Formats drops), else the TIFF DateTime tag.
 """
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from converters.base import ConversionError, ConvertOptions, SourceImage
-from converters.formats._tiff import has_tag, open_tiff, page_plane
-from converters.meta import clean, flatten, localize, pixel_size
+from converters.formats._tiff import has_tag, open_tiff, page_plane, tiff_datetime
+from converters.meta import clean, flatten, localize, pixel_size, unknowns
 
 NAME = "Thermo Fisher/FEI SEM TIFF"
 EXTENSIONS = (".tif", ".tiff", ".btf")
@@ -37,6 +38,7 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
         if bar >= height:
             raise ConversionError(f"{path.name}: the data bar ({bar} rows) is as tall as the image ({height} rows)")
         plane = page_plane(path, page, rows=height - bar)
+        written = tiff_datetime(page, options.timezone)
     ny, nx = plane.shape
     notes = [f"the data bar ({bar} rows at the bottom) was cropped"] if bar else []
 
@@ -44,18 +46,21 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
     acquired = _date(user.get("Date"), user.get("Time"), options)
     if acquired is None and user.get("Date"):
         notes.append(f"acquisition date {user.get('Date')} {user.get('Time')} could not be read")
+    acquired = acquired or written
     scan = fei.get("Scan", {}) or fei.get("EScan", {})
     detectors = fei.get("Detectors", {})
     detector = clean(detectors.get("Name", "")) or None
     channel = " ".join(x for x in (detector or "", clean(detectors.get("Mode", ""))) if x) or "SEM"
-    # "Helios NanoLab\" 660": the stray quote is part of how xT writes the name
-    microscope = clean(str(system.get("SystemType", "")).replace('"', "")) or None
+    # "Helios NanoLab\" 660": the stray quote is part of how xT writes the name; without a model, the
+    # system type ("DualBeam") still names the kind of instrument
+    microscope = next((clean(str(system.get(key, "")).replace('"', "")) for key in ("SystemType", "Type")
+                       if clean(str(system.get(key, "")))), None)
+    size = pixel_size(_float(scan.get("PixelWidth")), _float(scan.get("PixelHeight")))
     return SourceImage(
         shape={"T": 1, "C": 1, "Z": 1, "Y": ny, "X": nx}, dtype=np.dtype(plane.dtype),
-        planes=lambda: iter([plane]), channels=[channel],
-        pixel_size=pixel_size(_float(scan.get("PixelWidth")), _float(scan.get("PixelHeight"))),
+        planes=lambda: iter([plane]), channels=[channel], pixel_size=size,
         acquired=acquired, microscope=microscope, detector=detector,
-        metadata=flatten(fei), notes=notes,
+        metadata=flatten(fei), notes=notes, warnings=unknowns(acquired, microscope, size is not None),
     )
 
 

@@ -16,8 +16,8 @@ from mrcfile.utils import data_dtype_from_header
 from converters.base import ConversionError, ConvertOptions, SourceImage
 from converters.formats._hdf5 import complex_parts
 from converters.formats._epu import read_xml
-from converters.meta import clean, pixel_size
-from converters.planes import FilePlane, FuncPlane
+from converters.formats._raw import stacked_planes
+from converters.meta import clean, pixel_size, unknowns
 
 NAME = "MRC"
 EXTENSIONS = (".mrc",)
@@ -64,10 +64,9 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
     offset = 1024 + int(header.nsymbt)
     _check_size(mrc_path, offset, nx * ny * nz * stored.itemsize, f"{nz} sections of {nx}x{ny} {stored}")
 
-    xml = read_xml(xmls[0])
+    xml = read_xml(xmls[0], options.timezone)
     # a volume (space group 1-230) is Z; a stack of images (0, 401+) is a series in time
     axis = "Z" if 1 <= int(header.ispg) <= 230 and nz > 1 else "T"
-    section = nx * ny * stored.itemsize
     if stored.kind == "c":
         dtype, _, _ = complex_parts(lambda y0, y1: None, stored)
         channels = ["amplitude", "phase"]
@@ -75,28 +74,29 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
         dtype = np.dtype("f4") if stored == np.dtype("f2") else stored.newbyteorder("=")
         channels = [xml.detector or "MRC"]
 
-    def planes():
-        for z in range(nz):
-            plane = FilePlane(mrc_path, offset + z * section, (ny, nx), stored)
-            if stored.kind == "c":
-                _, amplitude, phase = complex_parts(plane.rows, stored)
-                yield FuncPlane((ny, nx), dtype, amplitude)
-                yield FuncPlane((ny, nx), dtype, phase)
-            else:
-                yield FuncPlane((ny, nx), dtype, plane.rows)
-
-    # the XML knows the calibrated pixel; the MRC header (in Å) only when it is a real size
-    size = xml.pixel_size or pixel_size(*(float(v) * 1e-10 for v in (voxel.x, voxel.y)),
-                                        float(voxel.z) * 1e-10 if axis == "Z" else None)
+    # the XML knows the calibrated pixel; then the FEI extended header (metres; where RosettaSciIO
+    # reads FEI files' scale), then the standard header (Å); each only when it is a real size
+    size = (xml.pixel_size
+            or pixel_size(_number(fei.get("FEI.Pixel size X")), _number(fei.get("FEI.Pixel size Y")))
+            or pixel_size(*(float(v) * 1e-10 for v in (voxel.x, voxel.y)),
+                          float(voxel.z) * 1e-10 if axis == "Z" else None))
     metadata = dict(xml.metadata)
     metadata.update({f"MRC.{k}": v for k, v in _header_fields(header).items()})
     metadata.update(fei)
+    microscope = xml.microscope or fei.get("FEI.Microscope type") or None  # the XML's, else the FEI header's
     return SourceImage(
         shape={"T": nz if axis == "T" else 1, "C": len(channels), "Z": nz if axis == "Z" else 1, "Y": ny, "X": nx},
-        dtype=np.dtype(dtype), planes=planes, channels=channels, pixel_size=size, acquired=xml.acquired,
-        microscope=xml.microscope or fei.get("FEI.microscope_type"), detector=xml.detector,
-        metadata=metadata, notes=notes,
+        dtype=np.dtype(dtype), planes=lambda: stacked_planes(mrc_path, offset, nz, (ny, nx), stored, dtype),
+        channels=channels, pixel_size=size, acquired=xml.acquired, microscope=microscope, detector=xml.detector, metadata=metadata, notes=notes,
+        warnings=unknowns(xml.acquired, microscope, size is not None),
     )
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def _precheck(path: Path) -> None:

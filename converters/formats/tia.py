@@ -1,25 +1,32 @@
 """TIA (FEI/Thermo TEM Imaging & Analysis): an .emi with its .ser files, _1.ser to _N.ser.
 
 The .emi holds the metadata (one <ObjectInfo> XML per series, local time without zone), each .ser
-one series of frames. Several .ser files are the detectors of one acquisition (channels); the frames
-of a series are a time axis. Frames are read straight from the .ser at their offsets, bottom row
-first as TIA stores them (rsciio flips them the same way).
+one series of frames or spectra. Several image .ser files are the detectors of one acquisition
+(channels); the frames of a series are a time axis. Frames are read straight from the .ser at their
+offsets, bottom row first as TIA stores them (rsciio flips them the same way). A spectrum series is
+kept as its spectrum, or its sum spectrum when it holds several (a spectrum image).
+
+RosettaSciIO reads whole .ser files into memory, so _ser.py indexes them instead; what rsciio knows
+beyond that is taken from it: whether an image is calibrated in metres or in 1/m (diffraction).
 """
 from __future__ import annotations
 
+import logging
 import re
+import warnings
 import xml.etree.ElementTree as ET
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from converters.base import ConversionError, ConvertOptions, SourceImage
+from converters.base import Accounted, ConversionError, ConvertOptions, SourceFile, SourceImage, Spectrum
 from converters.formats._hdf5 import complex_parts
-from converters.formats._ser import SPECTRUM_TYPE, read_series
-from converters.meta import clean, flatten, localize, pixel_size
+from converters.formats._ser import SPECTRUM_TYPE, Series, read_series, sum_spectrum
+from converters.meta import Calibration, calibration, clean, flatten, localize, unknowns
 from converters.planes import FilePlane, FlippedPlane, FuncPlane, common_dtype
 
+log = logging.getLogger(__name__)
 NAME = "TIA EMI"
 EXTENSIONS = (".emi",)
 SCAN_LIMIT = 64 * 2**20  # .emi files are small; never read more than this looking for the XML
@@ -35,22 +42,64 @@ def identify(head: bytes, path: Path) -> bool:
         return b"<ObjectInfo>" in f.read(SCAN_LIMIT)
 
 
-def read(files: list[Path], options: ConvertOptions) -> SourceImage:
+def read(files: list[Path], options: ConvertOptions) -> SourceImage | SourceFile:
     emi = files[0]
     with open(emi, "rb") as f:
         raw = f.read(SCAN_LIMIT)
-    objects = [_parse_object(m.group(0), emi) for m in _OBJECT.finditer(raw)]
-    sers = _sers(emi, files[1:], len(objects))
+    xmls = [m.group(0) for m in _OBJECT.finditer(raw)]
+    objects = [_parse_object(xml, emi) for xml in xmls]
+    # an object with only an id, or one pointing at a reference image (a spectrum image's survey),
+    # has no .ser of its own: the others each describe one
+    described = sum(1 for xml in xmls if b"<AcquireDate>" in xml and b"<ReferenceImagePath>" not in xml)
+    sers = _sers(emi, files[1:], described)
 
-    notes, series = [], []
-    for ser in sers:
-        s = read_series(ser)
+    every = [read_series(ser) for ser in sers]
+    series = [s for s in every if s.data_type != SPECTRUM_TYPE]
+    spectra, accounted = [], []
+    for s in every:
         if s.data_type == SPECTRUM_TYPE:
-            notes.append(f"left out {ser.name}: it holds spectra, not images")
-        else:
-            series.append(s)
+            spectrum, row = _spectrum(s)
+            spectra.append(spectrum)
+            accounted.append(row)
+    # the first ObjectInfo describes the acquisition: its date and microscope, for every series
+    info = objects[0] if objects else {}
+    notes: list[str] = []
+    acquired = _acquired((series or every)[0], info, options, notes)
+    microscope = info.get("ExperimentalDescription", {}).get("Microscope", "").split(" (")[0] or None
+    metadata = flatten(info)
+    for s in every:
+        metadata.update({f"{s.path.name}.{k}": v for k, v in s.header.items()})
     if not series:
-        raise ConversionError(f"{emi.name}: its .ser files hold only spectra, no image")
+        return SourceFile(images=[], spectra=spectra, accounted=accounted, acquired=acquired, microscope=microscope,
+                          metadata=metadata)
+    image, names = _image(raw, xmls, objects, sers, series, acquired=acquired, microscope=microscope,
+                          metadata=metadata, notes=notes)
+    accounted = [Accounted(f"image series {s.path.name}", "channel" if len(series) > 1 else "image", name)
+                 for s, name in zip(series, names)] + accounted
+    if not spectra:
+        return image
+    return SourceFile(images=[image], spectra=spectra, accounted=accounted)
+
+
+def _spectrum(s: Series) -> tuple[Spectrum, Accounted]:
+    """A single spectrum as it is; a spectrum image or series as its sum, the rest kept in the .ser."""
+    if s.frames == 1:
+        kind = "spectrum"
+        row = Accounted(f"{kind} {s.path.name}", "attachment", "spectrum (CSV and plot)")
+    else:
+        kind = "spectrum image" if int(s.header["NumberDimensions"]) >= 2 else "spectrum series"
+        row = Accounted(f"{kind} {s.path.name}", "not kept",
+                        f"kept in the original file; its sum spectrum is attached ({s.frames} spectra of "
+                        f"{s.shape[1]} channels)")
+    title = "Spectrum" if s.frames == 1 else f"Spectrum (sum of the {kind})"
+    # TIA calibrates energy in eV (RosettaSciIO reads it so too)
+    return Spectrum(title=title, counts=sum_spectrum(s), offset=s.energy[0], scale=s.energy[1], unit="eV",
+                    source=f"{kind} {s.path.name}"), row
+
+
+def _image(raw: bytes, xmls: list[bytes], objects: list[dict], sers: list[Path], series: list[Series],
+           *, acquired: datetime | None, microscope: str | None, metadata: dict[str, str],
+           notes: list[str]) -> tuple[SourceImage, list[str]]:
     first = series[0]
     for s in series[1:]:
         if (s.frames, s.shape) != (first.frames, first.shape):
@@ -85,26 +134,56 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
                     _, amplitude, phase = complex_parts(plane.rows, s.dtype)
                     yield FuncPlane(s.shape, dtype, amplitude if how == "amplitude" else phase)
 
-    info = objects[0] if objects else {}
-    description = info.get("ExperimentalDescription", {})
-    acquired = None
-    if info.get("AcquireDate"):
-        try:
-            acquired = localize(datetime.strptime(info["AcquireDate"], "%a %b %d %H:%M:%S %Y"), options.timezone)
-        except ValueError:
-            notes.append(f"acquisition date {info['AcquireDate']!r} could not be read")
-    metadata = flatten(info)
-    for s in series:
-        metadata.update({f"{s.path.name}.{k}": v for k, v in s.header.items()})
-    camera = _deep(info, "CameraNamePath")
+    index = sers.index(first.path)
+    unit = _unit(xmls[index] if index < len(xmls) else None, first.path)
+    cal = calibration((first.delta[0], unit), (first.delta[1], unit)) if unit else Calibration()
+    metadata.update(cal.metadata)
+    camera = _deep(objects[0], "CameraNamePath") if objects else None
     return SourceImage(
         shape={"T": first.frames, "C": len(channels), "Z": 1, "Y": ny, "X": nx}, dtype=np.dtype(dtype),
-        planes=planes, channels=channels, pixel_size=pixel_size(first.delta[0], first.delta[1]),
-        acquired=acquired, microscope=description.get("Microscope", "").split(" (")[0] or None,
+        planes=planes, channels=channels, pixel_size=cal.pixel_size, acquired=acquired, microscope=microscope,
         detector=camera or (", ".join(names) if len(series) > 1 else None),
         channel_detectors=[camera] * len(channels) if camera else [],
-        metadata=metadata, notes=notes,
-    )
+        metadata=metadata, notes=notes, warnings=unknowns(acquired, microscope, cal.known),
+    ), names
+
+
+def _acquired(first: Series, info: dict, options: ConvertOptions, notes: list[str]) -> datetime | None:
+    """The acquisition time from, in order: the first frame's time tag in the .ser (Unix seconds, UTC,
+    whatever zone the TIA PC was set to), then the .emi's AcquireDate (the PC's wall clock, read in the
+    facility's zone)."""
+    if first.time and first.time > 10**8:  # after 1973: a set clock
+        return datetime.fromtimestamp(first.time, timezone.utc)
+    if info.get("AcquireDate"):
+        try:
+            return localize(datetime.strptime(info["AcquireDate"], "%a %b %d %H:%M:%S %Y"), options.timezone)
+        except ValueError:
+            notes.append(f"acquisition date {info['AcquireDate']!r} could not be read")
+    return None
+
+
+def _unit(object_xml: bytes | None, ser: Path) -> str | None:
+    """ "m" or "1/m" for a series' image calibration, by RosettaSciIO's rule (diffraction mode, or a camera
+    in STEM, is reciprocal space); None when rsciio can only guess (it warns then) or cannot read it."""
+    from rsciio.tia._api import _guess_units_from_mode, convert_xml_to_dict, get_header_dtype_list
+
+    if object_xml is None:
+        return None
+    try:
+        with open(ser, "rb") as f:
+            layout = np.dtype(get_header_dtype_list(f))  # the header's dimension records, not the data
+            if layout.itemsize > ser.stat().st_size:
+                return None
+            header = np.fromfile(f, dtype=layout, count=1)
+        with warnings.catch_warnings(record=True) as guessed:
+            warnings.simplefilter("always")
+            units = _guess_units_from_mode(convert_xml_to_dict(object_xml.decode("utf-8", "replace")), header)
+    except (IndexError, ValueError, TypeError, KeyError, AttributeError, OSError, ET.ParseError) as e:
+        log.debug("rsciio cannot tell the calibration unit of %s: %s", ser.name, e)
+        return None
+    if guessed:
+        return None
+    return {"meters": "m", "1/meters": "1/m"}.get(units)
 
 
 def _sers(emi: Path, given: list[Path], expected: int) -> list[Path]:

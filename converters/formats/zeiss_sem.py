@@ -1,8 +1,11 @@
 """Zeiss SmartSEM TIFF (tag 34118, CZ_SEM): one SEM image with its SmartSEM parameters.
 
-The pixel size is `ap_image_pixel_size`, else `ap_width` over the image width: `ap_pixel_size`
-refers to a 1024-px display width and is wrong at other widths. Palette images keep their raw
-indices (the palette is the display's, not the detector's). Date and time are local to the SEM PC.
+The pixel size is RosettaSciIO's: the block's unlabelled SI pixel size (full precision, for a
+1024-px display width) scaled to the image width. Its labelled, rounded forms are the fallbacks:
+`ap_image_pixel_size`, else `ap_width` over the image width (`ap_pixel_size` also refers to the
+1024-px display and is wrong at other widths). Palette images keep their raw indices (the palette
+is the display's, not the detector's). Date and time are local to the SEM PC: `ap_date` and `ap_time`,
+else the TIFF DateTime tag.
 """
 from __future__ import annotations
 
@@ -12,13 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from converters.base import ConversionError, ConvertOptions, SourceImage
-from converters.formats._tiff import has_tag, open_tiff, page_plane
-from converters.meta import clean, localize, pixel_size, to_metres
+from converters.formats._tiff import has_tag, open_tiff, page_plane, tiff_datetime
+from converters.meta import clean, localize, pixel_size, to_metres, unknowns
 
 NAME = "Zeiss SEM TIFF"
 EXTENSIONS = (".tif", ".tiff", ".btf")
 PRIORITY = 20
 CZ_SEM = 34118
+_MICROSCOPE = ("dp_sem", "sv_serial_number", "dp_column_type")
 
 
 def identify(head: bytes, path: Path) -> bool:
@@ -37,12 +41,13 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
             raise ConversionError(f"{path.name}: the SmartSEM metadata (tag 34118) is damaged (not parameter text)")
         plane = page_plane(path, page)
         photometric = page.photometric
+        written = tiff_datetime(page, options.timezone)
     ny, nx = plane.shape
     notes = []
     if photometric == 3:
         notes.append("palette image: raw pixel indices kept, the display palette is not applied")
 
-    size = _length(sem.get("ap_image_pixel_size"))
+    size = _si_pixel_size(sem.get(""), nx) or _length(sem.get("ap_image_pixel_size"))
     if size is None:
         width = _length(sem.get("ap_width"))
         size = width / nx if width else None
@@ -53,13 +58,16 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
             acquired = localize(datetime.strptime(f"{date} {time}", "%d %b %Y %H:%M:%S"), options.timezone)
         except ValueError:
             notes.append(f"acquisition date {date} {time} could not be read")
-    microscope = _value(sem.get("dp_sem")) or _value(sem.get("dp_column_type"))
+    acquired = acquired or written
+    # the SEM's model, else its serial number ("Merlin-61-08", which names the model too), else the
+    # column type (last: a GeminiSEM 450 here calls its column "Merlin")
+    microscope = next((_value(sem.get(key)) for key in _MICROSCOPE if _value(sem.get(key))), None)
     detector = _value(sem.get("dp_detector_type")) or _value(sem.get("dp_detector_channel"))
     return SourceImage(
         shape={"T": 1, "C": 1, "Z": 1, "Y": ny, "X": nx}, dtype=np.dtype(plane.dtype),
         planes=lambda: iter([plane]), channels=[detector or "SEM"], pixel_size=pixel_size(size),
-        acquired=acquired, microscope=microscope or None, detector=detector or None,
-        metadata=_metadata(sem), notes=notes,
+        acquired=acquired, microscope=microscope, detector=detector or None,
+        metadata=_metadata(sem), notes=notes, warnings=unknowns(acquired, microscope, pixel_size(size) is not None),
     )
 
 
@@ -67,6 +75,15 @@ def _value(entry) -> str:
     if isinstance(entry, tuple) and len(entry) >= 2:
         return clean(entry[1])
     return clean(entry) if isinstance(entry, str) else ""
+
+
+def _si_pixel_size(block, width: int) -> float | None:
+    """Metres per pixel from the unlabelled block (value 3, for 1024 px), as rsciio reads it."""
+    try:
+        metres = float(block[3]) * 1024 / width
+    except (TypeError, ValueError, IndexError):
+        return None
+    return metres if 0 < metres < 1 else None  # not a length an SEM pixel can have: unknown
 
 
 def _length(entry) -> float | None:

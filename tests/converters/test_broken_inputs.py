@@ -199,6 +199,23 @@ def velox_sparse_bomb(tmp):
     return [tmp / "x.emd"]
 
 
+def dm_truncated(tmp):
+    data = sample("dmTest_float32_nonSquare_diffPixelSize.dm4").read_bytes()
+    (tmp / "x.dm4").write_bytes(data[:41512])  # cut inside the pixels: the tags after them are gone
+    return [tmp / "x.dm4"]
+
+
+def dm_tags_damaged(tmp):
+    data = bytearray(sample("dmTest_float32_nonSquare_diffPixelSize.dm3").read_bytes())
+    data[16:24] = b"%" * 8  # the first tag's header
+    (tmp / "x.dm3").write_bytes(bytes(data))
+    return [tmp / "x.dm3"]
+
+
+def dm_named_tif(tmp):
+    return [copy(tmp, "dmTest_float32_nonSquare_diffPixelSize.dm3", "x.tif")]
+
+
 CORPUS = [
     (empty, r"^x\.emd is empty \(0 bytes\)$"),
     (random_bytes_emd, r"^x\.emd is not a valid Velox EMD or Berkeley EMD file: its content starts with the bytes"),
@@ -221,6 +238,9 @@ CORPUS = [
     (ser_of_another_emi, r"^other_1\.ser does not belong to t\.emi"),
     (velox_without_images, r"^x\.emd: spectrum 1 has no Metadata; the file is damaged or was not written by Velox$"),
     (missing_file, r"^nowhere\.emd is missing$"),
+    (dm_truncated, r"^x\.dm4 is truncated: its header says 78026 bytes, the file holds 41512"),
+    (dm_tags_damaged, r"^x\.dm3 is not a readable DigitalMicrograph file: its tags are damaged \(DM3TagIDError"),
+    (dm_named_tif, r"^x\.tif is named \.tif but its content is a Gatan DigitalMicrograph file; rename it to \.dm3"),
     (ome_tiff_broken_xml, r"^x\.ome\.tif: the OME-XML of this OME-TIFF cannot be read \(not well-formed"),
     (zeiss_tag_not_text, r"^z\.tif: the SmartSEM metadata \(tag 34118\) is damaged \(not parameter text\)$"),
     (sem_zero_width, r"^z\.tif: its image is 0x768 pixels: there is nothing to import$"),

@@ -21,6 +21,8 @@ SEEDS = {  # real files to mutate, under the names the portal would give them
     "zeiss.tif": "test_tiff_Zeiss_SEM_1k.tif",
     "fei.tif": "FEI-Helios-Ebeam-8bits.tif",
     "grid.mrc": "20241021_00405_final.mrc",
+    "gatan.dm3": "dmTest_float32_nonSquare_diffPixelSize.dm3",
+    "gatan.dm4": "dmTest_float32_nonSquare_diffPixelSize.dm4",
 }
 BUDGET = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow],
                   derandomize=True)  # the same cases on every run: a failure is reproducible
@@ -45,7 +47,7 @@ def attempt(name: str, data: bytes, partner: tuple[str, bytes] | None = None) ->
 
 
 @BUDGET
-@given(name=st.sampled_from(["x.emd", "x.tif", "x.mrc", "x.czi", "x.ome.tif", "x.emi"]), data=st.binary(max_size=4096))
+@given(name=st.sampled_from(["x.emd", "x.tif", "x.mrc", "x.czi", "x.ome.tif", "x.emi", "x.dm3", "x.dm4"]), data=st.binary(max_size=4096))
 def test_random_bytes_under_any_name(name, data):
     attempt(name, data)
 
@@ -80,6 +82,7 @@ ATHERIS_TARGETS = {
     "atlas-xml": ("x.xml", ["Atlas_1.xml"], [("x.mrc", "temp.mrc")]),
     "tia-emi": ("t.emi", ["64x64x5_TEM_preview.emi"], [("t_1.ser", "64x64x5_TEM_preview_1.ser")]),
     "tia-ser": ("t_1.ser", ["64x64x5_TEM_preview_1.ser"], [("t.emi", "64x64x5_TEM_preview.emi")]),
+    "dm": ("x.dm4", ["dmTest_float32_nonSquare_diffPixelSize.dm4", "dmTest_float32_nonSquare_diffPixelSize.dm3"], []),
 }
 ATHERIS_RUNS = 2000
 

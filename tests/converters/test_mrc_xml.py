@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 import warnings
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import mrcfile
 import numpy as np
@@ -92,12 +93,16 @@ def test_fei_extended_header_fields_are_kept(tmp_path):
             ext["Metadata size"] = ext.dtype.itemsize
             ext["Microscope type"] = b"Krios"
             ext["HT"] = 300000.0
+            ext["Pixel size X"] = ext["Pixel size Y"] = 1.25e-10  # metres
             m.set_extended_header(ext)
             m.header.exttyp = b"FEI1"
-    shutil.copy(sample("Atlas_1.xml"), tmp_path / "Atlas_1.xml")
+    # without its model and pixel size: the FEI header gives them
+    xml = _without_pixel_size(sample("Atlas_1.xml").read_text(encoding="utf-8"))
+    (tmp_path / "Atlas_1.xml").write_text(xml.replace("<InstrumentModel>TALOS-12TAN18C</InstrumentModel>", ""))
     result = convert([path, tmp_path / "Atlas_1.xml"], tmp_path / "out", ConvertOptions())
     assert np.array_equal(tifffile.imread(result.output), data)
-    assert result.metadata["FEI.Microscope type"] == "Krios"
+    assert result.metadata["FEI.Microscope type"] == "Krios" and result.microscope == "Krios"
+    assert (result.pixel_size.x, result.pixel_size.unit) == (pytest.approx(125.0), "pm")
     assert result.metadata["FEI.HT"] == "300000.0"
 
 
@@ -118,3 +123,19 @@ def test_truncated_mrc_names_what_header_says_and_file_holds(tmp_path):
     with pytest.raises(ConversionError, match=r"Atlas_1\.mrc is truncated: header says 3 sections of 128x128 float32 "
                                               r"\(196608 bytes\), file holds 65636 bytes"):
         convert(files, tmp_path / "out", ConvertOptions())
+
+
+def test_unknowns_are_warned_and_local_xml_time_is_read_in_facility_zone(tmp_path):
+    from converters.formats import mrc_xml
+
+    text = _without_pixel_size(sample("Atlas_1.xml").read_text(encoding="utf-8"))
+    text = text.replace("2023-06-02T15:03:39.1962747+02:00", "2023-06-02T15:03:39.1962747")  # no offset
+    files = pair(tmp_path, "20241021_00405_final.mrc", text)
+    stockholm = ZoneInfo("Europe/Stockholm")
+    image = mrc_xml.read(files, ConvertOptions(timezone=stockholm))
+    assert image.acquired == datetime(2023, 6, 2, 15, 3, 39, 196274, tzinfo=stockholm)
+    assert image.pixel_size is None and image.warnings == ["pixel size unknown"]
+    text = text.replace("<InstrumentModel>TALOS-12TAN18C</InstrumentModel>", "<InstrumentModel/>")
+    text = text.replace("<acquisitionDateTime>2023-06-02T15:03:39.1962747</acquisitionDateTime>", "")
+    image = mrc_xml.read(pair(tmp_path, "20241021_00405_final.mrc", text), ConvertOptions())
+    assert image.warnings == ["acquisition date unknown", "microscope unknown", "pixel size unknown"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 import struct
 import warnings
-from datetime import datetime
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -12,6 +12,8 @@ import pytest
 import tifffile
 
 from converters import ConversionError, ConvertOptions, convert
+from converters.base import SourceFile
+from converters.formats import tia
 from tests.converters.conftest import sample
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
@@ -26,13 +28,20 @@ def reference(emi: str) -> np.ndarray:
     return np.stack([s["data"] for s in signals], axis=-3) if len(signals) > 1 else signals[0]["data"]
 
 
-def test_single_image_local_time_in_facility_zone(tmp_path, check_output):
+def ser_time(emi: str) -> datetime:
+    """The first element's time tag as rsciio reads it (Unix seconds), as a UTC time."""
+    times = np.atleast_1d(rsciio_signal(sample(emi))["original_metadata"]["ser_header_parameters"]["Time"])
+    return datetime.fromtimestamp(int(times[0]), timezone.utc)
+
+
+def test_single_image_time_from_the_ser_time_tag(tmp_path, check_output):
+    """The .ser's time tag is UTC; the .emi's AcquireDate (18:57:51) is this PC's clock, set to UTC too."""
     files = [sample("128x128_TEM_acquire-sum1.emi"), sample("128x128_TEM_acquire-sum1_1.ser")]
     result = convert(files, tmp_path, ConvertOptions(timezone=STOCKHOLM))
     assert np.array_equal(tifffile.imread(result.output), reference("128x128_TEM_acquire-sum1.emi"))
     assert result.shape == {"T": 1, "C": 1, "Z": 1, "Y": 128, "X": 128}
-    assert result.acquired == datetime(2016, 2, 22, 18, 57, 51, tzinfo=STOCKHOLM)
-    assert result.acquired.isoformat() == "2016-02-22T18:57:51+01:00"
+    assert result.acquired == ser_time("128x128_TEM_acquire-sum1.emi")
+    assert result.acquired.isoformat() == "2016-02-22T18:57:53+00:00"
     assert result.microscope == "Microscope TalosF200X 200 kV D6308 XTwin"
     assert result.pixel_size.unit == "nm" and result.pixel_size.x == pytest.approx(21.479317511461325)
     assert result.metadata["ExperimentalDescription.High tension"] == "200 kV"
@@ -48,7 +57,8 @@ def test_series_becomes_time_axis(tmp_path, check_output):
     assert np.array_equal(written, reference("64x64x5_TEM_preview.emi"))
     assert result.shape == {"T": 5, "C": 1, "Z": 1, "Y": 64, "X": 64}
     assert result.microscope == "Tecnai T20"
-    assert result.acquired.isoformat() == "2016-02-21T17:49:06+00:00"  # default zone: UTC
+    assert result.acquired == ser_time("64x64x5_TEM_preview.emi")
+    assert result.acquired.isoformat() == "2016-02-21T16:49:05+00:00"  # AcquireDate 17:49:06 is CET
     assert result.channels == ["WA-Orius"] and result.detector == "WA-Orius"
     assert result.pixel_size.x == pytest.approx(6.281833616298531)
     check_output(result)
@@ -60,7 +70,7 @@ def test_two_detectors_become_channels(tmp_path, check_output):
     assert np.array_equal(tifffile.imread(result.output), reference("16x16_STEM_BF_DF_acquire.emi"))
     assert result.shape == {"T": 1, "C": 2, "Z": 1, "Y": 16, "X": 16}
     assert result.channels == ["BF", "DF4"]
-    assert result.acquired.isoformat() == "2016-02-21T17:53:06+01:00"
+    assert result.acquired == datetime(2016, 2, 21, 17, 53, 6, tzinfo=STOCKHOLM) == ser_time("16x16_STEM_BF_DF_acquire.emi")
     check_output(result)
 
 
@@ -115,3 +125,88 @@ def test_truncated_series_names_frames_declared_and_held(tmp_path):
     (tmp_path / "x_1.ser").write_bytes(cut + b"\0" * 0)
     with pytest.raises(ConversionError, match=r"x_1\.ser is truncated: header says 5 frames"):
         convert([tmp_path / "x.emi", tmp_path / "x_1.ser"], tmp_path / "out", ConvertOptions())
+
+
+def rsciio_signal(emi) -> dict:
+    from rsciio.tia import file_reader
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return file_reader(str(emi))[0]  # the first series
+
+
+def test_search_image_pixel_size_date_and_microscope_as_rsciio_reads_them(tmp_path, check_output):
+    files = [sample("128x128-TEM_search.emi"), sample("128x128-TEM_search_1.ser")]
+    ref = rsciio_signal(files[0])
+    result = convert(files, tmp_path, ConvertOptions(timezone=STOCKHOLM))
+    y, x = ref["axes"]
+    assert (x["units"], y["units"]) == ("nm", "nm")
+    assert (result.pixel_size.x, result.pixel_size.y) == (pytest.approx(x["scale"]), pytest.approx(y["scale"]))
+    assert result.acquired == ser_time("128x128-TEM_search.emi")
+    microscope = ref["original_metadata"]["ObjectInfo"]["ExperimentalDescription"]["Microscope"]
+    assert result.microscope == microscope.split(" (")[0] == "Microscope TalosF200X 200 kV D6308 XTwin"
+    assert np.array_equal(tifffile.imread(result.output), ref["data"])
+    check_output(result)
+
+
+def _edited_emi(tmp_path, old: bytes, new: bytes) -> list:
+    """The 128x128 acquisition with a same-length edit inside its .emi metadata."""
+    assert len(old) == len(new)
+    data = sample("128x128_TEM_acquire-sum1.emi").read_bytes()
+    assert data.count(old) == 1
+    (tmp_path / "d.emi").write_bytes(data.replace(old, new))
+    shutil.copy(sample("128x128_TEM_acquire-sum1_1.ser"), tmp_path / "d_1.ser")
+    return [tmp_path / "d.emi", tmp_path / "d_1.ser"]
+
+
+def test_diffraction_pattern_calibration_is_reciprocal_not_a_pixel_size(tmp_path, check_output):
+    """The real-file bug: a diffraction pattern got a 42,464,134 m pixel; its calibration is in 1/m."""
+    files = _edited_emi(tmp_path, b"TEM uP SA Zoom Image", b"TEM uP Diffraction  ")
+    ref = rsciio_signal(files[0])
+    y, x = ref["axes"]
+    assert x["units"] == "1 / nm"  # rsciio reads this mode as reciprocal space
+    result = convert(files, tmp_path / "out", ConvertOptions())
+    assert result.pixel_size is None
+    assert result.metadata["Calibration X"] == f"{x['scale']:.6g} 1/nm"
+    assert result.metadata["Calibration Y"] == f"{y['scale']:.6g} 1/nm"
+    image = tia.read(files, ConvertOptions())
+    assert image.warnings == []  # a reciprocal calibration is known, not missing
+    check_output(result)
+
+
+def test_unknown_mode_means_pixel_size_unknown_not_guessed(tmp_path):
+    files = _edited_emi(tmp_path, b"<Label>Mode</Label>", b"<Label>Mxde</Label>")
+    image = tia.read(files, ConvertOptions())
+    assert image.pixel_size is None and image.warnings == ["pixel size unknown"]
+    assert float(image.metadata["d_1.ser.CalibrationDeltaX"]) == pytest.approx(2.1479317511461325e-08)
+
+
+def test_spectrum_image_keeps_its_sum_spectrum():
+    stem = "16x16-spectrum_image_5x5x4000-not_square"
+    files = [sample(f"{stem}.emi"), sample(f"{stem}_1.ser")]
+    ref = rsciio_signal(files[0])
+    energy = ref["axes"][-1]
+    assert ref["data"].shape == (5, 5, 4000) and (energy["units"], energy["scale"]) == ("eV", 5.0)
+    result = tia.read(files, ConvertOptions())
+    assert isinstance(result, SourceFile) and result.images == []
+    assert result.acquired == ser_time(f"{stem}.emi")
+    assert result.microscope == ref["original_metadata"]["ObjectInfo"]["ExperimentalDescription"]["Microscope"]
+    assert result.metadata[f"{stem}_1.ser.ValidNumberElements"] == "25"
+    (spectrum,) = result.spectra
+    assert np.array_equal(spectrum.counts, ref["data"].sum(axis=(0, 1)))
+    assert (spectrum.offset, spectrum.scale, spectrum.unit) == (energy["offset"], energy["scale"], "eV")
+    assert spectrum.title == "Spectrum (sum of the spectrum image)"
+    (row,) = result.accounted
+    assert (row.source, row.went) == (f"spectrum image {stem}_1.ser", "not kept")
+    assert row.where.startswith("kept in the original file")
+
+
+def test_emi_date_in_facility_zone_when_the_ser_has_no_time_tag(tmp_path):
+    shutil.copy(sample("128x128_TEM_acquire-sum1.emi"), tmp_path / "n.emi")
+    ser = bytearray(sample("128x128_TEM_acquire-sum1_1.ser").read_bytes())
+    ser[10:14] = (0).to_bytes(4, "little")  # TagTypeID: no tags
+    (tmp_path / "n_1.ser").write_bytes(bytes(ser))
+    image = tia.read([tmp_path / "n.emi", tmp_path / "n_1.ser"], ConvertOptions(timezone=STOCKHOLM))
+    info = rsciio_signal(sample("128x128_TEM_acquire-sum1.emi"))["original_metadata"]["ObjectInfo"]
+    assert info["AcquireDate"] == "Mon Feb 22 18:57:51 2016"
+    assert image.acquired == datetime(2016, 2, 22, 18, 57, 51, tzinfo=STOCKHOLM)
