@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from posixpath import basename, dirname
 
-SUPPORTED_SUFFIXES = (".emd", ".emi", ".ser", ".mrc", ".xml", ".tif", ".tiff", ".btf", ".czi", ".dm3", ".dm4")
+SUPPORTED_SUFFIXES = (".emd", ".h5", ".emi", ".ser", ".mrc", ".xml", ".tif", ".tiff", ".btf", ".czi", ".dm3", ".dm4")
 _SER_NAME = re.compile(r"^(?P<stem>.+)_(?P<index>\d+)\.ser$", re.IGNORECASE)
 
 

@@ -29,14 +29,11 @@ from xml.etree import ElementTree
 from converters import formats, ometiff, spectra
 from converters.base import (Accounted, Conversion, ConversionError, ConvertOptions, OutputImage, Passthrough,
                              SourceFile, SourceImage)
-from converters.meta import friendly_name, human_size
+from converters.meta import DATE_UNKNOWN, MICROSCOPE_UNKNOWN, PIXEL_SIZE_UNKNOWN, friendly_name, human_size
 
 log = logging.getLogger(__name__)
 HEAD_BYTES = 65536
 # The warnings a researcher reads when the file does not say (exact words, the UI and tests rely on them).
-UNKNOWN_DATE, UNKNOWN_MICROSCOPE, UNKNOWN_PIXEL_SIZE = "acquisition date unknown", "microscope unknown", "pixel size unknown"
-
-
 @cache
 def plugins() -> tuple[ModuleType, ...]:
     """Every format module in converters.formats, in the order they are asked."""
@@ -171,11 +168,11 @@ def _warnings(images: Sequence[SourceImage | Passthrough], names: list[str | Non
     for image, name in zip(images, names):
         own = list(getattr(image, "warnings", []))
         if image.acquired is None:
-            own.append(UNKNOWN_DATE)
+            own.append(DATE_UNKNOWN)
         if image.microscope is None:
-            own.append(UNKNOWN_MICROSCOPE)
+            own.append(MICROSCOPE_UNKNOWN)
         if image.pixel_size is None and "Calibration X" not in image.metadata and not plotted:
-            own.append(UNKNOWN_PIXEL_SIZE)
+            own.append(PIXEL_SIZE_UNKNOWN)
         found += own if name is None else [f"{w} ({name})" for w in own if w not in found]
     return list(dict.fromkeys(found))
 

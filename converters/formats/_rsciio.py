@@ -13,7 +13,7 @@ import h5py
 
 from converters.base import ConversionError, PixelSize
 from converters.meta import pixel_size, to_metres
-from converters.registry import UNKNOWN_PIXEL_SIZE
+from converters.meta import PIXEL_SIZE_UNKNOWN
 
 log = logging.getLogger(__name__)
 _SECONDS = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "μs": 1e-6, "us": 1e-6, "ns": 1e-9, "min": 60.0, "h": 3600.0}
@@ -62,7 +62,7 @@ def axis_size(axes: list[dict]) -> tuple[PixelSize | None, dict[str, str], list[
             kept[f"Calibration {label}"] = f"{float(axis['scale']):.6g} {unit}"
             unknown = unknown or not _RECIPROCAL.search(unit)
     if kept:
-        return None, kept, [UNKNOWN_PIXEL_SIZE] if unknown else []
+        return None, kept, [PIXEL_SIZE_UNKNOWN] if unknown else []
     if not (has_unit(x.get("units")) and has_unit(y.get("units"))):
         return None, {}, []
     return pixel_size(to_metres(float(x["scale"]), x["units"]), to_metres(float(y["scale"]), y["units"])), {}, []
