@@ -13,9 +13,15 @@
   };
   const query = () => new URLSearchParams([...new FormData(filters)].filter(([, v]) => v)).toString();
 
+  const message = document.getElementById("staff-message");
+  const say = (text) => { message.textContent = text || ""; message.hidden = !text; };
+  let canMoveToFront = document.getElementById("jobs").dataset.front === "true";
+
   async function act(job, action) {
     const response = await fetch(`/api/staff/jobs/${job}/${action}`, { method: "POST", headers: { "X-CSRFToken": csrf } });
-    if (!response.ok) alert((await response.json()).error);
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) say(`Job ${job}: ${body.error || response.statusText}`);
+    else say(action === "free" ? `Job ${job}: ${body.freed_bytes.toLocaleString()} bytes freed` : "");
     refresh();
   }
 
@@ -24,9 +30,10 @@
     const link = el("a", { href: `/staff/jobs/${job.id}` }, String(job.id));
     const state = el("span", { class: `state state-${job.state}` }, job.state);
     const actions = el("td");
-    const can = { retry: job.state === "failed", front: job.state === "queued",
-      cancel: ["uploading", "queued", "converting", "importing"].includes(job.state) };
-    for (const [action, label] of [["retry", "Retry"], ["cancel", "Cancel"], ["front", "Move to front"]]) {
+    const can = { retry: job.can_retry, front: canMoveToFront && job.state === "queued",
+      cancel: ["uploading", "queued", "converting", "importing"].includes(job.state), free: job.staged };
+    for (const [action, label] of [["retry", "Retry"], ["cancel", "Cancel"], ["front", "Move to front"],
+      ["free", "Free its bytes"]]) {
       if (!can[action]) continue;
       const button = el("button", { type: "button" }, label);
       button.onclick = () => act(job.id, action);
@@ -52,6 +59,7 @@
 
   async function status() {
     const s = await (await fetch("/api/staff/status")).json();
+    canMoveToFront = s.can_move_to_front;
     document.getElementById("depth").textContent = s.queue_depth;
     document.getElementById("oldest").textContent = s.oldest_queued_seconds || 0;
     document.getElementById("online").textContent = s.online;
