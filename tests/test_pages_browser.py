@@ -136,3 +136,29 @@ def test_the_file_list_shows_during_an_import_at_1366x768_and_pages_fit_400px(
     assert page.locator("#jobs tbody tr").first.get_by_role("button", name="Move to front").count() == 0  # embedded broker
     shot(page, "staff-400px")
     assert page.errors == []
+
+
+def test_staff_import_for_a_user_from_the_staff_page(browser, served, embedded_stack, tmp_path):  # noqa: F811
+    staff = sign_in(browser, served, "sam", LAPTOP)
+    make_staff(embedded_stack, "sam")
+    staff.goto(served + "/staff")
+    staff.fill("#import-as input[name=as]", "gina")
+    staff.click("#import-as button")
+    staff.wait_for_selector("body[data-ready=true]")
+    assert staff.inner_text("#import-as").startswith("Importing for gina")
+    assert staff.locator("#group option").all_inner_texts() == ["Lab", "Facility"]  # gina's groups
+    staff.select_option("#group", label="Facility")
+    (tmp_path / "for-gina.ome.tif").write_bytes(ome_tiff(seed=80))
+    staff.set_input_files("#files", str(tmp_path / "for-gina.ome.tif"))
+    staff.locator(f"{ROWS}[data-state=pending]").wait_for()
+    staff.click("#import")
+    wait_for_state(staff, "for-gina.ome.tif", "imported")  # followed live through the staff stream
+    shot(staff, "staff-import-as")
+
+    gina = sign_in(browser, served, "gina", LAPTOP)
+    gina.goto(served + "/history")
+    gina.wait_for_selector("body[data-ready=true]")
+    assert "group Facility" in gina.locator("#history details.batch").first.inner_text()
+    gina.goto(served + "/store")
+    assert "for-gina.ome.tif" in gina.inner_text("body")
+    assert staff.errors == [] and gina.errors == []
