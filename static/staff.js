@@ -39,7 +39,8 @@
       button.onclick = () => act(job.id, action);
       actions.append(button, " ");
     }
-    const cells = [el("td"), el("td", {}, job.user), el("td", {}, job.group), el("td", {}, job.files.join(" + ")),
+    const cells = [el("td"), el("td", { "data-label": "User" }, job.user), el("td", { "data-label": "Group" }, job.group),
+      el("td", {}, job.files.join(" + ")),
       el("td"), el("td", {}, job.message + (job.worker ? ` (on ${job.worker})` : "")), actions];
     cells[0].append(link); cells[4].append(state);
     tr.append(...cells);
@@ -67,8 +68,9 @@
     alarm.hidden = !s.alarm; alarm.textContent = s.alarm || "";
     document.querySelector("#workers tbody").replaceChildren(...s.workers.map((w) => {
       const tr = el("tr");
-      tr.append(el("td", {}, w.name), el("td", {}, w.online ? "online" : "offline"), el("td", {}, w.jobs.join(", ")),
-        el("td", {}, `${w.last_seen_seconds} s ago`));
+      tr.append(el("td", {}, w.name), el("td", {}, w.online ? "online" : "offline"),
+        el("td", { "data-label": "Running jobs" }, w.jobs.join(", ")),
+        el("td", { "data-label": "Last seen" }, `${w.last_seen_seconds} s ago`));
       return tr;
     }));
   }

@@ -307,6 +307,7 @@ def test_remove_clear_cancel_and_drop_with_the_keyboard(browser, served_without_
 
     # The help page's legend: every state has a label, a symbol and a colour, one colour per meaning
     page.click("header >> text=Help")
+    page.wait_for_load_state("load")  # the stylesheet too: the legend's symbols come from it
     legend = page.locator(".legend tbody tr").evaluate_all("""rows => rows.map(r => {
         const b = r.querySelector('.state');
         return [b.textContent, getComputedStyle(b, '::before').content, getComputedStyle(b).backgroundColor,

@@ -155,6 +155,15 @@ def test_staff_import_for_a_user_from_the_staff_page(browser, served, embedded_s
     wait_for_state(staff, "for-gina.ome.tif", "imported")  # followed live through the staff stream
     shot(staff, "staff-import-as")
 
+    staff.set_viewport_size(PHONE)
+    staff.goto(served + "/staff/usage")
+    assert no_sideways_scrolling(staff)
+    cut = staff.evaluate("""() => [...document.querySelectorAll('.charts svg text')].filter((t) => {
+        const box = t.getBoundingClientRect(), svg = t.ownerSVGElement.getBoundingClientRect();
+        return box.left < svg.left - 0.5 || box.right > svg.right + 0.5; }).map((t) => t.textContent)""")
+    assert staff.locator(".charts svg text").count() > 6 and cut == []  # every chart label whole
+    shot(staff, "staff-usage-400px")
+
     gina = sign_in(browser, served, "gina", LAPTOP)
     gina.goto(served + "/history")
     gina.wait_for_selector("body[data-ready=true]")
