@@ -6,8 +6,7 @@ from tests.conftest import Portal, ome_tiff
 from workers import pipeline
 
 
-def test_history_lists_own_batches_newest_first_with_counts_filters_and_pages(embedded_app, monkeypatch):
-    app = embedded_app
+def test_history_lists_own_batches_newest_first_with_counts_filters_and_pages(app, monkeypatch):
     alice, bob = Portal(app.test_client(), "alice"), Portal(app.test_client(), "bob")
     first = alice.send({"run/a.ome.tif": ome_tiff(seed=1), "run/notes.txt": b"x"}, key_values=[["Sample", "Liver 3"]])
     second = alice.send({"b.ome.tif": ome_tiff(seed=2), "broken.tif": b"II*\x00" + bytes(64)})
