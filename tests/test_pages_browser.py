@@ -5,7 +5,7 @@ import sqlalchemy as sa
 
 from app.db import Database
 from app.models import User
-from tests.conftest import ome_tiff
+from tests.conftest import ome_tiff, wait_until
 from tests.test_browser import (  # noqa: F401 - the browser fixtures
     ROWS, browser, copy_samples, served_without_worker, shot, sign_in, wait_for_state)
 
@@ -171,3 +171,30 @@ def test_staff_import_for_a_user_from_the_staff_page(browser, served, embedded_s
     gina.goto(served + "/store")
     assert "for-gina.ome.tif" in gina.inner_text("body")
     assert staff.errors == [] and gina.errors == []
+
+
+def test_retry_from_history_after_signing_in_again(browser, served, embedded_stack, tmp_path):  # noqa: F811
+    page = sign_in(browser, served, "hal", LAPTOP)
+    db = Database(f"sqlite:///{embedded_stack['PORTAL_DATA_DIR']}/portal.sqlite")
+    with db.session() as session:  # hal's OMERO session ends while his file waits
+        session.execute(sa.update(User).where(User.username == "hal").values(omero_key=None))
+        session.commit()
+    db.dispose()
+    (tmp_path / "later.ome.tif").write_bytes(ome_tiff(seed=90))
+    page.set_input_files("#files", str(tmp_path / "later.ome.tif"))
+    page.locator(f"{ROWS}[data-state=pending]").wait_for()
+    page.click("#import")
+    wait_for_state(page, "later.ome.tif", "failed")
+
+    page = sign_in(browser, served, "hal", LAPTOP)  # signs in again: a fresh OMERO session
+    page.goto(served + "/history")
+    page.wait_for_selector("body[data-ready=true]")
+    page.locator("#history details.batch summary").first.click()
+    failed = page.locator("#history tr[data-state=failed]")
+    failed.wait_for()
+    assert "sign in again" in failed.inner_text()
+    failed.get_by_role("button", name="Retry later.ome.tif").click()
+    page.locator("#history tr[data-state=queued]").wait_for()
+    wait_until(lambda: page.request.get(served + "/api/history?state=imported").json()["total"] == 1,
+               timeout=120, interval=0.5, what="the retried job to import")
+    assert page.errors == []
