@@ -45,6 +45,7 @@ def create_app(overrides: dict | None = None, *, check_schema: bool = True) -> F
 
     from app.api import bp as api_bp
     from app.auth import bp as auth_bp
+    from app.history import bp as history_bp
     from app.main import bp as main_bp
     from app.staff import bp as staff_bp
 
@@ -52,6 +53,7 @@ def create_app(overrides: dict | None = None, *, check_schema: bool = True) -> F
     app.register_blueprint(main_bp)
     app.register_blueprint(api_bp, url_prefix="/api")
     app.register_blueprint(staff_bp)
+    app.register_blueprint(history_bp)
 
     @app.after_request
     def security_headers(response):

@@ -38,7 +38,8 @@ def enqueue(session: Session, jobs: list[Job], front: bool = False) -> None:
     and the workers' recovery sweep queues it again (workers.recovery)."""
     now = utcnow()
     for job in jobs:
-        job.enqueued_at = now
+        if not front:  # moved to the front, a job has still waited since it was queued
+            job.enqueued_at = now
     session.commit()
     try:
         for job in jobs:
@@ -66,6 +67,8 @@ def retry(session: Session, job: Job, staging) -> None:
     """Queue a failed (or cancelled, for staff) job again; its bytes must still be on the server."""
     if job.state != JobState.FAILED:
         raise NotAllowed(f"Only a failed job can be retried (this one is {job.state})")
+    if not job.can_retry:
+        raise NotAllowed("Retrying cannot help this job: " + (job.message or "it failed on its content"))
     if not job.files or not all(f.completed_at for f in job.files):
         raise NotAllowed("This job never had all its files: add the missing files in a new import")
     if any(staging.received(job.id, f.stored_name) != f.size for f in job.files):
@@ -101,8 +104,9 @@ def renew(session: Session, job_id: int, worker: str, lease_seconds: int) -> Non
 
 
 def beat_period(config) -> float:
-    """Seconds between a worker's heartbeats and recovery sweeps: twice per lease."""
-    return max(1.0, config["JOB_LEASE_SECONDS"] / 2)
+    """Seconds between a worker's heartbeats and recovery sweeps: twice per lease, and at least every
+    10 s so the staff view sees a stopped worker within 30 s."""
+    return max(1.0, min(10.0, config["JOB_LEASE_SECONDS"] / 2))
 
 
 def stale_jobs(session: Session, requeue_after: timedelta) -> list[Job]:

@@ -118,6 +118,8 @@ class Job(Base):
     dataset: Mapped[str | None] = mapped_column(String(255))
     image_ids: Mapped[list] = mapped_column(JSON, default=list)
     link: Mapped[str | None] = mapped_column(Text)
+    # False once Retry cannot help: the content itself failed, or its staged bytes were removed
+    can_retry: Mapped[bool] = mapped_column(Boolean, default=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_expires: Mapped[datetime | None] = mapped_column(DateTime)
@@ -136,6 +138,7 @@ class Job(Base):
             "progress": self.progress, "message": self.message, "microscope": self.microscope,
             "acquired": self.acquired, "project": self.project, "dataset": self.dataset,
             "image_ids": self.image_ids, "link": self.link, "total_size": self.total_size,
+            "can_retry": self.state == JobState.FAILED and self.can_retry,
         }
 
 
@@ -175,3 +178,14 @@ class WorkerBeat(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     concurrency: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class MicroscopeName(Base):
+    """Staff's name for an instrument: the raw text the files carry -> the OMERO Project name."""
+
+    __tablename__ = "microscope_names"
+
+    raw: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    updated_by: Mapped[str] = mapped_column(String(255), default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -1,6 +1,10 @@
 """Retention: files imported more than RETENTION_DAYS ago are safely in OMERO and must leave the
 transfer server. Users are told on their page and, at most every REMINDER_EVERY_DAYS, by e-mail.
-Nothing is ever deleted by the portal."""
+The portal never deletes a researcher's originals.
+
+Staging hygiene: the portal's own copies of jobs that will never import (failed, cancelled, never sent
+completely) are removed STAGING_KEEP_DAYS after they ended (the daily task), or now by staff; the owner's
+job then says so, and Retry needs the files again."""
 from __future__ import annotations
 
 import logging
@@ -11,8 +15,9 @@ from datetime import timedelta
 from email.message import EmailMessage
 
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import and_, func, or_, select
 
+from app import jobs as job_states
 from app.db import utcnow
 from app.models import Job, JobFile, JobState, User
 
@@ -23,22 +28,24 @@ log = logging.getLogger(__name__)
 class Due:
     user: User
     files: list[str] = field(default_factory=list)
+    images: dict[int, tuple[str, str | None]] = field(default_factory=dict)  # job id -> (first file, OMERO link)
     bytes: int = 0
     oldest: object = None  # datetime of the oldest import
 
 
 def due(db, days: int, owner_id: int | None = None) -> list[Due]:
     """Per user: the files imported more than `days` days ago."""
-    query = (select(User, JobFile.name, JobFile.size, Job.finished_at).join(Job, Job.owner_id == User.id)
+    query = (select(User, JobFile.name, JobFile.size, Job.finished_at, Job.id, Job.link).join(Job, Job.owner_id == User.id)
              .join(JobFile, JobFile.job_id == Job.id)
              .where(Job.state == JobState.IMPORTED, Job.finished_at < utcnow() - timedelta(days=days))
-             .order_by(User.username, Job.finished_at))
+             .order_by(User.username, Job.finished_at, JobFile.id))
     if owner_id is not None:
         query = query.where(User.id == owner_id)
     result: dict[int, Due] = defaultdict(lambda: None)
-    for user, name, size, finished in db.execute(query):
+    for user, name, size, finished, job_id, link in db.execute(query):
         entry = result[user.id] or Due(user, oldest=finished)
         entry.files.append(name)
+        entry.images.setdefault(job_id, (name, link))
         entry.bytes += size
         result[user.id] = entry
     return list(result.values())
@@ -47,14 +54,16 @@ def due(db, days: int, owner_id: int | None = None) -> list[Due]:
 def reminder(entry: Due, days: int, sender: str) -> EmailMessage:
     message = EmailMessage()
     message["From"], message["To"] = sender, entry.user.email
-    message["Subject"] = f"{len(entry.files)} files imported into OMERO more than {days} days ago"
-    listed = "\n".join(f"  {name}" for name in entry.files[:200])
-    more = f"\n  ... and {len(entry.files) - 200} more" if len(entry.files) > 200 else ""
+    images = list(entry.images.values())
+    message["Subject"] = f"{len(images)} image{'' if len(images) == 1 else 's'} in OMERO for more than {days} days"
+    listed = "\n".join(f"  {name}" + (f"\n    {link}" if link else "") for name, link in images[:200])
+    more = f"\n  ... and {len(images) - 200} more" if len(images) > 200 else ""
     message.set_content(
         f"Hello {entry.user.full_name or entry.user.username},\n\n"
-        f"these files went into OMERO through the upload portal more than {days} days ago. OMERO holds\n"
-        f"them, checked by checksum. Please delete your copies from the transfer server: data must leave\n"
-        f"it within {days} days. The portal deletes nothing itself.\n\n{listed}{more}\n"
+        f"these images went into OMERO through the upload portal more than {days} days ago; data must leave\n"
+        f"the transfer server within {days} days. In OMERO.web, open each image (links below), use Download\n"
+        f"in the right-hand panel to save its original file, and once your copy is safe, select the image\n"
+        f"and choose Delete. The portal deletes nothing itself.\n\n{listed}{more}\n"
     )
     return message
 
@@ -84,3 +93,46 @@ def send_reminders(app: Flask) -> int:
             db.commit()
             sent += 1
     return sent
+
+
+FREEABLE = (JobState.FAILED, JobState.CANCELLED, JobState.UPLOADING)
+
+
+def staged_bytes(path) -> int:
+    """Bytes held under a staging folder (a job's, or the whole staging area)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def free_job(db, job: Job, staging, why: str) -> int:
+    """Remove a failed, cancelled or unfinished job's staged bytes; tell its owner; return the bytes freed."""
+    if job.state not in FREEABLE:
+        raise job_states.NotAllowed(f"Only the bytes of a failed, cancelled or unfinished job can be freed "
+                                    f"(this one is {job.state})")
+    freed = staged_bytes(staging.job_dir(job.id))
+    gone = f"its files were removed from the transfer server ({why}): to try again, import them again"
+    if job.state == JobState.UPLOADING:
+        job_states.record(db, job, state=JobState.FAILED, message=f"Not sent completely; {gone}",
+                          can_retry=False, finished_at=utcnow())
+    elif job.state == JobState.FAILED and job.can_retry:
+        job_states.record(db, job, message=f"{job.message.rstrip('.')}; {gone}", can_retry=False)
+    db.commit()
+    staging.remove_job(job.id)
+    return freed
+
+
+def free_staging(app: Flask) -> int:
+    """Free the staged bytes of jobs that ended (or stopped being sent) more than STAGING_KEEP_DAYS ago."""
+    days = app.config["STAGING_KEEP_DAYS"]
+    cutoff = utcnow() - timedelta(days=days)
+    staging, freed = app.extensions["staging"], 0
+    with app.extensions["db"].session() as db:
+        ended = func.coalesce(Job.finished_at, Job.created_at)
+        stale = db.scalars(select(Job).where(or_(
+            and_(Job.state.in_((JobState.FAILED, JobState.CANCELLED)), ended < cutoff),
+            and_(Job.state == JobState.UPLOADING, Job.created_at < cutoff))).order_by(Job.id)).all()
+        for job in stale:
+            if staging.job_dir(job.id).exists() or job.state == JobState.UPLOADING:
+                freed += free_job(db, job, staging, f"kept {days} days")
+    if freed:
+        log.info("staging hygiene freed %d bytes", freed)
+    return freed

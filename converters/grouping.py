@@ -21,6 +21,28 @@ class FileGroup:
     kind: str  # "tia" | "mrc" | "single"
     error: str | None = None  # why this group cannot be imported (missing partner, unsupported)
     notes: list[str] = field(default_factory=list)
+    skipped: str | None = None  # why a file found in a folder is left out (not an error): "system files"
+
+
+# What operating systems leave in a session folder besides the data (compared lower-case).
+_SYSTEM_FILES = {"thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r"}
+_SYSTEM_FOLDERS = {"__macosx", "$recycle.bin", "system volume information"}
+
+
+def skip_reason(name: str) -> str | None:
+    """Why a file that came with a chosen folder (its name has a folder part) is left out rather
+    than failed: system and hidden files, and formats the portal does not read. None: it counts."""
+    parts = name.split("/")
+    if len(parts) < 2:
+        return None  # chosen by itself: the researcher meant it, so it keeps its error
+    base = parts[-1].lower()
+    if (base in _SYSTEM_FILES or base.startswith(("~$", ".~lock"))
+            or any(part.startswith(".") or part.lower() in _SYSTEM_FOLDERS for part in parts)):
+        return "system files"
+    ext = suffix(name)
+    if ext not in SUPPORTED_SUFFIXES:
+        return f"{ext} files" if ext else "files without an extension"
+    return None
 
 
 # Control characters, the text-direction overrides that make "gpj.exe" read as "exe.jpg", and lone
@@ -62,9 +84,15 @@ def stem(name: str) -> str:
     return name[: name.rfind(".")] if "." in name else name
 
 
-def group_files(names: Iterable[str]) -> list[FileGroup]:
-    """Return the jobs these files make, in the order the files were given."""
+def group_files(names: Iterable[str], skip_unread: bool = False) -> list[FileGroup]:
+    """Return the jobs these files make, in the order the files were given.
+
+    skip_unread: the names are relative to what a user chose (the web API, push); files that came
+    with a folder and that the portal does not read become skipped groups (see skip_reason).
+    """
     names = list(dict.fromkeys(names))  # a name given twice is one file
+    skipped = {name: reason for name in names if skip_unread and (reason := skip_reason(name))}
+    names = [name for name in names if name not in skipped]
     by_key: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     for name in names:
         ser = _SER_NAME.match(basename(name))
@@ -100,6 +128,8 @@ def group_files(names: Iterable[str]) -> list[FileGroup]:
             if by_key.get((folder, key, ".mrc")):
                 continue
             group = FileGroup([name], "mrc", f"{basename(name)} needs its image {stem(name)}.mrc beside it")
+            if skip_unread and folder:  # a folder's other XML (exports, settings) is not an image's metadata
+                group.error, group.skipped = None, ".xml files without an .mrc"
         elif ext in SUPPORTED_SUFFIXES:
             group = FileGroup([name], "single")
         else:
@@ -110,7 +140,7 @@ def group_files(names: Iterable[str]) -> list[FileGroup]:
             )
         claimed.update(group.files)
         groups.append(group)
-    return groups
+    return groups + [FileGroup([name], "single", skipped=reason) for name, reason in skipped.items()]
 
 
 def _ser_index(name: str) -> int:

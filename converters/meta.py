@@ -137,5 +137,5 @@ def human_size(n: float) -> str:
     """Bytes as people read them, in the page's decimal units (static/upload/util.js)."""
     for unit in ("bytes", "KB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+            return (f"{n:.0f} byte" + ("" if round(n) == 1 else "s")) if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1000

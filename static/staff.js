@@ -13,9 +13,15 @@
   };
   const query = () => new URLSearchParams([...new FormData(filters)].filter(([, v]) => v)).toString();
 
+  const message = document.getElementById("staff-message");
+  const say = (text) => { message.textContent = text || ""; message.hidden = !text; };
+  let canMoveToFront = document.getElementById("jobs").dataset.front === "true";
+
   async function act(job, action) {
     const response = await fetch(`/api/staff/jobs/${job}/${action}`, { method: "POST", headers: { "X-CSRFToken": csrf } });
-    if (!response.ok) alert((await response.json()).error);
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) say(`Job ${job}: ${body.error || response.statusText}`);
+    else say(action === "free" ? `Job ${job}: ${body.freed_bytes.toLocaleString()} bytes freed` : "");
     refresh();
   }
 
@@ -24,15 +30,17 @@
     const link = el("a", { href: `/staff/jobs/${job.id}` }, String(job.id));
     const state = el("span", { class: `state state-${job.state}` }, job.state);
     const actions = el("td");
-    const can = { retry: job.state === "failed", front: job.state === "queued",
-      cancel: ["uploading", "queued", "converting", "importing"].includes(job.state) };
-    for (const [action, label] of [["retry", "Retry"], ["cancel", "Cancel"], ["front", "Move to front"]]) {
+    const can = { retry: job.can_retry, front: canMoveToFront && job.state === "queued",
+      cancel: ["uploading", "queued", "converting", "importing"].includes(job.state), free: job.staged };
+    for (const [action, label] of [["retry", "Retry"], ["cancel", "Cancel"], ["front", "Move to front"],
+      ["free", "Free its bytes"]]) {
       if (!can[action]) continue;
       const button = el("button", { type: "button" }, label);
       button.onclick = () => act(job.id, action);
       actions.append(button, " ");
     }
-    const cells = [el("td"), el("td", {}, job.user), el("td", {}, job.group), el("td", {}, job.files.join(" + ")),
+    const cells = [el("td"), el("td", { "data-label": "User" }, job.user), el("td", { "data-label": "Group" }, job.group),
+      el("td", {}, job.files.join(" + ")),
       el("td"), el("td", {}, job.message + (job.worker ? ` (on ${job.worker})` : "")), actions];
     cells[0].append(link); cells[4].append(state);
     tr.append(...cells);
@@ -52,6 +60,7 @@
 
   async function status() {
     const s = await (await fetch("/api/staff/status")).json();
+    canMoveToFront = s.can_move_to_front;
     document.getElementById("depth").textContent = s.queue_depth;
     document.getElementById("oldest").textContent = s.oldest_queued_seconds || 0;
     document.getElementById("online").textContent = s.online;
@@ -59,8 +68,9 @@
     alarm.hidden = !s.alarm; alarm.textContent = s.alarm || "";
     document.querySelector("#workers tbody").replaceChildren(...s.workers.map((w) => {
       const tr = el("tr");
-      tr.append(el("td", {}, w.name), el("td", {}, w.online ? "online" : "offline"), el("td", {}, w.jobs.join(", ")),
-        el("td", {}, `${w.last_seen_seconds} s ago`));
+      tr.append(el("td", {}, w.name), el("td", {}, w.online ? "online" : "offline"),
+        el("td", { "data-label": "Running jobs" }, w.jobs.join(", ")),
+        el("td", { "data-label": "Last seen" }, `${w.last_seen_seconds} s ago`));
       return tr;
     }));
   }

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
+import sqlalchemy as sa
 
+from app.models import User
 from tests.conftest import Portal, close_app, make_app, ome_tiff
 from tests.test_events import read_stream
 from workers import pipeline
@@ -33,6 +35,8 @@ CASES = [
     ("GET", "/store", None, PAGE),
     ("GET", "/store/image/{image}", None, MY_PAGE),
     ("GET", "/tokens", None, PAGE),
+    ("GET", "/history", None, PAGE),
+    ("GET", "/api/history?state=failed&q=f.ome", None, API),
     ("POST", "/tokens", None, {"anonymous": 302, "owner": 200, "other": 200, "staff": 200}),
     ("POST", "/tokens/{token}/revoke", None, {"anonymous": 302, "owner": 200, "other": 404, "staff": 404}),
     ("GET", "/api/me", None, API),
@@ -66,6 +70,10 @@ CASES = [
     ("POST", "/api/staff/jobs/{failed2}/retry", None, STAFF_API),
     ("POST", "/api/staff/jobs/{waiting2}/front", None, STAFF_API | {"staff": 409}),  # reached: not queued yet
     ("POST", "/api/staff/jobs/{waiting2}/cancel", None, STAFF_API),
+    ("POST", "/api/staff/jobs/{waiting2}/free", None, STAFF_API),  # cancelled just above
+    ("GET", "/staff/microscopes", None, STAFF_PAGE),
+    ("POST", "/staff/microscopes", None, STAFF_PAGE | {"staff": 303}),  # no name given: told so
+    ("POST", "/api/staff/import-as", {"on_behalf_of": "alice"}, STAFF_API),
     ("POST", "/api/staff/batches",
      {"on_behalf_of": "alice", "group_id": "{group}", "files": [{"name": "s.tif", "size": 1}]},
      STAFF_API | {"staff": 201}),
@@ -80,10 +88,16 @@ def world(embedded_stack, monkeypatch):
     app = make_app(embedded_stack | {"PORTAL_STAFF_USERS": "sam"}, monkeypatch)
     alice = Portal(app.test_client(), "alice")
     imported = alice.send({"done.ome.tif": ome_tiff(seed=31)})["jobs"][0]
-    failed, failed2 = alice.send({"broken.tif": b"II*\x00" + bytes(64), "broken2.tif": b"II*\x00" + bytes(65)})["jobs"]
+    failed, failed2 = alice.send({"f.ome.tif": ome_tiff(seed=34), "f2.ome.tif": ome_tiff(seed=35)})["jobs"]
     with app.app_context():
-        for job in (imported, failed, failed2):
+        pipeline.run_job(app, imported["id"], "matrix")
+    with app.extensions["db"].session() as db:  # her OMERO session ends: failures Retry can fix
+        db.execute(sa.update(User).where(User.username == "alice").values(omero_key=None))
+        db.commit()
+    with app.app_context():
+        for job in (failed, failed2):
             pipeline.run_job(app, job["id"], "matrix")
+    alice = Portal(app.test_client(), "alice")  # signed in again
     waiting = alice.new_batch({"w.ome.tif": ome_tiff(seed=32), "w2.ome.tif": ome_tiff(seed=33)})
     tokens = [alice.post("/api/tokens", json={"name": name}).get_json()["id"] for name in ("page", "api")]
     ids = {"batch": waiting["id"], "file": waiting["jobs"][0]["files"][0]["id"], "waiting": waiting["jobs"][0]["id"],

@@ -34,9 +34,49 @@ def test_plan_groups_partners_and_names_what_is_missing(alice):
     assert "orphan.emi" in groups[("run/orphan_1.ser",)]["error"]
     assert "acq.emi" in groups[("other/acq_3.ser",)]["error"]
     assert "lonely_1.ser" in groups[("run/lonely.emi",)]["error"]
-    assert "not supported" in groups[("run/notes.txt",)]["error"]
+    assert groups[("run/notes.txt",)]["error"] is None and groups[("run/notes.txt",)]["skipped"] == ".txt files"
     assert groups[("run/a.tif",)]["error"] is None
-    assert (body["count"], body["total_size"], body["importable"]) == (10, 8183, 3)
+    assert (body["count"], body["total_size"], body["importable"], body["skipped"]) == (10, 8183, 3, 1)
+
+
+SESSION_FOLDER = {  # a real session folder: the data and what Windows, macOS and people leave beside it
+    "s/.DS_Store": 6148, "s/Thumbs.db": 20, "s/desktop.ini": 3, "s/._a.emd": 4096, "s/~$notes.docx": 162,
+    "s/__MACOSX/a.emd": 10, "s/.hidden/b.emd": 10, "s/notes.txt": 4, "s/export.csv": 9, "s/README": 7,
+    "s/settings.xml": 30, "s/a.emd": 100, "s/lonely.mrc": 50,
+}
+
+
+def test_a_folders_system_files_and_other_formats_are_skipped_not_failed(alice):
+    body = plan(alice, SESSION_FOLDER).get_json()
+    skipped = {grp["files"][0]["name"]: grp["skipped"] for grp in body["groups"] if grp["skipped"]}
+    assert skipped == {
+        "s/.DS_Store": "system files", "s/Thumbs.db": "system files", "s/desktop.ini": "system files",
+        "s/._a.emd": "system files", "s/~$notes.docx": "system files", "s/__MACOSX/a.emd": "system files",
+        "s/.hidden/b.emd": "system files", "s/notes.txt": ".txt files", "s/export.csv": ".csv files",
+        "s/README": "files without an extension", "s/settings.xml": ".xml files without an .mrc",
+    }
+    assert all(grp["error"] is None for grp in body["groups"] if grp["skipped"])
+    errors = {grp["files"][0]["name"]: grp["error"] for grp in body["groups"] if grp["error"]}
+    assert list(errors) == ["s/lonely.mrc"] and "lonely.xml" in errors["s/lonely.mrc"]  # the researcher's data
+    assert (body["importable"], body["skipped"]) == (1, 11)
+
+
+def test_files_chosen_by_hand_keep_their_reason(alice):
+    body = plan(alice, {"notes.txt": 4, "Thumbs.db": 20, "a.emd": 100}).get_json()
+    errors = {grp["files"][0]["name"]: grp["error"] for grp in body["groups"]}
+    assert "not supported" in errors["notes.txt"] and "not supported" in errors["Thumbs.db"]
+    assert body["skipped"] == 0
+
+
+def test_a_batch_of_a_folder_makes_jobs_only_for_what_it_reads(alice):
+    batch = alice.new_batch({"s/.DS_Store": b"x" * 10, "s/notes.txt": b"grid 7", "s/b.ome.tif": ome_tiff(seed=3),
+                             "s/a.ome.tif": ome_tiff(seed=4)})
+    assert [job["files"][0]["name"] for job in batch["jobs"]] == ["s/a.ome.tif", "s/b.ome.tif"]  # by path
+    assert batch["skipped"] == [{"name": "s/.DS_Store", "reason": "system files"},
+                                {"name": "s/notes.txt", "reason": ".txt files"}]
+    everything_skipped = alice.post("/api/batches", json={"group_id": alice.me["groups"][0]["id"],
+                                                          "files": [{"name": "s/Thumbs.db", "size": 3}]})
+    assert everything_skipped.status_code == 400 and "system files" in everything_skipped.get_json()["error"]
 
 
 def test_plan_flags_a_file_over_the_limit_and_creates_nothing(alice, embedded_app):

@@ -22,7 +22,7 @@ def test_the_help_page_is_open_linked_and_explains_colours_places_and_retention(
     assert "at most 21 days" in re.sub(r"\s+", " ", text)
 
 
-@pytest.mark.parametrize("path", ["/", "/help"])
+@pytest.mark.parametrize("path", ["/", "/help", "/history", "/tokens"])
 def test_pages_have_no_inline_script_or_handler_and_load_nothing_from_elsewhere(embedded_app, path):
     alice = Portal(embedded_app.test_client(), "alice")
     response = alice.get(path)

@@ -45,7 +45,10 @@ def test_old_imports_trigger_one_reminder_a_week_and_a_notice(embedded_app, smtp
         db.commit()
 
     assert "retention-notice" not in bob.get("/").get_data(as_text=True)
-    assert "more than 28 days ago" in alice.get("/").get_data(as_text=True)
+    page = alice.get("/").get_data(as_text=True)
+    assert "1 image went into OMERO more than 28 days ago" in page and "Download" in page and "Delete" in page
+    link = app_link(embedded_app, "alice")
+    assert f'<a href="{link}" target="_blank" rel="noopener">run/1.ome.tif</a>' in page
 
     from workers.tasks import retention_reminders
 
@@ -55,6 +58,7 @@ def test_old_imports_trigger_one_reminder_a_week_and_a_notice(embedded_app, smtp
     (mail,) = inbox.messages
     assert mail["To"] == "alice@lab.example" and mail["From"] == "portal@facility.example"
     assert "run/1.ome.tif" in mail.get_payload() and "deletes nothing" in mail.get_payload()
+    assert link in mail.get_payload() and mail["Subject"] == "1 image in OMERO for more than 28 days"
     assert embedded_app.extensions["celery"].conf.beat_schedule["retention-reminders"]["task"] == \
         "portal.retention_reminders"
 
@@ -74,3 +78,8 @@ def test_staff_see_who_must_clean_up_and_users_cannot(embedded_app):
     assert "alice" in page and "never" in page
     assert alice.get("/staff/retention").status_code == 403
     assert sam.client.post("/staff/retention/remind").status_code == 400  # CSRF
+
+
+def app_link(app, username):
+    with app.extensions["db"].session() as db:
+        return db.scalar(sa.select(Job.link).join(User, User.id == Job.owner_id).where(User.username == username))

@@ -152,3 +152,98 @@ def test_staff_import_as_a_user_whose_images_they_become(app, people):
     mine = carol.get(f"/api/batches/{batch['id']}").get_json()
     assert mine["owner_id"] != mine["created_by_id"] and mine["jobs"][0]["state"] == "imported"
     assert alice.get(f"/api/batches/{batch['id']}").status_code == 404
+
+
+BROKEN_TIFF = b"II*\x00" + bytes(64)  # a TIFF header and nothing readable: a failure of the content
+
+
+def test_retry_is_offered_only_where_it_can_work(embedded_app):
+    app = embedded_app
+    alice, staff = Portal(app.test_client(), "alice"), Portal(app.test_client(), "sam")
+    make_staff(app, "sam")
+    fine, broken = (job["id"] for job in alice.send({"broken.tif": BROKEN_TIFF, "a.ome.tif": ome_tiff(seed=40)})["jobs"])
+    with app.extensions["db"].session() as db:  # the user's OMERO session is gone: that can be retried
+        db.execute(sa.update(User).where(User.username == "alice").values(omero_key=None))
+        db.commit()
+    with app.app_context():
+        assert pipeline.run_job(app, broken, "w:1") == "failed" and pipeline.run_job(app, fine, "w:1") == "failed"
+    listed = {job["id"]: job for job in staff.get("/api/staff/jobs?state=failed").get_json()["jobs"]}
+    assert (listed[broken]["can_retry"], listed[fine]["can_retry"]) == (False, True)
+    refused = staff.post(f"/api/staff/jobs/{broken}/retry")
+    assert refused.status_code == 409 and "Retrying cannot help" in refused.get_json()["error"]
+    assert alice.post(f"/api/jobs/{broken}/retry").status_code == 409
+    batch = alice.get(f"/api/batches/{job_row(app, broken).batch_id}").get_json()
+    assert {job["id"]: job["can_retry"] for job in batch["jobs"]} == {broken: False, fine: True}
+
+
+def test_move_to_front_is_not_offered_on_the_embedded_broker(embedded_app):
+    app = embedded_app
+    alice, staff = Portal(app.test_client(), "alice"), Portal(app.test_client(), "sam")
+    make_staff(app, "sam")
+    job_id = alice.send({"q.ome.tif": ome_tiff(seed=41)})["jobs"][0]["id"]
+    queued_since = job_row(app, job_id).enqueued_at
+    assert staff.get("/api/staff/status").get_json()["can_move_to_front"] is False
+    refused = staff.post(f"/api/staff/jobs/{job_id}/front")
+    assert refused.status_code == 409 and "Redis" in refused.get_json()["error"]
+    assert job_row(app, job_id).enqueued_at == queued_since  # "oldest waiting" is left alone
+    assert 'data-front="false"' in staff.get("/staff").get_data(as_text=True)
+
+
+def test_a_worker_silent_for_30_s_is_offline(embedded_app):
+    from datetime import timedelta
+
+    from app.db import utcnow
+    from app.models import WorkerBeat
+
+    app = embedded_app
+    staff = Portal(app.test_client(), "sam")
+    make_staff(app, "sam")
+    with app.extensions["db"].session() as db:
+        db.add_all([WorkerBeat(name="fresh@host", last_seen=utcnow() - timedelta(seconds=20)),
+                    WorkerBeat(name="gone@host", last_seen=utcnow() - timedelta(seconds=31))])
+        db.commit()
+    status = staff.get("/api/staff/status").get_json()
+    assert {w["name"]: w["online"] for w in status["workers"]} == {"fresh@host": True, "gone@host": False}
+
+
+def test_import_as_starts_with_the_users_groups(embedded_app):
+    app = embedded_app
+    alice, staff = Portal(app.test_client(), "alice"), Portal(app.test_client(), "sam")
+    make_staff(app, "sam")
+    assert alice.post("/api/staff/import-as", json={"on_behalf_of": "carol"}).status_code == 403
+    carol = staff.post("/api/staff/import-as", json={"on_behalf_of": "carol"}).get_json()
+    assert carol["username"] == "carol" and [g["name"] for g in carol["groups"]] == ["Lab", "Facility"]
+    assert staff.post("/api/staff/import-as", json={}).status_code == 400
+    page = staff.get("/staff").get_data(as_text=True)
+    assert 'id="import-as"' in page and 'name="as"' in page
+
+
+def test_staff_name_a_microscope_and_the_next_job_lands_in_that_project(embedded_app):
+    app = embedded_app
+    app.config["MICROSCOPE_NAMES"] = {"TALOS-12TAN18C": "Talos L120C"}  # the settings' starting table
+    alice, staff = Portal(app.test_client(), "alice"), Portal(app.test_client(), "sam")
+    make_staff(app, "sam")
+    first = alice.send({"1.ome.tif": ome_tiff(seed=42, microscope="TITAN52336320")})["jobs"][0]["id"]
+    with app.app_context():
+        assert pipeline.run_job(app, first, "w:1") == "imported"
+    assert job_row(app, first).project == "TITAN52336320"
+    page = staff.get("/staff/microscopes").get_data(as_text=True)
+    assert "Talos L120C" in page and "(from the settings)" in page
+    assert "TITAN52336320" in unmapped(page)  # offered for naming
+    assert alice.post("/staff/microscopes", data={"raw": "TITAN52336320", "name": "Titan Krios"}).status_code == 403
+    assert staff.client.post("/staff/microscopes", data={"raw": "TITAN52336320", "name": "x"}).status_code == 400  # CSRF
+    saved = staff.post("/staff/microscopes", data={"raw": "TITAN52336320", "name": "Titan Krios"})
+    assert saved.status_code == 303
+    second = alice.send({"2.ome.tif": ome_tiff(seed=43, microscope="TITAN52336320")})["jobs"][0]["id"]
+    with app.app_context():
+        assert pipeline.run_job(app, second, "w:1") == "imported"
+    assert (job_row(app, first).project, job_row(app, second).project) == ("TITAN52336320", "Titan Krios")
+    (titan,) = [i for i in app.extensions["omero"].images_of("alice") if i["project"] == "Titan Krios"]
+    page = staff.get("/staff/microscopes").get_data(as_text=True)
+    assert "Every instrument seen so far has a name" in page
+    assert staff.post("/staff/microscopes", data={"raw": "TITAN52336320", "name": ""}).status_code == 303
+    assert "TITAN52336320" in unmapped(staff.get("/staff/microscopes").get_data(as_text=True))
+
+
+def unmapped(page: str) -> str:
+    return page.split('id="microscope-unmapped"')[1]

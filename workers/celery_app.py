@@ -25,7 +25,8 @@ def celery_init_app(app: Flask) -> Celery:
         broker_connection_max_retries=None,  # a restarted Redis is waited for, not given up on
         include=["workers.tasks"],
         # `upload-portal worker --beat` (or a separate `celery beat`) sends this once a day
-        beat_schedule={"retention-reminders": {"task": "portal.retention_reminders", "schedule": 24 * 3600.0}},
+        beat_schedule={"retention-reminders": {"task": "portal.retention_reminders", "schedule": 24 * 3600.0},
+                       "staging-hygiene": {"task": "portal.free_staging", "schedule": 24 * 3600.0}},
         beat_schedule_filename=str(app.config["DATA_DIR"] / "celerybeat-schedule"),
     )
     if celery.conf.broker_url.startswith("redis"):

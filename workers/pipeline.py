@@ -23,6 +23,7 @@ import converters
 from app import __version__, crypto
 from app import jobs as job_states
 from app.db import utcnow
+from app.microscopes import microscope_names
 from app.models import Job, JobState, User
 from app.omero.base import Annotations, ImageRef, OmeroError, SessionExpired
 from app.staging import hash_file
@@ -117,7 +118,7 @@ def _run_job(app: Flask, job_id: int, worker: str) -> str | RetryLater:
         except job_states.LeaseLost:
             return "lease lost"
         except (JobFailed, converters.ConversionError) as e:
-            run.finish(JobState.FAILED, str(e))
+            run.finish(JobState.FAILED, str(e), can_retry=False)  # the same content would fail the same way
             return "failed"
         except OmeroError as e:
             if e.transient and job.attempts <= app.config["JOB_MAX_RETRIES"]:
@@ -153,7 +154,7 @@ def _process(app: Flask, run: Run, job: Job) -> str:
     work = staging.job_dir(job.id) / "converted"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    options = converters.ConvertOptions(timezone=app.config["TZ"], microscope_names=app.config["MICROSCOPE_NAMES"])
+    options = converters.ConvertOptions(timezone=app.config["TZ"], microscope_names=microscope_names(app))
     conversion = converters.convert(paths, work, options)
     return _import(app, run, job, conversion)
 

@@ -26,6 +26,11 @@ def retention_reminders() -> int:
     return retention.send_reminders(current_app)
 
 
+@shared_task(name="portal.free_staging", ignore_result=True)
+def free_staging() -> int:
+    return retention.free_staging(current_app)
+
+
 @worker_process_init.connect
 def _fresh_connections(**_kwargs) -> None:
     # a forked child must not share the parent's database sockets

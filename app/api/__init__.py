@@ -117,11 +117,18 @@ def _validated_files(files) -> list[dict]:
 
 
 def _grouped(names) -> list[FileGroup]:
-    """The jobs these names make; a group with a name the portal refuses cannot be imported."""
-    groups = group_files(names)
+    """The jobs these names make, by path; a group with a name the portal refuses cannot be imported.
+    A folder's system files and files the portal does not read are skipped, not refused."""
+    groups = group_files(sorted(names), skip_unread=True)
     for grp in groups:
         grp.error = next(filter(None, map(name_problem, grp.files)), None) or grp.error
+        if grp.error:
+            grp.skipped = None
     return groups
+
+
+def _skipped_json(groups: list[FileGroup]) -> list[dict]:
+    return [{"name": shown_name(grp.files[0]), "reason": grp.skipped} for grp in groups if grp.skipped]
 
 
 def _too_big(name: str, size: int) -> str | None:
@@ -173,11 +180,12 @@ def plan():
     sizes = {f["name"]: f["size"] for f in files}
     groups = []
     for grp in _grouped(sizes):
-        error = grp.error or next((m for n in grp.files if (m := _too_big(n, sizes[n]))), None)
+        error = grp.error or (None if grp.skipped else next((m for n in grp.files if (m := _too_big(n, sizes[n]))), None))
         groups.append({"files": [{"name": shown_name(n), "size": sizes[n]} for n in grp.files], "kind": grp.kind,
-                       "size": sum(sizes[n] for n in grp.files), "error": error})
+                       "size": sum(sizes[n] for n in grp.files), "error": error, "skipped": grp.skipped})
     return {"groups": groups, "count": len(sizes), "total_size": sum(sizes.values()),
-            "importable": sum(1 for grp in groups if grp["error"] is None)}
+            "importable": sum(1 for grp in groups if grp["error"] is None and grp["skipped"] is None),
+            "skipped": sum(1 for grp in groups if grp["skipped"])}
 
 
 @bp.get("/key-values")
@@ -213,6 +221,10 @@ def new_batch(owner: User, body):
     group, pairs, folder, files = _validated_batch(body, owner)
     sizes = {f["name"]: f["size"] for f in files}
     groups = _grouped(sizes)
+    skipped, groups = _skipped_json(groups), [grp for grp in groups if not grp.skipped]
+    if not groups:
+        raise ApiError(f"None of these {len(skipped)} files is one the portal imports "
+                       f"({', '.join(sorted({s['reason'] for s in skipped}))}): choose the image files")
     _staging().check_room(sum(sizes[n] for grp in groups if not grp.error for n in grp.files))
     with _db() as db:
         batch = Batch(owner_id=owner.id, created_by_id=g.user.id, group_id=group["id"],
@@ -221,7 +233,8 @@ def new_batch(owner: User, body):
         db.flush()
         for grp in groups:
             job = Job(batch_id=batch.id, owner_id=owner.id, kind=grp.kind, total_size=sum(sizes[n] for n in grp.files),
-                      state=JobState.FAILED if grp.error else JobState.UPLOADING, message=grp.error or "")
+                      state=JobState.FAILED if grp.error else JobState.UPLOADING, message=grp.error or "",
+                      can_retry=not grp.error)
             db.add(job)
             db.flush()
             taken: set[str] = set()
@@ -233,7 +246,7 @@ def new_batch(owner: User, body):
                 db.add(JobFile(job_id=job.id, name=shown_name(name), stored_name=stored, size=sizes[name]))
             job_states.record(db, job)
         db.commit()
-        return _batch_json(db, batch), 201
+        return {**_batch_json(db, batch), "skipped": skipped}, 201
 
 
 @bp.get("/batches")
@@ -244,10 +257,10 @@ def list_batches():
         batches = db.scalars(select(Batch).where(Batch.owner_id == g.user.id).order_by(Batch.id.desc()).limit(50))
         return {"batches": [
             {"id": b.id, "created_at": b.created_at.isoformat() + "Z", "group_name": b.group_name,
-             "folder": b.folder, "states": _count_states(b)} for b in batches]}
+             "folder": b.folder, "states": count_states(b)} for b in batches]}
 
 
-def _count_states(batch: Batch) -> dict:
+def count_states(batch: Batch) -> dict:
     counts: dict[str, int] = {}
     for job in batch.jobs:
         counts[job.state] = counts.get(job.state, 0) + 1

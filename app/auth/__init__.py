@@ -25,10 +25,11 @@ bp = Blueprint("auth", __name__)
 log = logging.getLogger(__name__)
 
 OMERO_SESSION_TTL = 7 * 24 * 3600  # sessions the portal makes: long enough for a queue to drain
-# OMERO session keys are UUIDs (embedded: URL-safe base64); anything else is a paste gone wrong.
-KEY_PATTERN = re.compile(r"[A-Za-z0-9_.~-]{8,128}")
-MALFORMED_KEY = ("That is not an OMERO session key: copy the key exactly as OMERO.web's session-token page "
-                 "shows it (letters, digits and dashes, no spaces)")
+# OMERO session keys are UUIDs (the embedded store's: 43 characters of URL-safe base64); anything
+# else is a paste gone wrong, and says so rather than "expired".
+KEY_PATTERN = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}|[A-Za-z0-9_-]{43}")
+MALFORMED_KEY = ("That is not an OMERO session key: copy the whole key exactly as OMERO.web's session-token page "
+                 "shows it (36 characters: letters a-f, digits and four dashes, like 1b4e28ba-2fa1-11d2-883f-0016d3cca427)")
 EXPIRED_KEY = "That OMERO session key has expired or was closed: get a fresh key from OMERO.web and sign in again"
 
 

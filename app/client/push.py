@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urljoin
 
 from app.client import FINAL, ClientError, PortalClient, find_token
 
@@ -60,13 +61,18 @@ def push(client: PortalClient, files: dict[str, Path], group: str | None, kvs: l
     else:
         group_id = client.group_id(group)
     batch = client.create_batch(group_id, files, kvs, folder, on_behalf_of)
+    for skipped in batch.get("skipped", []):
+        print(f"skipped {skipped['name']} ({skipped['reason']})", file=sys.stderr)
     sha1s = {}
     for job in batch["jobs"]:
         if job["state"] != "uploading":
             continue  # refused before sending (an incomplete group, an unsupported file)
         for remote in job["files"]:
             sha1s[remote["name"]] = client.send(remote, files[remote["name"]], progress)
-    return client.wait(batch["id"], {job["id"] for job in batch["jobs"]}), sha1s
+    jobs = client.wait(batch["id"], {job["id"] for job in batch["jobs"]})
+    for job in jobs:  # embedded mode links within the portal: make them usable outside it
+        job["link"] = job["link"] and urljoin(client.server + "/", job["link"])
+    return jobs, sha1s
 
 
 def table(jobs: list[dict], out=sys.stdout) -> None:

@@ -12,8 +12,8 @@ bp = Blueprint("main", __name__)
 # and the help page both read this list, so the legend and the rows never disagree.
 STATES = [
     ("pending", "Pending", "gray", "chosen, not sent yet (or waiting for its turn)"),
-    ("sending", "Sending", "gray", "the bytes are on their way; the bar shows how far"),
-    ("checking", "Checking", "gray", "resuming: the part already on the server is being checked"),
+    ("sending", "Uploading", "cyan", "the bytes are on their way; the bar shows how far"),
+    ("checking", "Checking", "cyan", "resuming: the part already on the server is being checked"),
     ("offline", "Waiting for network", "gray", "the connection dropped; sending goes on by itself when it is back"),
     ("notsent", "Not sent", "red", "cannot be imported as chosen (a partner file is missing, or the format is not supported)"),
     ("queued", "Queued", "yellow", "the file is safe on the transfer server and waits for a worker"),
@@ -33,9 +33,7 @@ def index():
     days = current_app.config["RETENTION_DAYS"]
     with current_app.extensions["db"].session() as db:
         entries = retention.due(db, days, owner_id=g.user.id)
-    notice = (f"{len(entries[0].files)} of your files went into OMERO more than {days} days ago: OMERO holds them, "
-              "so please delete your copies from the transfer server." if entries else None)
-    return render_template("upload.html", retention_notice=notice,
+    return render_template("upload.html", retention=entries[0] if entries else None, retention_days=days,
                            states={state: label for state, label, _c, _m in STATES})
 
 

@@ -5,6 +5,7 @@ Every route here is staff-only (403 for everyone else); the pages are /staff...,
 """
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
 
 from flask import Blueprint, abort, current_app, render_template, request
@@ -12,15 +13,17 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from app import jobs as job_states
+from app import retention
 from app.auth import staff_required
 from app.db import utcnow
 from app.events import sse_response
 from app.models import Batch, Job, JobEvent, JobState, User, WorkerBeat
 from app.omero.base import OmeroError
+from converters.meta import human_size
 
 bp = Blueprint("staff", __name__)
 
-ONLINE_BEATS = 3  # a worker silent for this many beat periods is offline
+OFFLINE_AFTER_SECONDS = 30  # a worker silent this long is shown offline (workers beat every 10 s at most)
 IMPORT_AS_SESSION_SECONDS = 7 * 24 * 3600  # kept alive while its jobs wait (workers.recovery)
 
 
@@ -37,7 +40,8 @@ def staff_job_json(job: Job, username: str) -> dict:
             "attempts": job.attempts, "worker": (job.lease_owner or "").rsplit(":", 1)[0] or None,
             "created_at": job.created_at.isoformat() + "Z",
             "finished_at": job.finished_at.isoformat() + "Z" if job.finished_at else None,
-            "files": [f.name for f in job.files]}
+            "files": [f.name for f in job.files],
+            "staged": job.state in retention.FREEABLE and current_app.extensions["staging"].job_dir(job.id).exists()}
 
 
 def filtered_jobs(db, args, limit: int = 500) -> list[dict]:
@@ -54,6 +58,11 @@ def filtered_jobs(db, args, limit: int = 500) -> list[dict]:
     return [staff_job_json(job, username) for job, username in db.execute(query)]
 
 
+def can_move_to_front() -> bool:
+    """Only Redis serves messages by priority; the embedded broker takes them in order."""
+    return current_app.config["BROKER_URL"].startswith(("redis://", "rediss://"))
+
+
 def queue_status(db) -> dict:
     """Workers online, what each runs, queue depth and the age of the oldest queued job."""
     now = utcnow()
@@ -61,14 +70,14 @@ def queue_status(db) -> dict:
     running = db.execute(select(Job.id, Job.lease_owner).where(Job.state.in_(JobState.RUNNING))).all()
     workers = []
     for beat in db.scalars(select(WorkerBeat).order_by(WorkerBeat.name)):
-        online = now - beat.last_seen < timedelta(seconds=ONLINE_BEATS * period)
+        online = now - beat.last_seen < timedelta(seconds=max(OFFLINE_AFTER_SECONDS, 2 * period))
         jobs = [job_id for job_id, owner in running if owner and owner.rsplit(":", 1)[0] == beat.name]
         workers.append({"name": beat.name, "online": online, "concurrency": beat.concurrency, "jobs": jobs,
                         "last_seen_seconds": round((now - beat.last_seen).total_seconds(), 1)})
     depth, oldest = db.execute(select(func.count(Job.id), func.min(Job.enqueued_at))
                                .where(Job.state == JobState.QUEUED)).one()
     online = sum(w["online"] for w in workers)
-    return {"workers": workers, "online": online, "queue_depth": depth,
+    return {"workers": workers, "online": online, "queue_depth": depth, "can_move_to_front": can_move_to_front(),
             "oldest_queued_seconds": round((now - oldest).total_seconds(), 1) if oldest else None,
             "alarm": "No worker is online: queued jobs are waiting" if not online else None}
 
@@ -82,7 +91,10 @@ def dashboard():
         microscopes = db.scalars(select(Job.microscope).where(Job.microscope.is_not(None)).distinct()).all()
         groups = db.scalars(select(Batch.group_name).distinct()).all()
         status = queue_status(db)
-    return render_template("staff.html", users=users, microscopes=sorted(microscopes), groups=sorted(groups),
+    staging = current_app.extensions["staging"]
+    disk = shutil.disk_usage(staging.root)
+    return render_template("staff.html", staged=human_size(retention.staged_bytes(staging.root)),
+                           disk_free=human_size(disk.free), disk_total=human_size(disk.total), users=users, microscopes=sorted(microscopes), groups=sorted(groups),
                            states=[JobState.UPLOADING, JobState.QUEUED, *JobState.RUNNING, *JobState.FINAL],
                            status=status)
 
@@ -122,41 +134,61 @@ def api_events():
     return sse_response(None)
 
 
+def _import_as(username) -> User:
+    """The user staff import for, with a session of their own (through the admin connection): the
+    images will be theirs."""
+    from app.api import ApiError
+    from app.auth import remember_omero_user
+
+    if not isinstance(username, str) or not username.strip():
+        raise ApiError("Name the user to import for (on_behalf_of)")
+    try:
+        key = current_app.extensions["omero"].create_session(username.strip(), IMPORT_AS_SESSION_SECONDS)
+        return remember_omero_user(key, source="portal", staff_claim=None)
+    except OmeroError as e:
+        raise ApiError(f"Cannot import as {username}: {e}") from None
+
+
+@bp.post("/api/staff/import-as")
+@staff_required
+def api_import_as_user():
+    """Open an import for a user (`on_behalf_of`): say their OMERO groups, to choose one for the batch."""
+    owner = _import_as((request.get_json(silent=True) or {}).get("on_behalf_of"))
+    return {"username": owner.username, "full_name": owner.full_name, "groups": owner.groups}
+
+
 @bp.post("/api/staff/batches")
 @staff_required
 def api_import_as():
     """Create a batch on behalf of a user (`on_behalf_of`), in one of that user's groups."""
     from app.api import new_batch
-    from app.auth import remember_omero_user
 
     body = request.get_json(silent=True) or {}
-    username = body.get("on_behalf_of")
-    if not isinstance(username, str) or not username.strip():
-        return {"error": "Name the user to import for (on_behalf_of)"}, 400
-    try:  # a session of that user's own, through the admin connection: the images will be theirs
-        key = current_app.extensions["omero"].create_session(username.strip(), IMPORT_AS_SESSION_SECONDS)
-        owner = remember_omero_user(key, source="portal", staff_claim=None)
-    except OmeroError as e:
-        return {"error": f"Cannot import as {username}: {e}"}, 400
-    return new_batch(owner, body)
+    return new_batch(_import_as(body.get("on_behalf_of")), body)
 
 
-@bp.post("/api/staff/jobs/<int:job_id>/<any(retry, cancel, front):action>")
+@bp.post("/api/staff/jobs/<int:job_id>/<any(retry, cancel, front, free):action>")
 @staff_required
 def api_act(job_id: int, action: str):
-    """Retry a failed job, cancel any unfinished one, or move a queued job to the front."""
+    """Retry a failed job, cancel any unfinished one, move a queued job to the front, or free the
+    staged bytes of a failed, cancelled or unfinished job now."""
     staging = current_app.extensions["staging"]
     with _db() as db:
         job = _job_or_404(db, job_id)
+        if action == "free":
+            freed = retention.free_job(db, job, staging, "freed by the facility staff")
+            return {**job.public(), "freed_bytes": freed}
         if action == "retry":
             job_states.retry(db, job, staging)
         elif action == "cancel":
             job_states.cancel(db, job, staging, by_staff=True)
         elif job.state != JobState.QUEUED:
             raise job_states.NotAllowed(f"Only a queued job can be moved to the front (this one is {job.state})")
+        elif not can_move_to_front():
+            raise job_states.NotAllowed("Moving to the front needs the Redis broker: the embedded one serves jobs in order")
         else:
             job_states.enqueue(db, [job], front=True)
         return job.public()
 
 
-from app.staff import usage  # noqa: E402,F401 - registers the usage and metrics routes
+from app.staff import microscopes, usage  # noqa: E402,F401 - registers their routes

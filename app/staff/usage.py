@@ -49,16 +49,17 @@ def summarise(rows: list[dict], by: str) -> list[dict]:
 
 
 def bar_chart(title: str, bars: list[tuple[str, float]], unit: str = "") -> Markup:
-    """A horizontal bar chart as inline SVG; labels are escaped text."""
-    height, width, label_w = 22 * len(bars) + 30, 640, 180
+    """A horizontal bar chart as inline SVG, each label whole on its own line above its bar; labels
+    are escaped text. It scales down to the page's width."""
+    height, width = 38 * len(bars) + 30, 480
     top = max((value for _, value in bars), default=0) or 1
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{width}" height="{height}" '
-             f'aria-label="{escape(title)}"><title>{escape(title)}</title>']
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}" '
+             f'width="{width}" height="{height}" aria-label="{escape(title)}"><title>{escape(title)}</title>']
     for i, (label, value) in enumerate(bars):
-        y, w = 24 + 22 * i, (width - label_w - 90) * value / top
-        parts.append(f'<text x="{label_w - 6}" y="{y + 14}" text-anchor="end" font-size="13">{escape(label)}</text>'
-                     f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="16" fill="#1f3a5f"/>'
-                     f'<text x="{label_w + w + 6:.1f}" y="{y + 13}" font-size="12">{value:,.3g}{escape(unit)}</text>')
+        y, w = 24 + 38 * i, (width - 90) * value / top
+        parts.append(f'<text x="0" y="{y + 13}" font-size="13">{escape(label)}</text>'
+                     f'<rect x="0" y="{y + 18}" width="{w:.1f}" height="14" fill="#1f3a5f"/>'
+                     f'<text x="{w + 6:.1f}" y="{y + 30}" font-size="12">{value:,.3g}{escape(unit)}</text>')
     parts.append(f'<text x="0" y="14" font-size="14" font-weight="600">{escape(title)}</text></svg>')
     return Markup("".join(parts))
 

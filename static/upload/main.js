@@ -5,10 +5,13 @@ import { Pairs } from "./pairs.js";
 import { setUpPicker } from "./picker.js";
 import { Rows } from "./rows.js";
 import { sendFile } from "./transfer.js";
-import { api, el, human, say } from "./util.js";
+import { api, el, human, plural, say } from "./util.js";
 
 const $ = (id) => document.getElementById(id);
 const FINAL = ["imported", "duplicate", "failed", "cancelled"];
+
+// Staff importing for a user (/?as=NAME, from the staff page): their groups, the staff API, all events.
+const importAs = new URLSearchParams(window.location.search).get("as");
 
 const state = {
   me: null,
@@ -17,6 +20,7 @@ const state = {
   planSeq: 0,
   batch: null,           // the server's batch once the import is created
   notSent: [],           // planned groups that were not sent with the batch, with their reasons
+  skipped: [],           // a folder's files the portal leaves out (system files, formats it does not read)
   transfers: new Map(),  // job id -> what its transfer is doing
   lastEvent: new Map(),  // job id -> newest event id applied (a replay may repeat events)
   sending: false,
@@ -24,7 +28,7 @@ const state = {
 };
 let pairs, rows;
 
-const storeKey = () => `portal.batch.${state.me.username}`;  // a shared PC has many users
+const storeKey = () => `portal.batch.${state.me.username}${importAs ? `.as.${importAs}` : ""}`;  // a shared PC has many users
 
 function needsFiles() {
   if (!state.batch) return [];
@@ -59,9 +63,10 @@ function summarise() {
   } else {
     done.hidden = true;
     const plan = state.plan;
+    const refused = plan ? plan.groups.filter((g) => g.error).length : 0;
     summary.textContent = plan
-      ? `${plan.count} file${plan.count === 1 ? "" : "s"}, ${human(plan.total_size)}: ${plan.importable} to import`
-        + (plan.groups.length > plan.importable ? `, ${plan.groups.length - plan.importable} cannot be sent` : "")
+      ? `${plural(plan.count, "file")}, ${human(plan.total_size)}: ${plan.importable} to import`
+        + (refused ? `, ${refused} cannot be sent` : "") + (plan.skipped ? `, ${plan.skipped} skipped` : "")
       : "No files chosen yet.";
   }
   const resuming = needsFiles().length > 0;
@@ -73,6 +78,8 @@ function summarise() {
   $("group").disabled = locked;
   $("add-pair").disabled = locked;
   pairs.lock(locked);
+  // during an import the form shrinks to its pickers, so the list is in view (its summary is batch-info)
+  $("batch-form").classList.toggle("collapsed", locked);
 }
 
 function readyToResume() {
@@ -96,7 +103,8 @@ async function replan() {
   if (seq !== state.planSeq) return;  // a newer selection is being checked
   state.plan = plan;
   rows.clear();
-  plan.groups.forEach((group) => rows.planned(group, true));
+  plan.groups.filter((g) => !g.skipped).forEach((group) => rows.planned(group, true));
+  showSkipped(plan.groups.filter((g) => g.skipped));
   summarise();
 }
 
@@ -120,6 +128,16 @@ function chosen(files, problem) {
   replan();
 }
 
+// A folder's system files and other formats: one collapsed line, the names inside.
+function showSkipped(groups) {
+  state.skipped = groups;
+  const box = $("skipped");
+  box.hidden = !groups.length;
+  const reasons = [...new Set(groups.map((g) => g.skipped))].join(", ");
+  box.querySelector("summary").textContent = `${plural(groups.length, "file")} skipped: ${reasons}`;
+  box.querySelector("ul").replaceChildren(...groups.map((g) => el("li", {}, `${g.files[0].name} (${g.skipped})`)));
+}
+
 function removeGroup(group) {
   for (const f of group.files) state.selection.delete(f.name);
   replan();
@@ -136,12 +154,13 @@ function commonFolder(names) {
 async function startImport() {
   if (state.batch) return sendAll();
   const plan = state.plan;
-  const sendable = plan.groups.filter((g) => !g.error);
+  const sendable = plan.groups.filter((g) => !g.error && !g.skipped);
   const names = sendable.flatMap((g) => g.files.map((f) => f.name));
   const body = { group_id: Number($("group").value), key_values: pairs.values(), folder: commonFolder(names),
     files: sendable.flatMap((g) => g.files) };
   $("import").disabled = true;
-  try { state.batch = await api("POST", "/api/batches", body); }
+  if (importAs) body.on_behalf_of = importAs;
+  try { state.batch = await api("POST", importAs ? "/api/staff/batches" : "/api/batches", body); }
   catch (e) { say(`The import could not start: ${e.message}`); summarise(); return; }
   state.notSent = plan.groups.filter((g) => g.error);
   localStorage.setItem(storeKey(), String(state.batch.id));
@@ -224,7 +243,7 @@ function applyJob(job, eventId) {
 function listen(cursor) {
   if (state.source) state.source.close();
   // EventSource reconnects by itself and sends Last-Event-ID: the server replays what was missed.
-  state.source = new EventSource(`/api/events?after=${cursor}`);
+  state.source = new EventSource(`${importAs ? "/api/staff/events" : "/api/events"}?after=${cursor}`);
   state.source.addEventListener("job", (message) => {
     const data = JSON.parse(message.data);
     applyJob(data.job, data.event_id);
@@ -253,6 +272,7 @@ async function jobAction(job, verb) {
 function forgetBatch() {
   if (state.source) state.source.close();
   Object.assign(state, { batch: null, source: null, plan: null, notSent: [] });
+  showSkipped([]);
   state.transfers.clear();
   state.lastEvent.clear();
   state.selection.clear();
@@ -277,7 +297,7 @@ async function clearList() {
 async function restore() {
   const { batches } = await api("GET", "/api/batches");
   const remembered = Number(localStorage.getItem(storeKey()));
-  const pick = batches.find((b) => b.states.uploading) || batches.find((b) => b.id === remembered);
+  const pick = importAs ? null : batches.find((b) => b.states.uploading) || batches.find((b) => b.id === remembered);
   if (!pick) { localStorage.removeItem(storeKey()); return; }
   state.batch = await api("GET", `/api/batches/${pick.id}`);
   localStorage.setItem(storeKey(), String(pick.id));
@@ -286,7 +306,15 @@ async function restore() {
 
 async function init() {
   state.me = await api("GET", "/api/me");
-  for (const group of state.me.groups) $("group").append(el("option", { value: group.id }, group.name));
+  let groups = state.me.groups;
+  if (importAs) {
+    const owner = await api("POST", "/api/staff/import-as", { on_behalf_of: importAs });
+    groups = owner.groups;
+    $("import-as").hidden = false;
+    $("import-as").replaceChildren(el("strong", {}, `Importing for ${owner.full_name || owner.username}`),
+      ": the images will be theirs, in one of their groups; the import records that you made it.");
+  }
+  for (const group of groups) $("group").append(el("option", { value: group.id }, group.name));
   pairs = new Pairs($("pairs"), state.me.batch_keys, $("group"));
   pairs.add();
   rows = new Rows(document.querySelector("#rows tbody"), {

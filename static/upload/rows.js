@@ -104,7 +104,7 @@ export class Rows {
     if (job.state === "uploading" || job.state === "queued") {
       buttons.push(button("Cancel", name, () => this.actions.cancel(job)));
     }
-    if (job.state === "failed" && job.files.every((f) => f.complete)) {
+    if (job.can_retry) {  // the server knows: the files are still staged and the failure was not their content
       buttons.push(button("Retry", name, () => this.actions.retry(job)));
     }
     this.#render(row, jobView(job, transfer), buttons);

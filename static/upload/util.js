@@ -39,11 +39,13 @@ export function el(tag, attrs = {}, text) {
 
 export function human(n) {
   for (const unit of ["bytes", "KB", "MB", "GB", "TB"]) {
-    if (n < 1000 || unit === "TB") return unit === "bytes" ? `${n} bytes` : `${n.toFixed(1)} ${unit}`;
+    if (n < 1000 || unit === "TB") return unit === "bytes" ? plural(n, "byte") : `${n.toFixed(1)} ${unit}`;
     n /= 1000;
   }
   return "";
 }
+
+export const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 

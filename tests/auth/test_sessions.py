@@ -138,3 +138,17 @@ def test_sign_out_never_closes_a_pasted_key(embedded_app, omero_gateway, fake_om
     assert client.post("/logout", data={"csrf_token": csrf}).status_code == 302
     assert client.get("/api/me").status_code == 401
     assert fake_omero.store.live_session(key) is not None and not fake_omero.calls("client.killSession")
+
+
+@pytest.mark.parametrize("key, message", [
+    ("hello-world", "That is not an OMERO session key"),
+    ("1b4e28ba-2fa1-11d2-883f-0016d3cca427 extra", "That is not an OMERO session key"),
+    ("1b4e28ba-2fa1-11d2-883f-0016d3cca427", "has expired or was closed"),  # well formed, but no such session
+])
+def test_a_malformed_key_and_an_expired_one_get_different_messages(embedded_app, key, message):
+    client = embedded_app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    assert 'name="omero_key"' not in page  # the embedded store's keys are the portal's own: none to paste
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    answer = client.post("/login", data={"omero_key": key, "csrf_token": token})
+    assert answer.status_code == 400 and message in answer.get_data(as_text=True)

@@ -49,7 +49,9 @@ def test_the_tokens_page_shows_a_new_token_once(ann):
     page = ann.get("/tokens").get_data(as_text=True)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
     made = ann.client.post("/tokens", data={"name": "laptop", "csrf_token": csrf}).get_data(as_text=True)
-    token = re.search(r'<code class="token">(omp_[^<]+)</code>', made).group(1)
+    token = re.search(r'<code class="token" id="new-token">(omp_[^<]+)</code>', made).group(1)
+    assert 'data-copy="new-token"' in made and 'data-copy="push-command"' in made
+    assert f'PORTAL_TOKEN={token} upload-portal push FOLDER --server http://localhost --group "Lab"' in made
     again = ann.get("/tokens").get_data(as_text=True)
     assert "laptop" in again and token not in again
     revoke = re.search(r'action="(/tokens/\d+/revoke)"', again).group(1)
