@@ -106,7 +106,7 @@ def test_workers_online_then_an_alarm_when_the_last_one_dies(app, people, worker
                         timeout=60, what="the worker's first heartbeat")
     assert status["alarm"] is None and status["workers"][0]["concurrency"] == 2
     worker.kill()
-    wait_until(lambda: staff.get("/api/staff/status").get_json()["alarm"], timeout=30, what="the alarm")
+    wait_until(lambda: staff.get("/api/staff/status").get_json()["alarm"], timeout=60, what="the alarm (a worker is offline after 30 s of silence)")
     assert "No worker is online" in staff.get("/staff").get_data(as_text=True)
 
 
