@@ -46,6 +46,10 @@ IMAGES_WITH_FILES = (
     "left outer join fetch f.hasher where i.id in (:ids)"
 )
 
+# The pixels of these images with the SHA-1 of their pixel data, which the import's second step
+# (ManagedImportRequestI.pixelData) records: null until that step ran.
+PIXELS_SHA1 = "select p.image.id, p.sha1 from Pixels p where p.image.id in (:ids)"
+
 # The portal's provenance annotations on these images.
 PROVENANCE_LINKS = (
     "select l from ImageAnnotationLink l join fetch l.child a "
