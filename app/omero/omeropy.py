@@ -371,7 +371,7 @@ class OmeroPySession:
         ctx = self._ctx(group_id)
         with translate_errors(group=self._group_label(group_id)):
             annotation_list = build_annotations(annotations, self._tag_ids(annotations.tags, ctx))
-            image_ids, _hashes = import_fileset(
+            image_ids = import_fileset(
                 self.client, ctx, dataset_id, files, name=name, description=description,
                 annotation_list=annotation_list, progress=progress,
                 timeout_seconds=self.gateway.import_timeout_seconds, poll_seconds=self.gateway.poll_seconds,

@@ -178,8 +178,8 @@ def _close_quietly(close) -> None:
 def import_fileset(
     client, ctx: dict, dataset_id: int, files: Sequence[Path], *, name: str, description: str,
     annotation_list: list, progress: Progress, timeout_seconds: float, poll_seconds: float,
-) -> tuple[list[int], list[str]]:
-    """Run one import; return the new image ids and the SHA-1 of each file."""
+) -> list[int]:
+    """Run one import; return the new image ids."""
     mrepo = client.getManagedRepository()
     if mrepo is None:
         raise OmeroError("This OMERO server has no managed repository to import into")
@@ -195,4 +195,4 @@ def import_fileset(
     if isinstance(response, ERR):
         raise command_failed(f"import {name}", response)
     image_ids = [p.getImage().getId().getValue() for p in response.pixels]
-    return list(dict.fromkeys(image_ids)), hashes
+    return list(dict.fromkeys(image_ids))
