@@ -98,7 +98,7 @@ def test_a_lost_or_late_callback_does_not_block_the_import(fake_omero, tmp_path,
     path, sha1 = data_file(tmp_path, 80)
     started = time.monotonic()
     (ref,) = import_one(gateway, gateway.create_session("alice", 600), fake_omero, path)
-    assert time.monotonic() - started < 5  # found by polling the handle, not after the callback's 30 s
+    assert time.monotonic() - started < 15  # found by polling the handle, not after the callback's 30 s
     assert (ref.sha1, ref.complete) == (sha1, True)
 
 
