@@ -124,3 +124,14 @@ def test_check_omero_on_the_fake_server(omero_gateway, fake_omero):
     for kind in ("project", "dataset", "image", "pixels", "fileset", "file", "tag", "map", "ialink", "dilink"):
         assert fake_omero.rows(kind) == [], kind
     assert fake_omero.calls("client.killSession")  # the session the check opened is closed
+
+
+def test_an_unreachable_omero_fails_the_connect_check_with_its_remedy(embedded_env, capsys, monkeypatch):
+    """The real omero-py client, pointed at a port nobody listens on."""
+    require_omero_py()
+    for name, value in {"PORTAL_OMERO_BACKEND": "omero", "PORTAL_OMERO_HOST": "127.0.0.1", "PORTAL_OMERO_PORT": "1",
+                        "PORTAL_OMERO_ADMIN_USER": "root", "PORTAL_OMERO_ADMIN_PASSWORD": "secret"}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["check-omero", "--json"]) == 1
+    (result,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert result == {"check": "connect", "ok": False, "detail": "The OMERO server cannot be reached right now"}
