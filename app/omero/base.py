@@ -116,6 +116,9 @@ class Session(Protocol):
         """The values the user already gave this key in the group (client-namespace MapAnnotations),
         distinct and sorted, at most KEY_VALUES_LIMIT. Raises PermissionDenied for a non-member."""
 
+    def image_tags(self, group_id: int, image_id: int) -> list[str]:
+        """The texts of the tags on one of the user's images, sorted."""
+
     def delete_images(self, group_id: int, image_ids: Sequence[int]) -> None:
         """Remove these images of the user's and what their import made: fileset, original files,
         annotation links, and the annotations nothing else uses (a tag other images carry stays)."""

@@ -33,6 +33,7 @@ REMEDIES = {
     "scratch container": "the account must be able to create Projects and Datasets in the group",
     "import": "check the managed repository (disk space, permissions) and the server's import log",
     "key-values": "the server did not keep the import's annotations: check its version and the import log",
+    "tag": "the server did not link the tag: check the group's permissions and the import log",
     "original file": "check the repository's disk; a 'missing' method means this build cannot keep originals yet",
     "find by SHA-1": "the server must record SHA1-160 checksums (omero.checksum.supported)",
     "download": "check the repository's disk; a 'missing' method means this build cannot read originals back yet",
@@ -112,6 +113,7 @@ class SelfCheck:
             ("scratch container", self._container),
             ("import", lambda: self._import(tmp)),
             ("key-values", self._key_values),
+            ("tag", self._tag),
             ("original file", self._original_file),
             ("find by SHA-1", self._find_by_sha1),
             ("download", self._download),
@@ -175,7 +177,7 @@ class SelfCheck:
                                  f"the file sent has {self.file_sha1}")
         if not self.image.complete:
             raise AssertionError(f"image {self.image.id} has no pixel data: the import did not finish")
-        return f"image {self.image.id} with its pixels, key-values and tag '{KEY}-{self.run}'; SHA-1 matches"
+        return f"image {self.image.id} with its pixels; SHA-1 matches"
 
     def _key_values(self) -> str:
         self._needs(self.image, "import")
@@ -183,6 +185,13 @@ class SelfCheck:
         if self.run not in values:
             raise AssertionError(f"the key-value {KEY}={self.run} was not found after the import")
         return f"{KEY}={self.run} read back"
+
+    def _tag(self) -> str:
+        self._needs(self.image, "import")
+        tags = self.session.image_tags(self.group_id, self.image.id)
+        if tags != [f"{KEY}-{self.run}"]:
+            raise AssertionError(f"image {self.image.id} carries the tags {tags}, not '{KEY}-{self.run}'")
+        return f"'{KEY}-{self.run}' read back from image {self.image.id}"
 
     def _session_method(self, name: str):
         """A Session method that not every build has yet (original files: the custody work)."""

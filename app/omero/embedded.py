@@ -183,6 +183,14 @@ class EmbeddedSession:
             ).fetchall()
         return [value for (value,) in rows]
 
+    def image_tags(self, group_id: int, image_id: int) -> list[str]:
+        with self.store._db() as db:
+            rows = db.execute(
+                "SELECT t.text FROM image_tags it JOIN tags t ON t.id = it.tag_id JOIN images i ON i.id = it.image_id "
+                "WHERE i.id = ? AND i.owner_id = ? AND i.group_id = ? ORDER BY t.text",
+                (image_id, self.user_id, group_id)).fetchall()
+        return [text for (text,) in rows]
+
     def delete_images(self, group_id: int, image_ids: Sequence[int]) -> None:
         # Each image is one folder and one row; a tag stays in the group's list for reuse.
         marks = ",".join("?" * len(image_ids))

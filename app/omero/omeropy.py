@@ -362,6 +362,11 @@ class OmeroPySession:
             rows = self._query.projection(q.KEY_VALUES, q.key_values_params(key, self._uid), self._ctx(group_id))
         return [value for value in (unwrap(row[0]) for row in rows) if value]
 
+    def image_tags(self, group_id: int, image_id: int) -> list[str]:
+        with translate_errors(group=self._group_label(group_id)):
+            rows = self._query.projection(q.IMAGE_TAGS, q.image_tags_params(image_id, self._uid), self._ctx(group_id))
+        return [unwrap(row[0]) for row in rows]
+
     def import_image(
         self, group_id: int, dataset_id: int, files: Sequence[Path], *, name: str, description: str,
         annotations: Annotations, progress: Progress,

@@ -62,6 +62,12 @@ TAGS_BY_TEXT = (
     "and (t.ns is null or t.ns != :tagset) order by t.id"
 )
 
+# The texts of the tags linked to one image (a projection: only the strings travel).
+IMAGE_TAGS = (
+    "select t.textValue from ImageAnnotationLink l, TagAnnotation t "
+    "where l.child.id = t.id and l.parent.id = :iid and l.parent.details.owner.id = :owner order by t.textValue"
+)
+
 # The distinct values the user gave this key in editable (client namespace) key-value annotations of
 # the call's group. A projection, like the id queries above: only the strings travel.
 KEY_VALUES = (
@@ -92,6 +98,10 @@ def provenance_sha1_params(sha1: str, owner: int) -> ParametersI:
 def key_values_params(key: str, owner: int) -> ParametersI:
     params = ParametersI().addString("ns", CLIENT_KV_NAMESPACE).addString("key", key).addLong("owner", owner)
     return params.page(0, KEY_VALUES_LIMIT)
+
+
+def image_tags_params(image_id: int, owner: int) -> ParametersI:
+    return ParametersI().addLong("iid", image_id).addLong("owner", owner)
 
 
 def ids_params(ids: list[int]) -> ParametersI:

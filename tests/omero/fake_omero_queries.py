@@ -105,6 +105,7 @@ class FakeQuery:
             q.IMAGES_BY_PROVENANCE_SHA1: self._images_by_provenance,
             q.KEY_VALUES: self._key_values,
             q.PIXELS_SHA1: self._pixels_sha1,
+            q.IMAGE_TAGS: self._image_tags,
         }
 
     def findAllByQuery(self, query, params, _ctx=None):
@@ -172,6 +173,13 @@ class FakeQuery:
         values = {v for r in self.store.select("map", groups) if r.owner == owner and r.fields["ns"] == ns
                   for k, v in r.fields["pairs"] if k == key}
         return [[rstring(v)] for v in sorted(values)]
+
+    def _image_tags(self, groups, iid, owner):
+        image = self.store.rows.get(iid)
+        if image is None or image.kind != "image" or image.group not in groups or image.owner != owner:
+            return []
+        linked = [self.store.rows[link.fields["child"]] for link in self.store.select("ialink", parent=iid)]
+        return [[rstring(text)] for text in sorted(a.fields["text"] for a in linked if a.kind == "tag")]
 
     def _pixels_sha1(self, groups, ids):
         return [[rlong(p.fields["image"]), rstring(p.fields["sha1"]) if p.fields["sha1"] else None]

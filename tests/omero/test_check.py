@@ -48,7 +48,7 @@ def test_check_omero_json_on_the_embedded_store(embedded_env, capsys):
     status = main(["check-omero", "--json"])
     results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["check"] for r in results] == [
-        "connect", "admin rights", "groups", "scratch container", "import", "key-values", "original file",
+        "connect", "admin rights", "groups", "scratch container", "import", "key-values", "tag", "original file",
         "find by SHA-1", "download", "duplicate lookup", "clean up"]
     assert all(set(r) == {"check", "ok", "detail"} for r in results)
     failed = {r["check"] for r in results if not r["ok"]}
@@ -105,7 +105,7 @@ def test_staff_run_the_check_from_their_page(embedded_app):
     assert "Run the check" in staff.client.get("/staff/omero-check").get_data(as_text=True)
     page = staff.client.post("/staff/omero-check", data={"csrf_token": staff.me["csrf_token"]})
     rows = re.findall(r"<tr><td>([^<]+)</td><td>(ok|FAILED)</td>", page.get_data(as_text=True))
-    assert len(rows) == 11
+    assert len(rows) == 12
     assert {name for name, verdict in rows if verdict == "FAILED"} == expected_failures(EmbeddedSession)
 
 

@@ -230,6 +230,7 @@ def test_delete_images_and_remove_placement_undo_an_import(backend, key, names, 
         placement = session.get_or_create_dataset(gid, *names)
         (made,) = do_import(session, gid, placement.dataset_id, path, job_uid="job-undo", content_sha1=sha1)
         assert made.complete and [r.complete for r in session.find_images(gid, sha1)] == [True]
+        assert session.image_tags(gid, made.id) == ["contract-test"]
         session.delete_images(gid, [made.id])
         assert session.find_images(gid, sha1) == [] and session.find_images(None, sha1) == []
         session.remove_placement(gid, placement)
