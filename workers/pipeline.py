@@ -181,7 +181,7 @@ def _import(app: Flask, run: Run, job: Job, conversion: converters.Conversion) -
             return _done(run, staging, job, ours, JobState.IMPORTED, "Imported", common)
         if ours:  # an earlier run's import failed or was cancelled half-way: start it again
             omero.delete_images(batch.group_id, [image.id for image in ours])
-        found = [image for image in found if image.job_uid != job.uid]
+        found = [image for image in found if image.job_uid != job.uid and image.complete]  # a half import is no copy
         if found:
             return _done(run, staging, job, found[:1], JobState.DUPLICATE,
                          f"Already in OMERO as image {found[0].id} ({found[0].name})", common)

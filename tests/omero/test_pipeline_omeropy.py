@@ -126,12 +126,15 @@ def test_a_rerun_after_a_half_import_removes_it_and_imports_again(portal_app, al
     with portal_app.app_context():
         assert pipeline.run_job(portal_app, job_id, "w1") == "failed"
     (partial,) = fake_omero.rows("image")
+    # the watch folder's check before deleting a local copy: a half import is no copy
+    assert alice.client.get(f"/api/jobs/{job_id}/confirm").get_json()["in_omero"] is False
     fake_omero.fail_at_step = None
     headers = {"X-CSRFToken": alice.client.get("/api/me").get_json()["csrf_token"]}
     assert alice.client.post(f"/api/jobs/{job_id}/retry", headers=headers).status_code == 200
     with portal_app.app_context():
         assert pipeline.run_job(portal_app, job_id, "w1") == "imported"
     (image,) = fake_omero.rows("image")
+    assert alice.client.get(f"/api/jobs/{job_id}/confirm").get_json()["in_omero"] is True
     assert image.id != partial.id and not fake_omero.rows("ialink", parent=partial.id)
     assert [c[2] for c in fake_omero.calls("sf.submit")] == [[partial.id]]
     with portal_app.extensions["db"].session() as db:
@@ -191,3 +194,16 @@ def test_a_pasted_key_is_kept_alive_from_the_first_byte_until_the_job_ends(porta
         fake_omero.store.advance(300)
         assert pipeline.run_job(portal_app, batch["jobs"][0]["id"], "w1") == "imported"
     assert len(fake_omero.rows("image")) == 1
+
+
+def test_another_jobs_half_import_does_not_make_a_duplicate(portal_app, alice, fake_omero):
+    data = ome_tiff(seed=27)
+    first = alice.send({"a.ome.tif": data})["jobs"][0]["id"]
+    fake_omero.fail_at_step = 1
+    with portal_app.app_context():
+        assert pipeline.run_job(portal_app, first, "w1") == "failed"
+    fake_omero.fail_at_step = None
+    second = alice.send({"copy.ome.tif": data})["jobs"][0]["id"]
+    with portal_app.app_context():
+        assert pipeline.run_job(portal_app, second, "w1") == "imported"
+    assert len(fake_omero.rows("image")) == 2  # the first job's partial image is the first job's to remove
