@@ -1,4 +1,4 @@
-"""`upload-portal`: serve, worker, db upgrade, convert, push, watch, settings."""
+"""`upload-portal`: serve, worker, db upgrade, convert, push, watch, settings, check-omero."""
 from __future__ import annotations
 
 import argparse
@@ -35,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("push", help="send files or folders to a portal and wait for the results (see `push --help`)")
     commands.add_parser("watch", help="send each new file in a folder to a portal (see `watch --help`)")
     commands.add_parser("settings", help="print the table of settings (PORTAL_* environment variables)")
+    check = commands.add_parser("check-omero", help="check the configured OMERO backend end to end (exit 1 on a failure)")
+    check.add_argument("--json", action="store_true", help="one JSON object {check, ok, detail} per line")
+    check.add_argument("--key", help="run as the user of this OMERO session key ('-': read it from stdin) "
+                                     "instead of the configured admin account")
+    check.add_argument("--group", help="the OMERO group to check in (default: the account's default group)")
     args = parser.parse_args(argv)
 
     try:
@@ -46,10 +51,29 @@ def main(argv: list[str] | None = None) -> int:
             _worker(args.beat)
         elif args.command == "serve":
             _serve(args.no_worker, args.processes)
+        elif args.command == "check-omero":
+            return _check_omero(args.key, args.group, args.json)
     except portal_config.ConfigError as e:
         print(f"upload-portal: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _check_omero(key: str | None, group: str | None, as_json: bool) -> int:
+    import json
+
+    from app.omero import make_gateway
+    from app.omero.check import SelfCheck
+
+    config = portal_config.load()
+    if key == "-":
+        key = sys.stdin.readline().strip()  # keeps the key out of the process list and shell history
+    admin = config["OMERO_ADMIN_USER"] or ("upload-portal-check" if config["OMERO_BACKEND"] == "embedded" else "")
+    passed = True
+    for result in SelfCheck(make_gateway(config), key=key, admin_user=admin, group=group).results():
+        passed &= result.ok
+        print(json.dumps(result.json()) if as_json else result.line(), flush=True)
+    return 0 if passed else 1
 
 
 def _upgrade() -> None:

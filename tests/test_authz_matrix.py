@@ -63,6 +63,8 @@ CASES = [
     ("GET", "/staff/usage.csv", None, STAFF_PAGE),
     ("GET", "/staff/retention", None, STAFF_PAGE),
     ("POST", "/staff/retention/remind", None, STAFF_PAGE | {"staff": 302}),
+    ("GET", "/staff/omero-check", None, STAFF_PAGE),
+    ("POST", "/staff/omero-check", None, STAFF_PAGE),
     ("GET", "/metrics", None, {"anonymous": 403, "owner": 403, "other": 403, "staff": 200}),
     ("GET", "/api/staff/jobs", None, STAFF_API),
     ("GET", "/api/staff/status", None, STAFF_API),

@@ -173,11 +173,16 @@ def _import(app: Flask, run: Run, job: Job, conversion: converters.Conversion) -
     common = {"microscope": project, "project": project, "dataset": dataset,
               "acquired": conversion.acquired.isoformat() if conversion.acquired else None}
 
+    sent_sha1 = hash_file(conversion.output).hexdigest()
     with gateway.session(key) as omero:
         found = omero.find_images(None, job.content_sha1)
         ours = [image for image in found if image.job_uid == job.uid]
-        if ours:  # an earlier run of this job imported it and then stopped
+        if ours and all(image.complete and image.sha1 == sent_sha1 for image in ours):
+            # an earlier run of this job imported it and then stopped
             return _done(run, staging, job, ours, JobState.IMPORTED, "Imported", common)
+        if ours:  # an earlier run's import failed or was cancelled half-way: start it again
+            omero.delete_images(batch.group_id, [image.id for image in ours])
+        found = [image for image in found if image.job_uid != job.uid and image.complete]  # a half import is no copy
         if found:
             return _done(run, staging, job, found[:1], JobState.DUPLICATE,
                          f"Already in OMERO as image {found[0].id} ({found[0].name})", common)
@@ -189,7 +194,11 @@ def _import(app: Flask, run: Run, job: Job, conversion: converters.Conversion) -
             annotations=_annotations(job, conversion), progress=lambda sent, total: run.progress(
                 sent / total if total else 1.0, f"Importing into {project} / {dataset}"),
         )
-    sent_sha1 = hash_file(conversion.output).hexdigest()
+        # An earlier attempt this job gave up on (a network blip) may have gone on importing on the
+        # server: keep only this attempt's images.
+        mine = {image.id for image in images}
+        earlier = [i.id for i in omero.find_images(None, job.content_sha1) if i.job_uid == job.uid and i.id not in mine]
+        omero.delete_images(batch.group_id, earlier)
     if not images or images[0].sha1 != sent_sha1:
         raise JobFailed("OMERO's copy does not match the file sent (checksum differs): retry the import")
     return _done(run, staging, job, images, JobState.IMPORTED,

@@ -38,11 +38,15 @@ def sweep(app: Flask, lost_after: timedelta | None = None) -> list[int]:
 
 
 def keep_sessions_alive(app: Flask) -> None:
-    """Touch the OMERO session of every user whose jobs wait, so it does not idle out."""
-    gateway = app.extensions["omero"]
+    """Touch the OMERO session of every user with a job under way, from its first byte received to
+    its end, so it does not idle out (OMERO.web's sessions do after 10 minutes) while bytes
+    upload or jobs wait."""
+    gateway, staging = app.extensions["omero"], app.extensions["staging"]
     with app.extensions["db"].session() as db:
-        keys = db.scalars(select(User.omero_key).join(Job, Job.owner_id == User.id)
-                          .where(Job.state.in_(JobState.CLAIMABLE)).distinct())
+        rows = db.execute(select(User.omero_key, Job.id, Job.state).join(Job, Job.owner_id == User.id)
+                          .where(Job.state.in_((JobState.UPLOADING, *JobState.CLAIMABLE))))
+        keys = {key for key, job_id, state in rows
+                if state != JobState.UPLOADING or staging.job_dir(job_id).is_dir()}  # a byte arrived
         for key in keys:
             plain = key and crypto.decrypt(key, app.config["ENCRYPTION_KEY"])
             if plain:

@@ -393,7 +393,8 @@ def confirm_job(job_id: int):
         return {"in_omero": False, "images": [], "sha1": sha1s}
     try:
         with current_app.extensions["omero"].session(key) as omero:
-            images = omero.find_images(None, job.content_sha1)
+            # an import that failed half-way left an image without its pixels: not a copy to rely on
+            images = [i for i in omero.find_images(None, job.content_sha1) if i.complete]
     except OmeroError as e:
         raise ApiError(str(e), 503) from None
     return {"in_omero": bool(images), "sha1": sha1s,

@@ -79,6 +79,9 @@ class ImageRef:
     url: str  # the image in OMERO.web (or the embedded store's page)
     sha1: str  # checksum OMERO holds for the imported file (primary file of the fileset)
     job_uid: str | None = None  # the portal job that imported it, from the provenance annotation
+    # The import finished: pixels present and the fileset's SHA-1 recorded. OMERO saves an image
+    # before its pixels, so a failed or cancelled import leaves an incomplete one behind.
+    complete: bool = True
 
 
 @dataclass
@@ -112,6 +115,19 @@ class Session(Protocol):
     def key_values(self, group_id: int, key: str) -> list[str]:
         """The values the user already gave this key in the group (client-namespace MapAnnotations),
         distinct and sorted, at most KEY_VALUES_LIMIT. Raises PermissionDenied for a non-member."""
+
+    def image_tags(self, group_id: int, image_id: int) -> list[str]:
+        """The texts of the tags on one of the user's images, sorted."""
+
+    def delete_images(self, group_id: int, image_ids: Sequence[int]) -> None:
+        """Remove these images of the user's and what their import made: fileset, original files,
+        annotation links, and the annotations nothing else uses (a tag other images carry stays)."""
+
+    def remove_placement(self, group_id: int, placement: Placement) -> None:
+        """Remove this Dataset, and its Project when nothing else is in it (both must be empty)."""
+
+    def server_version(self) -> str:
+        """What the server says it is, for the self-check."""
 
 
 class Gateway(Protocol):

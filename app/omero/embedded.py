@@ -16,9 +16,10 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 
+from app import __version__
 from app.omero.base import (
     CLIENT_KV_NAMESPACE, KEY_VALUES_LIMIT, METADATA_NAMESPACE, PROVENANCE_NAMESPACE, Annotations, Group, Identity, ImageRef,
     OmeroError, PermissionDenied, Placement, Progress, SessionExpired, iter_files_in_blocks,
@@ -181,6 +182,43 @@ class EmbeddedSession:
                 (f'$.key_values."{CLIENT_KV_NAMESPACE}"', self.user_id, group_id, key, KEY_VALUES_LIMIT),
             ).fetchall()
         return [value for (value,) in rows]
+
+    def image_tags(self, group_id: int, image_id: int) -> list[str]:
+        with self.store._db() as db:
+            rows = db.execute(
+                "SELECT t.text FROM image_tags it JOIN tags t ON t.id = it.tag_id JOIN images i ON i.id = it.image_id "
+                "WHERE i.id = ? AND i.owner_id = ? AND i.group_id = ? ORDER BY t.text",
+                (image_id, self.user_id, group_id)).fetchall()
+        return [text for (text,) in rows]
+
+    def delete_images(self, group_id: int, image_ids: Sequence[int]) -> None:
+        # Each image is one folder and one row; a tag stays in the group's list for reuse.
+        marks = ",".join("?" * len(image_ids))
+        with self.store._db() as db:
+            rows = db.execute(f"SELECT id, path FROM images WHERE owner_id = ? AND group_id = ? AND id IN ({marks})",
+                              (self.user_id, group_id, *image_ids)).fetchall()
+            db.execute(f"DELETE FROM image_tags WHERE image_id IN ({marks})", tuple(i for i, _ in rows))
+            db.execute(f"DELETE FROM images WHERE id IN ({marks})", tuple(i for i, _ in rows))
+        for _, path in rows:
+            shutil.rmtree(self.store.root / path, ignore_errors=True)
+
+    def remove_placement(self, group_id: int, placement: Placement) -> None:
+        with self.store._db() as db:
+            group = self._group_name(db, group_id)
+            if db.execute("SELECT 1 FROM images WHERE dataset_id = ?", (placement.dataset_id,)).fetchone():
+                raise OmeroError(f"Dataset {placement.dataset} still holds images: it was not removed")
+            db.execute("DELETE FROM datasets WHERE id = ? AND project_id IN (SELECT id FROM projects WHERE "
+                       "owner_id = ? AND group_id = ?)", (placement.dataset_id, self.user_id, group_id))
+            db.execute("DELETE FROM projects WHERE id = ? AND owner_id = ? AND NOT EXISTS "
+                       "(SELECT 1 FROM datasets WHERE project_id = ?)",
+                       (placement.project_id, self.user_id, placement.project_id))
+        project = self.store.root / "files" / _safe_segment(group) / _safe_segment(placement.project)
+        for folder in (project / _safe_segment(placement.dataset), project):
+            with suppress(OSError):  # a folder still holding anything stays
+                folder.rmdir()
+
+    def server_version(self) -> str:
+        return f"embedded store of the OMERO Upload Portal {__version__} (SQLite {sqlite3.sqlite_version})"
 
     def import_image(
         self, group_id: int, dataset_id: int, files: Sequence[Path], *, name: str, description: str,

@@ -23,16 +23,18 @@ import Glacier2
 import Ice
 import omero
 import omero.clients
-from omero.model import DatasetI, ProjectDatasetLinkI, ProjectI
+from omero.cmd import ERR, Delete2
+from omero.model import DatasetI, ProjectDatasetLinkI, ProjectI, TagAnnotationI
 from omero.rtypes import rstring, unwrap
 from omero.sys import Principal
+from omero_version import omero_version
 
 from app.omero import omeropy_queries as q
 from app.omero.base import (
     Annotations, Group, Identity, ImageRef, OmeroError, Placement, Progress, SessionExpired,
 )
-from app.omero.omeropy_errors import translate_errors
-from app.omero.omeropy_import import build_annotations, import_fileset
+from app.omero.omeropy_errors import command_failed, translate_errors
+from app.omero.omeropy_import import build_annotations, import_fileset, linkable_tag_ids, new_tag, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ class OmeroPyGateway:
         admin_password: str | None = None, secure: bool = True, *,
         client_factory: Callable[..., omero.clients.BaseClient] | None = None,
         keep_alive_seconds: int = 60, settle_seconds: float = 1.0, import_timeout_seconds: float = 6 * 3600,
+        poll_seconds: float = 5.0,
     ):
         self.host = host
         self.port = int(port)
@@ -57,6 +60,8 @@ class OmeroPyGateway:
         # How long a get-or-create winner waits for a competitor's slower commit (see _one_of).
         self.settle_seconds = settle_seconds
         self.import_timeout_seconds = import_timeout_seconds
+        # How often a wait on a server command asks the handle itself (its callback can be lost).
+        self.poll_seconds = poll_seconds
 
     def image_url(self, image_id: int) -> str:
         return f"{self.web_url}/webclient/?show=image-{image_id}"
@@ -134,8 +139,15 @@ class OmeroPyGateway:
                 principal = Principal(name=username, group="", eventType="User")
                 try:
                     created = sf.getSessionService().createSessionWithTimeout(principal, int(ttl_seconds * 1000))
-                except omero.ApiUsageException as e:  # e.g. no such user
-                    raise OmeroError(f"OMERO would not open a session for {username}: {e.message}") from e
+                # SessionManagerImpl: an unknown name has no default group (ApiUsageException), or
+                # no user row (RemovedSessionException, which elsewhere means an expired session).
+                except (omero.ApiUsageException, omero.RemovedSessionException) as e:
+                    raise OmeroError(f"OMERO would not open a session for {username}: OMERO has no "
+                                     f"active user of that name ({e.message})") from e
+                except omero.SecurityViolation as e:
+                    raise OmeroError(
+                        f"The portal's OMERO admin account ({self.admin_user}) may not open sessions for "
+                        f"other users ({e.message}): give it the Sudo privilege, or make it a full admin") from e
                 return unwrap(created.getUuid())
         finally:
             # Our own admin session: closing it is right (it was not detached).
@@ -287,6 +299,31 @@ class OmeroPySession:
                 self._update.deleteObject(ProjectDatasetLinkI(link_id, False), ctx)
         self._update.deleteObject(DatasetI(dataset_id, False), ctx)
 
+    def remove_placement(self, group_id: int, placement: Placement) -> None:
+        ctx = self._ctx(group_id)
+        with translate_errors(group=self._group_label(group_id)):
+            # deleteObject does not cascade: the link goes first, and a dataset still holding
+            # images, or a project still holding datasets, is refused (ValidationException).
+            for did, link_id in self._dataset_links(placement.project_id, placement.dataset, ctx):
+                if did == placement.dataset_id:
+                    self._update.deleteObject(ProjectDatasetLinkI(link_id, False), ctx)
+            self._update.deleteObject(DatasetI(placement.dataset_id, False), ctx)
+            try:
+                self._update.deleteObject(ProjectI(placement.project_id, False), ctx)
+            except omero.ValidationException:
+                log.info("kept project %s: it holds other datasets", placement.project_id)
+
+    def _tag_ids(self, texts: list[str], ctx: dict) -> list[int]:
+        """One linkable tag per text, made when there is none; concurrent jobs end with one tag."""
+        ids = []
+        for text in dict.fromkeys(t.strip() for t in texts if t.strip()):
+            ids.append(self._one_of(
+                find=lambda: linkable_tag_ids(self._query, ctx, self._uid, text),
+                create=lambda: self._update.saveAndReturnObject(new_tag(text), ctx).getId().getValue(),
+                discard=lambda tid: self._update.deleteObject(TagAnnotationI(tid, False), ctx),
+            ))
+        return ids
+
     # -- images ---------------------------------------------------------------------------------
 
     def find_images(self, group_id: int | None, content_sha1: str) -> list[ImageRef]:
@@ -300,29 +337,35 @@ class OmeroPySession:
             return self._describe(ids, ctx)
 
     def _describe(self, ids: list[int], ctx: dict) -> list[ImageRef]:
-        """ImageRefs for these image ids: names, primary-file SHA-1s and the importing job."""
+        """ImageRefs for these image ids: names, primary-file SHA-1s, the importing job, and
+        whether the import finished (its pixel data step recorded the pixels' SHA-1)."""
         if not ids:
             return []
         images = self._query.findAllByQuery(q.IMAGES_WITH_FILES, q.ids_params(ids), ctx)
         links = self._query.findAllByQuery(q.PROVENANCE_LINKS, q.provenance_links_params(ids), ctx)
+        pixels = self._query.projection(q.PIXELS_SHA1, q.ids_params(ids), ctx)
         job_uids: dict[int, str] = {}
         for link in links:
             job_uid = q.map_value(link.getChild()).get("job_uid")
             if job_uid:
                 job_uids.setdefault(link.getParent().getId().getValue(), job_uid)
-        refs = [
-            ImageRef(
-                id=(iid := image.getId().getValue()), name=unwrap(image.getName()) or "",
-                url=self.gateway.image_url(iid), sha1=q.primary_sha1(image), job_uid=job_uids.get(iid),
-            )
-            for image in images
-        ]
+        with_pixels = {unwrap(image_id) for image_id, sha1 in pixels if unwrap(sha1)}
+        refs = []
+        for image in images:
+            iid, sha1 = image.getId().getValue(), q.primary_sha1(image)
+            refs.append(ImageRef(id=iid, name=unwrap(image.getName()) or "", url=self.gateway.image_url(iid),
+                                 sha1=sha1, job_uid=job_uids.get(iid), complete=bool(sha1) and iid in with_pixels))
         return sorted(refs, key=lambda r: r.id)
 
     def key_values(self, group_id: int, key: str) -> list[str]:
         with translate_errors(group=self._group_label(group_id)):
             rows = self._query.projection(q.KEY_VALUES, q.key_values_params(key, self._uid), self._ctx(group_id))
         return [value for value in (unwrap(row[0]) for row in rows) if value]
+
+    def image_tags(self, group_id: int, image_id: int) -> list[str]:
+        with translate_errors(group=self._group_label(group_id)):
+            rows = self._query.projection(q.IMAGE_TAGS, q.image_tags_params(image_id, self._uid), self._ctx(group_id))
+        return [unwrap(row[0]) for row in rows]
 
     def import_image(
         self, group_id: int, dataset_id: int, files: Sequence[Path], *, name: str, description: str,
@@ -332,14 +375,31 @@ class OmeroPySession:
             raise ValueError("import_image needs at least one file")
         ctx = self._ctx(group_id)
         with translate_errors(group=self._group_label(group_id)):
-            annotation_list = build_annotations(self._query, ctx, self._uid, annotations)
-            image_ids, hashes = import_fileset(
+            annotation_list = build_annotations(annotations, self._tag_ids(annotations.tags, ctx))
+            image_ids = import_fileset(
                 self.client, ctx, dataset_id, files, name=name, description=description,
                 annotation_list=annotation_list, progress=progress,
-                timeout_seconds=self.gateway.import_timeout_seconds,
+                timeout_seconds=self.gateway.import_timeout_seconds, poll_seconds=self.gateway.poll_seconds,
             )
             refs = self._describe(image_ids, ctx)
         if not refs:
             raise OmeroError(f"OMERO reported no image for {name}: the file format may not be supported")
-        # OMERO verified our upload against these SHA-1s; the first file is the fileset's primary.
-        return [r if r.sha1 else ImageRef(r.id, r.name, r.url, hashes[0], r.job_uid) for r in refs]
+        return refs
+
+    def delete_images(self, group_id: int, image_ids: Sequence[int]) -> None:
+        if not image_ids:
+            return
+        ctx = self._ctx(group_id)
+        with translate_errors(group=self._group_label(group_id)):
+            # Delete2 follows the server's graph rules (blitz-delete-rules.xml): the images' pixels,
+            # fileset and links go, with the annotations nothing else links to; a tag another image
+            # carries stays. IUpdate.deleteObject would refuse an image anything links to.
+            handle = self.sf.submit(Delete2(targetObjects={"Image": [int(i) for i in image_ids]}), ctx)
+            response = wait_for(self.client, handle, "removing an unfinished import",
+                                self.gateway.import_timeout_seconds, self.gateway.poll_seconds)
+        if isinstance(response, ERR):
+            raise command_failed(f"remove images {', '.join(map(str, image_ids))}", response)
+
+    def server_version(self) -> str:
+        with translate_errors():
+            return f"OMERO {self.sf.getConfigService().getVersion()} (omero-py {omero_version})"

@@ -1,7 +1,9 @@
 """What omero-py and Ice raise, said in the boundary's terms with messages a researcher can act on.
 
-Only the exceptions we know the meaning of are translated; anything else propagates unchanged, so a
-bug shows up as a bug and not as "OMERO said no".
+Every server exception (omero/ServerErrors.ice) is either translated here into a message and a
+transient-or-final verdict, or is a bug of ours (ApiUsageException, QueryException) and propagates
+unchanged, so it shows up as a bug and not as "OMERO said no". A command's ERR response (import,
+delete) is translated by `command_failed`.
 """
 from __future__ import annotations
 
@@ -24,10 +26,21 @@ class UploadCorrupted(OmeroError):
     transient = True
 
 
+class CommandCancelled(OmeroError):
+    """The server stopped a command before its end (its handle closed, the server restarting)."""
+
+    transient = True
+
+
+class StorageFull(OmeroError):
+    """OMERO's repository (disk or quota) cannot take the data now; space may be freed."""
+
+    transient = True
+
+
 # The session is gone: timed out, or closed by its owner or an admin.
 _SESSION_GONE = (
-    omero.RemovedSessionException,
-    omero.SessionTimeoutException,
+    omero.SessionException,  # RemovedSessionException, SessionTimeoutException
     Glacier2.SessionNotExistException,
     # The Glacier2 session behind our proxies was destroyed (e.g. killed from OMERO.web).
     Ice.ObjectNotExistException,
@@ -41,12 +54,17 @@ _UNREACHABLE = (
     Ice.DNSException,
 )
 
-_BUSY = (omero.DatabaseBusyException, omero.TryAgain)
+# Cancellations and the commands the server aborts because of them: transient, run again.
+CANCELLED_ERRS = {"cancel-called", "not-ready"}
 
 
 def _group_phrase(group: Callable[[], str | None] | None) -> str:
     name = group() if group is not None else None
     return f"in the OMERO group {name}" if name else "in this OMERO group"
+
+
+def _detail(e: omero.ServerError) -> str:
+    return f" ({e.message})" if getattr(e, "message", "") else ""
 
 
 @contextmanager
@@ -58,6 +76,8 @@ def translate_errors(*, joining: bool = False, group: Callable[[], str | None] |
     """
     try:
         yield
+    except omero.ShutdownInProgress as e:  # a SessionException, but the server comes back
+        raise ServerUnreachable("The OMERO server is restarting: the import will be retried") from e
     except _SESSION_GONE as e:
         raise SessionExpired() from e
     except omero.WrappedCreateSessionException as e:
@@ -67,22 +87,44 @@ def translate_errors(*, joining: bool = False, group: Callable[[], str | None] |
             raise SessionExpired() from e
         raise OmeroError(f"OMERO could not open a session: {e.reason or e.type}") from e
     except (Glacier2.PermissionDeniedException, Glacier2.CannotCreateSessionException) as e:
+        # CannotCreateSessionException includes omero.AuthenticationException (wrong password).
         if joining:
             # Glacier2 refuses to join a key that names no live session.
             raise SessionExpired() from e
         raise OmeroError(f"OMERO refused to open a session: {e.reason or type(e).__name__}") from e
     except omero.SecurityViolation as e:
-        detail = f" ({e.message})" if e.message else ""
         raise PermissionDenied(
-            f"You do not have permission to do this {_group_phrase(group)}{detail}. "
+            f"You do not have permission to do this {_group_phrase(group)}{_detail(e)}. "
             "Choose a group you are a member of, or ask the facility staff."
         ) from e
     except omero.ChecksumValidationException as e:
         raise UploadCorrupted(
             "The file arrived at OMERO with a different checksum than it left with: it will be sent again"
         ) from e
-    except _BUSY as e:
+    except omero.ValidationException as e:
+        raise OmeroError(f"OMERO refused the data as invalid{_detail(e)}") from e
+    except (omero.ResourceError, omero.OverUsageException) as e:
+        # RawFileBean raises ResourceError when the repository's disk cannot take a write; a user
+        # over their quota gets OverUsageException. Either clears when space is freed.
+        raise StorageFull(
+            f"OMERO's storage is full or unavailable right now{_detail(e)}: the import will be tried "
+            "again later; tell the facility staff if this persists"
+        ) from e
+    except omero.InternalException as e:
+        raise OmeroError(
+            f"The OMERO server hit an internal error{_detail(e)}: the facility staff can see the details"
+        ) from e
+    except omero.ConcurrencyException as e:  # DatabaseBusy, TryAgain, LockTimeout, OptimisticLock...
         raise ServerUnreachable("The OMERO server is busy right now: the import will be retried") from e
     except _UNREACHABLE as e:
         log.info("OMERO unreachable: %s", type(e).__name__)
         raise ServerUnreachable() from e
+
+
+def command_failed(what: str, err) -> OmeroError:
+    """The boundary's error for a command (import, delete) that answered with omero.cmd.ERR."""
+    params = err.parameters or {}
+    detail = params.get("message") or params.get("stacktrace", "").split("\n", 1)[0] or f"{err.category}/{err.name}"
+    if err.name in CANCELLED_ERRS:
+        return CommandCancelled(f"OMERO stopped {what} before it finished ({detail}): it will be tried again")
+    return OmeroError(f"OMERO could not {what}: {detail}")

@@ -8,10 +8,13 @@ without them.
 from __future__ import annotations
 
 import hashlib
+import logging
 import platform
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import Ice
 import omero
 import omero.callbacks
 from omero.cmd import ERR
@@ -27,13 +30,15 @@ from app.omero.base import (
     CLIENT_KV_NAMESPACE, METADATA_NAMESPACE, PROVENANCE_NAMESPACE, Annotations, OmeroError, Progress,
     iter_files_in_blocks,
 )
+from app.omero.omeropy_errors import command_failed
 from app.omero.omeropy_queries import SHA1_HASHER, TAGS_BY_TEXT, tags_params
 
+log = logging.getLogger(__name__)
 BLOCK = 1 << 20  # bytes per write: large enough for throughput, small enough for smooth progress
 
 
-class ImportTimedOut(OmeroError):
-    """OMERO took longer than we wait; it may still finish, and a rerun will then find the image."""
+class CommandTimedOut(OmeroError):
+    """OMERO took longer than we wait; we cancelled, and a rerun removes what it left and starts again."""
 
     transient = True
 
@@ -45,28 +50,28 @@ def map_annotation(ns: str, pairs) -> MapAnnotationI:
     return ann
 
 
-def existing_tag(query, ctx: dict, owner: int, text: str) -> TagAnnotationI | None:
-    """A tag with this text the user may link in the call's group, found by a targeted query."""
+def linkable_tag_ids(query, ctx: dict, owner: int, text: str) -> list[int]:
+    """Tags with this text the user may link in the call's group, found by a targeted query, oldest
+    first: the user's own, else (where the group's permissions allow linking) another member's."""
     tags = query.findAllByQuery(TAGS_BY_TEXT, tags_params(text), ctx)
     own = [t for t in tags if t.getDetails().getOwner().getId().getValue() == owner]
-    # Another member's tag is reused only where the group's permissions let us link to it.
     linkable = own or [t for t in tags if t.getDetails().getPermissions().canLink()]
-    if not linkable:
-        return None
-    return TagAnnotationI(linkable[0].getId().getValue(), False)  # unloaded: link, do not copy
+    return sorted(t.getId().getValue() for t in linkable)
 
 
-def build_annotations(query, ctx: dict, owner: int, annotations: Annotations) -> list:
-    """The annotation objects for ImportSettings.userSpecifiedAnnotationList."""
+def new_tag(text: str) -> TagAnnotationI:
+    tag = TagAnnotationI()
+    tag.setTextValue(rstring(text))
+    return tag
+
+
+def build_annotations(annotations: Annotations, tag_ids: list[int]) -> list:
+    """The annotation objects for ImportSettings.userSpecifiedAnnotationList; tags by id (unloaded:
+    the import links them, it does not copy them)."""
     out = []
     if annotations.key_values:
         out.append(map_annotation(CLIENT_KV_NAMESPACE, annotations.key_values))
-    for text in dict.fromkeys(t.strip() for t in annotations.tags if t.strip()):
-        tag = existing_tag(query, ctx, owner, text)
-        if tag is None:
-            tag = TagAnnotationI()
-            tag.setTextValue(rstring(text))
-        out.append(tag)
+    out += [TagAnnotationI(tag_id, False) for tag_id in tag_ids]
     if annotations.metadata:
         out.append(map_annotation(METADATA_NAMESPACE, annotations.metadata.items()))
     if annotations.provenance:
@@ -132,37 +137,62 @@ def upload(proc, files: Sequence[Path], progress: Progress) -> list[str]:
     return hashes
 
 
+def wait_for(client, handle, what: str, timeout_seconds: float, poll_seconds: float):
+    """The response of a command's handle, waited for at most timeout_seconds.
+
+    CmdCallbackI.block only waits for the server's "finished" call to our callback, and that call
+    can be lost (a reconnect, a firewall dropping the server's connection back): so every
+    poll_seconds without it, ask the handle itself. The handle is closed on the way out: after
+    the end that frees it on the server; before the end (we gave up, or failed) it cancels the
+    command (omero.cmd.HandleI.close), which a rerun then cleans up after.
+    """
+    try:
+        callback = omero.callbacks.CmdCallbackI(client, handle)
+    except BaseException:
+        _close_quietly(handle.close)
+        raise
+    try:
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            finished = callback.block(int(poll_seconds * 1000))
+            response = callback.getResponse() if finished else handle.getResponse()
+            if response is not None:
+                return response
+            if time.monotonic() >= deadline:
+                raise CommandTimedOut(
+                    f"OMERO did not finish {what} within {timeout_seconds / 60:.0f} minutes: it was "
+                    "stopped and will be tried again")
+    finally:
+        _close_quietly(lambda: callback.close(True))
+
+
+def _close_quietly(close) -> None:
+    try:
+        close()
+    except (Ice.LocalException, omero.ServerError) as e:
+        # The server drops a session's handles with the session; an error here must not hide the
+        # one that brought us here.
+        log.info("while closing an OMERO command handle: %s", type(e).__name__)
+
+
 def import_fileset(
     client, ctx: dict, dataset_id: int, files: Sequence[Path], *, name: str, description: str,
-    annotation_list: list, progress: Progress, timeout_seconds: float,
-) -> tuple[list[int], list[str]]:
-    """Run one import; return the new image ids and the SHA-1 of each file."""
+    annotation_list: list, progress: Progress, timeout_seconds: float, poll_seconds: float,
+) -> list[int]:
+    """Run one import; return the new image ids."""
     mrepo = client.getManagedRepository()
     if mrepo is None:
         raise OmeroError("This OMERO server has no managed repository to import into")
     settings = build_settings(dataset_id, name, description, annotation_list)
     # ctx carries the group: the fileset, its images and annotations land in it.
     proc = mrepo.importFileset(build_fileset(files), settings, ctx)
-    handle = callback = None
     try:
         hashes = upload(proc, files, progress)
         handle = proc.verifyUpload(hashes)
-        callback = omero.callbacks.CmdCallbackI(client, handle)
-        loops = max(1, int(timeout_seconds))
-        try:
-            response = callback.loop(loops, 1000)
-        except omero.LockTimeout as e:
-            raise ImportTimedOut(
-                f"OMERO did not finish importing {name} within {loops // 60} minutes"
-            ) from e
-        if isinstance(response, ERR):
-            detail = (response.parameters or {}).get("message") or f"{response.category}/{response.name}"
-            raise OmeroError(f"OMERO could not import {name}: {detail}")
-        image_ids = [p.getImage().getId().getValue() for p in response.pixels]
-        return list(dict.fromkeys(image_ids)), hashes
+        response = wait_for(client, handle, f"importing {name}", timeout_seconds, poll_seconds)
     finally:
-        if callback is not None:
-            callback.close(True)  # also closes the handle
-        elif handle is not None:
-            handle.close()
         proc.close()
+    if isinstance(response, ERR):
+        raise command_failed(f"import {name}", response)
+    image_ids = [p.getImage().getId().getValue() for p in response.pixels]
+    return list(dict.fromkeys(image_ids))

@@ -46,6 +46,10 @@ IMAGES_WITH_FILES = (
     "left outer join fetch f.hasher where i.id in (:ids)"
 )
 
+# The pixels of these images with the SHA-1 of their pixel data, which the import's second step
+# (ManagedImportRequestI.pixelData) records: null until that step ran.
+PIXELS_SHA1 = "select p.image.id, p.sha1 from Pixels p where p.image.id in (:ids)"
+
 # The portal's provenance annotations on these images.
 PROVENANCE_LINKS = (
     "select l from ImageAnnotationLink l join fetch l.child a "
@@ -56,6 +60,12 @@ PROVENANCE_LINKS = (
 TAGS_BY_TEXT = (
     "select t from TagAnnotation t where t.textValue = :text "
     "and (t.ns is null or t.ns != :tagset) order by t.id"
+)
+
+# The texts of the tags linked to one image (a projection: only the strings travel).
+IMAGE_TAGS = (
+    "select t.textValue from ImageAnnotationLink l, TagAnnotation t "
+    "where l.child.id = t.id and l.parent.id = :iid and l.parent.details.owner.id = :owner order by t.textValue"
 )
 
 # The distinct values the user gave this key in editable (client namespace) key-value annotations of
@@ -88,6 +98,10 @@ def provenance_sha1_params(sha1: str, owner: int) -> ParametersI:
 def key_values_params(key: str, owner: int) -> ParametersI:
     params = ParametersI().addString("ns", CLIENT_KV_NAMESPACE).addString("key", key).addLong("owner", owner)
     return params.page(0, KEY_VALUES_LIMIT)
+
+
+def image_tags_params(image_id: int, owner: int) -> ParametersI:
+    return ParametersI().addLong("iid", image_id).addLong("owner", owner)
 
 
 def ids_params(ids: list[int]) -> ParametersI:

@@ -8,10 +8,11 @@ from __future__ import annotations
 import shutil
 from datetime import timedelta
 
-from flask import Blueprint, abort, current_app, render_template, request
+from flask import Blueprint, abort, current_app, g, render_template, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
+from app import crypto
 from app import jobs as job_states
 from app import retention
 from app.auth import staff_required
@@ -189,6 +190,22 @@ def api_act(job_id: int, action: str):
         else:
             job_states.enqueue(db, [job], front=True)
         return job.public()
+
+
+@bp.route("/staff/omero-check", methods=["GET", "POST"])
+@staff_required
+def omero_check():
+    """Offer the OMERO self-check (`upload-portal check-omero`); run it on POST and show each result."""
+    from app.omero.check import SelfCheck
+
+    results = None
+    if request.method == "POST":
+        gateway = current_app.extensions["omero"]
+        # The admin account when one is configured (or the embedded store); else the staff's own key.
+        key = None if gateway.can_create_sessions else crypto.decrypt(g.user.omero_key or "")
+        admin = current_app.config["OMERO_ADMIN_USER"] or "upload-portal-check"
+        results = list(SelfCheck(gateway, key=key, admin_user=admin).results())
+    return render_template("staff_omero_check.html", results=results)
 
 
 from app.staff import microscopes, usage  # noqa: E402,F401 - registers their routes

@@ -6,11 +6,9 @@ from .requirements import require_omero_py
 
 
 @pytest.fixture
-def fake_omero(monkeypatch):
+def fake_omero():
     """A fake OMERO server with a group "Lab", users alice and bob in it, and an admin "root"."""
     require_omero_py()
-    import omero.callbacks
-
     from .fake_omero import FakeOmero
 
     server = FakeOmero(commit_jitter=0.005)
@@ -18,9 +16,8 @@ def fake_omero(monkeypatch):
     server.store.add_user("alice", [lab], first="Alice", last="Liddell")
     server.store.add_user("bob", [lab])
     server.store.add_user("root", [], password="rootpw", admin=True)
-    # CmdCallbackI registers a servant on a live Ice object adapter: the fake answers instead.
-    monkeypatch.setattr(omero.callbacks, "CmdCallbackI", server.callback_class())
-    return server
+    yield server
+    server.close()
 
 
 @pytest.fixture
@@ -31,4 +28,5 @@ def omero_gateway(fake_omero):
     return OmeroPyGateway(
         "omero.example.org", 4064, "https://omero.example.org/", admin_user="root", admin_password="rootpw",
         client_factory=fake_omero.client_factory, settle_seconds=0.05, import_timeout_seconds=5,
+        poll_seconds=0.05,
     )

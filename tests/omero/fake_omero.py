@@ -1,39 +1,49 @@
-"""A strict fake of the omero-py services the adapter uses.
+"""A strict fake of the omero-py services the adapter uses, as strict as the server behind them.
 
 Every proxy is `create_autospec(<real omero-py class>, instance=True, spec_set=True)`: a method the
 real API does not have (omero.client has no close(), for one), or a call with the wrong arguments,
 fails here as it would against OMERO. Behind the proxies sits the in-memory model of
 fake_omero_model, so queries, saves and imports answer consistently. `server.log` records the calls
-that matter, in order.
+that matter, in order. omero-py's own CmdCallbackI runs unchanged against it: the fake client hands
+out an object adapter whose servants the fake server calls back.
+
+The server's rules modelled here (sources in github.com/ome/omero-blitz and omero-server; the
+commands' rules are in fake_omero_import):
+- Sessions: a call to a session past its time-to-idle fails with SessionTimeoutException and ends
+  it (omero-server ome/services/sessions/state/SessionCache.getSessionContext); sessions from
+  OMERO.web's token page idle out after 10 minutes (`web_session`); a connection that called
+  enableKeepAlive keeps its session touched (omero-py omero/clients.py BaseClient.enableKeepAlive).
+  Joining a gone session is refused by Glacier2 (PermissionDeniedException).
+- createSessionWithTimeout for a name with no user: ApiUsageException "Can't find default group"
+  when no group is named, RemovedSessionException "Cannot find a user" when one is; a caller
+  without Sudo gets SecurityViolation (omero-server ome/services/sessions/SessionManagerImpl
+  validateSessionInputs / executeLookupUser, ome/services/sessions/SessionBean).
+- IUpdate.deleteObject does not cascade: an object something links to is refused with
+  ValidationException (omero-server ome/logic/UpdateImpl.deleteObject; the database's foreign keys).
+- Injected faults (`fail`) raise the server's or Ice's exception where the server would.
 """
 from __future__ import annotations
 
-import hashlib
-from unittest import mock
+import threading
 
 import Glacier2
 import Ice
 import omero
-import omero.callbacks
 import omero.clients
-from omero.api import IAdminPrx, IQueryPrx, ISessionPrx, IUpdatePrx, RawFileStorePrx, ServiceFactoryPrx
-from omero.cmd import ERR, HandlePrx
-from omero.grid import ImportProcessPrx, ImportResponse, ImportSettings, ManagedRepositoryPrx
+from omero.api import IAdminPrx, IConfigPrx, IQueryPrx, ISessionPrx, IUpdatePrx, ServiceFactoryPrx
+from omero.cmd import Delete2
 from omero.model import (
-    DatasetI, ExperimenterGroupI, ExperimenterI, FilesetI, ImageI, PixelsI, ProjectDatasetLinkI, ProjectI,
-    SessionI, TagAnnotationI, UploadJobI,
+    DatasetI, ExperimenterGroupI, ExperimenterI, ImageI, ProjectDatasetLinkI, ProjectI, SessionI, TagAnnotationI,
 )
 from omero.rtypes import rstring, unwrap
 from omero.sys import EventContext, Roles
 
-from .fake_omero_model import BUILTIN_GROUPS, Row, SessionRow, Store, User
-from .fake_omero_queries import FakeQuery, rid
+from .fake_omero_import import Imports, delete_images
+from .fake_omero_model import BUILTIN_GROUPS, Row, SessionRow
+from .fake_omero_model import Store
+from .fake_omero_queries import FakeQuery, rid, strict
 
-SHA1_HASHER_ID = 7  # the ChecksumAlgorithm row for "SHA1-160"
-
-
-def strict(cls):
-    return mock.create_autospec(cls, instance=True, spec_set=True)
+WEB_SESSION_IDLE_SECONDS = 600  # OMERO.web's sessions (omero.sessions.timeout default)
 
 
 class FakeOmero:
@@ -44,19 +54,36 @@ class FakeOmero:
         self.log: list[tuple] = []
         self.clients: list = []  # every client made, to check how each was closed
         self.session_services: list = []  # every ISession proxy handed out
-        self.import_error: ERR | None = None  # the next import answers with this
+        self.imports = Imports(self)
+        self.commands: list = []  # every server command (import, delete) started
         self.images_per_import = 1
         self.corrupt_uploads = False  # flip a byte of every block, as a broken network would
-        self.import_hangs = False  # the server never finishes the import
+        self.repository_free: int | None = None  # bytes the repository's disk can still take
+        self.step_seconds = 0.01  # each import step's duration
+        self.fail_at_step: int | None = None  # the import step that fails (0: metadata, 1: pixels...)
+        self.step_failure = "Bio-Formats could not read the pixel data"
+        self.step_gates: dict[int, threading.Event] = {}  # step -> event a command waits for before it
+        self.callbacks = "on-time"  # or "lost", or "late" (after late_seconds)
+        self.late_seconds = 0.5
+        self.faults: dict[str, list[Exception]] = {}  # call name -> exceptions its next calls raise
         self.last_import: tuple | None = None  # (fileset, settings, ctx) of the last importFileset
+        # Proxies for CmdCallbackI's servants: a real communicator, never connected anywhere.
+        self.communicator = Ice.initialize()
+        self._servants: dict[str, object] = {}
+
+    def close(self) -> None:
+        for command in self.commands:
+            command.cancel_requested.set()
+            command.done.wait(timeout=10)
+        self.communicator.destroy()
 
     # -- the client -----------------------------------------------------------------------------
 
     def client_factory(self, host=None, port=None):
         client = strict(omero.clients.BaseClient)
-        state = {"sf": None, "session": None, "detached": False}
+        state = {"sf": None, "session": None, "detached": False, "keep_alive": False}
 
-        def attach(session: SessionRow) -> mock.NonCallableMagicMock:
+        def attach(session: SessionRow):
             session.refcount += 1
             state["session"], state["sf"] = session, self._service_factory(session, state)
             return state["sf"]
@@ -64,6 +91,7 @@ class FakeOmero:
         def join(key):
             self.log.append(("client.joinSession",))
             self._check_reachable()
+            self.fault("client.joinSession")
             session = self.store.live_session(key)
             if session is None:
                 raise Glacier2.PermissionDeniedException(f"Password check failed for '{key}'")
@@ -86,6 +114,8 @@ class FakeOmero:
             session, state["sf"] = state["session"], None
             if session is not None:
                 session.refcount -= 1
+                session.keepers -= state["keep_alive"]
+                state["keep_alive"] = False
                 # A detached session outlives its connections; otherwise the last one closes it.
                 if not state["detached"] and session.refcount <= 0:
                     session.alive = False
@@ -104,8 +134,20 @@ class FakeOmero:
         client.getSessionId.side_effect = lambda: get_session().ice_getIdentity().name
         client.closeSession.side_effect = close_session
         client.killSession.side_effect = kill_session
-        client.getManagedRepository.side_effect = lambda description=False: self._managed_repository(state)
+        def enable_keep_alive(seconds):
+            # BaseClient.enableKeepAlive: a thread pings the session every `seconds` while connected.
+            session = state["session"]
+            if session is not None and not state["keep_alive"] and (
+                    not session.time_to_idle or seconds < session.time_to_idle):
+                state["keep_alive"] = True
+                session.keepers += 1
+
+        adapter = self._adapter()
+        client.getManagedRepository.side_effect = lambda description=False: self.imports.repository(state["session"])
         client.createClient.side_effect = lambda secure: self._plain_client(state)
+        client.enableKeepAlive.side_effect = enable_keep_alive
+        client.getAdapter.side_effect = lambda: adapter
+        client.getCategory.side_effect = lambda: "fake-client-category"
         self.clients.append(client)
         return client
 
@@ -114,13 +156,49 @@ class FakeOmero:
         other.joinSession(state["session"].uuid)
         return other
 
+    def _adapter(self):
+        """The client's Ice object adapter, where CmdCallbackI registers itself."""
+        adapter = strict(Ice.ObjectAdapter)
+
+        def add(servant, identity):
+            key = Ice.identityToString(identity)
+            self._servants[key] = servant
+            return self.communicator.stringToProxy(key)
+
+        adapter.add.side_effect = add
+        adapter.remove.side_effect = lambda identity: self._servants.pop(Ice.identityToString(identity), None)
+        return adapter
+
+    def servant(self, proxy):
+        """The callback servant behind a proxy a client passed to the server."""
+        return self._servants[Ice.identityToString(proxy.ice_getIdentity())]
+
+    def fault(self, name: str) -> None:
+        """Raise the next exception a test queued for this call, if any."""
+        queued = self.faults.get(name)
+        if queued:
+            raise queued.pop(0)
+
+    def fail(self, name: str, *errors: Exception) -> None:
+        """The next calls named `name` raise these, one each."""
+        self.faults.setdefault(name, []).extend(errors)
+
+    def web_session(self, username: str) -> str:
+        """A session key as OMERO.web's token page hands out: it idles out after 10 minutes."""
+        return self.store.new_session(self.store.users[username], refcount=1,
+                                      time_to_idle=WEB_SESSION_IDLE_SECONDS).uuid
+
     def _check_reachable(self):
         if not self.store.reachable:
             raise Ice.ConnectionRefusedException()
 
-    def _live(self, session: SessionRow):
+    def live(self, session: SessionRow):
+        """The session's user; raises as the server does for a session that is gone or idled out."""
         self._check_reachable()
-        if not session.alive:
+        was_alive = session.alive
+        if not self.store.touch(session):
+            if was_alive:
+                raise omero.SessionTimeoutException(None, None, f"Session {session.uuid} exceeded timeToIdle")
             raise omero.RemovedSessionException(None, None, f"Session {session.uuid} was removed")
         return self.store.user_by_id(session.user)
 
@@ -131,12 +209,12 @@ class FakeOmero:
         sf.ice_getIdentity.side_effect = lambda: Ice.Identity(session.uuid, "")
 
         def detach():
-            self._live(session)
+            self.live(session)
             state["detached"] = True
             self.log.append(("sf.detachOnDestroy",))
 
         def keep_alive(proxy):
-            self._live(session)  # touches the session
+            self.live(session)  # touches the session
             self.log.append(("sf.keepAlive",))
             # Like ServiceFactoryI.keepAlive: the answer is about the service proxy passed; none -> False.
             return proxy is not None
@@ -147,19 +225,34 @@ class FakeOmero:
         sf.getUpdateService.side_effect = lambda: self._update(session)
         sf.getAdminService.side_effect = lambda: self._admin(session)
         sf.getSessionService.side_effect = lambda: self._session_service(session)
+        sf.getConfigService.side_effect = lambda: self._config(session)
+        sf.submit.side_effect = lambda req, _ctx=None: self._submit(session, req, _ctx)
         return sf
 
+    def _config(self, session):
+        self.live(session)
+        prx = strict(IConfigPrx)
+        prx.getVersion.side_effect = lambda: (self.live(session), "5.6.14-ice36")[1]
+        return prx
+
+    def _submit(self, session, request, ctx):
+        if not isinstance(request, Delete2):
+            raise NotImplementedError(f"fake OMERO cannot run {request!r}")
+        return delete_images(self, session, request, ctx)
+
     def _query(self, session):
-        user = self._live(session)
+        user = self.live(session)
         fake = FakeQuery(self.store, user, self.log)
         prx = strict(IQueryPrx)
 
         def find_all(query, params, _ctx=None):
-            self._live(session)
+            self.live(session)
+            self.fault("query")
             return fake.findAllByQuery(query, params, _ctx)
 
         def projection(query, params, _ctx=None):
-            self._live(session)
+            self.live(session)
+            self.fault("query")
             return fake.projection(query, params, _ctx)
 
         prx.findAllByQuery.side_effect = find_all
@@ -167,7 +260,7 @@ class FakeOmero:
         return prx
 
     def _admin(self, session):
-        self._live(session)
+        self.live(session)
         store = self.store
         prx = strict(IAdminPrx)
 
@@ -179,7 +272,7 @@ class FakeOmero:
             return g
 
         def event_context():
-            user = self._live(session)
+            user = self.live(session)
             return EventContext(
                 sessionUuid=session.uuid, userId=user.id, userName=user.name, groupId=user.groups[0],
                 groupName=store.groups[user.groups[0]].name, isAdmin=user.admin,
@@ -187,7 +280,7 @@ class FakeOmero:
             )
 
         def experimenter(uid):
-            self._live(session)
+            self.live(session)
             user = store.user_by_id(uid)
             e = ExperimenterI(uid, True)
             e.setOmeName(rstring(user.name))
@@ -208,16 +301,18 @@ class FakeOmero:
         return prx
 
     def _session_service(self, session):
-        self._live(session)
+        self.live(session)
         prx = strict(ISessionPrx)
 
         def create_with_timeout(principal, timeToLiveMilliseconds):
-            caller = self._live(session)
-            if not caller.admin:
-                raise omero.SecurityViolation(None, None, "Sudo privilege required")
+            caller = self.live(session)
+            if not caller.admin or not caller.sudo:
+                raise omero.SecurityViolation(None, None, "Group sudo is not permitted for group user")
             user = self.store.users.get(principal.name)
             if user is None:
-                raise omero.ApiUsageException(None, None, f"No such user: {principal.name}")
+                if not principal.group:  # validateSessionInputs: "user" -> the user's default group
+                    raise omero.ApiUsageException(None, None, f"Can't find default group for {principal.name}")
+                raise omero.RemovedSessionException(None, None, f"Cannot find a user with name {principal.name}")
             self.log.append(("session.createSessionWithTimeout", principal.name, timeToLiveMilliseconds))
             s = SessionI()
             s.setUuid(rstring(self.store.new_session(user, refcount=0).uuid))
@@ -228,16 +323,18 @@ class FakeOmero:
         return prx
 
     def _update(self, session):
-        self._live(session)
+        self.live(session)
         prx = strict(IUpdatePrx)
         store = self.store
 
         def save_and_return(obj, _ctx=None):
-            user = self._live(session)
+            user = self.live(session)
             (gid,) = store.groups_in_scope(user, _ctx, writing=True)
-            name = unwrap(obj.getName())
+            name = unwrap(obj.getTextValue() if isinstance(obj, TagAnnotationI) else obj.getName())
             self.log.append(("update.saveAndReturnObject", type(obj).__name__, name))
-            if isinstance(obj, ProjectI) and rid(obj) is None:
+            if isinstance(obj, TagAnnotationI) and rid(obj) is None:
+                rows = [Row("tag", store.allocate(), user.id, gid, {"text": name, "ns": unwrap(obj.getNs())})]
+            elif isinstance(obj, ProjectI) and rid(obj) is None:
                 rows = [Row("project", store.allocate(), user.id, gid, {"name": name})]
             elif isinstance(obj, DatasetI) and rid(obj) is None:
                 rows = [Row("dataset", store.allocate(), user.id, gid, {"name": name})]
@@ -253,21 +350,23 @@ class FakeOmero:
                 raise NotImplementedError(f"fake OMERO cannot save {obj!r}")
             store.commit(rows)
             saved = type(obj)(rows[0].id, True)
-            saved.setName(rstring(name))
+            (saved.setTextValue if isinstance(saved, TagAnnotationI) else saved.setName)(rstring(name))
             return saved
 
         def delete(row, _ctx=None):
-            user = self._live(session)
+            user = self.live(session)
             target = store.rows.get(rid(row))
-            kinds = {ProjectI: "project", DatasetI: "dataset", ProjectDatasetLinkI: "pdlink"}
+            kinds = {ProjectI: "project", DatasetI: "dataset", ProjectDatasetLinkI: "pdlink", ImageI: "image",
+                     TagAnnotationI: "tag"}
             self.log.append(("update.deleteObject", type(row).__name__, rid(row)))
             if target is None or target.kind != kinds.get(type(row)):
                 raise omero.ValidationException(None, None, f"No such object: {row!r}")
             if target.owner != user.id:
                 raise omero.SecurityViolation(None, None, "Cannot delete another user's object")
-            # No cascade: a row still referenced by a link cannot go (a foreign key in OMERO).
-            referenced = [r for r in store.select("pdlink") + store.select("dilink")
-                          if target.id in (r.fields["parent"], r.fields["child"])]
+            # No cascade: a row still referenced by a link or pixels cannot go (a foreign key in OMERO).
+            links = store.select("pdlink") + store.select("dilink") + store.select("ialink")
+            referenced = [r for r in links if target.id in (r.fields["parent"], r.fields["child"])]
+            referenced += store.select("pixels", image=target.id)
             if target.kind != "pdlink" and referenced:
                 raise omero.ValidationException(None, None, f"{target.kind} {target.id} is still linked")
             store.delete(target.id)
@@ -275,143 +374,6 @@ class FakeOmero:
         prx.saveAndReturnObject.side_effect = save_and_return
         prx.deleteObject.side_effect = delete
         return prx
-
-    # -- import ---------------------------------------------------------------------------------
-
-    def _managed_repository(self, state):
-        session = state["session"]
-        self._live(session)
-        prx = strict(ManagedRepositoryPrx)
-        prx.importFileset.side_effect = lambda fs, settings, _ctx=None: self._import_process(
-            session, fs, settings, _ctx)
-        return prx
-
-    def _import_process(self, session, fs, settings, ctx):
-        user = self._live(session)
-        self.log.append(("mrepo.importFileset", dict(ctx or {})))
-        self.last_import = (fs, settings, ctx)
-        assert isinstance(fs, FilesetI) and isinstance(settings, ImportSettings)
-        (gid,) = self.store.groups_in_scope(user, ctx, writing=True)
-        paths = [unwrap(e.getClientPath()) for e in fs.copyUsedFiles()]
-        assert paths and all(paths), "every fileset entry needs a clientPath"
-        jobs = [link.getChild() for link in fs.copyJobLinks()]
-        assert len(jobs) == 1 and isinstance(jobs[0], UploadJobI), "an import needs one UploadJob"
-        if unwrap(settings.checksumAlgorithm.getValue()) != "SHA1-160":
-            raise omero.ApiUsageException(None, None, "unsupported checksum algorithm")
-        target = self.store.rows.get(rid(settings.userSpecifiedTarget))
-        if target is None or target.kind != "dataset" or target.group != gid:
-            raise omero.SecurityViolation(None, None, "The target dataset is not in this group")
-        buffers = [bytearray() for _ in paths]
-        proc = strict(ImportProcessPrx)
-
-        def uploader(i):
-            self.log.append(("proc.getUploader", i))
-            rfs = strict(RawFileStorePrx)
-
-            def write(buf, position, length):
-                assert isinstance(buf, bytes) and len(buf) == length
-                assert position == len(buffers[i]), "blocks must be written in order"
-                buffers[i].extend(bytes([buf[0] ^ 1]) + buf[1:] if self.corrupt_uploads and buf else buf)
-                self.log.append(("uploader.write", i, position, length))
-
-            rfs.write.side_effect = write
-            rfs.close.side_effect = lambda: self.log.append(("uploader.close", i))
-            return rfs
-
-        def verify(hash):
-            self.log.append(("proc.verifyUpload", list(hash)))
-            actual = [hashlib.sha1(bytes(b)).hexdigest() for b in buffers]
-            if list(hash) != actual:
-                raise omero.ChecksumValidationException(None, None, "checksum mismatch")
-            return self._handle(self._finish_import(user, gid, target, paths, buffers, actual, settings))
-
-        proc.getUploader.side_effect = uploader
-        proc.verifyUpload.side_effect = verify
-        proc.close.side_effect = lambda: self.log.append(("proc.close",))
-        return proc
-
-    def _finish_import(self, user: User, gid: int, target: Row, paths, buffers, hashes, settings):
-        """What the server does after verifyUpload: fileset, images, annotations, links."""
-        if self.import_error is not None:
-            error, self.import_error = self.import_error, None
-            return error
-        store = self.store
-        fs = Row("fileset", store.allocate(), user.id, gid)
-        rows = [fs]
-        for path, buf, sha1 in zip(paths, buffers, hashes):
-            f = Row("file", store.allocate(), user.id, gid, {"name": path.rsplit("/", 1)[-1], "hash": sha1,
-                                                             "hasher": "SHA1-160", "hasher_id": SHA1_HASHER_ID,
-                                                             "size": len(buf)})
-            rows += [f, Row("entry", store.allocate(), user.id, gid,
-                            {"fileset": fs.id, "file": f.id, "client_path": path})]
-        annotations = [self._annotation_row(user, gid, a, rows) for a in settings.userSpecifiedAnnotationList or []]
-        response = ImportResponse(pixels=[])
-        name = unwrap(settings.userSpecifiedName)
-        for series in range(self.images_per_import):
-            img = Row("image", store.allocate(), user.id, gid, {
-                "name": name if self.images_per_import == 1 else f"{name} [{series}]",
-                "description": unwrap(settings.userSpecifiedDescription), "fileset": fs.id})
-            rows += [img, Row("dilink", store.allocate(), user.id, gid, {"parent": target.id, "child": img.id})]
-            rows += [Row("ialink", store.allocate(), user.id, gid, {"parent": img.id, "child": a})
-                     for a in annotations]
-            pixels = PixelsI(store.allocate(), True)
-            pixels.setImage(ImageI(img.id, False))
-            response.pixels.append(pixels)
-        store.commit(rows)
-        return response
-
-    def _annotation_row(self, user, gid, ann, rows) -> int:
-        if ann.isLoaded() is False and rid(ann) is not None:  # an existing annotation, to link
-            existing = self.store.rows.get(rid(ann))
-            if existing is None or existing.group != gid:
-                raise omero.SecurityViolation(None, None, f"annotation {rid(ann)} is not in this group")
-            if existing.owner != user.id and self.store.groups[gid].perms[2:4] not in ("ra", "rw"):
-                raise omero.SecurityViolation(None, None, "cannot link to another user's annotation")
-            return existing.id
-        assert rid(ann) is None, "new annotations come without an id"
-        ns = unwrap(ann.getNs())
-        if isinstance(ann, TagAnnotationI):
-            row = Row("tag", self.store.allocate(), user.id, gid, {"text": unwrap(ann.getTextValue()), "ns": ns})
-        else:
-            pairs = [(nv.name, nv.value) for nv in ann.getMapValue()]
-            row = Row("map", self.store.allocate(), user.id, gid, {"pairs": pairs, "ns": ns})
-        rows.append(row)
-        return row.id
-
-    def _handle(self, response):
-        handle = strict(HandlePrx)
-        handle.getResponse.side_effect = lambda: response
-        handle.close.side_effect = lambda: self.log.append(("handle.close",))
-        return handle
-
-    def callback_class(self):
-        """Stands in for omero.callbacks.CmdCallbackI (which needs a live Ice object adapter)."""
-        real = omero.callbacks.CmdCallbackI  # before the test patches it
-        cls = mock.create_autospec(real, spec_set=True)
-
-        def make(adapter_or_client, handle, category=None, foreground_poll=True):
-            assert adapter_or_client in self.clients
-            self.log.append(("CmdCallbackI",))
-            cb = strict(real)
-            def loop(loops, ms):
-                self.log.append(("callback.loop",))
-                if self.import_hangs:  # what CmdCallbackI.loop raises when time runs out
-                    raise omero.LockTimeout(None, None, "Command unfinished", 5000, loops * ms // 1000)
-                return handle.getResponse()
-
-            cb.loop.side_effect = loop
-            cb.getResponse.side_effect = handle.getResponse
-
-            def close(closeHandle):
-                self.log.append(("callback.close", closeHandle))
-                if closeHandle:
-                    handle.close()
-
-            cb.close.side_effect = close
-            return cb
-
-        cls.side_effect = make
-        return cls
 
     # -- helpers for tests ----------------------------------------------------------------------
 

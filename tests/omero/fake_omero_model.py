@@ -1,7 +1,9 @@
 """The in-memory OMERO behind the fake services: users, groups, sessions and the object graph.
 
 It keeps the rules the adapter relies on: a session has a reference count and survives a
-disconnect only when detached; objects live in one group and are owned by one user; a call acts in
+disconnect only when detached; a session with a time-to-idle ends when no call touched it for that
+long, unless a connection keeps it alive (omero-server ome/services/sessions/state/SessionCache
+raises SessionTimeoutException past timeToIdle; omero-py's client.enableKeepAlive pings it); objects live in one group and are owned by one user; a call acts in
 the group of its `omero.group` context (-1 = all the user's groups) and fails for a non-member;
 ids are allocated before a transaction commits and only committed rows are visible, so two
 concurrent creates really both happen (and a lower id may become visible later).
@@ -28,6 +30,7 @@ class User:
     groups: list[int]  # the default group first
     admin: bool = False
     email: str = ""
+    sudo: bool = True  # an admin's Sudo privilege (a light admin may lack it)
 
 
 @dataclass
@@ -43,11 +46,14 @@ class SessionRow:
     user: int
     refcount: int = 0
     alive: bool = True
+    time_to_idle: float = 0  # seconds; 0: never idles out
+    last_access: float = 0.0
+    keepers: int = 0  # open connections that enabled keep-alive
 
 
 @dataclass
 class Row:
-    kind: str  # project, dataset, pdlink, image, dilink, fileset, entry, file, tag, map, ialink
+    kind: str  # project, dataset, pdlink, image, pixels, dilink, fileset, entry, file, tag, map, ialink
     id: int
     owner: int
     group: int
@@ -68,6 +74,7 @@ class Store:
         self.commit_jitter = commit_jitter
         self._random = random.Random(seed)
         self.reachable = True
+        self._clock_offset = 0.0  # advance() moves the server's clock: idle timeouts without waiting
         # query name -> (barrier, threads that passed it): each thread's first such query waits for
         # the others, so a test can line up N workers that all find nothing and all create.
         self.rendezvous: dict[str, tuple[threading.Barrier, set[int]]] = {}
@@ -106,15 +113,31 @@ class Store:
     def user_by_id(self, uid: int) -> User:
         return next(u for u in self.users.values() if u.id == uid)
 
-    def new_session(self, user: User, refcount: int = 1) -> SessionRow:
+    def new_session(self, user: User, refcount: int = 1, time_to_idle: float = 0) -> SessionRow:
         with self.lock:
-            s = SessionRow(str(uuid.uuid4()), user.id, refcount)
+            s = SessionRow(str(uuid.uuid4()), user.id, refcount, time_to_idle=time_to_idle, last_access=self.now())
             self.sessions[s.uuid] = s
             return s
 
+    def now(self) -> float:
+        return time.monotonic() + self._clock_offset
+
+    def advance(self, seconds: float) -> None:
+        self._clock_offset += seconds
+
+    def touch(self, s: SessionRow) -> bool:
+        """Whether the session is still alive; a call to it counts as activity."""
+        with self.lock:
+            idle = self.now() - s.last_access
+            if s.alive and s.time_to_idle and not s.keepers and idle > s.time_to_idle:
+                s.alive = False  # SessionCache: past timeToIdle the session is removed
+            if s.alive:
+                s.last_access = self.now()
+            return s.alive
+
     def live_session(self, key: str) -> SessionRow | None:
         s = self.sessions.get(key)
-        return s if s is not None and s.alive else None
+        return s if s is not None and self.touch(s) else None
 
     # -- groups of a call -----------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ adapter must not grow unnoticed queries (like listing every tag).
 from __future__ import annotations
 
 import re
+from unittest import mock
 
 import omero
 import omero.constants.permissions as ocp
@@ -63,7 +64,8 @@ def image(row, store, viewer, *, with_files=False):
         file_row = store.rows[entry_row.fields["file"]]
         f = OriginalFileI(file_row.id, True)
         f.setName(rstring(file_row.fields["name"]))
-        f.setHash(rstring(file_row.fields["hash"]))
+        if file_row.fields["hash"] is not None:  # hashed when its uploader was closed
+            f.setHash(rstring(file_row.fields["hash"]))
         hasher = ChecksumAlgorithmI(file_row.fields["hasher_id"], True)
         hasher.setValue(rstring(file_row.fields["hasher"]))
         f.setHasher(hasher)
@@ -102,6 +104,8 @@ class FakeQuery:
             q.IMAGES_BY_FILE_SHA1: self._images_by_file,
             q.IMAGES_BY_PROVENANCE_SHA1: self._images_by_provenance,
             q.KEY_VALUES: self._key_values,
+            q.PIXELS_SHA1: self._pixels_sha1,
+            q.IMAGE_TAGS: self._image_tags,
         }
 
     def findAllByQuery(self, query, params, _ctx=None):
@@ -170,6 +174,17 @@ class FakeQuery:
                   for k, v in r.fields["pairs"] if k == key}
         return [[rstring(v)] for v in sorted(values)]
 
+    def _image_tags(self, groups, iid, owner):
+        image = self.store.rows.get(iid)
+        if image is None or image.kind != "image" or image.group not in groups or image.owner != owner:
+            return []
+        linked = [self.store.rows[link.fields["child"]] for link in self.store.select("ialink", parent=iid)]
+        return [[rstring(text)] for text in sorted(a.fields["text"] for a in linked if a.kind == "tag")]
+
+    def _pixels_sha1(self, groups, ids):
+        return [[rlong(p.fields["image"]), rstring(p.fields["sha1"]) if p.fields["sha1"] else None]
+                for p in self.store.select("pixels", groups) if p.fields["image"] in ids]
+
     def _images_with_files(self, groups, ids):
         return [image(r, self.store, self.user, with_files=True)
                 for r in self.store.select("image", groups) if r.id in ids]
@@ -188,6 +203,11 @@ class FakeQuery:
     def _tags(self, groups, text, tagset):
         return [annotation(r, self.store, self.user) for r in self.store.select("tag", groups, text=text)
                 if r.fields["ns"] is None or r.fields["ns"] != tagset]
+
+
+def strict(cls):
+    """A mock with exactly the real class's methods and signatures (spec_set: no invented ones)."""
+    return mock.create_autospec(cls, instance=True, spec_set=True)
 
 
 def rid(obj) -> int | None:

@@ -220,3 +220,20 @@ def test_key_values_are_the_users_own_values_of_that_key_in_that_group(backend, 
     assert "7" in grids and liver not in grids
     with backend.gateway.session(backend.other_key()) as other:
         assert not [v for v in other.key_values(other.whoami().default_group_id, "Sample") if v.endswith(run)]
+
+
+def test_delete_images_and_remove_placement_undo_an_import(backend, key, names, tmp_path):
+    path, sha1 = tiny_tiff(tmp_path / "undo.tif")
+    with backend.gateway.session(key) as session:
+        assert session.server_version()
+        gid = session.whoami().default_group_id
+        placement = session.get_or_create_dataset(gid, *names)
+        (made,) = do_import(session, gid, placement.dataset_id, path, job_uid="job-undo", content_sha1=sha1)
+        assert made.complete and [r.complete for r in session.find_images(gid, sha1)] == [True]
+        assert session.image_tags(gid, made.id) == ["contract-test"]
+        session.delete_images(gid, [made.id])
+        assert session.find_images(gid, sha1) == [] and session.find_images(None, sha1) == []
+        session.remove_placement(gid, placement)
+        again = session.get_or_create_dataset(gid, *names)  # made anew
+        session.remove_placement(gid, again)
+    assert (again.project, again.dataset) == names

@@ -12,7 +12,9 @@ import Ice  # noqa: E402
 import omero  # noqa: E402
 
 from app.omero.base import OmeroError, PermissionDenied, ServerUnreachable, SessionExpired  # noqa: E402
-from app.omero.omeropy_errors import UploadCorrupted, translate_errors  # noqa: E402
+from app.omero.omeropy_errors import (  # noqa: E402
+    CommandCancelled, StorageFull, UploadCorrupted, command_failed, translate_errors,
+)
 
 
 @pytest.mark.parametrize("error, expected, joining", [
@@ -31,13 +33,48 @@ from app.omero.omeropy_errors import UploadCorrupted, translate_errors  # noqa: 
     (omero.SecurityViolation(None, None, "not a member"), PermissionDenied, False),
     (omero.ReadOnlyGroupSecurityViolation(None, None, "read-only"), PermissionDenied, False),
     (omero.ChecksumValidationException(), UploadCorrupted, False),
+    (omero.ResourceError(None, None, "No space left on device"), StorageFull, False),
+    (omero.OverUsageException(None, None, "over quota"), StorageFull, False),
+    (omero.LockTimeout(None, None, "busy", 5000, 5), ServerUnreachable, False),
+    (omero.OptimisticLockException(), ServerUnreachable, False),
+    (omero.ShutdownInProgress(), ServerUnreachable, False),
+    (omero.AuthenticationException("Authentication exception."), SessionExpired, True),
+    (omero.AuthenticationException("Authentication exception."), OmeroError, False),
+    (omero.ValidationException(None, None, "bad value"), OmeroError, False),
+    (omero.InternalException(None, None, "NullPointerException"), OmeroError, False),
 ])
 def test_known_errors_become_the_boundarys(error, expected, joining):
     with pytest.raises(expected) as caught:
         with translate_errors(joining=joining, group=lambda: "'Lab' (id 5)"):
             raise error
     assert caught.value.__cause__ is error
-    assert caught.value.transient == (expected in (ServerUnreachable, UploadCorrupted))
+    assert caught.value.transient == (expected in (ServerUnreachable, UploadCorrupted, StorageFull))
+
+
+@pytest.mark.parametrize("error, message", [
+    (omero.ResourceError(None, None, "No space left on device"),
+     "OMERO's storage is full or unavailable right now (No space left on device): the import will be tried again"),
+    (omero.ValidationException(None, None, "name too long"), "OMERO refused the data as invalid (name too long)"),
+    (omero.InternalException(None, None, "NullPointerException"),
+     "The OMERO server hit an internal error (NullPointerException): the facility staff can see the details"),
+    (omero.AuthenticationException("Authentication exception."),
+     "OMERO refused to open a session: Authentication exception."),
+])
+def test_each_server_error_says_what_happened_and_what_follows(error, message):
+    with pytest.raises(OmeroError) as caught:
+        with translate_errors():
+            raise error
+    assert str(caught.value).startswith(message)
+
+
+def test_a_command_error_is_final_unless_it_was_cancelled():
+    failed = command_failed("import a.tif", omero.cmd.ERR(category="ome.formats.importer", name="bad-step",
+                                                         parameters={"message": "no reader"}))
+    assert str(failed) == "OMERO could not import a.tif: no reader" and not failed.transient
+    cancelled = command_failed("import a.tif", omero.cmd.ERR(category="omero.cmd.Cancel", name="cancel-called",
+                                                            parameters={}))
+    assert isinstance(cancelled, CommandCancelled) and cancelled.transient
+    assert "stopped import a.tif before it finished" in str(cancelled)
 
 
 def test_an_expired_session_says_what_to_do():

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from app.models import Job
-from tests.conftest import ome_tiff
+from tests.conftest import ome_tiff, wait_until
 from workers import pipeline
 
 
@@ -117,3 +117,93 @@ def test_a_key_that_expires_while_a_job_waits_fails_it_keeps_the_bytes_and_a_ret
     (image,) = fake_omero.rows("image")
     with portal_app.extensions["db"].session() as db:
         assert db.get(Job, job_id).image_ids == [image.id]
+
+
+def test_a_rerun_after_a_half_import_removes_it_and_imports_again(portal_app, alice, fake_omero):
+    batch = alice.send({"a.ome.tif": ome_tiff(seed=24)})
+    job_id = batch["jobs"][0]["id"]
+    fake_omero.fail_at_step = 1  # the server saved the image and its annotations, then failed
+    with portal_app.app_context():
+        assert pipeline.run_job(portal_app, job_id, "w1") == "failed"
+    (partial,) = fake_omero.rows("image")
+    # the watch folder's check before deleting a local copy: a half import is no copy
+    assert alice.client.get(f"/api/jobs/{job_id}/confirm").get_json()["in_omero"] is False
+    fake_omero.fail_at_step = None
+    headers = {"X-CSRFToken": alice.client.get("/api/me").get_json()["csrf_token"]}
+    assert alice.client.post(f"/api/jobs/{job_id}/retry", headers=headers).status_code == 200
+    with portal_app.app_context():
+        assert pipeline.run_job(portal_app, job_id, "w1") == "imported"
+    (image,) = fake_omero.rows("image")
+    assert alice.client.get(f"/api/jobs/{job_id}/confirm").get_json()["in_omero"] is True
+    assert image.id != partial.id and not fake_omero.rows("ialink", parent=partial.id)
+    assert [c[2] for c in fake_omero.calls("sf.submit")] == [[partial.id]]
+    with portal_app.extensions["db"].session() as db:
+        assert db.get(Job, job_id).image_ids == [image.id]
+
+
+def test_a_network_blip_then_a_rerun_ends_with_one_image(portal_app, alice, fake_omero):
+    import threading
+
+    import Ice
+
+    batch = alice.send({"a.ome.tif": ome_tiff(seed=25)})
+    job_id = batch["jobs"][0]["id"]
+    # The first attempt loses the server while it waits; its handle cannot be closed, so that import
+    # goes on. It is held before saving anything until the rerun's import runs too.
+    gate = fake_omero.step_gates[0] = threading.Event()
+    fake_omero.callbacks = "lost"
+    fake_omero.fail("handle.getResponse", Ice.ConnectionLostException())
+    fake_omero.fail("handle.close", Ice.ConnectionLostException())
+    with portal_app.app_context():
+        assert isinstance(pipeline.run_job(portal_app, job_id, "w1"), pipeline.RetryLater)
+        assert fake_omero.rows("image") == []  # so the rerun finds nothing and imports again
+        # both imports go on once the rerun's has started on the server
+        threading.Thread(target=lambda: (wait_until(lambda: len(fake_omero.commands) == 2, timeout=20), gate.set()),
+                         daemon=True).start()
+        assert pipeline.run_job(portal_app, job_id, "w1") == "imported"
+    assert [c.done.is_set() for c in fake_omero.commands[:2]] == [True, True]
+    (image,) = fake_omero.rows("image")
+    with portal_app.extensions["db"].session() as db:
+        assert db.get(Job, job_id).image_ids == [image.id]
+
+
+def test_a_pasted_key_is_kept_alive_from_the_first_byte_until_the_job_ends(portal_app, fake_omero):
+    import hashlib
+
+    from workers import recovery
+
+    key = fake_omero.web_session("alice")  # from OMERO.web's token page: idles out after 10 minutes
+    client, _ = sign_in_with_key(portal_app, key)
+    headers = {"X-CSRFToken": client.get("/api/me").get_json()["csrf_token"]}
+    data = ome_tiff(seed=26)
+    group = client.get("/api/me").get_json()["groups"][0]["id"]
+    batch = client.post("/api/batches", headers=headers,
+                        json={"group_id": group, "files": [{"name": "a.ome.tif", "size": len(data)}]}).get_json()
+    (f,) = batch["jobs"][0]["files"]
+    with portal_app.app_context():
+        recovery.keep_sessions_alive(portal_app)
+        assert not [c for c in fake_omero.log if c == ("sf.keepAlive",)]  # no byte yet: nothing to keep
+        assert client.put(f"/api/files/{f['id']}?offset=0", headers=headers, data=data[:100]).status_code == 200
+        for _ in range(6):  # half an hour of a slow upload, the worker's sweep every 5 minutes
+            fake_omero.store.advance(300)
+            recovery.keep_sessions_alive(portal_app)
+        client.put(f"/api/files/{f['id']}?offset=100", headers=headers, data=data[100:])
+        client.post(f"/api/files/{f['id']}/complete", headers=headers, json={"sha1": hashlib.sha1(data).hexdigest()})
+        fake_omero.store.advance(300)
+        recovery.keep_sessions_alive(portal_app)  # queued, waiting for a worker
+        fake_omero.store.advance(300)
+        assert pipeline.run_job(portal_app, batch["jobs"][0]["id"], "w1") == "imported"
+    assert len(fake_omero.rows("image")) == 1
+
+
+def test_another_jobs_half_import_does_not_make_a_duplicate(portal_app, alice, fake_omero):
+    data = ome_tiff(seed=27)
+    first = alice.send({"a.ome.tif": data})["jobs"][0]["id"]
+    fake_omero.fail_at_step = 1
+    with portal_app.app_context():
+        assert pipeline.run_job(portal_app, first, "w1") == "failed"
+    fake_omero.fail_at_step = None
+    second = alice.send({"copy.ome.tif": data})["jobs"][0]["id"]
+    with portal_app.app_context():
+        assert pipeline.run_job(portal_app, second, "w1") == "imported"
+    assert len(fake_omero.rows("image")) == 2  # the first job's partial image is the first job's to remove

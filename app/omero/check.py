@@ -1,0 +1,254 @@
+"""The OMERO self-check: prove a deployment works against its own server, one check at a time.
+
+A facility runs it when it deploys or after an OMERO upgrade (`upload-portal check-omero`, or the
+button on the staff page). It goes through the Gateway/Session boundary only, so the same code
+checks the embedded store, the tests' fake and a live OMERO, and it does what an import does:
+connect, open a user's session as the admin (import-as, ADFS sign-in), create a scratch
+Project/Dataset, import a tiny generated OME-TIFF with key-values, a tag and provenance, find it by
+SHA-1 as the duplicate check does, then delete everything it made.
+"""
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from app.omero.base import Annotations, Gateway, ImageRef, OmeroError, Placement
+
+KEY = "upload-portal-check"  # the key-value the check attaches and reads back
+SESSION_SECONDS = 600
+
+REMEDIES = {
+    "connect": "check PORTAL_OMERO_HOST/PORT, that the server answers on that port, and the admin account "
+               "(PORTAL_OMERO_ADMIN_USER/PASSWORD) or the key given with --key",
+    "admin rights": "give the portal's OMERO account the Sudo privilege (a full admin, or a light admin with Sudo)",
+    "groups": "add the account to at least one OMERO group, or name one it is in with --group",
+    "scratch container": "the account must be able to create Projects and Datasets in the group",
+    "import": "check the managed repository (disk space, permissions) and the server's import log",
+    "key-values": "the server did not keep the import's annotations: check its version and the import log",
+    "tag": "the server did not link the tag: check the group's permissions and the import log",
+    "original file": "check the repository's disk; a 'missing' method means this build cannot keep originals yet",
+    "find by SHA-1": "the server must record SHA1-160 checksums (omero.checksum.supported)",
+    "download": "check the repository's disk; a 'missing' method means this build cannot read originals back yet",
+    "duplicate lookup": "the server must be able to query map annotations (OMERO 5.6 or later)",
+    "clean up": "remove the Project named in the detail by hand in OMERO.web",
+}
+
+
+@dataclass
+class Result:
+    check: str
+    ok: bool
+    detail: str
+
+    def remedy(self) -> str:
+        return REMEDIES[self.check]
+
+    def line(self) -> str:
+        remedy = "" if self.ok else f" -- to fix: {self.remedy()}"
+        return f"{'ok  ' if self.ok else 'FAIL'}  {self.check:<17} {self.detail}{remedy}"
+
+    def json(self) -> dict:
+        return asdict(self)
+
+
+class Skipped(Exception):
+    """A check that cannot run because an earlier one failed."""
+
+
+def tiny_ome_tiff(folder: Path, run: str) -> tuple[Path, str]:
+    """A 32x32 OME-TIFF with pixels unique to this run; returns it with its SHA-1."""
+    path = folder / f"{KEY}-{run}.ome.tif"
+    pixels = np.random.default_rng(int(run, 16)).integers(0, 255, (32, 32), dtype=np.uint8)
+    tifffile.imwrite(path, pixels, ome=True, metadata={"axes": "YX", "Name": f"{KEY} {run}"})
+    return path, hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+class SelfCheck:
+    """One run of the checks; `results()` yields each as it ends."""
+
+    def __init__(self, gateway: Gateway, *, key: str | None, admin_user: str, group: str | None = None):
+        self.gateway, self.key, self.admin_user, self.group = gateway, key, admin_user, group
+        self.run = uuid.uuid4().hex[:8]
+        self.made_key: str | None = None  # a session this check opened, closed at the end
+        self.session = None
+        self.group_id: int | None = None
+        self.placement: Placement | None = None
+        self.image: ImageRef | None = None
+        self.path: Path | None = None
+        self.file_sha1 = ""
+        self.original = None  # the attached original file, as stored_files describes it
+        self.content_sha1 = hashlib.sha1(f"{KEY} {self.run}".encode()).hexdigest()  # as a converted file's
+
+    def results(self) -> Iterator[Result]:
+        with tempfile.TemporaryDirectory(prefix=f"{KEY}-") as tmp:
+            try:
+                key = self.key or self._admin_key()
+                with self.gateway.session(key) as self.session:
+                    yield from self._checks(Path(tmp))
+            except OmeroError as e:  # no session at all: the first check says why
+                yield Result("connect", False, str(e))
+            finally:
+                if self.made_key:
+                    self.gateway.close_session(self.made_key)
+
+    def _admin_key(self) -> str:
+        if not self.gateway.can_create_sessions:
+            raise OmeroError("No OMERO admin account is configured and no key was given (--key)")
+        self.made_key = self.gateway.create_session(self.admin_user, SESSION_SECONDS)
+        return self.made_key
+
+    def _checks(self, tmp: Path) -> Iterator[Result]:
+        steps: list[tuple[str, Callable[[], str]]] = [
+            ("connect", self._connect),
+            ("admin rights", self._admin_rights),
+            ("groups", self._groups),
+            ("scratch container", self._container),
+            ("import", lambda: self._import(tmp)),
+            ("key-values", self._key_values),
+            ("tag", self._tag),
+            ("original file", self._original_file),
+            ("find by SHA-1", self._find_by_sha1),
+            ("download", self._download),
+            ("duplicate lookup", self._duplicate),
+        ]
+        try:
+            for name, step in steps:
+                yield self._one(name, step)
+        finally:
+            yield self._one("clean up", self._clean_up)
+
+    @staticmethod
+    def _one(name: str, step: Callable[[], str]) -> Result:
+        try:
+            return Result(name, True, step())
+        except Skipped as e:
+            return Result(name, False, f"not run: {e}")
+        except (OmeroError, AssertionError) as e:
+            return Result(name, False, str(e))
+
+    def _connect(self) -> str:
+        me = self.session.whoami()
+        return f"{self.session.server_version()}; signed in as {me.username}"
+
+    def _admin_rights(self) -> str:
+        if not self.gateway.can_create_sessions:
+            return "no admin account configured: import-as and ADFS sign-in without a pasted key are off"
+        if self.made_key:
+            return f"{self.admin_user} opened a session as a user (Sudo works: import-as and ADFS sign-in can)"
+        me = self.session.whoami()
+        self.gateway.close_session(self.gateway.create_session(me.username, 60))
+        return f"the admin account opened a session for {me.username} (Sudo works)"
+
+    def _groups(self) -> str:
+        me = self.session.whoami()
+        chosen = [g for g in me.groups if g.name == self.group] if self.group else \
+            [g for g in me.groups if g.id == me.default_group_id]
+        if not chosen:
+            raise AssertionError(f"{me.username} is in no group named {self.group!r}" if self.group
+                                 else f"{me.username} is in no group")
+        self.group_id = chosen[0].id
+        return f"{len(me.groups)} group(s); checking in '{chosen[0].name}' (id {chosen[0].id})"
+
+    def _container(self) -> str:
+        self._needs(self.group_id, "groups")
+        self.placement = self.session.get_or_create_dataset(self.group_id, f"{KEY} {self.run}", date.today().isoformat())
+        return f"Project {self.placement.project_id} / Dataset {self.placement.dataset_id}"
+
+    def _import(self, tmp: Path) -> str:
+        self._needs(self.placement, "scratch container")
+        path, self.file_sha1 = tiny_ome_tiff(tmp, self.run)
+        self.path = path
+        annotations = Annotations(key_values=[(KEY, self.run)], tags=[f"{KEY}-{self.run}"],
+                                  provenance={"content_sha1": self.content_sha1, "job_uid": f"check-{self.run}"})
+        images = self.session.import_image(self.group_id, self.placement.dataset_id, [path], name=path.name,
+                                           description="made and removed by upload-portal check-omero",
+                                           annotations=annotations, progress=lambda sent, total: None)
+        self.image = images[0]
+        if self.image.sha1 != self.file_sha1:
+            raise AssertionError(f"image {self.image.id}: OMERO holds SHA-1 {self.image.sha1 or 'none'}, "
+                                 f"the file sent has {self.file_sha1}")
+        if not self.image.complete:
+            raise AssertionError(f"image {self.image.id} has no pixel data: the import did not finish")
+        return f"image {self.image.id} with its pixels; SHA-1 matches"
+
+    def _key_values(self) -> str:
+        self._needs(self.image, "import")
+        values = self.session.key_values(self.group_id, KEY)
+        if self.run not in values:
+            raise AssertionError(f"the key-value {KEY}={self.run} was not found after the import")
+        return f"{KEY}={self.run} read back"
+
+    def _tag(self) -> str:
+        self._needs(self.image, "import")
+        tags = self.session.image_tags(self.group_id, self.image.id)
+        if tags != [f"{KEY}-{self.run}"]:
+            raise AssertionError(f"image {self.image.id} carries the tags {tags}, not '{KEY}-{self.run}'")
+        return f"'{KEY}-{self.run}' read back from image {self.image.id}"
+
+    def _session_method(self, name: str):
+        """A Session method that not every build has yet (original files: the custody work)."""
+        method = getattr(self.session, name, None)
+        if method is None:
+            raise AssertionError(f"missing: this backend's Session has no {name}()")
+        return method
+
+    def _original_file(self) -> str:
+        self._needs(self.image, "import")
+        attach = self._session_method("attach_files")
+        attach(self.group_id, self.image.id, [self.path])
+        stored = self._session_method("stored_files")(self.group_id, self.image.id)
+        self.original = next((f for f in stored if f.sha1 == self.file_sha1), None)
+        if self.original is None:
+            raise AssertionError(f"image {self.image.id} lists no attached file with SHA-1 {self.file_sha1}")
+        return f"attached as original file {self.original.id}; OMERO holds its SHA-1"
+
+    def _download(self) -> str:
+        self._needs(self.original, "original file")
+        digest, size = hashlib.sha1(), 0
+        for block in self._session_method("read_file")(self.group_id, self.original.id):
+            digest.update(block)
+            size += len(block)
+        if digest.hexdigest() != self.file_sha1:
+            raise AssertionError(f"the {size} bytes read back have SHA-1 {digest.hexdigest()}, not {self.file_sha1}")
+        return f"{size} bytes read back, identical"
+
+    def _find_by_sha1(self) -> str:
+        self._needs(self.image, "import")
+        found = self.session.find_images(self.group_id, self.file_sha1)
+        if [(r.id, r.job_uid) for r in found] != [(self.image.id, f"check-{self.run}")]:
+            raise AssertionError(f"looking up SHA-1 {self.file_sha1} found {[r.id for r in found]}, "
+                                 f"not image {self.image.id}")
+        return f"SHA-1 {self.file_sha1} -> image {self.image.id}"
+
+    def _duplicate(self) -> str:
+        self._needs(self.image, "import")
+        found = self.session.find_images(None, self.content_sha1)
+        if [r.id for r in found] != [self.image.id]:
+            raise AssertionError(f"the duplicate lookup by source SHA-1 found {[r.id for r in found]}, "
+                                 f"not image {self.image.id}")
+        return f"a second upload of the same source would be reported as image {self.image.id}"
+
+    def _clean_up(self) -> str:
+        removed = []
+        if self.image is not None:
+            self.session.delete_images(self.group_id, [self.image.id])
+            if self.session.find_images(self.group_id, self.file_sha1):
+                raise AssertionError(f"image {self.image.id} is still there after its removal")
+            removed.append(f"image {self.image.id}")
+        if self.placement is not None:
+            self.session.remove_placement(self.group_id, self.placement)
+            removed.append(f"Project '{self.placement.project}' with its Dataset")
+        return "removed " + (", ".join(removed) or "nothing (nothing was made)")
+
+    @staticmethod
+    def _needs(value, check: str) -> None:
+        if value is None:
+            raise Skipped(f"the {check} check failed")
