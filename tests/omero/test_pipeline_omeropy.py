@@ -41,10 +41,11 @@ def test_a_session_key_signs_in_with_the_users_groups_and_stays_on_the_server(po
     assert alice.key not in cookies and alice.key not in alice.client.get("/").get_data(as_text=True)
 
 
-@pytest.mark.parametrize("key", ["not-a-session", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"])
-def test_an_unknown_or_expired_key_is_refused_as_expired(portal_app, key):
+@pytest.mark.parametrize("key, message", [("not-a-session", "That is not an OMERO session key"),
+                                          ("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "has expired or was closed")])
+def test_a_malformed_or_expired_key_is_refused_with_its_reason(portal_app, key, message):
     client, response = sign_in_with_key(portal_app, key)
-    assert response.status_code == 400 and "has expired or was closed" in response.get_data(as_text=True)
+    assert response.status_code == 400 and message in response.get_data(as_text=True)
     assert client.get("/api/me").status_code == 401
 
 
