@@ -28,8 +28,9 @@ from omero.rtypes import rstring, unwrap
 from omero.sys import Principal
 
 from app.omero import omeropy_queries as q
+from app.omero import omeropy_files as files_io
 from app.omero.base import (
-    Annotations, Group, Identity, ImageRef, OmeroError, Placement, Progress, SessionExpired,
+    Annotations, FileToAttach, Group, Identity, ImageRef, OmeroError, Placement, Progress, SessionExpired, StoredFile,
 )
 from app.omero.omeropy_errors import translate_errors
 from app.omero.omeropy_import import build_annotations, import_fileset
@@ -343,3 +344,20 @@ class OmeroPySession:
             raise OmeroError(f"OMERO reported no image for {name}: the file format may not be supported")
         # OMERO verified our upload against these SHA-1s; the first file is the fileset's primary.
         return [r if r.sha1 else ImageRef(r.id, r.name, r.url, hashes[0], r.job_uid) for r in refs]
+
+    # -- files beside images (omeropy_files) ----------------------------------------------------
+
+    def attach_files(
+        self, group_id: int, image_ids: Sequence[int], files: Sequence[FileToAttach], namespace: str,
+        progress: Progress,
+    ) -> list[StoredFile]:
+        with translate_errors(group=self._group_label(group_id)):
+            return files_io.attach(self.sf, self._ctx(group_id), image_ids, files, namespace, progress)
+
+    def stored_files(self, group_id: int | None, image_id: int) -> list[StoredFile]:
+        with translate_errors(group=self._group_label(group_id)):
+            return files_io.stored(self._query, self._ctx(group_id), image_id)
+
+    def read_file(self, group_id: int, file_id: int) -> Iterator[bytes]:
+        with translate_errors(group=self._group_label(group_id)):
+            return files_io.read(self.sf, self._ctx(group_id), file_id)

@@ -20,12 +20,13 @@ from omero.api import IAdminPrx, IQueryPrx, ISessionPrx, IUpdatePrx, RawFileStor
 from omero.cmd import ERR, HandlePrx
 from omero.grid import ImportProcessPrx, ImportResponse, ImportSettings, ManagedRepositoryPrx
 from omero.model import (
-    DatasetI, ExperimenterGroupI, ExperimenterI, FilesetI, ImageI, PixelsI, ProjectDatasetLinkI, ProjectI,
-    SessionI, TagAnnotationI, UploadJobI,
+    DatasetI, ExperimenterGroupI, ExperimenterI, FilesetI, ImageI, OriginalFileI, PixelsI, ProjectDatasetLinkI,
+    ProjectI, SessionI, TagAnnotationI, UploadJobI,
 )
 from omero.rtypes import rstring, unwrap
 from omero.sys import EventContext, Roles
 
+from .fake_omero_files import FakeFiles
 from .fake_omero_model import BUILTIN_GROUPS, Row, SessionRow, Store, User
 from .fake_omero_queries import FakeQuery, rid
 
@@ -49,6 +50,7 @@ class FakeOmero:
         self.corrupt_uploads = False  # flip a byte of every block, as a broken network would
         self.import_hangs = False  # the server never finishes the import
         self.last_import: tuple | None = None  # (fileset, settings, ctx) of the last importFileset
+        self.files = FakeFiles(self.store, self.log)  # files beside images: RawFileStore, FileAnnotations
 
     # -- the client -----------------------------------------------------------------------------
 
@@ -147,11 +149,13 @@ class FakeOmero:
         sf.getUpdateService.side_effect = lambda: self._update(session)
         sf.getAdminService.side_effect = lambda: self._admin(session)
         sf.getSessionService.side_effect = lambda: self._session_service(session)
+        sf.createRawFileStore.side_effect = lambda _ctx=None: self.files.raw_file_store(lambda: self._live(session))
         return sf
 
     def _query(self, session):
         user = self._live(session)
         fake = FakeQuery(self.store, user, self.log)
+        fake.projections.update(self.files.projections(user))
         prx = strict(IQueryPrx)
 
         def find_all(query, params, _ctx=None):
@@ -249,6 +253,8 @@ class FakeOmero:
                         raise omero.SecurityViolation(None, None, "Cannot link to another user's project")
                     rows.append(Row("pdlink", store.allocate(), user.id, gid,
                                     {"parent": parent.id, "child": rows[0].id}))
+            elif isinstance(obj, OriginalFileI) and rid(obj) is None:
+                return self.files.save_original(user, gid, obj)
             else:
                 raise NotImplementedError(f"fake OMERO cannot save {obj!r}")
             store.commit(rows)
@@ -273,6 +279,8 @@ class FakeOmero:
             store.delete(target.id)
 
         prx.saveAndReturnObject.side_effect = save_and_return
+        prx.saveAndReturnArray.side_effect = lambda objs, _ctx=None: self.files.save_links(
+            self._live(session), store.groups_in_scope(self._live(session), _ctx, writing=True)[0], objs)
         prx.deleteObject.side_effect = delete
         return prx
 
@@ -341,7 +349,7 @@ class FakeOmero:
         for path, buf, sha1 in zip(paths, buffers, hashes):
             f = Row("file", store.allocate(), user.id, gid, {"name": path.rsplit("/", 1)[-1], "hash": sha1,
                                                              "hasher": "SHA1-160", "hasher_id": SHA1_HASHER_ID,
-                                                             "size": len(buf)})
+                                                             "size": len(buf), "data": bytes(buf)})
             rows += [f, Row("entry", store.allocate(), user.id, gid,
                             {"fileset": fs.id, "file": f.id, "client_path": path})]
         annotations = [self._annotation_row(user, gid, a, rows) for a in settings.userSpecifiedAnnotationList or []]
