@@ -45,7 +45,10 @@ function jobView(job, transfer) {
     view.detail = el("span");
     view.detail.append(job.message || `Imported${where}`, " ",
       link(job.link, job.state === "imported" ? "Open in OMERO" : "Open the existing image"));
+    if (job.summary) view.detail.append(el("div", { class: "summary" }, job.summary));
   }
+  // Imported, but something could not be read (date, microscope, pixel size): marked, never plain green.
+  view.check = job.state === "imported" && job.warnings && job.warnings.length ? job.warnings : null;
   return view;
 }
 
@@ -67,11 +70,14 @@ export class Rows {
     return row;
   }
 
-  #render(row, { state, detail, progress }, buttons = []) {
+  #render(row, { state, detail, progress, check }, buttons = []) {
     row.dataset.state = state;
+    row.toggleAttribute("data-check", Boolean(check));
     const badge = row.querySelector(".state");
-    badge.className = `state state-${state}`;
-    badge.textContent = LABELS[state] || state;
+    badge.className = `state state-${state}${check ? " state-check" : ""}`;
+    badge.textContent = (LABELS[state] || state) + (check ? ", check" : "");
+    if (check) badge.title = `Check in OMERO: ${check.join(", ")}`;
+    else badge.removeAttribute("title");
     const details = row.querySelector(".details");
     details.replaceChildren();
     if (progress !== undefined && progress !== null) {
