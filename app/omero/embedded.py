@@ -16,6 +16,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from pathlib import Path
 
@@ -321,12 +322,17 @@ class EmbeddedSession:
 
 
 def _copy_hashing(source: Path, target: Path, progress) -> tuple[str, int]:
-    """Copy in blocks, hashing on the way (no whole file in memory); return (SHA-1, size)."""
-    digest, size = hashlib.sha1(), 0
-    with open(target, "wb") as out:
-        for block in iter_files_in_blocks(source):
+    """Copy in blocks, hashing on the way (no whole file in memory); return (SHA-1, size).
+    Each block is hashed in a thread while it is written: both release the GIL."""
+    digest, size, hashing = hashlib.sha1(), 0, None
+    with open(target, "wb") as out, ThreadPoolExecutor(1) as hasher:
+        for block in iter_files_in_blocks(source, 4 << 20):
+            if hashing is not None:
+                hashing.result()
+            hashing = hasher.submit(digest.update, block)
             out.write(block)
-            digest.update(block)
             size += len(block)
             progress(size)
+        if hashing is not None:
+            hashing.result()
     return digest.hexdigest(), size
