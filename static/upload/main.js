@@ -51,9 +51,9 @@ function summarise() {
       const toCheck = jobs.filter((j) => j.state === "imported" && j.warnings && j.warnings.length);
       const parts = [`${count(jobs, "imported")} imported`, `${count(jobs, "duplicate")} already in OMERO`,
         `${count(jobs, "failed")} failed`];
-      if (toCheck.length) parts.push(`${toCheck.length} to check (${[...new Set(toCheck.flatMap((j) => j.warnings))].join(", ")})`);
       if (count(jobs, "cancelled")) parts.push(`${count(jobs, "cancelled")} cancelled`);
       if (state.notSent.length) parts.push(`${state.notSent.length} not sent`);
+      if (toCheck.length) parts.push(`${toCheck.length} to check (${[...new Set(toCheck.flatMap((j) => j.warnings))].join(", ")})`);
       done.replaceChildren(el("strong", {}, "Import finished: "), parts.join(", ") + ".",
         el("span", { class: "hint" }, " Choose more files to start a new import."));
       done.className = `card batch-summary ${count(jobs, "failed") || state.notSent.length || toCheck.length ? "with-problems" : "all-good"}`;
