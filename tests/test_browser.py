@@ -136,6 +136,12 @@ def test_a_researcher_imports_a_folder_of_samples_and_watches_every_row(browser,
     label, symbol, colour = badge(page, "fei_example_tem_stack.emd")
     assert (label, symbol, colour) == ("Imported", '"✓"', "rgb(185, 230, 179)")  # label, icon and green
     assert "1 image, originals kept" in row(page, "128x128_TEM_acquire-sum1_1.ser").inner_text()
+    held = row(page, "128x128_TEM_acquire-sum1_1.ser").locator("details.held")
+    held.locator("summary").click()  # the detail: every original, each a download of OMERO's copy
+    ser = held.locator("a", has_text="128x128_TEM_acquire-sum1_1.ser (")
+    ser.wait_for()
+    assert page.request.get(served + ser.get_attribute("href")).body() == (
+        SAMPLES / "128x128_TEM_acquire-sum1_1.ser").read_bytes()
     # imported without a pixel size: still imported, but marked, never plain green, with the reason
     assert state(page, "odd name.ome.tif") == "imported"
     assert badge(page, "odd name.ome.tif")[:2] == ("Imported, check", '"⚠"')
