@@ -183,9 +183,9 @@ def _import(app: Flask, run: Run, job: Job, conversion: converters.Conversion, p
         if found and not ours:
             return _done(run, staging, job, JobState.DUPLICATE,
                          f"Already in OMERO as image {found[0].id} ({found[0].name})", common, images=found[:1])
+        run.update(state=JobState.IMPORTING, message=f"Importing into {where}", progress=0.0)
         if len(ours) < len(conversion.images):
             placement = omero.get_or_create_dataset(group_id, project, dataset)
-            run.update(state=JobState.IMPORTING, message=f"Importing into {where}", progress=0.0)
             ours = _import_images(omero, run, job, conversion, placement.dataset_id, ours, where)
         record = custody.keep(omero, job, conversion, paths, ours, app.config["KEEP_ORIGINALS"],
                               lambda sent, total: run.progress(sent / total if total else 1.0, f"Keeping the originals in {where}"))
