@@ -3,7 +3,6 @@ OMERO's own SHA-1 read back, downloads byte for byte, confirm from OMERO, a full
 import hashlib
 
 from app.omero.base import ORIGINAL_NAMESPACE
-from app.omero.omeropy_files import BLOCK
 from tests.conftest import SAMPLES
 from workers import pipeline
 
@@ -36,6 +35,8 @@ def test_a_tia_pairs_originals_are_attachments_with_omeros_sha1_and_download_byt
     # OMERO computed each hash itself (hasher SHA1-160) when the store was saved
     files = {f.fields["name"]: f for f in fake_omero.rows("file") if f.fields["hasher"] and f.fields.get("digest")}
     assert {n: f.fields["hash"] for n, f in files.items()} == {o["name"]: o["sha1"] for o in got["originals"]}
+    from app.omero.omeropy_files import BLOCK
+
     writes = fake_omero.calls("rfs.write")
     assert writes and all(length <= BLOCK for *_, length in writes)
     assert len(fake_omero.calls("rfs.save")) == 2
