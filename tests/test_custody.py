@@ -175,3 +175,16 @@ def test_the_job_record_is_the_owners_and_staffs_only(embedded_stack, monkeypatc
         assert alice.get(f"/api/jobs/{job['id']}/files/{foreign}").status_code == 404
     finally:
         close_app(app)
+
+
+def test_without_an_omero_session_nothing_is_confirmed(embedded_app, alice):
+    from app.models import User
+
+    job = alice.send({"a.ome.tif": ome_tiff(seed=44)})["jobs"][0]
+    run(embedded_app, job["id"])
+    with embedded_app.extensions["db"].session() as db:
+        db.query(User).filter_by(username="alice").one().omero_key = None
+        db.commit()
+    confirmed = alice.get(f"/api/jobs/{job['id']}/confirm")
+    assert confirmed.status_code == 200
+    assert confirmed.get_json()["in_omero"] is False and "sign in again" in confirmed.get_json()["reason"]

@@ -110,9 +110,14 @@ def confirm_job(job_id: int):
     answer = {"in_omero": False, "images": [], "sha1": dict(files), "missing": [name for name, _ in files]}
     if not job.content_sha1:
         return answer | {"reason": "The files have not all arrived"}
-    with _omero_errors(denied=404), _omero_session(owner) as omero:
-        images = omero.find_images(None, job.content_sha1)
-        missing = missing_files(omero, None, files, images) if images else answer["missing"]
+    try:
+        with _omero_errors(denied=404), _omero_session(owner) as omero:
+            images = omero.find_images(None, job.content_sha1)
+            missing = missing_files(omero, None, files, images) if images else answer["missing"]
+    except ApiError as e:
+        if e.status != 401:
+            raise
+        return answer | {"reason": str(e)}  # no session to ask OMERO with: nothing is confirmed
     answer |= {"in_omero": not missing, "missing": missing,
                "images": [{"id": i.id, "name": i.name, "url": i.url} for i in images]}
     if missing:
