@@ -188,3 +188,18 @@ def test_without_an_omero_session_nothing_is_confirmed(embedded_app, alice):
     confirmed = alice.get(f"/api/jobs/{job['id']}/confirm")
     assert confirmed.status_code == 200
     assert confirmed.get_json()["in_omero"] is False and "sign in again" in confirmed.get_json()["reason"]
+
+
+def test_the_staff_see_an_import_to_check_with_its_reason(embedded_stack, monkeypatch):
+    app = make_app(embedded_stack | {"PORTAL_STAFF_USERS": "sam"}, monkeypatch)
+    try:
+        alice = Portal(app.test_client(), "alice")
+        job = alice.send({"a.ome.tif": ome_tiff(seed=45)})["jobs"][0]
+        run(app, job["id"])
+        sam = Portal(app.test_client(), "sam")
+        listed = next(j for j in sam.get("/api/staff/jobs").get_json()["jobs"] if j["id"] == job["id"])
+        assert listed["warnings"] == ["acquisition date unknown", "microscope unknown", "pixel size unknown"]
+        page = sam.get(f"/staff/jobs/{job['id']}").get_data(as_text=True)
+        assert "imported, check" in page and "acquisition date unknown, microscope unknown, pixel size unknown" in page
+    finally:
+        close_app(app)
