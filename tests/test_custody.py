@@ -59,6 +59,7 @@ def test_a_converted_tia_pair_keeps_both_originals_byte_for_byte(embedded_app, a
     assert got["summary"] == "1 image, originals kept"
     confirmed = alice.get(f"/api/jobs/{job['id']}/confirm").get_json()
     assert confirmed["in_omero"] is True and confirmed["missing"] == []
+    assert "original files (the EMI and all its SERs" in alice.get("/help").get_data(as_text=True)
     # the embedded store lists and serves them too
     (stored,) = embedded_app.extensions["omero"].images_of("alice")
     kept = [f for f in stored["files"] if f.kind == "original"]
@@ -101,6 +102,7 @@ def test_with_originals_off_a_converted_job_is_never_confirmed(embedded_stack, m
         assert got["originals"] == [] and got["summary"] == "1 image, originals not kept"
         confirmed = alice.get(f"/api/jobs/{job['id']}/confirm").get_json()
         assert confirmed["in_omero"] is False and "PORTAL_KEEP_ORIGINALS is off" in confirmed["reason"]
+        assert "does not keep the original files in OMERO" in alice.get("/help").get_data(as_text=True)
     finally:
         close_app(app)
 
