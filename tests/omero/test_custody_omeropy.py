@@ -82,3 +82,22 @@ def test_another_users_job_files_answer_404(portal_app, alice, omero_gateway):
     url = alice.get(f"/api/jobs/{job['id']}").get_json()["originals"][0]["url"]
     bob, _ = sign_in_with_key(portal_app, omero_gateway.create_session("bob", 600))
     assert bob.get(url).status_code == 404 and bob.get(f"/api/jobs/{job['id']}").status_code == 404
+
+
+def test_every_image_and_spectrum_of_a_conversion_lands_through_the_adapter(portal_app, alice, fake_omero, monkeypatch):
+    import converters
+    from tests.test_custody import with_more
+
+    real = converters.convert
+    monkeypatch.setattr(converters, "convert", lambda files, out, options: with_more(real(files, out, options), out))
+    job = send_tia(alice)
+    assert run(portal_app, job["id"]) == "imported"
+    got = alice.get(f"/api/jobs/{job['id']}").get_json()
+    assert [i["name"] for i in got["images"]] == [TIA[0], f"{TIA[0]} [HAADF]"]
+    assert got["summary"] == "2 images, 1 spectrum attached, originals kept"
+    assert alice.get(got["attachments"][0]["url"]).data.startswith(b"energy (keV),counts")
+    image_ids = {i["id"] for i in got["images"]}
+    for annotation in fake_omero.rows("fileann"):  # every file linked to both images, once stored
+        linked = {l.fields["parent"] for l in fake_omero.rows("ialink") if l.fields["child"] == annotation.id}
+        assert linked == image_ids
+    assert len(fake_omero.rows("fileann")) == 4  # two originals, the CSV and the plot
