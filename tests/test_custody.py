@@ -205,3 +205,19 @@ def test_the_staff_see_an_import_to_check_with_its_reason(embedded_stack, monkey
         assert "imported, check" in page and "acquisition date unknown, microscope unknown, pixel size unknown" in page
     finally:
         close_app(app)
+
+
+def test_images_from_an_older_embedded_store_keep_their_fileset_file(embedded_app, alice):
+    from app.omero.embedded import EmbeddedGateway
+
+    data = ome_tiff(seed=46)
+    job = alice.send({"old.ome.tif": data})["jobs"][0]
+    run(embedded_app, job["id"])
+    root = embedded_app.config["EMBEDDED_STORE_DIR"]
+    with sqlite3.connect(root / "store.sqlite") as db:  # as a store from before files were recorded
+        db.execute("DELETE FROM image_files")
+        db.execute("DELETE FROM files")
+    reopened = EmbeddedGateway(root, groups=("Lab",))
+    (image,) = reopened.images_of("alice")
+    assert [(f.name, f.sha1, f.kind) for f in image["files"]] == [("old.ome.tif", sha1(data), "fileset")]
+    assert alice.get(f"/api/jobs/{job['id']}/confirm").get_json()["in_omero"] is True

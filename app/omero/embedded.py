@@ -66,6 +66,23 @@ class EmbeddedGateway:
         with closing(sqlite3.connect(self.root / "store.sqlite", timeout=30)) as db:
             db.execute("PRAGMA journal_mode=WAL")  # workers read while another imports
             db.executescript(_SCHEMA)
+        self._record_older_filesets()
+
+    def _record_older_filesets(self) -> None:
+        """Images imported before files were recorded: their fileset file is the one beside
+        annotations.json, so confirm finds it like any other."""
+        with self._db() as db:
+            older = db.execute("SELECT id, owner_id, group_id, sha1, path FROM images "
+                               "WHERE id NOT IN (SELECT image_id FROM image_files)").fetchall()
+            for image_id, owner_id, group_id, sha1, folder in older:
+                for f in sorted((self.root / folder).glob("*")):
+                    if f.name != "annotations.json" and f.is_file():
+                        file_id = db.execute(
+                            "INSERT INTO files (owner_id, group_id, name, size, sha1, path, namespace, kind) "
+                            "VALUES (?, ?, ?, ?, ?, ?, NULL, ?)", (owner_id, group_id, f.name, f.stat().st_size,
+                                                                   sha1, f"{folder}/{f.name}", FILESET)).lastrowid
+                        db.execute("INSERT INTO image_files VALUES (?, ?)", (image_id, file_id))
+                        break
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
