@@ -54,6 +54,7 @@ SETTINGS = [
     Setting("PORTAL_SESSION_IDLE_MINUTES", "480", "a portal sign-in ends after this long without a request"),
     Setting("PORTAL_TIMEZONE", "UTC", "the facility's time zone: local-time sources are read in it and Datasets are named by it"),
     Setting("PORTAL_MICROSCOPE_NAMES", None, "friendly microscope names (the Project), as `raw=friendly` pairs separated by `;`, e.g. `TALOS-12TAN18C=Talos L120C`"),
+    Setting("PORTAL_KEEP_ORIGINALS", "true", "keep each original file of a converted job in OMERO, attached to its images (`false`: only the converted OME-TIFF is in OMERO, and no converted job is ever confirmed for deletion)"),
     Setting("PORTAL_JOB_LEASE_SECONDS", "120", "a running job whose worker has not renewed its lease for this long is given to another worker"),
     Setting("PORTAL_JOB_MAX_ATTEMPTS", "5", "a job whose worker died this often (e.g. a file that exhausts memory) fails instead of looping"),
     Setting("PORTAL_JOB_MAX_RETRIES", "5", "retries (with backoff) of a job that met a transient error"),
@@ -133,6 +134,7 @@ def load(environ=None, overrides: dict | None = None) -> dict:
         "SESSION_IDLE_MINUTES": int(get("PORTAL_SESSION_IDLE_MINUTES")),
         "TIMEZONE": get("PORTAL_TIMEZONE"),
         "MICROSCOPE_NAMES": _pairs("PORTAL_MICROSCOPE_NAMES", get("PORTAL_MICROSCOPE_NAMES") or ""),
+        "KEEP_ORIGINALS": _flag("PORTAL_KEEP_ORIGINALS", get("PORTAL_KEEP_ORIGINALS")),
         "JOB_LEASE_SECONDS": int(get("PORTAL_JOB_LEASE_SECONDS")),
         "JOB_MAX_ATTEMPTS": int(get("PORTAL_JOB_MAX_ATTEMPTS")),
         "JOB_MAX_RETRIES": int(get("PORTAL_JOB_MAX_RETRIES")),
@@ -170,6 +172,13 @@ def load(environ=None, overrides: dict | None = None) -> dict:
     if not config["ENCRYPTION_KEY"]:
         config["ENCRYPTION_KEY"] = _embedded_secret(config["DATA_DIR"], "encryption_key")
     return config
+
+
+def _flag(name: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise ConfigError(f"{name} must be true or false, not {text!r}")
+    return value in ("true", "1", "yes", "on")
 
 
 def _list(text: str | None) -> list[str]:

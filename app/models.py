@@ -117,6 +117,13 @@ class Job(Base):
     project: Mapped[str | None] = mapped_column(String(255))
     dataset: Mapped[str | None] = mapped_column(String(255))
     image_ids: Mapped[list] = mapped_column(JSON, default=list)
+    # What OMERO holds for the job: [{id, name, url}], [{name, size, sha1, file_id}] (empty when not
+    # kept), [{name, kind, title, file_id}]; what to check; and where each dataset of the source went.
+    images: Mapped[list] = mapped_column(JSON, default=list)
+    originals: Mapped[list] = mapped_column(JSON, default=list)
+    attachments: Mapped[list] = mapped_column(JSON, default=list)
+    warnings: Mapped[list] = mapped_column(JSON, default=list)
+    accounted: Mapped[list] = mapped_column(JSON, default=list)
     link: Mapped[str | None] = mapped_column(Text)
     # False once Retry cannot help: the content itself failed, or its staged bytes were removed
     can_retry: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -139,7 +146,23 @@ class Job(Base):
             "acquired": self.acquired, "project": self.project, "dataset": self.dataset,
             "image_ids": self.image_ids, "link": self.link, "total_size": self.total_size,
             "can_retry": self.state == JobState.FAILED and self.can_retry,
+            "warnings": self.warnings or [], "summary": self.summary(),
         }
+
+    def summary(self) -> str:
+        """One line on what OMERO holds for an imported job: "3 images, 7 spectra attached, originals kept"."""
+        if self.state != JobState.IMPORTED:
+            return ""
+        images = len(self.images or self.image_ids or [])
+        spectra = sum(1 for a in self.attachments or [] if a["kind"] == "spectrum-csv")
+        others = len(self.attachments or []) - 2 * spectra  # each spectrum is a CSV and its plot
+        parts = [f"{images} image{'s' if images != 1 else ''}"]
+        if spectra:
+            parts.append(f"{spectra} spectr{'a' if spectra != 1 else 'um'} attached")
+        if others > 0:
+            parts.append(f"{others} file{'s' if others != 1 else ''} attached")
+        parts.append("originals kept" if self.originals else "originals not kept")
+        return ", ".join(parts)
 
 
 class JobFile(Base):

@@ -24,6 +24,7 @@ def main() -> int:
     plans = [
         ("upload_ingest.py", ["--size-mib", size]),
         ("convert.py", ["--size-mib", size]),
+        ("keep_original.py", ["--size-mib", size]),
         ("sse_latency.py", ["--streams", "100", "--events", "10" if args.quick else "30"]),
     ]
     rows, failed = [], []

@@ -28,7 +28,9 @@
   function row(job) {
     const tr = el("tr", { "data-job": String(job.id) });
     const link = el("a", { href: `/staff/jobs/${job.id}` }, String(job.id));
-    const state = el("span", { class: `state state-${job.state}` }, job.state);
+    const check = job.state === "imported" && job.warnings && job.warnings.length;  // imported, to check
+    const state = el("span", { class: `state state-${job.state}${check ? " state-check" : ""}`,
+      title: check ? `check: ${job.warnings.join(", ")}` : "" }, check ? `${job.state}, check` : job.state);
     const actions = el("td");
     const can = { retry: job.can_retry, front: canMoveToFront && job.state === "queued",
       cancel: ["uploading", "queued", "converting", "importing"].includes(job.state), free: job.staged };

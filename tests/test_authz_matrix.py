@@ -34,6 +34,7 @@ CASES = [
     ("GET", "/login/adfs/callback", None, {role: 404 for role in ROLES}),
     ("GET", "/store", None, PAGE),
     ("GET", "/store/image/{image}", None, MY_PAGE),
+    ("GET", "/store/file/{stored_file}", None, MY_PAGE),
     ("GET", "/tokens", None, PAGE),
     ("GET", "/history", None, PAGE),
     ("GET", "/api/history?state=failed&q=f.ome", None, API),
@@ -50,7 +51,10 @@ CASES = [
     ("GET", "/api/files/{file}", None, MINE),
     ("PUT", "/api/files/{file}?offset=0", b"abc", MINE),
     ("POST", "/api/files/{file}/complete", {"sha1": "0" * 40}, MINE | {"owner": 409}),  # not all bytes yet
+    ("GET", "/api/jobs/{imported}", None, MINE | {"staff": 200}),  # staff read every job's record
     ("GET", "/api/jobs/{imported}/confirm", None, MINE),
+    ("GET", "/api/jobs/{imported}/files/{original}", None, MINE),
+    ("GET", "/api/jobs/{imported}/images/{image}", None, MINE),
     ("POST", "/api/jobs/{failed}/retry", None, MINE),  # staff retry {failed2}: each a failed job
     ("POST", "/api/jobs/{waiting}/cancel", None, MINE),
     ("GET", "/api/tokens", None, API),
@@ -105,7 +109,9 @@ def world(embedded_stack, monkeypatch):
     ids = {"batch": waiting["id"], "file": waiting["jobs"][0]["files"][0]["id"], "waiting": waiting["jobs"][0]["id"],
            "waiting2": waiting["jobs"][1]["id"], "failed": failed["id"], "failed2": failed2["id"], "imported": imported["id"],
            "token": tokens[0], "token2": tokens[1], "group": alice.me["groups"][0]["id"],
-           "image": app.extensions["omero"].images_of("alice")[0]["id"]}
+           "image": app.extensions["omero"].images_of("alice")[0]["id"],
+           "stored_file": app.extensions["omero"].images_of("alice")[0]["files"][0].id,
+           "original": alice.get(f"/api/jobs/{imported['id']}").get_json()["originals"][0]["url"].rsplit("/", 1)[1]}
     clients = {"anonymous": anonymous(app), "owner": alice, "other": Portal(app.test_client(), "bob"),
                "staff": Portal(app.test_client(), "sam")}
     yield app, clients, ids

@@ -131,9 +131,21 @@ def test_a_researcher_imports_a_folder_of_samples_and_watches_every_row(browser,
     for name, (final, detail) in EXPECTED.items():
         assert state(page, name) == final, (name, row(page, name).inner_text())
         assert detail in row(page, name).inner_text()
-    assert page.inner_text("#batch-summary").startswith("Import finished: 6 imported, 0 already in OMERO, 0 failed, 1 not sent.")
+    assert page.inner_text("#batch-summary").startswith(
+        "Import finished: 6 imported, 0 already in OMERO, 0 failed, 1 not sent, 1 to check (pixel size unknown).")
     label, symbol, colour = badge(page, "fei_example_tem_stack.emd")
     assert (label, symbol, colour) == ("Imported", '"✓"', "rgb(185, 230, 179)")  # label, icon and green
+    assert "1 image, originals kept" in row(page, "128x128_TEM_acquire-sum1_1.ser").inner_text()
+    held = row(page, "128x128_TEM_acquire-sum1_1.ser").locator("details.held")
+    held.locator("summary").click()  # the detail: every original, each a download of OMERO's copy
+    ser = held.locator("a", has_text="128x128_TEM_acquire-sum1_1.ser (")
+    ser.wait_for()
+    assert page.request.get(served + ser.get_attribute("href")).body() == (
+        SAMPLES / "128x128_TEM_acquire-sum1_1.ser").read_bytes()
+    # imported without a pixel size: still imported, but marked, never plain green, with the reason
+    assert state(page, "odd name.ome.tif") == "imported"
+    assert badge(page, "odd name.ome.tif")[:2] == ("Imported, check", '"⚠"')
+    assert "check: pixel size unknown" in row(page, "odd name.ome.tif").inner_text()
     label, symbol, colour = badge(page, "orphan_1.ser")
     assert (label, symbol) == ("Not sent", '"⊘"') and colour != "rgb(185, 230, 179)"
     assert page.locator("#rows img").count() == 0  # a name is text, never markup

@@ -226,3 +226,46 @@ def test_a_file_busy_on_the_server_is_waited_for_not_given_up(embedded_stack, se
         sha1 = client.send(remote, path, lambda *a: None)
     assert sha1 == hashlib.sha1(path.read_bytes()).hexdigest()
     assert client.batch(batch["id"])["jobs"][0]["state"] != "uploading"
+
+
+TIA_PAIR = ("128x128_TEM_acquire-sum1.emi", "128x128_TEM_acquire-sum1_1.ser")
+
+
+def test_delete_after_import_deletes_a_converted_pair_once_omero_holds_both_originals(portal, tmp_path):
+    folder = samples_folder(tmp_path, *TIA_PAIR)
+    watcher = Watcher(client_for(portal, "erin"), folder, stable_seconds=0, delete_after_import=True)
+    assert watcher.send_ready() == 1
+    settle(watcher, *TIA_PAIR)
+    assert watcher.ledger[TIA_PAIR[0]]["state"] == "imported"
+    assert not any((folder / name).exists() for name in TIA_PAIR)
+
+
+@pytest.fixture
+def originals_off(embedded_stack):
+    embedded_stack["PORTAL_KEEP_ORIGINALS"] = "false"
+
+
+def test_with_originals_off_watch_keeps_converted_files_and_says_why(originals_off, portal, tmp_path, caplog):
+    folder = samples_folder(tmp_path, *TIA_PAIR)
+    watcher = Watcher(client_for(portal, "fay"), folder, stable_seconds=0, delete_after_import=True)
+    watcher.send_ready()
+    with caplog.at_level("WARNING", logger="app.client.watch"):
+        settle(watcher, *TIA_PAIR)
+    assert all((folder / name).exists() for name in TIA_PAIR)
+    assert "PORTAL_KEEP_ORIGINALS is off" in watcher.ledger[TIA_PAIR[0]]["kept"]
+    assert "PORTAL_KEEP_ORIGINALS is off" in caplog.text
+
+
+def test_push_marks_an_import_to_check_and_says_what_it_holds():
+    import io
+
+    from app.client.push import table
+
+    job = {"state": "imported", "files": [{"name": "a.emi"}, {"name": "a_1.ser"}], "link": "https://omero/x",
+           "message": "", "summary": "2 images, 1 spectrum attached, originals kept",
+           "warnings": ["acquisition date unknown"]}
+    out = io.StringIO()
+    table([job], out)
+    assert out.getvalue().splitlines()[1].split("  ") == [
+        "imported, check", "a.emi + a_1.ser",
+        "https://omero/x (2 images, 1 spectrum attached, originals kept); check: acquisition date unknown"]

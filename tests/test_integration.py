@@ -3,7 +3,6 @@
 import hashlib
 import io
 import socket
-import time
 from urllib.parse import urlparse
 
 import numpy as np

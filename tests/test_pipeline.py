@@ -52,13 +52,16 @@ def test_the_dataset_is_the_date_in_the_facilitys_zone(embedded_app, alice):
     assert job(embedded_app, batch["jobs"][0]["id"]).dataset == "2024-03-06"
 
 
-def test_no_metadata_means_undefined_and_the_upload_date(embedded_app, alice):
-    from datetime import date
-
+def test_no_metadata_imports_under_names_that_say_so_and_warns(embedded_app, alice):
     batch = alice.send({"a.ome.tif": ome_tiff(seed=3)})
     run(embedded_app, batch["jobs"][0]["id"])
     done = job(embedded_app, batch["jobs"][0]["id"])
-    assert (done.project, done.dataset) == ("Undefined", date.today().isoformat())
+    assert (done.state, done.project, done.dataset) == ("imported", "unknown microscope", "unknown date")
+    assert done.warnings == ["acquisition date unknown", "microscope unknown", "pixel size unknown"]
+    assert done.message.endswith("; check: acquisition date unknown, microscope unknown, pixel size unknown")
+    assert done.public()["warnings"] == done.warnings
+    (image,) = images(embedded_app, "alice")
+    assert (image["project"], image["dataset"]) == ("unknown microscope", "unknown date")
 
 
 def test_same_content_under_another_name_is_a_duplicate_and_new_content_under_the_same_name_imports(embedded_app, alice):

@@ -12,7 +12,6 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from flask import Flask
@@ -27,6 +26,7 @@ from app.microscopes import microscope_names
 from app.models import Job, JobState, User
 from app.omero.base import Annotations, ImageRef, OmeroError, SessionExpired
 from app.staging import hash_file
+from workers import custody
 
 log = logging.getLogger(__name__)
 DB_RETRY_SECONDS = 5  # a job picked up while the database restarts waits this long, then tries again
@@ -156,53 +156,87 @@ def _process(app: Flask, run: Run, job: Job) -> str:
     work.mkdir()
     options = converters.ConvertOptions(timezone=app.config["TZ"], microscope_names=microscope_names(app))
     conversion = converters.convert(paths, work, options)
-    return _import(app, run, job, conversion)
+    return _import(app, run, job, conversion, paths)
 
 
-def _import(app: Flask, run: Run, job: Job, conversion: converters.Conversion) -> str:
+UNKNOWN_MICROSCOPE = "unknown microscope"  # the Project of images whose file does not name one
+UNKNOWN_DATE = "unknown date"  # the Dataset of images whose file does not date them
+
+
+def _import(app: Flask, run: Run, job: Job, conversion: converters.Conversion, paths: list[Path]) -> str:
     staging, gateway = app.extensions["staging"], app.extensions["omero"]
     with app.extensions["db"].session() as db:
         owner = db.get(User, job.owner_id)
         key = owner.omero_key and crypto.decrypt(owner.omero_key)
     if not key:
         raise SessionExpired()
-    batch = job.batch
-    acquired = conversion.acquired or datetime.now(timezone.utc)
-    project = conversion.microscope or "Undefined"
-    dataset = acquired.astimezone(app.config["TZ"]).date().isoformat()
-    common = {"microscope": project, "project": project, "dataset": dataset,
+    group_id = job.batch.group_id
+    project = conversion.microscope or UNKNOWN_MICROSCOPE
+    dataset = conversion.acquired.astimezone(app.config["TZ"]).date().isoformat() if conversion.acquired else UNKNOWN_DATE
+    common = {"microscope": conversion.microscope, "project": project, "dataset": dataset,
               "acquired": conversion.acquired.isoformat() if conversion.acquired else None}
+    where = f"{project} / {dataset}"
 
-    sent_sha1 = hash_file(conversion.output).hexdigest()
+    # the SHA-1 OMERO must hold for each image we send, by the image's name
+    expected = {_image_name(job, image): hash_file(image.path).hexdigest() for image in conversion.images}
     with gateway.session(key) as omero:
         found = omero.find_images(None, job.content_sha1)
-        ours = [image for image in found if image.job_uid == job.uid]
-        if ours and all(image.complete and image.sha1 == sent_sha1 for image in ours):
-            # an earlier run of this job imported it and then stopped
-            return _done(run, staging, job, ours, JobState.IMPORTED, "Imported", common)
-        if ours:  # an earlier run's import failed or was cancelled half-way: start it again
-            omero.delete_images(batch.group_id, [image.id for image in ours])
-        found = [image for image in found if image.job_uid != job.uid and image.complete]  # a half import is no copy
-        if found:
-            return _done(run, staging, job, found[:1], JobState.DUPLICATE,
-                         f"Already in OMERO as image {found[0].id} ({found[0].name})", common)
-        placement = omero.get_or_create_dataset(batch.group_id, project, dataset)
-        run.update(state=JobState.IMPORTING, message=f"Importing into {project} / {dataset}", progress=0.0)
-        images = omero.import_image(
-            batch.group_id, placement.dataset_id, [conversion.output], name=Path(job.files[0].name).name,
-            description=f"Imported by the OMERO Upload Portal from {', '.join(f.name for f in job.files)}",
-            annotations=_annotations(job, conversion), progress=lambda sent, total: run.progress(
-                sent / total if total else 1.0, f"Importing into {project} / {dataset}"),
-        )
-        # An earlier attempt this job gave up on (a network blip) may have gone on importing on the
-        # server: keep only this attempt's images.
-        mine = {image.id for image in images}
-        earlier = [i.id for i in omero.find_images(None, job.content_sha1) if i.job_uid == job.uid and i.id not in mine]
-        omero.delete_images(batch.group_id, earlier)
-    if not images or images[0].sha1 != sent_sha1:
-        raise JobFailed("OMERO's copy does not match the file sent (checksum differs): retry the import")
-    return _done(run, staging, job, images, JobState.IMPORTED,
-                 f"Imported into {project} / {dataset}" + "".join(f"; {n}" for n in conversion.notes), common)
+        # An earlier run of this job got this far: keep what it imported completely with the bytes we
+        # send now; an import that failed or was cancelled half-way is removed and made again.
+        ours = list({i.name: i for i in reversed(found) if i.job_uid == job.uid and i.complete
+                     and expected.get(i.name) == i.sha1}.values())
+        omero.delete_images(group_id, [i.id for i in found if i.job_uid == job.uid and i not in ours])
+        others = [i for i in found if i.job_uid != job.uid and i.complete]  # a half import is no copy
+        if others and not ours:
+            return _done(run, staging, job, JobState.DUPLICATE,
+                         f"Already in OMERO as image {others[0].id} ({others[0].name})", common, images=others[:1])
+        run.update(state=JobState.IMPORTING, message=f"Importing into {where}", progress=0.0)
+        if len(ours) < len(conversion.images):
+            placement = omero.get_or_create_dataset(group_id, project, dataset)
+            ours = _import_images(omero, run, job, conversion, placement.dataset_id, ours, where, expected)
+            # An earlier attempt this job gave up on (a network blip) may have gone on importing on the
+            # server: keep only these images.
+            kept = {image.id for image in ours}
+            omero.delete_images(group_id, [i.id for i in omero.find_images(None, job.content_sha1)
+                                           if i.job_uid == job.uid and i.id not in kept])
+        record = custody.keep(omero, job, conversion, paths, ours, app.config["KEEP_ORIGINALS"],
+                              lambda sent, total: run.progress(sent / total if total else 1.0, f"Keeping the originals in {where}"))
+    warnings = conversion.warnings  # the converters' own: date, microscope, pixel size, what they could not read
+    message = f"Imported into {where}" + "".join(f"; {n}" for n in conversion.notes)
+    if warnings:
+        message += "; check: " + ", ".join(warnings)
+    return _done(run, staging, job, JobState.IMPORTED, message, common, images=ours, warnings=warnings,
+                 accounted=[vars(a) for a in conversion.accounted], **record)
+
+
+def _image_name(job: Job, image: converters.OutputImage) -> str:
+    """The OMERO image's name: the file's, and the signal's for an image beyond the first."""
+    file_name = Path(job.files[0].name).name
+    return file_name if image.title is None else f"{file_name} [{image.title}]"
+
+
+def _import_images(omero, run: Run, job: Job, conversion: converters.Conversion, dataset_id: int,
+                   done: list[ImageRef], where: str, expected: dict[str, str]) -> list[ImageRef]:
+    """Import each image of the conversion not imported yet, in order (primary first), each
+    annotated like the first; every image's checksum in OMERO must be the file's we sent."""
+    have = {image.name: image for image in done}
+    total = sum(image.path.stat().st_size for image in conversion.images)
+    sent_before, images = 0, []
+    for image in conversion.images:
+        name = _image_name(job, image)
+        size = image.path.stat().st_size
+        if name not in have:
+            made = omero.import_image(
+                job.batch.group_id, dataset_id, [image.path], name=name,
+                description=f"Imported by the OMERO Upload Portal from {', '.join(f.name for f in job.files)}",
+                annotations=_annotations(job, conversion), progress=lambda sent, _total: run.progress(
+                    (sent_before + sent) / total if total else 1.0, f"Importing into {where}"))
+            if not made or made[0].sha1 != expected[name]:
+                raise JobFailed("OMERO's copy does not match the file sent (checksum differs): retry the import")
+            have[name] = made[0]
+        images.append(have[name])
+        sent_before += size
+    return images
 
 
 def _annotations(job: Job, conversion: converters.Conversion) -> Annotations:
@@ -222,7 +256,9 @@ def _annotations(job: Job, conversion: converters.Conversion) -> Annotations:
     )
 
 
-def _done(run: Run, staging, job: Job, images: list[ImageRef], state: str, message: str, common: dict) -> str:
-    run.finish(state, message, image_ids=[image.id for image in images], link=images[0].url, **common)
-    staging.remove_job(job.id)  # OMERO holds the image and its checksum matched
+def _done(run: Run, staging, job: Job, state: str, message: str, common: dict, *, images: list[ImageRef],
+          **record) -> str:
+    run.finish(state, message, image_ids=[image.id for image in images], link=images[0].url,
+               images=[{"id": i.id, "name": i.name, "url": i.url} for i in images], **common, **record)
+    staging.remove_job(job.id)  # OMERO holds the images, their checksums matched, and the originals are kept
     return state

@@ -5,6 +5,7 @@ Every query is scoped to the signed-in user; another user's ids answer 404, as i
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 
 from flask import Blueprint, current_app, g, request
 from sqlalchemy import func, or_, select
@@ -194,19 +195,31 @@ def key_values():
     """List the values the user already gave a key in one of their groups, read from OMERO."""
     group = _own_group(request.args.get("group_id", type=int), 403)
     key = _batch_key(request.args.get("key", ""))
-    omero_key = g.user.omero_key and crypto.decrypt(g.user.omero_key)
+    with _omero_errors(denied=403), _omero_session(g.user) as omero:
+        values = omero.key_values(group["id"], key)
+    return {"group_id": group["id"], "key": key, "values": values}
+
+
+@contextmanager
+def _omero_errors(denied: int):
+    """OMERO's refusals as API answers: an expired session 401, a refusal `denied`, an outage 503."""
     try:
-        if not omero_key:
-            raise SessionExpired()
-        with current_app.extensions["omero"].session(omero_key) as omero:
-            values = omero.key_values(group["id"], key)
+        yield
     except SessionExpired as e:
         raise ApiError(str(e), 401) from None
     except PermissionDenied as e:
-        raise ApiError(str(e), 403) from None
+        raise ApiError("Not found" if denied == 404 else str(e), denied) from None
     except OmeroError as e:
         raise ApiError(str(e), 503 if e.transient else 502) from None
-    return {"group_id": group["id"], "key": key, "values": values}
+
+
+@contextmanager
+def _omero_session(user: User):
+    key = user.omero_key and crypto.decrypt(user.omero_key)
+    if not key:
+        raise SessionExpired()
+    with current_app.extensions["omero"].session(key) as omero:
+        yield omero
 
 
 @bp.post("/batches")
@@ -376,33 +389,11 @@ def retry_job(job_id: int):
         return job.public()
 
 
-@bp.get("/jobs/<int:job_id>/confirm")
-@login_required
-def confirm_job(job_id: int):
-    """Ask OMERO itself whether it holds an image of this job's content (same SHA-1), so a client
-    may delete its local copy."""
-    from app import crypto
-    from app.omero.base import OmeroError
-
-    with _db() as db:
-        job = _own(db, Job, job_id)
-        owner = db.get(User, job.owner_id)
-        sha1s = {f.name: f.sha1 for f in job.files}
-    key = owner.omero_key and crypto.decrypt(owner.omero_key)
-    if not job.content_sha1 or not key:
-        return {"in_omero": False, "images": [], "sha1": sha1s}
-    try:
-        with current_app.extensions["omero"].session(key) as omero:
-            # an import that failed half-way left an image without its pixels: not a copy to rely on
-            images = [i for i in omero.find_images(None, job.content_sha1) if i.complete]
-    except OmeroError as e:
-        raise ApiError(str(e), 503) from None
-    return {"in_omero": bool(images), "sha1": sha1s,
-            "images": [{"id": i.id, "name": i.name, "url": i.url} for i in images]}
-
-
 @bp.get("/events")
 @login_required
 def events():
     """Stream the user's own job events (SSE), replaying those after Last-Event-ID or ?after=."""
     return sse_response(g.user.id)
+
+
+from app.api import records  # noqa: E402,F401 - its routes join this blueprint

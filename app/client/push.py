@@ -76,12 +76,23 @@ def push(client: PortalClient, files: dict[str, Path], group: str | None, kvs: l
 
 
 def table(jobs: list[dict], out=sys.stdout) -> None:
-    rows = [(job["state"], " + ".join(f["name"] for f in job["files"]), job["link"] or job["message"])
-            for job in jobs]
+    rows = [(shown_state(job), " + ".join(f["name"] for f in job["files"]), result(job)) for job in jobs]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(("state", "files"))]
     out.write(f"{'state':<{widths[0]}}  {'files':<{widths[1]}}  result\n")
-    for state, names, result in rows:
-        out.write(f"{state:<{widths[0]}}  {names:<{widths[1]}}  {result}\n")
+    for state, names, text in rows:
+        out.write(f"{state:<{widths[0]}}  {names:<{widths[1]}}  {text}\n")
+
+
+def shown_state(job: dict) -> str:
+    """The state, marked when an imported image needs checking (its date, microscope... unknown)."""
+    return f"{job['state']}, check" if job["state"] == "imported" and job.get("warnings") else job["state"]
+
+
+def result(job: dict) -> str:
+    if job["state"] != "imported":
+        return job["link"] or job["message"]
+    text = f"{job['link']} ({job['summary']})"
+    return text + (f"; check: {', '.join(job['warnings'])}" if job.get("warnings") else "")
 
 
 def main(argv: list[str]) -> int:
@@ -107,7 +118,8 @@ def main(argv: list[str]) -> int:
         for job in jobs:
             print(json.dumps({"job_id": job["id"], "files": [f["name"] for f in job["files"]], "state": job["state"],
                               "message": job["message"], "link": job["link"], "image_ids": job["image_ids"],
-                              "project": job["project"], "dataset": job["dataset"]}))
+                              "project": job["project"], "dataset": job["dataset"], "summary": job["summary"],
+                              "warnings": job["warnings"]}))
     else:
         table(jobs)
     return 1 if any(job["state"] == "failed" for job in jobs) or not all(j["state"] in FINAL for j in jobs) else 0

@@ -102,7 +102,8 @@ class Watcher:
     def check(self) -> None:
         """Note how sent jobs ended; with --delete-after-import, delete what OMERO confirms."""
         open_jobs = {(e["batch"], e["job"]) for e in self.ledger.values() if e["state"] not in FINAL or
-                     (self.delete and e["state"] in ("imported", "duplicate") and not e.get("deleted"))}
+                     (self.delete and e["state"] in ("imported", "duplicate") and not e.get("deleted")
+                      and not e.get("kept"))}
         for batch_id, job_id in open_jobs:
             job = next(j for j in self.client.batch(batch_id)["jobs"] if j["id"] == job_id)
             names = [name for name, e in self.ledger.items() if e["job"] == job_id]
@@ -115,7 +116,10 @@ class Watcher:
     def _delete_confirmed(self, job_id: int, names: list[str]) -> None:
         confirmation = self.client.confirm(job_id)
         if not confirmation["in_omero"]:
-            log.warning("job %s: OMERO does not confirm the content; keeping %s", job_id, names)
+            reason = confirmation.get("reason") or "OMERO does not confirm the content"
+            log.warning("keeping %s: %s", ", ".join(names), reason)
+            for name in names:  # said once; the files stay
+                self.ledger[name]["kept"] = reason
             return
         for name in names:
             path, entry = self.root / name, self.ledger[name]

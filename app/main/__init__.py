@@ -1,7 +1,7 @@
 """The pages: the upload page, the help page and, in embedded mode, a view of the embedded OMERO store."""
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, g, render_template
+from flask import Blueprint, abort, current_app, g, render_template, send_file
 
 from app import retention
 from app.auth import login_required
@@ -55,3 +55,15 @@ def store(image_id: int | None = None):
     if image_id is not None:
         images = [image for image in images if image["id"] == image_id] or abort(404)
     return render_template("store.html", images=images, single=image_id is not None)
+
+
+@bp.get("/store/file/<int:file_id>")
+@login_required
+def store_file(file_id: int):
+    """Send one of the user's files attached in the embedded store (an original, a spectrum)."""
+    gateway = current_app.extensions["omero"]
+    found = gateway.file_of(g.user.username, file_id) if hasattr(gateway, "file_of") else None
+    if found is None:
+        abort(404)
+    path, name = found
+    return send_file(path, as_attachment=True, download_name=name)

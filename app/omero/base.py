@@ -21,6 +21,12 @@ CLIENT_KV_NAMESPACE = "openmicroscopy.org/omero/client/mapAnnotation"
 # The portal's own annotations: original metadata and provenance.
 METADATA_NAMESPACE = "upload-portal/original-metadata"
 PROVENANCE_NAMESPACE = "upload-portal/provenance"
+# File attachments: each original file of a converted job, and what a conversion wrote beside its
+# images (spectra as CSV and PNG). OMERO.web lists both under Attachments.
+ORIGINAL_NAMESPACE = "upload-portal/original-file"
+ATTACHMENT_NAMESPACE = "upload-portal/attachment"
+FILESET = "fileset"  # StoredFile.kind of a file OMERO imported (an image's own fileset entry)
+ORIGINAL = "original"  # StoredFile.kind of an original kept as an attachment
 # Enough to choose from in a list; a key with more values is typed, not picked.
 KEY_VALUES_LIMIT = 500
 
@@ -93,6 +99,24 @@ class Annotations:
     # "content_sha1" (what duplicates are found by) and "job_uid" (what makes a rerun idempotent)
 
 
+@dataclass(frozen=True)
+class FileToAttach:
+    path: Path
+    name: str  # as the researcher named it
+    kind: str  # ORIGINAL, or an attachment kind ("spectrum-csv", "spectrum-plot")
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file OMERO holds for an image: its fileset entry, or a file attachment."""
+
+    id: int  # the OriginalFile id, what read_file takes
+    name: str
+    size: int
+    sha1: str  # the hash OMERO itself computed and stores (hasher SHA1-160)
+    kind: str  # FILESET, ORIGINAL, or the attachment's kind
+
+
 Progress = Callable[[int, int], None]  # (bytes sent, bytes total)
 
 
@@ -115,6 +139,20 @@ class Session(Protocol):
     def key_values(self, group_id: int, key: str) -> list[str]:
         """The values the user already gave this key in the group (client-namespace MapAnnotations),
         distinct and sorted, at most KEY_VALUES_LIMIT. Raises PermissionDenied for a non-member."""
+
+    def attach_files(
+        self, group_id: int, image_ids: Sequence[int], files: Sequence[FileToAttach], namespace: str,
+        progress: Progress,
+    ) -> list[StoredFile]:
+        """Store each file in OMERO, streamed in blocks, as a FileAnnotation in `namespace` linked to
+        every one of the images; return them as OMERO holds them (its own SHA-1)."""
+
+    def stored_files(self, group_id: int | None, image_id: int) -> list[StoredFile]:
+        """The image's fileset files and the files attached to it in the portal's namespaces
+        (group_id None: the image may be in any of the user's groups)."""
+
+    def read_file(self, group_id: int, file_id: int) -> Iterator[bytes]:
+        """The bytes of one of the user's stored files, in blocks (PermissionDenied if not theirs)."""
 
     def image_tags(self, group_id: int, image_id: int) -> list[str]:
         """The texts of the tags on one of the user's images, sorted."""
@@ -147,6 +185,14 @@ class Gateway(Protocol):
 
     def keep_alive(self, key: str) -> bool:
         """Touch the session so it does not idle out while jobs wait; False when it is gone."""
+
+
+def missing_files(session: Session, group_id: int | None, files: Sequence[tuple[str, str]],
+                  images: Sequence[ImageRef]) -> list[str]:
+    """The names of these (name, SHA-1) files that OMERO does not hold with the same SHA-1, as a
+    fileset entry or a kept original of one of the images; read from OMERO itself."""
+    held = {f.sha1 for image in images for f in session.stored_files(group_id, image.id) if f.kind in (FILESET, ORIGINAL)}
+    return [name for name, sha1 in files if sha1 not in held]
 
 
 def iter_files_in_blocks(path: Path, block: int = 1 << 20) -> Iterator[bytes]:

@@ -16,13 +16,15 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 
 from app import __version__
 from app.omero.base import (
-    CLIENT_KV_NAMESPACE, KEY_VALUES_LIMIT, METADATA_NAMESPACE, PROVENANCE_NAMESPACE, Annotations, Group, Identity, ImageRef,
-    OmeroError, PermissionDenied, Placement, Progress, SessionExpired, iter_files_in_blocks,
+    CLIENT_KV_NAMESPACE, FILESET, KEY_VALUES_LIMIT, METADATA_NAMESPACE, ORIGINAL_NAMESPACE, PROVENANCE_NAMESPACE,
+    Annotations, FileToAttach, Group, Identity, ImageRef, OmeroError, PermissionDenied, Placement, Progress,
+    SessionExpired, StoredFile, iter_files_in_blocks,
 )
 
 _SCHEMA = """
@@ -43,6 +45,9 @@ CREATE INDEX IF NOT EXISTS images_sha1 ON images (owner_id, sha1);
 CREATE INDEX IF NOT EXISTS images_content ON images (owner_id, content_sha1);
 CREATE TABLE IF NOT EXISTS tags (id INTEGER PRIMARY KEY, group_id INTEGER, text TEXT, UNIQUE (group_id, text));
 CREATE TABLE IF NOT EXISTS image_tags (image_id INTEGER, tag_id INTEGER, PRIMARY KEY (image_id, tag_id));
+CREATE TABLE IF NOT EXISTS files (id INTEGER PRIMARY KEY, owner_id INTEGER, group_id INTEGER, name TEXT,
+    size INTEGER, sha1 TEXT, path TEXT, namespace TEXT, kind TEXT);
+CREATE TABLE IF NOT EXISTS image_files (image_id INTEGER, file_id INTEGER, PRIMARY KEY (image_id, file_id));
 """
 
 
@@ -62,6 +67,23 @@ class EmbeddedGateway:
         with closing(sqlite3.connect(self.root / "store.sqlite", timeout=30)) as db:
             db.execute("PRAGMA journal_mode=WAL")  # workers read while another imports
             db.executescript(_SCHEMA)
+        self._record_older_filesets()
+
+    def _record_older_filesets(self) -> None:
+        """Images imported before files were recorded: their fileset file is the one beside
+        annotations.json, so confirm finds it like any other."""
+        with self._db() as db:
+            older = db.execute("SELECT id, owner_id, group_id, sha1, path FROM images "
+                               "WHERE id NOT IN (SELECT image_id FROM image_files)").fetchall()
+            for image_id, owner_id, group_id, sha1, folder in older:
+                for f in sorted((self.root / folder).glob("*")):
+                    if f.name != "annotations.json" and f.is_file():
+                        file_id = db.execute(
+                            "INSERT INTO files (owner_id, group_id, name, size, sha1, path, namespace, kind) "
+                            "VALUES (?, ?, ?, ?, ?, ?, NULL, ?)", (owner_id, group_id, f.name, f.stat().st_size,
+                                                                   sha1, f"{folder}/{f.name}", FILESET)).lastrowid
+                        db.execute("INSERT INTO image_files VALUES (?, ?)", (image_id, file_id))
+                        break
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -124,8 +146,24 @@ class EmbeddedGateway:
                 "JOIN datasets d ON d.id = i.dataset_id JOIN projects p ON p.id = d.project_id "
                 "WHERE u.username = ? ORDER BY g.name, p.name, d.name, i.id", (username,),
             ).fetchall()
+            files = db.execute(
+                "SELECT l.image_id, f.id, f.name, f.size, f.sha1, f.kind FROM image_files l JOIN files f ON f.id = l.file_id "
+                "JOIN users u ON u.id = f.owner_id WHERE u.username = ? ORDER BY f.id", (username,),
+            ).fetchall()
         keys = ("id", "name", "group", "project", "dataset", "sha1", "path", "annotations", "created")
-        return [dict(zip(keys, row[:7] + (json.loads(row[7]), row[8]))) for row in rows]
+        images = [dict(zip(keys, row[:7] + (json.loads(row[7]), row[8])), files=[]) for row in rows]
+        by_id = {image["id"]: image for image in images}
+        for image_id, *stored in files:
+            if image_id in by_id:
+                by_id[image_id]["files"].append(StoredFile(*stored))
+        return images
+
+    def file_of(self, username: str, file_id: int) -> tuple[Path, str] | None:
+        """The path and name of one of the user's stored files, for the store's own page to serve."""
+        with self._db() as db:
+            row = db.execute("SELECT f.path, f.name FROM files f JOIN users u ON u.id = f.owner_id "
+                             "WHERE f.id = ? AND u.username = ?", (file_id, username)).fetchone()
+        return (self.root / row[0], row[1]) if row else None
 
 
 class EmbeddedSession:
@@ -239,14 +277,10 @@ class EmbeddedSession:
         total, sent, checksums = sum(Path(f).stat().st_size for f in files), 0, []
         try:
             for path in files:
-                digest = hashlib.sha1()
-                with open(incoming / _safe_segment(Path(path).name), "wb") as out:
-                    for block in iter_files_in_blocks(Path(path)):
-                        out.write(block)
-                        digest.update(block)
-                        sent += len(block)
-                        progress(sent, total)
-                checksums.append(digest.hexdigest())
+                sha1, size = _copy_hashing(Path(path), incoming / _safe_segment(Path(path).name),
+                                           lambda n: progress(sent + n, total))
+                sent += size
+                checksums.append(sha1)
             kept = {
                 "key_values": {CLIENT_KV_NAMESPACE: annotations.key_values},
                 "tags": annotations.tags,
@@ -269,9 +303,91 @@ class EmbeddedSession:
                  str(final.relative_to(self.store.root)), json.dumps(kept, ensure_ascii=False), time.time()),
             )
             image_id = cursor.lastrowid
+            for path, sha1 in zip(files, checksums):
+                name_in_store = _safe_segment(Path(path).name)
+                self._add_file(db, image_id, group_id, name_in_store, Path(path).stat().st_size, sha1,
+                               final.relative_to(self.store.root) / name_in_store, None, FILESET)
             for text in annotations.tags:
                 db.execute("INSERT OR IGNORE INTO tags (group_id, text) VALUES (?, ?)", (group_id, text))
                 db.execute("INSERT OR IGNORE INTO image_tags SELECT ?, id FROM tags WHERE group_id = ? AND text = ?",
                            (image_id, group_id, text))
         return [ImageRef(image_id, name, self.store.image_url(image_id), checksums[0],
                          annotations.provenance.get("job_uid"))]
+
+    def _add_file(self, db, image_id: int, group_id: int, name: str, size: int, sha1: str, path: Path,
+                  namespace: str | None, kind: str) -> int:
+        file_id = db.execute(
+            "INSERT INTO files (owner_id, group_id, name, size, sha1, path, namespace, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (self.user_id, group_id, name, size, sha1, str(path), namespace, kind)).lastrowid
+        db.execute("INSERT INTO image_files VALUES (?, ?)", (image_id, file_id))
+        return file_id
+
+    def _image_folder(self, db, group_id: int, image_id: int) -> Path:
+        row = db.execute("SELECT path FROM images WHERE id = ? AND owner_id = ? AND group_id = ?",
+                         (image_id, self.user_id, group_id)).fetchone()
+        if row is None:
+            raise PermissionDenied(f"Image {image_id} is not yours in this group")
+        return Path(row[0])
+
+    def attach_files(
+        self, group_id: int, image_ids: Sequence[int], files: Sequence[FileToAttach], namespace: str,
+        progress: Progress,
+    ) -> list[StoredFile]:
+        with self.store._db() as db:
+            self._group_name(db, group_id)
+            folders = [self._image_folder(db, group_id, image_id) for image_id in image_ids]
+        # Kept once, beside the first image, in a folder a person recognises; linked to every image.
+        folder = folders[0] / ("originals" if namespace == ORIGINAL_NAMESPACE else "attachments")
+        total, sent, stored = sum(f.path.stat().st_size for f in files), 0, []
+        for f in files:
+            incoming = self.store.root / "incoming" / secrets.token_hex(8)
+            try:
+                sha1, size = _copy_hashing(f.path, incoming, lambda n: progress(sent + n, total))
+                (self.store.root / folder).mkdir(parents=True, exist_ok=True)
+                target = folder / _safe_segment(f.name)
+                if (self.store.root / target).exists():  # a rerun keeps both copies apart
+                    target = folder / f"{incoming.name}_{_safe_segment(f.name)}"
+                os.rename(incoming, self.store.root / target)
+            except OSError as e:
+                incoming.unlink(missing_ok=True)
+                raise OmeroError(f"The embedded store could not keep {f.name}: {e.strerror or e}") from None
+            sent += size
+            with self.store._db() as db:
+                file_id = self._add_file(db, image_ids[0], group_id, f.name, size, sha1, target, namespace, f.kind)
+                db.executemany("INSERT INTO image_files VALUES (?, ?)", [(i, file_id) for i in image_ids[1:]])
+            stored.append(StoredFile(file_id, f.name, size, sha1, f.kind))
+        return stored
+
+    def stored_files(self, group_id: int | None, image_id: int) -> list[StoredFile]:
+        with self.store._db() as db:
+            mine = db.execute("SELECT group_id FROM images WHERE id = ? AND owner_id = ?", (image_id, self.user_id)).fetchone()
+            if mine is None or group_id not in (None, mine[0]):
+                raise PermissionDenied(f"Image {image_id} is not yours in this group")
+            rows = db.execute("SELECT f.id, f.name, f.size, f.sha1, f.kind FROM image_files l "
+                              "JOIN files f ON f.id = l.file_id WHERE l.image_id = ? ORDER BY f.id", (image_id,)).fetchall()
+        return [StoredFile(*row) for row in rows]
+
+    def read_file(self, group_id: int, file_id: int) -> Iterator[bytes]:
+        with self.store._db() as db:
+            row = db.execute("SELECT path FROM files WHERE id = ? AND owner_id = ? AND group_id = ?",
+                             (file_id, self.user_id, group_id)).fetchone()
+        if row is None:
+            raise PermissionDenied(f"File {file_id} is not yours in this group")
+        return iter_files_in_blocks(self.store.root / row[0])
+
+
+def _copy_hashing(source: Path, target: Path, progress) -> tuple[str, int]:
+    """Copy in blocks, hashing on the way (no whole file in memory); return (SHA-1, size).
+    Each block is hashed in a thread while it is written: both release the GIL."""
+    digest, size, hashing = hashlib.sha1(), 0, None
+    with open(target, "wb") as out, ThreadPoolExecutor(1) as hasher:
+        for block in iter_files_in_blocks(source, 4 << 20):
+            if hashing is not None:
+                hashing.result()
+            hashing = hasher.submit(digest.update, block)
+            out.write(block)
+            size += len(block)
+            progress(size)
+        if hashing is not None:
+            hashing.result()
+    return digest.hexdigest(), size

@@ -30,8 +30,9 @@ from omero.sys import Principal
 from omero_version import omero_version
 
 from app.omero import omeropy_queries as q
+from app.omero import omeropy_files as files_io
 from app.omero.base import (
-    Annotations, Group, Identity, ImageRef, OmeroError, Placement, Progress, SessionExpired,
+    Annotations, FileToAttach, Group, Identity, ImageRef, OmeroError, Placement, Progress, SessionExpired, StoredFile,
 )
 from app.omero.omeropy_errors import command_failed, translate_errors
 from app.omero.omeropy_import import build_annotations, import_fileset, linkable_tag_ids, new_tag, wait_for
@@ -403,3 +404,21 @@ class OmeroPySession:
     def server_version(self) -> str:
         with translate_errors():
             return f"OMERO {self.sf.getConfigService().getVersion()} (omero-py {omero_version})"
+
+
+    # -- files beside images (omeropy_files) ----------------------------------------------------
+
+    def attach_files(
+        self, group_id: int, image_ids: Sequence[int], files: Sequence[FileToAttach], namespace: str,
+        progress: Progress,
+    ) -> list[StoredFile]:
+        with translate_errors(group=self._group_label(group_id)):
+            return files_io.attach(self.sf, self._ctx(group_id), image_ids, files, namespace, progress)
+
+    def stored_files(self, group_id: int | None, image_id: int) -> list[StoredFile]:
+        with translate_errors(group=self._group_label(group_id)):
+            return files_io.stored(self._query, self._ctx(group_id), image_id)
+
+    def read_file(self, group_id: int, file_id: int) -> Iterator[bytes]:
+        with translate_errors(group=self._group_label(group_id)):
+            return files_io.read(self.sf, self._ctx(group_id), file_id)

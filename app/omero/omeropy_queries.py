@@ -6,7 +6,7 @@ HQL: it travels with each call as the `omero.group` context (-1 = all the user's
 """
 from __future__ import annotations
 
-from omero.rtypes import unwrap
+from omero.rtypes import rlist, rstring, unwrap
 from omero.sys import ParametersI
 
 from app.omero.base import CLIENT_KV_NAMESPACE, KEY_VALUES_LIMIT, PROVENANCE_NAMESPACE
@@ -137,3 +137,25 @@ def map_value(annotation) -> dict[str, str]:
     for nv in annotation.getMapValue() or []:
         pairs.setdefault(nv.name, nv.value)
     return pairs
+
+
+# The files of an image's fileset, as projections: (id, name, size, hash, hasher).
+FILESET_FILES = (
+    "select f.id, f.name, f.size, f.hash, h.value from Image i join i.fileset fs join fs.usedFiles fe "
+    "join fe.originalFile f left outer join f.hasher h where i.id = :iid order by fe.id"
+)
+
+# The files attached to an image in the portal's namespaces: (id, name, size, hash, hasher, ns, description).
+ATTACHED_FILES = (
+    "select f.id, f.name, f.size, f.hash, h.value, a.ns, a.description from FileAnnotation a join a.file f "
+    "left outer join f.hasher h where a.ns in (:ns) "
+    "and a.id in (select l.child.id from ImageAnnotationLink l where l.parent.id = :iid) order by f.id"
+)
+
+
+def image_params(image_id: int) -> ParametersI:
+    return ParametersI().addLong("iid", image_id)
+
+
+def attached_params(image_id: int, namespaces: list[str]) -> ParametersI:
+    return ParametersI().addLong("iid", image_id).add("ns", rlist([rstring(ns) for ns in namespaces]))

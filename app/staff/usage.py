@@ -30,7 +30,7 @@ def usage_rows(db, days: int) -> list[dict]:
              .join(Batch, Batch.id == Job.batch_id).join(User, User.id == Job.owner_id)
              .join(files, files.c.job_id == Job.id)
              .where(Job.state == JobState.IMPORTED, Job.finished_at >= since))
-    return [{"day": done.date().isoformat(), "microscope": microscope or "Undefined", "group": group,
+    return [{"day": done.date().isoformat(), "microscope": microscope or "unknown microscope", "group": group,
              "user": user, "files": n, "bytes": size,
              "seconds": (done - started).total_seconds() if started else 0.0}
             for done, started, microscope, size, group, user, n in db.execute(query)]

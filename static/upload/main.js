@@ -52,13 +52,15 @@ function summarise() {
     const finished = jobs.length && running === 0;
     done.hidden = !finished;
     if (finished) {
+      const toCheck = jobs.filter((j) => j.state === "imported" && j.warnings && j.warnings.length);
       const parts = [`${count(jobs, "imported")} imported`, `${count(jobs, "duplicate")} already in OMERO`,
         `${count(jobs, "failed")} failed`];
       if (count(jobs, "cancelled")) parts.push(`${count(jobs, "cancelled")} cancelled`);
       if (state.notSent.length) parts.push(`${state.notSent.length} not sent`);
+      if (toCheck.length) parts.push(`${toCheck.length} to check (${[...new Set(toCheck.flatMap((j) => j.warnings))].join(", ")})`);
       done.replaceChildren(el("strong", {}, "Import finished: "), parts.join(", ") + ".",
         el("span", { class: "hint" }, " Choose more files to start a new import."));
-      done.className = `card batch-summary ${count(jobs, "failed") || state.notSent.length ? "with-problems" : "all-good"}`;
+      done.className = `card batch-summary ${count(jobs, "failed") || state.notSent.length || toCheck.length ? "with-problems" : "all-good"}`;
     }
   } else {
     done.hidden = true;

@@ -1,6 +1,6 @@
 // The list: one row per file group, first as planned (before any byte is sent), then as the
 // server's job. Every state has a colour, an icon and a text label: colour is never the only signal.
-import { el, human } from "./util.js";
+import { api, el, human } from "./util.js";
 
 // The labels come from the server's list of states (app/main), which the help page explains.
 export const LABELS = JSON.parse(document.getElementById("state-labels").textContent);
@@ -19,6 +19,34 @@ function button(label, name, onClick) {
 
 function link(href, text) {
   return el("a", { href, target: "_blank", rel: "noopener" }, text);
+}
+
+// What OMERO holds for an imported job: its summary line, opened into the files (fetched when opened).
+function held(job) {
+  const box = el("details", { class: "held" });
+  box.append(el("summary", {}, job.summary));
+  box.addEventListener("toggle", async () => {
+    if (!box.open || box.dataset.loaded) return;
+    box.dataset.loaded = "true";
+    let record;
+    try {
+      record = await api("GET", `/api/jobs/${job.id}`);
+    } catch (e) {
+      box.append(el("div", {}, e.message));
+      delete box.dataset.loaded;  // opening it again tries again
+      return;
+    }
+    const list = (title, items, text) => {
+      if (!items.length) return;
+      const ul = el("ul");
+      items.forEach((item) => { const li = el("li"); li.append(link(item.url, text(item))); ul.append(li); });
+      box.append(el("div", {}, title), ul);
+    };
+    list("Images", record.images, (i) => i.name);
+    list("Originals kept in OMERO", record.originals, (o) => `${o.name} (${human(o.size)}, SHA-1 ${o.sha1})`);
+    list("Attachments", record.attachments, (a) => `${a.title}: ${a.name}`);
+  });
+  return box;
 }
 
 // What a job row says: the server's state, or while its bytes travel, the transfer's.
@@ -45,7 +73,10 @@ function jobView(job, transfer) {
     view.detail = el("span");
     view.detail.append(job.message || `Imported${where}`, " ",
       link(job.link, job.state === "imported" ? "Open in OMERO" : "Open the existing image"));
+    if (job.summary) view.detail.append(held(job));
   }
+  // Imported, but something could not be read (date, microscope, pixel size): marked, never plain green.
+  view.check = job.state === "imported" && job.warnings && job.warnings.length ? job.warnings : null;
   return view;
 }
 
@@ -67,11 +98,14 @@ export class Rows {
     return row;
   }
 
-  #render(row, { state, detail, progress }, buttons = []) {
+  #render(row, { state, detail, progress, check }, buttons = []) {
     row.dataset.state = state;
+    row.toggleAttribute("data-check", Boolean(check));
     const badge = row.querySelector(".state");
-    badge.className = `state state-${state}`;
-    badge.textContent = LABELS[state] || state;
+    badge.className = `state state-${state}${check ? " state-check" : ""}`;
+    badge.textContent = (LABELS[state] || state) + (check ? ", check" : "");
+    if (check) badge.title = `Check in OMERO: ${check.join(", ")}`;
+    else badge.removeAttribute("title");
     const details = row.querySelector(".details");
     details.replaceChildren();
     if (progress !== undefined && progress !== null) {

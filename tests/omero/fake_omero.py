@@ -33,11 +33,13 @@ import omero.clients
 from omero.api import IAdminPrx, IConfigPrx, IQueryPrx, ISessionPrx, IUpdatePrx, ServiceFactoryPrx
 from omero.cmd import Delete2
 from omero.model import (
-    DatasetI, ExperimenterGroupI, ExperimenterI, ImageI, ProjectDatasetLinkI, ProjectI, SessionI, TagAnnotationI,
+    DatasetI, ExperimenterGroupI, ExperimenterI, ImageI, OriginalFileI, ProjectDatasetLinkI, ProjectI, SessionI,
+    TagAnnotationI,
 )
 from omero.rtypes import rstring, unwrap
 from omero.sys import EventContext, Roles
 
+from .fake_omero_files import FakeFiles
 from .fake_omero_import import Imports, delete_images
 from .fake_omero_model import BUILTIN_GROUPS, Row, SessionRow
 from .fake_omero_model import Store
@@ -70,6 +72,7 @@ class FakeOmero:
         # Proxies for CmdCallbackI's servants: a real communicator, never connected anywhere.
         self.communicator = Ice.initialize()
         self._servants: dict[str, object] = {}
+        self.files = FakeFiles(self.store, self.log)  # files beside images: RawFileStore, FileAnnotations
 
     def close(self) -> None:
         for command in self.commands:
@@ -227,6 +230,7 @@ class FakeOmero:
         sf.getSessionService.side_effect = lambda: self._session_service(session)
         sf.getConfigService.side_effect = lambda: self._config(session)
         sf.submit.side_effect = lambda req, _ctx=None: self._submit(session, req, _ctx)
+        sf.createRawFileStore.side_effect = lambda _ctx=None: self.files.raw_file_store(lambda: self._live(session))
         return sf
 
     def _config(self, session):
@@ -243,6 +247,7 @@ class FakeOmero:
     def _query(self, session):
         user = self.live(session)
         fake = FakeQuery(self.store, user, self.log)
+        fake.projections.update(self.files.projections(user))
         prx = strict(IQueryPrx)
 
         def find_all(query, params, _ctx=None):
@@ -346,6 +351,8 @@ class FakeOmero:
                         raise omero.SecurityViolation(None, None, "Cannot link to another user's project")
                     rows.append(Row("pdlink", store.allocate(), user.id, gid,
                                     {"parent": parent.id, "child": rows[0].id}))
+            elif isinstance(obj, OriginalFileI) and rid(obj) is None:
+                return self.files.save_original(user, gid, obj)
             else:
                 raise NotImplementedError(f"fake OMERO cannot save {obj!r}")
             store.commit(rows)
@@ -372,6 +379,8 @@ class FakeOmero:
             store.delete(target.id)
 
         prx.saveAndReturnObject.side_effect = save_and_return
+        prx.saveAndReturnArray.side_effect = lambda objs, _ctx=None: self.files.save_links(
+            self._live(session), store.groups_in_scope(self._live(session), _ctx, writing=True)[0], objs)
         prx.deleteObject.side_effect = delete
         return prx
 

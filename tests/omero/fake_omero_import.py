@@ -198,7 +198,7 @@ class Imports:
 
         def close():
             # RawFileBean.save on close: the server hashes what it holds.
-            file.fields.update(hash=hashlib.sha1(bytes(buffer)).hexdigest(), size=len(buffer))
+            file.fields.update(hash=hashlib.sha1(bytes(buffer)).hexdigest(), size=len(buffer), data=bytes(buffer))
             server.log.append(("uploader.close", i))
 
         rfs.write.side_effect = write

@@ -237,3 +237,59 @@ def test_delete_images_and_remove_placement_undo_an_import(backend, key, names, 
         again = session.get_or_create_dataset(gid, *names)  # made anew
         session.remove_placement(gid, again)
     assert (again.project, again.dataset) == names
+
+
+TIA_PAIR = ("128x128_TEM_acquire-sum1.emi", "128x128_TEM_acquire-sum1_1.ser")
+
+
+def test_originals_are_kept_beside_images_with_omeros_sha1_and_read_back_byte_for_byte(backend, key, names, tmp_path):
+    from app.omero.base import ORIGINAL, ORIGINAL_NAMESPACE, FileToAttach
+    from tests.conftest import SAMPLES
+
+    first, _ = tiny_tiff(tmp_path / "converted.ome.tif")
+    second, _ = tiny_tiff(tmp_path / "converted-2.ome.tif")
+    originals = [FileToAttach(SAMPLES / name, name, ORIGINAL) for name in TIA_PAIR]
+    seen = []
+    with backend.gateway.session(key) as session:
+        gid = session.whoami().default_group_id
+        placement = session.get_or_create_dataset(gid, *names)
+        images = [do_import(session, gid, placement.dataset_id, path, job_uid=f"job-{path.name}",
+                            content_sha1=uuid.uuid4().hex)[0] for path in (first, second)]
+        stored = session.attach_files(gid, [i.id for i in images], originals, ORIGINAL_NAMESPACE,
+                                      lambda sent, total: seen.append((sent, total)))
+        listed = [session.stored_files(gid, image.id) for image in images]
+        everywhere = session.stored_files(None, images[0].id)
+        read_back = {f.name: b"".join(session.read_file(gid, f.id)) for f in stored}
+    local = {name: (SAMPLES / name).read_bytes() for name in TIA_PAIR}
+    assert [(f.name, f.size, f.sha1, f.kind) for f in stored] == [
+        (name, len(local[name]), hashlib.sha1(local[name]).hexdigest(), ORIGINAL) for name in TIA_PAIR]
+    assert read_back == local
+    for files in listed:  # one stored copy, linked to both images, beside each image's own fileset file
+        assert [f for f in files if f.kind == ORIGINAL] == stored
+        assert [f.kind for f in files].count("fileset") == 1
+    assert everywhere == listed[0]
+    assert seen[-1] == (sum(map(len, local.values())),) * 2
+
+
+def test_another_user_cannot_attach_files_to_my_image(backend, key, names, tmp_path):
+    """(Reading is OMERO's group permissions' business; the portal only serves a job's own files.)"""
+    from app.omero.base import ATTACHMENT_NAMESPACE, FileToAttach
+
+    path, _ = tiny_tiff(tmp_path / "mine.ome.tif")
+    csv = tmp_path / "EDS.csv"
+    csv.write_text("energy,counts\n0,1\n")
+    with backend.gateway.session(key) as session:
+        gid = session.whoami().default_group_id
+        placement = session.get_or_create_dataset(gid, *names)
+        (image,) = do_import(session, gid, placement.dataset_id, path, job_uid="job-files", content_sha1=uuid.uuid4().hex)
+        (stored,) = session.attach_files(gid, [image.id], [FileToAttach(csv, "EDS.csv", "spectrum-csv")],
+                                         ATTACHMENT_NAMESPACE, lambda sent, total: None)
+    assert stored.kind == "spectrum-csv"
+    with backend.gateway.session(backend.other_key()) as other:
+        me = other.whoami()
+        if me.is_admin:
+            pytest.skip("the other user of this server is an admin, who may annotate anything")
+        other_gid = me.default_group_id
+        with pytest.raises(PermissionDenied):
+            other.attach_files(other_gid, [image.id], [FileToAttach(csv, "x.csv", "spectrum-csv")],
+                               ATTACHMENT_NAMESPACE, lambda sent, total: None)
