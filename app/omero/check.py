@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from app.omero.base import Annotations, Gateway, ImageRef, OmeroError, Placement
+from app.omero.base import (
+    ORIGINAL, ORIGINAL_NAMESPACE, Annotations, FileToAttach, Gateway, ImageRef, OmeroError, Placement,
+)
 
 KEY = "upload-portal-check"  # the key-value the check attaches and reads back
 SESSION_SECONDS = 600
@@ -34,9 +36,9 @@ REMEDIES = {
     "import": "check the managed repository (disk space, permissions) and the server's import log",
     "key-values": "the server did not keep the import's annotations: check its version and the import log",
     "tag": "the server did not link the tag: check the group's permissions and the import log",
-    "original file": "check the repository's disk; a 'missing' method means this build cannot keep originals yet",
+    "original file": "check the repository's disk (ManagedRepository) and that the user may annotate in the group",
     "find by SHA-1": "the server must record SHA1-160 checksums (omero.checksum.supported)",
-    "download": "check the repository's disk; a 'missing' method means this build cannot read originals back yet",
+    "download": "check the repository's disk: OMERO could not give back the bytes it stored",
     "duplicate lookup": "the server must be able to query map annotations (OMERO 5.6 or later)",
     "clean up": "remove the Project named in the detail by hand in OMERO.web",
 }
@@ -85,6 +87,7 @@ class SelfCheck:
         self.path: Path | None = None
         self.file_sha1 = ""
         self.original = None  # the attached original file, as stored_files describes it
+        self.original_sha1 = ""
         self.content_sha1 = hashlib.sha1(f"{KEY} {self.run}".encode()).hexdigest()  # as a converted file's
 
     def results(self) -> Iterator[Result]:
@@ -193,31 +196,28 @@ class SelfCheck:
             raise AssertionError(f"image {self.image.id} carries the tags {tags}, not '{KEY}-{self.run}'")
         return f"'{KEY}-{self.run}' read back from image {self.image.id}"
 
-    def _session_method(self, name: str):
-        """A Session method that not every build has yet (original files: the custody work)."""
-        method = getattr(self.session, name, None)
-        if method is None:
-            raise AssertionError(f"missing: this backend's Session has no {name}()")
-        return method
-
     def _original_file(self) -> str:
         self._needs(self.image, "import")
-        attach = self._session_method("attach_files")
-        attach(self.group_id, self.image.id, [self.path])
-        stored = self._session_method("stored_files")(self.group_id, self.image.id)
-        self.original = next((f for f in stored if f.sha1 == self.file_sha1), None)
+        # a file of its own (not the imported one), so that only the attachment can match its SHA-1
+        original = self.path.with_name(f"{KEY}-original.txt")
+        original.write_bytes(f"{KEY} {self.run}: an original file kept beside its image\n".encode() * 4096)
+        self.original_sha1 = hashlib.sha1(original.read_bytes()).hexdigest()
+        self.session.attach_files(self.group_id, [self.image.id], [FileToAttach(original, original.name, ORIGINAL)],
+                                  ORIGINAL_NAMESPACE, lambda sent, total: None)
+        listed = self.session.stored_files(self.group_id, self.image.id)
+        self.original = next((f for f in listed if f.kind == ORIGINAL and f.sha1 == self.original_sha1), None)
         if self.original is None:
-            raise AssertionError(f"image {self.image.id} lists no attached file with SHA-1 {self.file_sha1}")
+            raise AssertionError(f"image {self.image.id} lists no attached file with SHA-1 {self.original_sha1}")
         return f"attached as original file {self.original.id}; OMERO holds its SHA-1"
 
     def _download(self) -> str:
         self._needs(self.original, "original file")
         digest, size = hashlib.sha1(), 0
-        for block in self._session_method("read_file")(self.group_id, self.original.id):
+        for block in self.session.read_file(self.group_id, self.original.id):
             digest.update(block)
             size += len(block)
-        if digest.hexdigest() != self.file_sha1:
-            raise AssertionError(f"the {size} bytes read back have SHA-1 {digest.hexdigest()}, not {self.file_sha1}")
+        if digest.hexdigest() != self.original_sha1:
+            raise AssertionError(f"the {size} bytes read back have SHA-1 {digest.hexdigest()}, not {self.original_sha1}")
         return f"{size} bytes read back, identical"
 
     def _find_by_sha1(self) -> str:

@@ -230,7 +230,7 @@ class FakeOmero:
         sf.getSessionService.side_effect = lambda: self._session_service(session)
         sf.getConfigService.side_effect = lambda: self._config(session)
         sf.submit.side_effect = lambda req, _ctx=None: self._submit(session, req, _ctx)
-        sf.createRawFileStore.side_effect = lambda _ctx=None: self.files.raw_file_store(lambda: self._live(session))
+        sf.createRawFileStore.side_effect = lambda _ctx=None: self.files.raw_file_store(lambda: self.live(session))
         return sf
 
     def _config(self, session):
@@ -380,7 +380,7 @@ class FakeOmero:
 
         prx.saveAndReturnObject.side_effect = save_and_return
         prx.saveAndReturnArray.side_effect = lambda objs, _ctx=None: self.files.save_links(
-            self._live(session), store.groups_in_scope(self._live(session), _ctx, writing=True)[0], objs)
+            self.live(session), store.groups_in_scope(self.live(session), _ctx, writing=True)[0], objs)
         prx.deleteObject.side_effect = delete
         return prx
 

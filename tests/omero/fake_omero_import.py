@@ -305,6 +305,8 @@ def delete_images(server, session: SessionRow, request, ctx):
                     still_linked = store.select("ialink", child=ann.id)
                     if not still_linked and (ann.kind == "map" or ann.owner == img.owner):
                         store.delete(ann.id)
+                        if ann.kind == "fileann":  # a FileAnnotation takes its OriginalFile with it
+                            store.delete(ann.fields["file"])
                 store.delete(img.id)
                 deleted["ome.model.core.Image"].append(img.id)
                 fs_id = img.fields["fileset"]

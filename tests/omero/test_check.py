@@ -20,15 +20,6 @@ from app.omero.embedded import EmbeddedGateway
 
 from .requirements import require_omero_py
 
-# Original files are kept by the custody work (Session.attach_files/stored_files/read_file): until
-# a backend has them, the check reports them missing, and only them.
-ORIGINALS = {"original file", "download"}
-
-
-def expected_failures(session_class) -> set[str]:
-    return set() if hasattr(session_class, "attach_files") else ORIGINALS
-
-
 def store_rows(root: Path, table: str) -> list[tuple]:
     with closing(sqlite3.connect(root / "store.sqlite")) as db:
         return db.execute(f"SELECT * FROM {table}").fetchall()  # noqa: S608 - a fixed table name
@@ -43,7 +34,6 @@ def embedded_env(tmp_path, monkeypatch):
 
 
 def test_check_omero_json_on_the_embedded_store(embedded_env, capsys):
-    from app.omero.embedded import EmbeddedSession
 
     status = main(["check-omero", "--json"])
     results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -52,8 +42,7 @@ def test_check_omero_json_on_the_embedded_store(embedded_env, capsys):
         "find by SHA-1", "download", "duplicate lookup", "clean up"]
     assert all(set(r) == {"check", "ok", "detail"} for r in results)
     failed = {r["check"] for r in results if not r["ok"]}
-    assert failed == expected_failures(EmbeddedSession)
-    assert status == (1 if failed else 0)
+    assert failed == set() and status == 0
     # Everything it made is gone again.
     for table in ("images", "datasets", "projects", "image_tags"):
         assert store_rows(embedded_env, table) == []
@@ -71,7 +60,7 @@ def test_the_check_imports_what_it_says_then_removes_it(tmp_path):
             with tifffile.TiffFile(stored) as tif:
                 seen = {"sha1": hashlib.sha1(stored.read_bytes()).hexdigest(), "ome": tif.is_ome,
                         "shape": tif.series[0].shape, "annotations": json.loads(annotations)}
-        assert result.ok or result.check in ORIGINALS, result.line()
+        assert result.ok, result.line()
     assert seen["sha1"] == check.file_sha1 and seen["ome"] and seen["shape"] == (32, 32)
     assert seen["annotations"]["tags"] == [f"upload-portal-check-{check.run}"]
     assert [list(kv) for kv in seen["annotations"]["key_values"].values()] == [[["upload-portal-check", check.run]]]
@@ -96,7 +85,6 @@ def test_a_key_that_is_not_a_session_fails_the_connect_check(embedded_env, capsy
 
 
 def test_staff_run_the_check_from_their_page(embedded_app):
-    from app.omero.embedded import EmbeddedSession
     from tests.conftest import Portal
     from tests.test_staff import make_staff
 
@@ -106,19 +94,18 @@ def test_staff_run_the_check_from_their_page(embedded_app):
     page = staff.client.post("/staff/omero-check", data={"csrf_token": staff.me["csrf_token"]})
     rows = re.findall(r"<tr><td>([^<]+)</td><td>(ok|FAILED)</td>", page.get_data(as_text=True))
     assert len(rows) == 12
-    assert {name for name, verdict in rows if verdict == "FAILED"} == expected_failures(EmbeddedSession)
+    assert {name for name, verdict in rows if verdict == "FAILED"} == set()
 
 
 def test_check_omero_on_the_fake_server(omero_gateway, fake_omero):
     require_omero_py()
-    from app.omero.omeropy import OmeroPySession
 
     from .test_omeropy import lab_id
 
     fake_omero.store.users["root"].groups.insert(0, lab_id(fake_omero))  # the check needs a group to work in
     results = list(SelfCheck(omero_gateway, key=None, admin_user="root").results())
     failed = {r.check for r in results if not r.ok}
-    assert failed == expected_failures(OmeroPySession), [r.line() for r in results]
+    assert failed == set(), [r.line() for r in results]
     assert results[0].detail.startswith("OMERO 5.6.14-ice36 (omero-py ")
     # The server holds nothing of it any more, tags included (the image's owner made them).
     for kind in ("project", "dataset", "image", "pixels", "fileset", "file", "tag", "map", "ialink", "dilink"):
