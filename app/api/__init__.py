@@ -392,3 +392,5 @@ def confirm_job(job_id: int):
 def events():
     """Stream the user's own job events (SSE), replaying those after Last-Event-ID or ?after=."""
     return sse_response(g.user.id)
+
+from app.api import duplicates  # noqa: E402,F401  (registers its routes on bp)
