@@ -153,7 +153,8 @@ def _process(app: Flask, run: Run, job: Job) -> str:
     work = staging.job_dir(job.id) / "converted"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    options = converters.ConvertOptions(timezone=app.config["TZ"], microscope_names=app.config["MICROSCOPE_NAMES"])
+    options = converters.ConvertOptions(timezone=app.config["TZ"], microscope_names=app.config["MICROSCOPE_NAMES"],
+                                        progress=lambda share: run.progress(share, "Converting"))
     conversion = converters.convert(paths, work, options)
     return _import(app, run, job, conversion)
 
@@ -173,7 +174,7 @@ def _import(app: Flask, run: Run, job: Job, conversion: converters.Conversion) -
               "acquired": conversion.acquired.isoformat() if conversion.acquired else None}
 
     with gateway.session(key) as omero:
-        found = omero.find_images(None, job.content_sha1)
+        found = omero.find_images(batch.group_id, job.content_sha1)  # another group's copy does not block
         ours = [image for image in found if image.job_uid == job.uid]
         if ours:  # an earlier run of this job imported it and then stopped
             return _done(run, staging, job, ours, JobState.IMPORTED, "Imported", common)
