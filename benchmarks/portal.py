@@ -19,12 +19,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def web(data_dir: Path, **settings: str):
-    """Yield (base URL, process) of `upload-portal serve --no-worker` with PORTAL_* settings."""
+def web(data_dir: Path, worker: bool = False, **settings: str):
+    """Yield (base URL, process) of `upload-portal serve` (web only unless `worker`) with PORTAL_* settings."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
     env |= {"PORTAL_DATA_DIR": str(data_dir), "PORTAL_PORT": str(port)} | settings
-    process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--no-worker"], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", *([] if worker else ["--no-worker"])], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:

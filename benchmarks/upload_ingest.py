@@ -3,7 +3,7 @@ same file in the same run; and the web process's peak memory.
 
     python benchmarks/upload_ingest.py [--size-mib 1024] [--chunk-mib 16]
 
-Goals (issue 2): at most 2x `cp`; web peak RSS under 200 MiB.
+Goals (issues 2 and 15): at most 2x `cp` (the API at >= 0.5x its rate); web peak RSS under 200 MiB.
 """
 from __future__ import annotations
 
