@@ -8,11 +8,8 @@ Goal (issue 15): the duplicate answered in under a quarter of the upload's time.
 """
 from __future__ import annotations
 
-import argparse
 import re
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +20,7 @@ import tifffile
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.client import sha1_of  # noqa: E402
 from benchmarks import results  # noqa: E402
-from benchmarks.portal import web  # noqa: E402
+from benchmarks.portal import arguments, scratch, web  # noqa: E402
 from benchmarks.upload_ingest import upload  # noqa: E402
 
 
@@ -69,12 +66,8 @@ def check_again(session: requests.Session, me: dict, base: str, path: Path) -> t
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mib", type=int, default=512)
-    parser.add_argument("--json-out", help="also write the rows as JSON here (benchmarks/run.py)")
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="portal-bench-"))
-    try:
+    args = arguments(__doc__, 512)
+    with scratch() as work:
         source = work / "stack.ome.tif"
         make_ome_tiff(source, args.size_mib << 20)
         with web(work / "data", worker=True, PORTAL_STAGING_RESERVE="0") as (base, _):
@@ -93,8 +86,6 @@ def main() -> None:
         results.write(args.json_out, "duplicate_check", [
             {"case": f"{mib:.0f} MiB already in OMERO", "ratio": check_seconds / upload_seconds,
              "baseline": "upload API", "goal": "< 0.25", "note": "ended duplicate, no byte sent"}])
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

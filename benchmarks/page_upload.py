@@ -7,16 +7,14 @@ Goals (issue 15): the page at >= 0.8x the API's rate; no main-thread task over 2
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import results  # noqa: E402
-from benchmarks.portal import web  # noqa: E402
+from benchmarks.portal import arguments, scratch, web  # noqa: E402
 from benchmarks.upload_ingest import make_file, time_cp, upload  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -57,12 +55,8 @@ def page_upload(base: str, path: Path, user: str) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mib", type=int, default=512)
-    parser.add_argument("--json-out", help="also write the rows as JSON here (benchmarks/run.py)")
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="portal-bench-"))
-    try:
+    args = arguments(__doc__, 512)
+    with scratch() as work:
         source = work / "session.emd"
         make_file(source, args.size_mib << 20)
         with web(work / "data", PORTAL_STAGING_RESERVE="0") as (base, _):
@@ -80,8 +74,6 @@ def main() -> None:
              "goal": ">= 0.8", "note": f"longest task {longest:.0f} ms (goal <= 200)"},
             {"case": f"{mib} MiB: page vs cp", "ratio": cp_seconds / page_seconds, "baseline": "cp",
              "goal": "-", "note": f"page {mib / page_seconds:.0f} MiB/s"}])
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
