@@ -8,7 +8,7 @@ from flask import current_app, request
 
 from app import crypto
 from app import jobs as job_states
-from app.api import ApiError, _db, _job_json, _own, _staging, bp, content_sha1
+from app.api import ApiError, _db, _own, _staging, bp, content_sha1
 from app.auth import login_required
 from app.db import utcnow
 from app.models import Job, JobState, User
@@ -68,4 +68,4 @@ def check_job(job_id: int):
                     f"Also in OMERO in another of your groups (image {elsewhere[0]['id']}, {elsewhere[0]['name']}): "
                     f"it is imported into {job.batch.group_name} as well"))
                 db.commit()
-        return {"job": _job_json(job), "checked": checked, "elsewhere": elsewhere}
+        return {"job": job.public(), "checked": checked, "elsewhere": elsewhere}
