@@ -294,10 +294,15 @@ def put_file(file_id: int):
 
 
 def _body_blocks(length: int):
-    stream_ = request.stream
+    # The server's input stream itself, read no further than Content-Length (as WSGI allows):
+    # request.stream would wrap it and copy every block twice more
+    stream_ = request.environ["wsgi.input"]
     remaining = length
     while remaining > 0:
-        block = stream_.read(min(BLOCK, remaining))
+        try:
+            block = stream_.read(min(BLOCK, remaining))
+        except OSError:  # the connection broke
+            block = b""
         if not block:
             break  # the client went away: keep what arrived
         remaining -= len(block)
