@@ -34,12 +34,19 @@ SAMPLES = REPO / ".." / "shared" / "samples"
 MIB = 2**20
 
 
-def tiled(sample: np.ndarray, rows: int, cols: int, y0: int = 0) -> np.ndarray:
-    """Rows y0..y0+rows of the sample repeated to fill `cols` columns (bounded: one band at a time)."""
+def tiled(sample: np.ndarray, rows: int, cols: int, y0: int = 0, seed: int = 0) -> np.ndarray:
+    """Rows y0..y0+rows of the sample repeated to fill `cols` columns (bounded: one band at a time),
+    with a little noise in the low bits, as every real acquisition has. Without it every tile would
+    repeat the sample, and zstd would find those repeats across the whole file (no real image offers
+    them), while a tiled OME-TIFF compresses each tile alone."""
     sy, sx = sample.shape
     ys = (np.arange(y0, y0 + rows) % sy)[:, None]
     xs = (np.arange(cols) % sx)[None, :]
-    return sample[ys, xs]
+    band = sample[ys, xs]
+    rng = np.random.default_rng([seed, y0])
+    if band.dtype.kind == "f":
+        return band + rng.normal(0, float(np.std(sample)) * 0.05 or 1e-3, band.shape).astype(band.dtype)
+    return band ^ rng.integers(0, 8, band.shape, dtype=band.dtype)
 
 
 def build_velox(work: Path, size: int, side: int) -> list[Path]:
@@ -57,7 +64,7 @@ def build_velox(work: Path, size: int, side: int) -> list[Path]:
         target.create_dataset("Metadata", data=meta, chunks=(meta.shape[0], 1))
         data = target.create_dataset("Data", shape=(side, side, frames), dtype=frame.dtype, chunks=(side, side, 1))
         for t in range(frames):
-            data[:, :, t] = np.roll(tiled(frame, side, side), t, axis=1)
+            data[:, :, t] = np.roll(tiled(frame, side, side, seed=t), t, axis=1)
     return [path]
 
 
@@ -82,7 +89,7 @@ def build_tia(work: Path, size: int, side: int) -> list[Path]:
             offsets.append(out.tell())
             out.write(element)
             for y0 in range(0, side, 1024):
-                out.write(np.ascontiguousarray(np.roll(tiled(sample, min(1024, side - y0), side, y0), t, 1)).tobytes())
+                out.write(np.ascontiguousarray(np.roll(tiled(sample, min(1024, side - y0), side, y0, t), t, 1)).tobytes())
         table = out.tell()
         out.write(np.array(offsets, "<u4").tobytes())
         out.write(np.zeros(frames, "<u4").tobytes())  # tag offsets: none
@@ -108,7 +115,7 @@ def build_mrc(work: Path, size: int, side: int) -> list[Path]:
         out.seek(1024)
         for z in range(sections):
             for y0 in range(0, side, 1024):
-                out.write(np.roll(tiled(sample, min(1024, side - y0), side, y0), z, 1).astype("<f4").tobytes())
+                out.write(np.roll(tiled(sample, min(1024, side - y0), side, y0, z), z, 1).astype("<f4").tobytes())
     shutil.copy(SAMPLES / "Atlas_1.xml", work / "atlas.xml")
     return [path, work / "atlas.xml"]
 
