@@ -222,3 +222,20 @@ def test_a_file_busy_on_the_server_is_waited_for_not_given_up(embedded_stack, se
         threading.Timer(2.0, fcntl.flock, (held, fcntl.LOCK_UN)).start()
         client.send(remote, path, lambda *a: None, hashlib.sha1(path.read_bytes()).hexdigest())
     assert client.batch(batch["id"])["jobs"][0]["state"] != "uploading"
+
+
+def test_push_sends_nothing_of_a_file_omero_already_holds(portal, tmp_path):
+    first, again = tmp_path / "run.ome.tif", tmp_path / "copy" / "run again.ome.tif"
+    again.parent.mkdir()
+    first.write_bytes(ome_tiff(seed=61))
+    shutil.copy(first, again)
+    client = client_for(portal, "fred")
+    (job,), _ = push(client, {"run.ome.tif": first}, None, [], None)
+    assert job["state"] == "imported"
+    puts = []
+    real_call = client._call
+    client._call = lambda method, path, **kw: (method == "PUT" and puts.append(path)) or real_call(method, path, **kw)
+    (job,), sha1s = push(client, {"run again.ome.tif": again}, None, [], None)
+    assert job["state"] == "duplicate" and puts == []
+    assert sha1s == {"run again.ome.tif": hashlib.sha1(again.read_bytes()).hexdigest()}
+    assert client.confirm(job["id"])["in_omero"]
