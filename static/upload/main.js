@@ -177,7 +177,7 @@ async function sendAll() {
     const jobs = state.batch.jobs.filter((j) => j.state === "uploading");
     for (const [i, job] of jobs.entries()) {
       if (job.state !== "uploading") continue;
-      if (jobs[i + 1]) hashAhead(jobs[i + 1].files.map(matching).filter(Boolean));
+      if (jobs[i + 1]) hashAhead(jobs[i + 1].files.filter((f) => !f.complete).map(matching).filter(Boolean));
       await sendJob(job);
     }
   } finally {
