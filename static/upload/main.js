@@ -97,6 +97,9 @@ async function replan() {
   state.plan = plan;
   rows.clear();
   plan.groups.forEach((group) => rows.planned(group, true));
+  // while the import is being set up, hash the first files it will send (the hash is kept for it)
+  const first = plan.groups.find((group) => !group.error);
+  if (first) hashAhead(first.files.map((f) => state.selection.get(f.name)).filter(Boolean));
   summarise();
 }
 
