@@ -48,6 +48,7 @@ CASES = [
     ("POST", "/api/files/{file}/complete", {"sha1": "0" * 40}, MINE | {"owner": 409}),  # not all bytes yet
     ("GET", "/api/jobs/{imported}/confirm", None, MINE),
     ("POST", "/api/jobs/{failed}/retry", None, MINE),  # staff retry {failed2}: each a failed job
+    ("POST", "/api/jobs/{waiting}/check", {"files": [{"id": "{file}", "sha1": "0" * 40}]}, MINE),  # before cancel
     ("POST", "/api/jobs/{waiting}/cancel", None, MINE),
     ("GET", "/api/tokens", None, API),
     ("POST", "/api/tokens", {"name": "matrix"}, API | {"owner": 201, "other": 201, "staff": 201}),
