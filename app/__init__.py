@@ -57,8 +57,11 @@ def create_app(overrides: dict | None = None, *, check_schema: bool = True) -> F
 
     @app.after_request
     def security_headers(response):
+        # 'wasm-unsafe-eval' lets the upload page's hashing worker compile hash-wasm's WebAssembly
+        # (static/vendor); it allows no eval() of JavaScript and no inline script
         response.headers.setdefault("Content-Security-Policy",
-                                    "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'")
+                                    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; img-src 'self' data:; "
+                                    "object-src 'none'; frame-ancestors 'none'")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         if app.config["MODE"] == "production":

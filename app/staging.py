@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import threading
+import time
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -22,6 +23,8 @@ from pathlib import Path
 from converters.meta import human_size
 
 BLOCK = 1 << 20
+TURN_WAIT = 10.0  # seconds a chunk sent ahead waits without the file growing before it is refused
+TURN_POLL = 0.002
 _HASH_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="staging-sha1")
 
 
@@ -74,13 +77,7 @@ class Staging:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         with os.fdopen(fd, "r+b", buffering=0) as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise StagingError("This file is being sent by another connection right now", 409) from None
-            held = os.fstat(f.fileno()).st_size
-            if offset != held:
-                raise StagingError(f"The server holds {held} bytes of this file; resume from there", 409)
+            held = _await_turn(f, offset)
             hasher = self._hasher(file_id, path, held)
             written, hashing = held, None
             try:
@@ -143,6 +140,35 @@ class Staging:
 
     def remove_job(self, job_id: int) -> None:
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+
+def _await_turn(f, offset: int) -> int:
+    """Lock the file once it holds exactly `offset` bytes; return that size.
+
+    A client keeps several chunks in flight: one sent ahead waits here (its body unread) while the
+    file grows from the chunks before it, and gives up after TURN_WAIT seconds without growth.
+    """
+    deadline, last = time.monotonic() + TURN_WAIT, None
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
+        except BlockingIOError:
+            locked = False
+        held = os.fstat(f.fileno()).st_size
+        if locked and held == offset:
+            return held
+        if locked:
+            fcntl.flock(f, fcntl.LOCK_UN)
+        if held > offset:
+            raise StagingError(f"The server holds {held} bytes of this file; resume from there", 409)
+        if held != last:
+            deadline, last = time.monotonic() + TURN_WAIT, held
+        if time.monotonic() > deadline:
+            if not locked:
+                raise StagingError("This file is being sent by another connection right now", 409)
+            raise StagingError(f"The server holds {held} bytes of this file; resume from there", 409)
+        time.sleep(TURN_POLL)
 
 
 def hash_file(path: Path, size: int | None = None):

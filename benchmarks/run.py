@@ -20,9 +20,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    size = "128" if args.quick else "1024"
+    size = "128" if args.quick else "512"
     plans = [
         ("upload_ingest.py", ["--size-mib", size]),
+        ("page_upload.py", ["--size-mib", size]),
+        ("duplicate_check.py", ["--size-mib", size]),
         ("convert.py", ["--size-mib", size]),
         ("keep_original.py", ["--size-mib", size]),
         ("sse_latency.py", ["--streams", "100", "--events", "10" if args.quick else "30"]),
@@ -37,9 +39,9 @@ def main() -> int:
                 failed.append(script)
                 continue
             rows += json.loads(out.read_text())
-    print(f"\n{'benchmark':<15}{'case':<30}{'ratio':>8}  {'baseline':<17}{'goal':<14}note")
+    print(f"\n{'benchmark':<17}{'case':<30}{'ratio':>8}  {'baseline':<17}{'goal':<14}note")
     for row in rows:
-        print(f"{row['benchmark']:<15}{row['case']:<30}{row['ratio']:>8.2f}  {row['baseline']:<17}{row['goal']:<14}{row['note']}")
+        print(f"{row['benchmark']:<17}{row['case']:<30}{row['ratio']:>8.2f}  {row['baseline']:<17}{row['goal']:<14}{row['note']}")
     for script in failed:
         print(f"{script}: FAILED (see its output above)")
     return 1 if failed else 0

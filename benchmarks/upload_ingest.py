@@ -3,7 +3,7 @@ same file in the same run; and the web process's peak memory.
 
     python benchmarks/upload_ingest.py [--size-mib 1024] [--chunk-mib 16]
 
-Goals (issue 2): at most 2x `cp`; web peak RSS under 200 MiB.
+Goals (issues 2 and 15): at most 2x `cp` (the API at >= 0.5x its rate); web peak RSS under 200 MiB.
 """
 from __future__ import annotations
 
@@ -11,10 +11,8 @@ import argparse
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +21,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import results  # noqa: E402
-from benchmarks.portal import web  # noqa: E402
+from benchmarks.portal import arguments, scratch, web  # noqa: E402
 
 
 def make_file(path: Path, size: int) -> None:
@@ -87,12 +85,9 @@ def upload(base: str, path: Path, chunk: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--chunk-mib", type=int, default=16)
-    parser.add_argument("--json-out", help="also write the rows as JSON here (benchmarks/run.py)")
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="portal-bench-"))
-    try:
+    args = arguments(__doc__, 1024, parser)
+    with scratch() as work:
         source = work / "sample.emd"
         make_file(source, args.size_mib << 20)
         with web(work / "data", PORTAL_STAGING_RESERVE="0") as (base, process):
@@ -110,8 +105,6 @@ def main() -> None:
         results.write(args.json_out, "upload_ingest", [
             {"case": f"{mib} MiB, {args.chunk_mib} MiB chunks", "ratio": upload_seconds / baseline, "baseline": "cp",
              "goal": "<= 2.0", "note": f"web peak RSS {rss:.0f} MiB (goal < 200)"}])
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

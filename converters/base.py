@@ -5,6 +5,7 @@ The pipeline calls `converters.convert(files, out_dir, options)` and gets a `Con
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,7 +36,7 @@ class ConvertOptions:
     compression_level: int | None = None  # None: the codec's fast default
     tile: int = 512  # tile edge in pixels (multiple of 16)
     pyramid_above: int = 2048  # images wider or taller than this get reduced levels (SubIFDs)
-    workers: int = 1  # threads compressing tiles; 1 suits one conversion per core (a Celery worker each)
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # threads compressing tiles: every core
     progress: Callable[[float], None] | None = None  # told the fraction done (0..1) as planes are written
 
 

@@ -1,16 +1,22 @@
 """Write a SourceImage as a tiled, compressed OME-TIFF with a SubIFD pyramid, plane by plane.
 
 Memory stays bounded: each plane is read in bands of one tile row; the next pyramid level is
-written to a scratch file as the band goes by and read back band by band for its own pass.
+written to a scratch file as the band goes by and read back band by band for its own pass. Tiles
+are compressed on every core (ConvertOptions.workers) while the next band is read.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import queue
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import tifffile
 
@@ -22,7 +28,8 @@ from converters.planes import FilePlane
 OME_DTYPES = {np.dtype(t) for t in ("u1", "i1", "u2", "i2", "u4", "i4", "f4", "f8")}
 _CODECS = {"zstd": "zstd", "zlib": "zlib", "deflate": "zlib", "lzw": "lzw", "none": None, "": None}
 FAST_LEVELS = {"zstd": 1, "zlib": 1}
-ENCODE_BUFFER = 16 * 2**20
+ENCODE_BUFFER = 16 * 2**20  # compressed or waiting tiles held at once, beyond the band being read
+_ENCODERS = {"zstd": imagecodecs.zstd_encode, "zlib": imagecodecs.zlib_encode, "lzw": imagecodecs.lzw_encode}
 BIGTIFF_ABOVE = 2**32 - 2**28  # classic TIFF offsets are 32-bit; keep a margin for tags and pyramid
 
 
@@ -45,21 +52,19 @@ def write(image: SourceImage, out: Path, options: ConvertOptions, microscope: st
     raw_bytes = nplanes * ny * nx * image.dtype.itemsize
     # UTF-8 bytes: tifffile refuses non-ASCII str, and Bio-Formats does not take "&#181;m" for a unit
     xml = ome_xml(image, microscope, out.name, nplanes).encode("utf-8")
-    kwargs = dict(
-        tile=tile, dtype=image.dtype, photometric="minisblack", compression=compression,
-        compressionargs={"level": level} if level is not None else None,
-        metadata=None, maxworkers=max(1, options.workers),
-        buffersize=ENCODE_BUFFER,  # tifffile's default batch (hundreds of MiB) would break the memory bound
-    )
+    encode = _encoder(compression, level)
+    kwargs = dict(tile=tile, dtype=image.dtype, photometric="minisblack", compression=compression, metadata=None)
+    progress = _Progress(options.progress, nplanes * _pyramid_pixels(ny, nx, levels))
     part = out.with_name(out.name + ".part")
     try:
         with tifffile.TiffWriter(part, bigtiff=raw_bytes * 4 // 3 > BIGTIFF_ABOVE, ome=False) as tif, \
-                tempfile.TemporaryDirectory(dir=out.parent, prefix=".pyramid-") as scratch:
-            written = 0
+                tempfile.TemporaryDirectory(dir=out.parent, prefix=".pyramid-") as scratch, \
+                ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="tile-encode") as pool:
+            tiles, written = _Tiles(encode, pool, max(1, options.workers), progress), 0
             for plane in image.planes():
                 if plane.shape != (ny, nx):
                     raise ConversionError(f"plane {written} is {plane.shape[1]}x{plane.shape[0]}, expected {nx}x{ny}")
-                _write_pyramid(tif, plane, levels, Path(scratch), kwargs, xml if written == 0 else None)
+                _write_pyramid(tif, plane, levels, Path(scratch), tiles, kwargs, xml if written == 0 else None)
                 written += 1
             if written != nplanes:
                 raise ConversionError(f"the file yields {written} planes, its header says {nplanes}")
@@ -70,42 +75,130 @@ def write(image: SourceImage, out: Path, options: ConvertOptions, microscope: st
         part.unlink(missing_ok=True)
 
 
-def _write_pyramid(tif, plane, levels: int, scratch: Path, kwargs: dict, description: str | None) -> None:
+def _encoder(compression: str | None, level: int | None) -> Callable[[np.ndarray], bytes]:
+    if compression is None:
+        return lambda tile: tile.tobytes()
+    codec = _ENCODERS[compression]
+    if level is None:
+        return lambda tile: codec(tile)
+    return lambda tile: codec(tile, level=level)
+
+
+class _Progress:
+    """Tells options.progress the share of pixels written (all planes and their reduced levels)."""
+
+    def __init__(self, report: Callable[[float], None] | None, total: int):
+        self.report, self.total, self.done, self.told = report, max(1, total), 0, 0.0
+
+    def add(self, pixels: int) -> None:
+        self.done += pixels
+        share = min(1.0, self.done / self.total)
+        if self.report is not None and (share - self.told >= 0.005 or share == 1.0):
+            self.told = share
+            self.report(share)
+
+
+def _pyramid_pixels(ny: int, nx: int, levels: int) -> int:
+    total = 0
+    for _ in range(levels + 1):
+        total += ny * nx
+        ny, nx = math.ceil(ny / 2), math.ceil(nx / 2)
+    return total
+
+
+def _write_pyramid(tif, plane, levels: int, scratch: Path, tiles: _Tiles, kwargs: dict,
+                   description: str | None) -> None:
     """Write one plane and its reduced levels; each level's pass also produces the next level."""
     source = plane
     for level in range(levels + 1):
         shape = source.shape
         reduced = scratch / f"level{level + 1}.raw" if level < levels else None
-        tiles = _tiles(source, kwargs["tile"], reduced)
         extra = {"description": description, "subifds": levels} if level == 0 else {"subfiletype": 1}
         if level == 0 and description is None:
             extra.pop("description")
+        encoded = tiles.encoded(source, kwargs["tile"], reduced)
         try:
-            tif.write(tiles, shape=shape, **kwargs, **extra)
+            tif.write(encoded, shape=shape, **kwargs, **extra)
         finally:
-            tiles.close()  # flushes and closes the reduced level's scratch file before it is read
+            encoded.close()  # ends the reader, which closes the reduced level's scratch file before it is read
         if reduced is not None:
             source = FilePlane(reduced, 0, (math.ceil(shape[0] / 2), math.ceil(shape[1] / 2)), source.dtype)
 
 
-def _tiles(plane, tile: tuple[int, int], reduced: Path | None) -> Iterator[np.ndarray]:
-    """Yield the plane's tiles row by row; write its 2x2-mean reduction to `reduced` on the way."""
-    ny, nx = plane.shape
-    th, tw = tile
-    sink = open(reduced, "wb") if reduced is not None else None
-    try:
-        for y0 in range(0, ny, th):
-            band = plane.rows(y0, min(y0 + th, ny))
-            if band.shape != (min(th, ny - y0), nx):
-                raise ConversionError(f"a band of rows has shape {band.shape}, expected {(min(th, ny - y0), nx)}")
-            # reduce first: tifffile stops pulling after the last tile, so nothing may follow it
-            if sink is not None:
-                sink.write(_halve(band).tobytes())
-            for x0 in range(0, nx, tw):
-                yield band[:, x0:x0 + tw]
-    finally:
-        if sink is not None:
-            sink.close()
+class _Tiles:
+    """A plane's tiles compressed on every core, in order, for tifffile to write.
+
+    A reader thread reads the plane band by band (one tile row) and writes each band's 2x2 reduction
+    to the next level's scratch file, while the pool compresses the tiles of earlier bands and
+    tifffile writes those done: reading, reducing, compressing and writing overlap. Memory holds the
+    band being read and at most ENCODE_BUFFER of tiles waiting.
+    """
+
+    def __init__(self, encode: Callable[[np.ndarray], bytes], pool: ThreadPoolExecutor, workers: int,
+                 progress: _Progress):
+        self.encode, self.pool, self.workers, self.progress = encode, pool, workers, progress
+
+    def encoded(self, plane, tile: tuple[int, int], reduced: Path | None) -> Iterator[bytes]:
+        th, tw = tile
+        waiting: queue.Queue = queue.Queue(maxsize=max(2 * self.workers,
+                                                       ENCODE_BUFFER // (th * tw * plane.dtype.itemsize)))
+        stop = threading.Event()
+        reader = threading.Thread(target=self._read, args=(plane, tile, reduced, waiting, stop),
+                                  name="tile-read", daemon=True)
+        reader.start()
+        try:
+            while (item := waiting.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                future, pixels = item
+                encoded = future.result()
+                self.progress.add(pixels)  # before the yield: tifffile takes the last tile and stops
+                yield encoded
+        finally:
+            stop.set()
+            while reader.is_alive():  # unblock a reader waiting for room, then let it end
+                try:
+                    waiting.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            reader.join()
+
+    def _read(self, plane, tile, reduced: Path | None, waiting: queue.Queue, stop: threading.Event) -> None:
+        ny, nx = plane.shape
+        th, tw = tile
+        try:
+            with open(reduced, "wb") if reduced is not None else contextlib.nullcontext() as sink:
+                for y0 in range(0, ny, th):
+                    band = plane.rows(y0, min(y0 + th, ny))
+                    if band.shape != (min(th, ny - y0), nx):
+                        raise ConversionError(
+                            f"a band of rows has shape {band.shape}, expected {(min(th, ny - y0), nx)}")
+                    if sink is not None:
+                        sink.write(_halve(band).tobytes())
+                    for x0 in range(0, nx, tw):
+                        part = band[:, x0:x0 + tw]
+                        item = (self.pool.submit(self._encode_tile, part, tile), part.size)
+                        if not _put(waiting, item, stop):
+                            return
+            _put(waiting, None, stop)
+        except BaseException as e:  # handed to the writing thread, which raises it
+            _put(waiting, e, stop)
+
+    def _encode_tile(self, part: np.ndarray, tile: tuple[int, int]) -> bytes:
+        if part.shape != tile:  # edge tiles are padded to the full tile, as TIFF stores them
+            part = np.pad(part, ((0, tile[0] - part.shape[0]), (0, tile[1] - part.shape[1])))
+        return self.encode(np.ascontiguousarray(part))
+
+
+def _put(waiting: queue.Queue, item, stop: threading.Event) -> bool:
+    """Queue an item unless the writer stopped; False when it did."""
+    while not stop.is_set():
+        try:
+            waiting.put(item, timeout=0.05)
+            return True
+        except queue.Full:
+            pass
+    return False
 
 
 def _halve(band: np.ndarray) -> np.ndarray:
@@ -117,15 +210,17 @@ def _halve(band: np.ndarray) -> np.ndarray:
     if ny % 2 or nx % 2:
         band = np.pad(band, ((0, ny % 2), (0, nx % 2)), mode="edge")
     if band.dtype.kind in "iu":
-        # the narrowest type that holds a sum of four: halves the memory traffic for 8-bit SEM images
-        work = {1: np.int16, 2: np.int32}.get(band.dtype.itemsize, np.int64)
-        total = band[0::2].astype(work)
-        total += band[1::2]
-        total = total[:, 0::2] + total[:, 1::2]
-        return ((total + 2) >> 2).astype(band.dtype)
+        # the narrowest type that holds a sum of four, cast as the rows are added: for 8-bit SEM
+        # images this halves the memory traffic
+        wider = {1: "2", 2: "4"}.get(band.dtype.itemsize, "8")
+        work = np.dtype(("u" if band.dtype.kind == "u" and wider != "8" else "i") + wider)
+        total = np.add(band[0::2], band[1::2], dtype=work)
+        total = np.add(total[:, 0::2], total[:, 1::2])
+        total += 2
+        total >>= 2
+        return total.astype(band.dtype)
     work = np.float64 if band.dtype.itemsize == 8 else np.float32
-    total = band[0::2].astype(work)
-    total += band[1::2]
+    total = np.add(band[0::2], band[1::2], dtype=work)
     return ((total[:, 0::2] + total[:, 1::2]) * 0.25).astype(band.dtype)
 
 

@@ -56,6 +56,7 @@ CASES = [
     ("GET", "/api/jobs/{imported}/files/{original}", None, MINE),
     ("GET", "/api/jobs/{imported}/images/{image}", None, MINE),
     ("POST", "/api/jobs/{failed}/retry", None, MINE),  # staff retry {failed2}: each a failed job
+    ("POST", "/api/jobs/{waiting}/check", {"files": [{"id": "{file}", "sha1": "0" * 40}]}, MINE),  # before cancel
     ("POST", "/api/jobs/{waiting}/cancel", None, MINE),
     ("GET", "/api/tokens", None, API),
     ("POST", "/api/tokens", {"name": "matrix"}, API | {"owner": 201, "other": 201, "staff": 201}),

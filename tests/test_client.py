@@ -54,11 +54,11 @@ def test_a_restarted_watcher_sends_nothing_twice_and_finishes_what_it_began(port
     client = client_for(portal, "bob")
     real_send, calls = client.send, []
 
-    def dies_after_first(remote, path, progress):
+    def dies_after_first(remote, path, progress, sha1):
         if calls:
             raise KeyboardInterrupt("the watcher is killed mid-batch")
         calls.append(remote["name"])
-        return real_send(remote, path, progress)
+        return real_send(remote, path, progress, sha1)
 
     client.send = dies_after_first
     first = Watcher(client, folder, stable_seconds=0)
@@ -211,7 +211,7 @@ def test_staff_push_for_a_user_and_the_images_are_theirs(embedded_stack, tmp_pat
 
 def test_a_file_busy_on_the_server_is_waited_for_not_given_up(embedded_stack, served, tmp_path):
     """An earlier PUT of ours that the client gave up on may still be writing on the server (409):
-    the client waits for it instead of failing the file."""
+    the server waits for it instead of refusing the chunk, and the file is not failed."""
     client = client_for(served, "cleo")
     client._wait = lambda attempt, why: time.sleep(0.5)  # keep the back-off short here
     path = tmp_path / "busy.ome.tif"
@@ -223,8 +223,7 @@ def test_a_file_busy_on_the_server_is_waited_for_not_given_up(embedded_stack, se
     with open(staged, "ab") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # what the server's own writer holds while it writes
         threading.Timer(2.0, fcntl.flock, (held, fcntl.LOCK_UN)).start()
-        sha1 = client.send(remote, path, lambda *a: None)
-    assert sha1 == hashlib.sha1(path.read_bytes()).hexdigest()
+        client.send(remote, path, lambda *a: None, hashlib.sha1(path.read_bytes()).hexdigest())
     assert client.batch(batch["id"])["jobs"][0]["state"] != "uploading"
 
 
@@ -269,3 +268,20 @@ def test_push_marks_an_import_to_check_and_says_what_it_holds():
     assert out.getvalue().splitlines()[1].split("  ") == [
         "imported, check", "a.emi + a_1.ser",
         "https://omero/x (2 images, 1 spectrum attached, originals kept); check: acquisition date unknown"]
+
+
+def test_push_sends_nothing_of_a_file_omero_already_holds(portal, tmp_path):
+    first, again = tmp_path / "run.ome.tif", tmp_path / "copy" / "run again.ome.tif"
+    again.parent.mkdir()
+    first.write_bytes(ome_tiff(seed=61))
+    shutil.copy(first, again)
+    client = client_for(portal, "fred")
+    (job,), _ = push(client, {"run.ome.tif": first}, None, [], None)
+    assert job["state"] == "imported"
+    puts = []
+    real_call = client._call
+    client._call = lambda method, path, **kw: (method == "PUT" and puts.append(path)) or real_call(method, path, **kw)
+    (job,), sha1s = push(client, {"run again.ome.tif": again}, None, [], None)
+    assert job["state"] == "duplicate" and puts == []
+    assert sha1s == {"run again.ome.tif": hashlib.sha1(again.read_bytes()).hexdigest()}
+    assert client.confirm(job["id"])["in_omero"]

@@ -154,7 +154,8 @@ def _process(app: Flask, run: Run, job: Job) -> str:
     work = staging.job_dir(job.id) / "converted"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    options = converters.ConvertOptions(timezone=app.config["TZ"], microscope_names=microscope_names(app))
+    options = converters.ConvertOptions(timezone=app.config["TZ"], microscope_names=microscope_names(app),
+                                        progress=lambda share: run.progress(share, "Converting"))
     conversion = converters.convert(paths, work, options)
     return _import(app, run, job, conversion, paths)
 
@@ -180,7 +181,7 @@ def _import(app: Flask, run: Run, job: Job, conversion: converters.Conversion, p
     # the SHA-1 OMERO must hold for each image we send, by the image's name
     expected = {_image_name(job, image): hash_file(image.path).hexdigest() for image in conversion.images}
     with gateway.session(key) as omero:
-        found = omero.find_images(None, job.content_sha1)
+        found = omero.find_images(group_id, job.content_sha1)  # another group's copy does not block
         # An earlier run of this job got this far: keep what it imported completely with the bytes we
         # send now; an import that failed or was cancelled half-way is removed and made again.
         ours = list({i.name: i for i in reversed(found) if i.job_uid == job.uid and i.complete
@@ -197,7 +198,7 @@ def _import(app: Flask, run: Run, job: Job, conversion: converters.Conversion, p
             # An earlier attempt this job gave up on (a network blip) may have gone on importing on the
             # server: keep only these images.
             kept = {image.id for image in ours}
-            omero.delete_images(group_id, [i.id for i in omero.find_images(None, job.content_sha1)
+            omero.delete_images(group_id, [i.id for i in omero.find_images(group_id, job.content_sha1)
                                            if i.job_uid == job.uid and i.id not in kept])
         record = custody.keep(omero, job, conversion, paths, ours, app.config["KEEP_ORIGINALS"],
                               lambda sent, total: run.progress(sent / total if total else 1.0, f"Keeping the originals in {where}"))

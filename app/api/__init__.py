@@ -320,10 +320,15 @@ def put_file(file_id: int):
 
 
 def _body_blocks(length: int):
-    stream_ = request.stream
+    # The server's input stream itself, read no further than Content-Length (as WSGI allows):
+    # request.stream would wrap it and copy every block twice more
+    stream_ = request.environ["wsgi.input"]
     remaining = length
     while remaining > 0:
-        block = stream_.read(min(BLOCK, remaining))
+        try:
+            block = stream_.read(min(BLOCK, remaining))
+        except OSError:  # the connection broke
+            block = b""
         if not block:
             break  # the client went away: keep what arrived
         remaining -= len(block)
@@ -397,3 +402,4 @@ def events():
 
 
 from app.api import records  # noqa: E402,F401 - its routes join this blueprint
+from app.api import duplicates  # noqa: E402,F401  (registers its routes on bp)

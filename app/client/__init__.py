@@ -2,7 +2,8 @@
 
 Pure Python (requests, pathlib), so it runs on Windows and on network shares. It authenticates with a
 personal API token, lets the server group the files (one rule for the page and the client), and
-sends each file in resumable chunks with its SHA-1, as the page does.
+hashes each file first (OMERO may hold its content already: then nothing is sent) and sends it in
+resumable chunks, several in flight, as the page does.
 """
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import requests
 
 CHUNK = 16 << 20
+IN_FLIGHT = 3  # chunks on their way at once: the next is read while the earlier ones travel
 FINAL = ("imported", "duplicate", "failed", "cancelled")
 Progress = Callable[[str, int, int], None]  # (name, bytes sent, size)
 
@@ -108,40 +111,53 @@ class PortalClient:
             return self._call("POST", "/api/staff/batches", json=body | {"on_behalf_of": on_behalf_of})
         return self._call("POST", "/api/batches", json=body)
 
-    def send(self, remote: dict, path: Path, progress: Progress) -> str:
-        """Send one file from where the server's copy ends; return its SHA-1."""
+    def send_job(self, job: dict, paths: dict[str, Path], progress: Progress, hashes: Hashes) -> dict[str, str]:
+        """Send a job's files still missing on the server, unless OMERO already holds their content (the
+        job then ends "duplicate" without a byte sent); return the files' SHA-1s by name."""
+        todo = [remote for remote in job["files"] if not remote["complete"]]
+        sha1s = {remote["name"]: hashes.sha1(paths[remote["name"]]) for remote in todo}
+        checked = self._call("POST", f"/api/jobs/{job['id']}/check",
+                             json={"files": [{"id": r["id"], "sha1": sha1s[r["name"]]} for r in todo]})["job"]
+        job.update(state=checked["state"], message=checked["message"])
+        if checked["state"] == "uploading":
+            for remote in todo:
+                self.send(remote, paths[remote["name"]], progress, sha1s[remote["name"]])
+        return sha1s
+
+    def send(self, remote: dict, path: Path, progress: Progress, sha1: str) -> None:
+        """Send one file from where the server's copy ends, several chunks in flight (the server takes
+        each in turn), then complete it with its SHA-1, computed beforehand."""
         size = path.stat().st_size
-        offset = self._call("GET", f"/api/files/{remote['id']}")["received"]
-        busy = 0
-        with open(path, "rb") as f, ThreadPoolExecutor(1) as hasher:
-            digest = _hash_prefix(f, offset)
+        url = f"/api/files/{remote['id']}"
+        offset = self._call("GET", url)["received"]
+        stuck = 0
+        with open(path, "rb") as f, ThreadPoolExecutor(IN_FLIGHT) as pool:
             while offset < size:
-                f.seek(offset)
-                block = f.read(CHUNK)
-                hashing = hasher.submit(digest.update, block)  # hashlib releases the GIL: overlap the PUT
+                flying: deque = deque()
+                at = offset
                 try:
-                    held = self._call("PUT", f"/api/files/{remote['id']}?offset={offset}", data=block,
-                                      headers={"Content-Type": "application/octet-stream"})["received"]
-                    hashing.result()
+                    while offset < size:
+                        while len(flying) < IN_FLIGHT and at < size:  # read ahead while earlier chunks travel
+                            f.seek(at)
+                            block = f.read(CHUNK)
+                            flying.append(pool.submit(self._call, "PUT", f"{url}?offset={at}", data=block,
+                                                      headers={"Content-Type": "application/octet-stream"}))
+                            at += len(block)
+                        offset = flying.popleft().result()["received"]
+                        stuck = 0
+                        progress(remote["name"], offset, size)
                 except ClientError as e:
-                    hashing.result()
-                    held = self._call("GET", f"/api/files/{remote['id']}")["received"]
+                    wait(flying)  # the later chunks are refused or wait in vain
+                    held = self._call("GET", url)["received"]
                     if held == offset:
                         # 409 with nothing moved: an earlier try of ours (timed out here) may still be
                         # writing this file on the server; it ends soon, so wait for it
-                        if e.status != 409 or busy == self.retries:
+                        if e.status != 409 or stuck == self.retries:
                             raise
-                        busy += 1
-                        self._wait(busy, "is still writing an earlier try of this file")
-                        digest = _hash_prefix(f, offset)  # the block went into it: take it out again
-                        continue
-                if held != offset + len(block):  # the server kept another amount: hash what it holds
-                    digest = _hash_prefix(f, held)
-                offset = held
-                progress(remote["name"], offset, size)
-        sha1 = digest.hexdigest()
-        self._call("POST", f"/api/files/{remote['id']}/complete", json={"sha1": sha1})
-        return sha1
+                        stuck += 1
+                        self._wait(stuck, "is still writing an earlier try of this file")
+                    offset = held
+        self._call("POST", f"{url}/complete", json={"sha1": sha1})
 
     def batch(self, batch_id: int) -> dict:
         return self._call("GET", f"/api/batches/{batch_id}")
@@ -158,17 +174,22 @@ class PortalClient:
         return self._call("GET", f"/api/jobs/{job_id}/confirm")
 
 
-def _hash_prefix(f, length: int):
-    """SHA-1 state over the first `length` bytes of an open file."""
-    digest = hashlib.sha1()
-    f.seek(0)
-    remaining = length
-    while remaining > 0 and (block := f.read(min(CHUNK, remaining))):
-        digest.update(block)
-        remaining -= len(block)
-    return digest
+class Hashes:
+    """SHA-1s of files computed in order on a thread of their own, so the next files are hashed while
+    one is sent; each file is read once for its hash."""
+
+    def __init__(self, paths: list[Path]):
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="sha1")
+        self._futures = {path: self._pool.submit(sha1_of, path) for path in paths}
+        self._pool.shutdown(wait=False)
+
+    def sha1(self, path: Path) -> str:
+        return self._futures[path].result() if path in self._futures else sha1_of(path)
 
 
 def sha1_of(path: Path) -> str:
+    digest = hashlib.sha1()
     with open(path, "rb") as f:
-        return _hash_prefix(f, path.stat().st_size).hexdigest()
+        while block := f.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urljoin
 
-from app.client import FINAL, ClientError, PortalClient, find_token
+from app.client import FINAL, ClientError, Hashes, PortalClient, find_token
 
 
 def kv_pair(text: str) -> tuple[str, str]:
@@ -52,7 +52,7 @@ def bar(stream=sys.stderr):
 
 def push(client: PortalClient, files: dict[str, Path], group: str | None, kvs: list[tuple[str, str]],
          folder: str | None, progress=None, on_behalf_of: str | None = None) -> tuple[list[dict], dict[str, str]]:
-    """Send the files as one batch; return the final jobs and each sent file's SHA-1."""
+    """Send the files as one batch; return the final jobs and each file's SHA-1 (sent or found in OMERO)."""
     progress = progress or (lambda *_: None)
     if on_behalf_of:  # staff: the group is one of that user's; name it by id
         if group is None or not group.isdigit():
@@ -63,12 +63,11 @@ def push(client: PortalClient, files: dict[str, Path], group: str | None, kvs: l
     batch = client.create_batch(group_id, files, kvs, folder, on_behalf_of)
     for skipped in batch.get("skipped", []):
         print(f"skipped {skipped['name']} ({skipped['reason']})", file=sys.stderr)
+    sending = [job for job in batch["jobs"] if job["state"] == "uploading"]  # others were refused
+    hashes = Hashes([files[f["name"]] for job in sending for f in job["files"]])
     sha1s = {}
-    for job in batch["jobs"]:
-        if job["state"] != "uploading":
-            continue  # refused before sending (an incomplete group, an unsupported file)
-        for remote in job["files"]:
-            sha1s[remote["name"]] = client.send(remote, files[remote["name"]], progress)
+    for job in sending:
+        sha1s |= client.send_job(job, files, progress, hashes)
     jobs = client.wait(batch["id"], {job["id"] for job in batch["jobs"]})
     for job in jobs:  # embedded mode links within the portal: make them usable outside it
         job["link"] = job["link"] and urljoin(client.server + "/", job["link"])

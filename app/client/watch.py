@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.client import FINAL, ClientError, PortalClient, find_token, sha1_of
+from app.client import FINAL, ClientError, Hashes, PortalClient, find_token, sha1_of
 from app.client.push import kv_pair
 from converters.grouping import group_files
 
@@ -82,10 +82,10 @@ class Watcher:
                                                "job": job["id"], "state": job["state"], "message": job["message"],
                                                "sha1": None}
         self._save()  # the whole batch before any byte: a restart resumes these jobs, never makes new ones
-        for job in batch["jobs"]:
-            for remote in job["files"] if job["state"] == "uploading" else []:
-                self.ledger[remote["name"]]["sha1"] = self.client.send(remote, files[remote["name"]], lambda *_: None)
-                self._save()
+        sending = [job for job in batch["jobs"] if job["state"] == "uploading"]
+        hashes = Hashes([files[f["name"]] for job in sending for f in job["files"]])
+        for job in sending:
+            self._send_job(job, files, hashes)
         log.info("sent %d job(s) in batch %s", len(batch["jobs"]), batch["id"])
         return len(batch["jobs"])
 
@@ -94,10 +94,14 @@ class Watcher:
         for name, entry in self.ledger.items():
             if entry["state"] == "uploading" and entry["sha1"] is None and (self.root / name).is_file():
                 job = next(j for j in self.client.batch(entry["batch"])["jobs"] if j["id"] == entry["job"])
-                remote = next(f for f in job["files"] if f["name"] == name)
-                if not remote["complete"]:
-                    entry["sha1"] = self.client.send(remote, self.root / name, lambda *_: None)
-                    self._save()
+                if job["state"] == "uploading":
+                    paths = {f["name"]: self.root / f["name"] for f in job["files"]}
+                    self._send_job(job, paths, Hashes([]))
+
+    def _send_job(self, job: dict, paths: dict[str, Path], hashes: Hashes) -> None:
+        for name, sha1 in self.client.send_job(job, paths, lambda *_: None, hashes).items():
+            self.ledger[name].update(sha1=sha1, state=job["state"], message=job["message"])
+        self._save()
 
     def check(self) -> None:
         """Note how sent jobs ended; with --delete-after-import, delete what OMERO confirms."""

@@ -13,7 +13,7 @@ bp = Blueprint("main", __name__)
 STATES = [
     ("pending", "Pending", "gray", "chosen, not sent yet (or waiting for its turn)"),
     ("sending", "Uploading", "cyan", "the bytes are on their way; the bar shows how far"),
-    ("checking", "Checking", "cyan", "resuming: the part already on the server is being checked"),
+    ("checking", "Checking", "cyan", "the file's checksum is computed on this computer, and OMERO asked whether it holds the same content"),
     ("offline", "Waiting for network", "gray", "the connection dropped; sending goes on by itself when it is back"),
     ("notsent", "Not sent", "red", "cannot be imported as chosen (a partner file is missing, or the format is not supported)"),
     ("queued", "Queued", "yellow", "the file is safe on the transfer server and waits for a worker"),

@@ -4,7 +4,7 @@
 import { Pairs } from "./pairs.js";
 import { setUpPicker } from "./picker.js";
 import { Rows } from "./rows.js";
-import { sendFile } from "./transfer.js";
+import { checkJob, hashAhead, sendFile } from "./transfer.js";
 import { api, el, human, plural, say } from "./util.js";
 
 const $ = (id) => document.getElementById(id);
@@ -107,6 +107,9 @@ async function replan() {
   rows.clear();
   plan.groups.filter((g) => !g.skipped).forEach((group) => rows.planned(group, true));
   showSkipped(plan.groups.filter((g) => g.skipped));
+  // while the import is being set up, hash the first files it will send (the hash is kept for it)
+  const first = plan.groups.find((group) => !group.error && !group.skipped);
+  if (first) hashAhead(first.files.map((f) => state.selection.get(f.name)).filter(Boolean));
   summarise();
 }
 
@@ -195,8 +198,10 @@ async function sendAll() {
   window.addEventListener("beforeunload", warnBeforeLeaving);
   summarise();
   try {
-    for (const job of state.batch.jobs) {
+    const jobs = state.batch.jobs.filter((j) => j.state === "uploading");
+    for (const [i, job] of jobs.entries()) {
       if (job.state !== "uploading") continue;
+      if (jobs[i + 1]) hashAhead(jobs[i + 1].files.filter((f) => !f.complete).map(matching).filter(Boolean));
       await sendJob(job);
     }
   } finally {
@@ -211,19 +216,24 @@ async function sendJob(job) {
     if (transfer) state.transfers.set(job.id, transfer); else state.transfers.delete(job.id);
     rows.job(job, transfer);
   };
-  for (const remote of job.files.filter((f) => !f.complete)) {
-    const file = matching(remote);
-    if (!file) { show({ kind: "pending", note: `Choose ${remote.name} again to send it` }); return; }
-    try {
+  const todo = job.files.filter((f) => !f.complete).map((remote) => [remote, matching(remote)]);
+  const missing = todo.find(([, file]) => !file);
+  if (missing) { show({ kind: "pending", note: `Choose ${missing[0].name} again to send it` }); return; }
+  try {
+    // OMERO may hold this content already: then the job ends "duplicate" without a byte sent
+    const checked = await checkJob(job, todo, (kind, hashed, total, name) => show({ kind, sent: hashed, total, name }));
+    applyJob(checked.job);
+    if (job.state !== "uploading") { show(null); return; }
+    for (const [remote, file] of todo) {
       const sent = await sendFile(remote, file, (kind, sentBytes, total) => {
-        if (sentBytes !== undefined) remote.received = sentBytes;
+        if (kind === "sending") remote.received = sentBytes;
         show({ kind, sent: sentBytes, total, name: remote.name });
       }, () => job.state !== "uploading");
       if (!sent) return;
-    } catch (e) {
-      if (job.state === "uploading") show({ kind: "failed", note: `Sending stopped: ${e.message}` });
-      return;
     }
+  } catch (e) {
+    if (job.state === "uploading") show({ kind: "failed", note: `Sending stopped: ${e.message}` });
+    return;
   }
   show(null);
   if (job.state === "uploading") job.state = "queued";  // until the server's event says more

@@ -62,8 +62,8 @@ function jobView(job, transfer) {
     view.state = kind;
     if (kind === "sending") {
       view.progress = total ? sent / total : 1;
-      view.detail = `${name}: ${human(sent)} of ${human(total)} sent`;
-    } else if (kind === "checking") view.detail = `${name}: checking the ${human(sent)} already on the server`;
+      view.detail = `${name}: ${human(sent)} of ${human(total)} sent` + (job.message ? `. ${job.message}` : "");
+    } else if (kind === "checking") view.detail = `${name}: checksum of ${human(sent)} of ${human(total)} computed`;
     else if (kind === "offline") view.detail = "The connection dropped: sending goes on when it is back";
     else view.detail = note || "";
   } else if (job.state === "converting" || job.state === "importing") {

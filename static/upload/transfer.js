@@ -1,23 +1,66 @@
-// Sending one file: chunked PUTs at the server's offset, hashed as they go, resumed where the
-// server left off after a reload or a dropped connection, then completed with the file's SHA-1.
+// Sending one job's files. First each file's SHA-1, computed by a Web Worker (hasher.js) so the page
+// stays responsive, and the server is asked whether OMERO already holds that content: then nothing
+// is sent. Then chunked PUTs straight from the file (no copy on this thread), several in flight,
+// resumed where the server left off after a reload or a dropped connection, and completed with the
+// SHA-1 computed before.
 import { api, sleep } from "./util.js";
 
 const CHUNK = 8 * 1024 * 1024;
+const IN_FLIGHT = 3;  // the server takes a chunk sent ahead once the ones before it have arrived
 const RETRY_MS = [1000, 2000, 5000, 10000, 30000];  // a flaky network gets a few seconds, then a steady retry
 
-async function read(file, start, end) {
-  return new Uint8Array(await file.slice(start, end).arrayBuffer());
+let worker = null;
+const asked = new Map();  // request id -> {resolve, reject, progress}
+const sums = new WeakMap();  // File -> Promise of its SHA-1: hashed once, reused for checking and sending
+let lastId = 0;
+
+function hasher() {
+  if (worker) return worker;
+  worker = new Worker(new URL("./hasher.js", import.meta.url));
+  worker.onmessage = ({ data }) => {
+    const request = asked.get(data.id);
+    if (data.hashed !== undefined) return request.progress(data.hashed);
+    asked.delete(data.id);
+    if (data.error) request.reject(new Error(data.error)); else request.resolve(data.sha1);
+  };
+  return worker;
 }
 
-// The SHA-1 of the first `upto` bytes, read from the local copy: resuming needs it, not the bytes.
-async function hashPrefix(file, upto) {
-  const hash = new Sha1();
-  for (let at = 0; at < upto; at += CHUNK) hash.update(await read(file, at, Math.min(at + CHUNK, upto)));
-  return hash;
+// The file's SHA-1 (hex); progress(bytesHashed) while it is computed. Asking again reuses the answer.
+export function hashFile(file, progress = () => {}) {
+  if (!sums.has(file)) {
+    const id = ++lastId;
+    sums.set(file, new Promise((resolve, reject) => {
+      asked.set(id, { resolve, reject, progress, file });
+      hasher().postMessage({ id, file });
+    }));
+    sums.get(file).catch(() => sums.delete(file));  // a read error is tried afresh next time
+  } else {
+    for (const request of asked.values()) if (request.file === file) request.progress = progress;
+  }
+  return sums.get(file);
 }
 
-// progress(kind, sent, total): kind is "checking" (hashing what the server holds), "sending" or
-// "offline" (waiting for the network). stopped() says the user cancelled the job.
+// Hash the files of the import's next job while this one is sent (the worker takes them in turn).
+export function hashAhead(files) {
+  files.forEach((file) => hashFile(file).catch(() => {}));
+}
+
+// Before any byte of a job travels: its files' SHA-1s, and the server's answer whether OMERO holds
+// that content for this user in the import's group. `files` is [[remote, File]] for the files still
+// to send. Answers {job, elsewhere}: job.state "duplicate" means nothing needs sending.
+export async function checkJob(job, files, progress) {
+  const sha1s = [];
+  for (const [remote, file] of files) {
+    remote.sha1 = await hashFile(file, (hashed) => progress("checking", hashed, file.size, remote.name));
+    sha1s.push({ id: remote.id, sha1: remote.sha1 });
+  }
+  return api("POST", `/api/jobs/${job.id}/check`, { files: sha1s });
+}
+
+// progress(kind, sent, total): kind is "checking" (the checksum is being computed), "sending" or
+// "offline" (waiting for the network). stopped() says the user cancelled the job. remote.sha1 is
+// the file's SHA-1 (checkJob sets it).
 export async function sendFile(remote, file, progress, stopped = () => false) {
   let failures = 0;
   const offline = async () => {
@@ -30,39 +73,39 @@ export async function sendFile(remote, file, progress, stopped = () => false) {
       catch (e) { if (e.status !== undefined) throw e; await offline(); }
     }
   };
+  const put = (start) => api("PUT", `/api/files/${remote.id}?offset=${start}`,
+    file.slice(start, Math.min(start + CHUNK, file.size)), { "Content-Type": "application/octet-stream" });
 
   for (let attempt = 1; ; attempt++) {
-    let offset = await held();
-    if (offset) progress("checking", offset, file.size);
-    let hash = await hashPrefix(file, offset);
+    let offset = await held(), next = offset;
+    const flying = [];  // the PUTs on their way, oldest first; their answers come in that order
     while (offset < file.size) {
-      if (stopped()) return false;
-      const bytes = await read(file, offset, Math.min(offset + CHUNK, file.size));
+      if (stopped()) { await Promise.allSettled(flying); return false; }
+      for (; flying.length < IN_FLIGHT && next < file.size; next += CHUNK) {
+        const request = put(next);
+        request.catch(() => {});  // handled when its turn comes
+        flying.push(request);
+      }
       try {
-        const answer = await api("PUT", `/api/files/${remote.id}?offset=${offset}`, new Blob([bytes]),
-          { "Content-Type": "application/octet-stream" });
-        hash.update(bytes.subarray(0, answer.received - offset));
-        offset = answer.received;
+        offset = (await flying.shift()).received;
         failures = 0;
         progress("sending", offset, file.size);
         continue;
       } catch (e) {
-        if (e.status === undefined) await offline();                            // network gone
-        else if (e.status !== 409 || /not waiting/.test(e.message)) throw e;     // cancelled, or refused
+        await Promise.allSettled(flying.splice(0));  // the later ones are refused or wait in vain
+        if (e.status === undefined) await offline();                                // network gone
+        else if (e.status !== 409 || /not waiting/.test(e.message)) throw e;         // cancelled, or refused
       }
-      const now = await held();  // part of a chunk may have arrived before the cut: go on from there
-      if (now !== offset) {
-        progress("checking", now, file.size);
-        hash = await hashPrefix(file, now);
-        offset = now;
-      }
+      offset = next = await held();  // part of a chunk may have arrived before the cut: go on from there
     }
     try {
-      await api("POST", `/api/files/${remote.id}/complete`, { sha1: hash.hex() });
+      await api("POST", `/api/files/${remote.id}/complete`, { sha1: remote.sha1 });
     } catch (e) {
       // 422: the server's copy differs from ours and was dropped; send it once more from the start
-      if (e.status === 422 && attempt < 2) continue;
-      throw e;
+      if (e.status !== 422 || attempt >= 2) throw e;
+      sums.delete(file);  // the local file may have changed since it was hashed
+      remote.sha1 = await hashFile(file, (hashed) => progress("checking", hashed, file.size));
+      continue;
     }
     remote.complete = true;
     remote.received = file.size;

@@ -183,3 +183,24 @@ def test_threaded_compression_writes_the_same_pixels(tmp_path):
     with tifffile.TiffFile(result.output) as tif:
         assert np.array_equal(tif.series[0].levels[0].asarray(), data)
         assert len(tif.series[0].levels) == 3
+
+
+def test_progress_rises_to_one_as_planes_and_levels_are_written(tmp_path):
+    files, _ = big_mrc_pair(tmp_path, 2100, 3000)
+    told = []
+    convert(files, tmp_path / "out", ConvertOptions(progress=told.append))
+    assert len(told) > 10 and told == sorted(told) and told[0] < 0.1 and told[-1] == 1.0
+
+
+def test_an_error_while_reading_a_band_stops_the_writer_and_leaves_no_file(tmp_path):
+    def rows(y0, y1):
+        if y0 >= 1024:
+            raise ConversionError("the detector's file ends early")
+        return np.zeros((y1 - y0, 3000), np.uint16)
+
+    image = SourceImage(shape={"T": 1, "C": 1, "Z": 1, "Y": 2100, "X": 3000}, dtype=np.dtype(np.uint16),
+                        planes=lambda: iter([FuncPlane((2100, 3000), np.uint16, rows)]), channels=["HAADF"])
+    out = tmp_path / "broken.ome.tif"
+    with pytest.raises(ConversionError, match="ends early"):
+        ometiff.write(image, out, ConvertOptions(workers=3), None)
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,71 @@
+"""The duplicate check before sending: the client hashes a job's files locally, and OMERO is asked
+whether the user already holds that content in the import's group, so no byte of it travels again."""
+from __future__ import annotations
+
+import re
+
+from flask import current_app, request
+
+from app import crypto
+from app import jobs as job_states
+from app.api import ApiError, _db, _own, _staging, bp, content_sha1
+from app.auth import login_required
+from app.db import utcnow
+from app.models import Job, JobState, User
+from app.omero.base import OmeroError
+
+SHA1 = re.compile(r"[0-9a-f]{40}")
+
+
+@bp.post("/jobs/<int:job_id>/check")
+@login_required
+def check_job(job_id: int):
+    """Take the SHA-1s of a job's files still to send; a job whose content OMERO already holds in the
+    import's group ends "duplicate" at once. Images of that content in the user's other groups do not
+    stop the import: they are listed as `elsewhere` (and said in the job's message)."""
+    body = request.get_json(silent=True)
+    claimed = body.get("files") if isinstance(body, dict) else None
+    if not isinstance(claimed, list) or not all(
+            isinstance(f, dict) and isinstance(f.get("id"), int) and isinstance(f.get("sha1"), str)
+            and SHA1.fullmatch(f["sha1"]) for f in claimed):
+        raise ApiError("files must list {id, sha1} for the job's files (SHA-1 as 40 lowercase hex digits)")
+    with _db() as db:
+        job = _own(db, Job, job_id)
+        if job.state != JobState.UPLOADING:
+            raise ApiError(f"This job is {job.state}: there is nothing left to check", 409)
+        sha1s = {f["id"]: f["sha1"] for f in claimed}
+        missing = [f.name for f in job.files if not f.completed_at and f.id not in sha1s]
+        if missing or set(sha1s) - {f.id for f in job.files}:
+            raise ApiError("Give the SHA-1 of each of this job's files still to send, and of no other file")
+        content = content_sha1([f.sha1 if f.completed_at else sha1s[f.id] for f in job.files])
+        owner = db.get(User, job.owner_id)
+        key = owner.omero_key and crypto.decrypt(owner.omero_key)
+        group_id = job.batch.group_id
+    here, elsewhere, checked = [], [], False
+    if key:
+        try:
+            with current_app.extensions["omero"].session(key) as omero:
+                found = omero.find_images(None, content)
+                here = omero.find_images(group_id, content) if found else []
+            checked = True
+        except OmeroError as e:  # the worker checks again before importing: sending may go on
+            current_app.logger.warning("duplicate check of job %s skipped: %s", job_id, e)
+    with _db() as db:
+        job = _own(db, Job, job_id)
+        if here and job.state == JobState.UPLOADING:
+            for f in job.files:  # what OMERO holds, so the client may delete its copy (/confirm)
+                f.sha1 = f.sha1 if f.completed_at else sha1s[f.id]
+            job_states.record(db, job, state=JobState.DUPLICATE, content_sha1=content, progress=1.0,
+                              message=f"Already in OMERO as image {here[0].id} ({here[0].name}): nothing was sent",
+                              image_ids=[i.id for i in here[:1]], link=here[0].url, finished_at=utcnow())
+            db.commit()
+            _staging().remove_job(job.id)
+        elif checked and job.state == JobState.UPLOADING:
+            ids = {i.id for i in here}
+            elsewhere = [{"id": i.id, "name": i.name, "url": i.url} for i in found if i.id not in ids]
+            if elsewhere:
+                job_states.record(db, job, message=(
+                    f"Also in OMERO in another of your groups (image {elsewhere[0]['id']}, {elsewhere[0]['name']}): "
+                    f"it is imported into {job.batch.group_name} as well"))
+                db.commit()
+        return {"job": job.public(), "checked": checked, "elsewhere": elsewhere}
