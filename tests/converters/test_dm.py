@@ -160,7 +160,7 @@ def test_image_stack_is_a_time_series(tmp_path, check_output):
 
 
 def test_large_image_converts_in_bounded_memory(tmp_path):
-    """256 MiB of pixels convert in a fresh process whose peak memory stays below the pixels' size."""
+    """256 MiB of pixels convert in a fresh process whose memory grows by less than half the pixels' size."""
     ny = nx = 8192
 
     def gradient(f):  # row y holds x + y, written in bands
@@ -171,16 +171,22 @@ def test_large_image_converts_in_bounded_memory(tmp_path):
     script = textwrap.dedent(f"""
         import json, sys
         sys.path.insert(0, {str(REPO)!r})
+        import rsciio.digitalmicrograph  # what reading imports (dask, numba...): counted apart from the pixels
         from converters import ConvertOptions, convert
+
+        def status(field):
+            return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field))
+
+        before = status("VmRSS:")
         result = convert([{str(tmp_path / "big.dm4")!r}], {str(tmp_path / "out")!r}, ConvertOptions())
-        hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-        print(json.dumps({{"shape": result.shape, "output": str(result.output), "rss_kib": hwm}}))
+        grown = status("VmHWM:") - before
+        print(json.dumps({{"shape": result.shape, "output": str(result.output), "grown_kib": grown}}))
     """)
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["shape"] == {"T": 1, "C": 1, "Z": 1, "Y": ny, "X": nx}
-    assert report["rss_kib"] < 200 * 1024  # the pixels alone are 256 MiB
+    assert report["grown_kib"] < 128 * 1024  # the pixels alone are 256 MiB
     written = tifffile.imread(report["output"])
     for y in (0, 1, 4097, ny - 1):
         assert np.array_equal(written[y], np.arange(nx, dtype="f4") + y)
