@@ -65,8 +65,11 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
     _check_size(mrc_path, offset, nx * ny * nz * stored.itemsize, f"{nz} sections of {nx}x{ny} {stored}")
 
     xml = read_xml(xmls[0], options.timezone)
-    # a volume (space group 1-230) is Z; a stack of images (0, 401+) is a series in time
-    axis = "Z" if 1 <= int(header.ispg) <= 230 and nz > 1 else "T"
+    # A volume (space group 1-230) is Z; a stack of images (0, 401+) is a series in time. Direct
+    # Electron movies say "volume" but hold frames: RosettaSciIO knows them by name (rsciio/mrc/_api.py,
+    # "*_movie.mrc"), and so do we.
+    volume = 1 <= int(header.ispg) <= 230 and not mrc_path.name.lower().endswith("_movie.mrc")
+    axis = "Z" if volume and nz > 1 else "T"
     if stored.kind == "c":
         dtype, _, _ = complex_parts(lambda y0, y1: None, stored)
         channels = ["amplitude", "phase"]

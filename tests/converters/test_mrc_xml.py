@@ -18,13 +18,15 @@ TALOS = {"TALOS-12TAN18C": "Talos L120C"}
 
 
 def pair(tmp_path, mrc: str, xml_text: str | None = None):
-    """A sample MRC and Atlas_1.xml side by side under one stem, as EPU writes them."""
-    shutil.copy(sample(mrc), tmp_path / "Atlas_1.mrc")
+    """A sample MRC and Atlas_1.xml side by side under one stem, as EPU writes them (a Direct
+    Electron movie keeps its name: that is how it is known)."""
+    stem = mrc.removesuffix(".mrc") if mrc.endswith("_movie.mrc") else "Atlas_1"
+    shutil.copy(sample(mrc), tmp_path / f"{stem}.mrc")
     if xml_text is None:
-        shutil.copy(sample("Atlas_1.xml"), tmp_path / "Atlas_1.xml")
+        shutil.copy(sample("Atlas_1.xml"), tmp_path / f"{stem}.xml")
     else:
-        (tmp_path / "Atlas_1.xml").write_text(xml_text, encoding="utf-8")
-    return [tmp_path / "Atlas_1.mrc", tmp_path / "Atlas_1.xml"]
+        (tmp_path / f"{stem}.xml").write_text(xml_text, encoding="utf-8")
+    return [tmp_path / f"{stem}.mrc", tmp_path / f"{stem}.xml"]
 
 
 def reference(mrc: str) -> np.ndarray:
@@ -37,6 +39,8 @@ def reference(mrc: str) -> np.ndarray:
 @pytest.mark.parametrize("mrc, shape", [
     ("temp.mrc", {"T": 3, "C": 1, "Z": 1, "Y": 128, "X": 128}),
     ("20241021_00405_final.mrc", {"T": 1, "C": 1, "Z": 1, "Y": 4, "X": 8}),
+    ("Custom_movie.mrc", {"T": 30, "C": 1, "Z": 1, "Y": 16, "X": 16}),  # Direct Electron movies
+    ("ROI_Random_Scan_movie.mrc", {"T": 348, "C": 1, "Z": 1, "Y": 16, "X": 16}),
 ])
 def test_pixels_from_mrc_metadata_from_xml(tmp_path, check_output, mrc, shape):
     result = convert(pair(tmp_path, mrc), tmp_path / "out", ConvertOptions(microscope_names=TALOS))
@@ -58,10 +62,15 @@ def _without_pixel_size(text: str) -> str:
     return text[:start] + text[end:]
 
 
-def test_negative_header_pixel_size_is_unknown_not_1nm(tmp_path, check_output):
+@pytest.mark.parametrize("mrc", ["20241021_00405_final.mrc", "Custom_movie.mrc"])  # -1 and -10 in the headers
+def test_negative_header_pixel_size_is_unknown_not_1nm(tmp_path, check_output, mrc):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with mrcfile.open(sample(mrc), permissive=True) as m:
+            assert m.voxel_size.x < 0  # what the header says, read independently
     xml = _without_pixel_size(sample("Atlas_1.xml").read_text(encoding="utf-8"))
-    result = convert(pair(tmp_path, "20241021_00405_final.mrc", xml), tmp_path / "out", ConvertOptions())
-    assert result.pixel_size is None
+    result = convert(pair(tmp_path, mrc, xml), tmp_path / "out", ConvertOptions())
+    assert result.pixel_size is None and "pixel size unknown" in result.warnings
     assert result.microscope == "TALOS-12TAN18C"  # no mapping given: the raw name, cleaned
     check_output(result)
 

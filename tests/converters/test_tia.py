@@ -210,3 +210,19 @@ def test_emi_date_in_facility_zone_when_the_ser_has_no_time_tag(tmp_path):
     info = rsciio_signal(sample("128x128_TEM_acquire-sum1.emi"))["original_metadata"]["ObjectInfo"]
     assert info["AcquireDate"] == "Mon Feb 22 18:57:51 2016"
     assert image.acquired == datetime(2016, 2, 22, 18, 57, 51, tzinfo=STOCKHOLM)
+
+
+def test_spectrum_image_converts_to_its_sum_spectrum_plot_and_csv(tmp_path):
+    """Through the registry: a file of spectra only gets its sum spectrum's plot as its image."""
+    files = [sample("16x16-spectrum_image_5x5x4000-not_square.emi"),
+             sample("16x16-spectrum_image_5x5x4000-not_square_1.ser")]
+    ref = rsciio_signal(files[0])
+    result = convert(files, tmp_path, ConvertOptions())
+    assert len(result.images) == 1 and result.images[0].shape["C"] == 3  # the plot, as RGB
+    assert result.acquired == ser_time("16x16-spectrum_image_5x5x4000-not_square.emi")
+    (csv,) = [a for a in result.attachments if a.kind == "spectrum-csv"]
+    assert [a.kind for a in result.attachments].count("spectrum-plot") == 1
+    rows = np.loadtxt(csv.path, delimiter=",", skiprows=1)
+    energy = ref["axes"][-1]
+    assert np.allclose(rows[:, 0], energy["offset"] + energy["scale"] * np.arange(4000))
+    assert np.array_equal(rows[:, 1], ref["data"].sum(axis=(0, 1)))
