@@ -2,12 +2,12 @@ import hashlib
 
 import pytest
 
-from tests.conftest import ome_tiff
+from tests.helpers import OPEN_REDIRECTS, ome_tiff
 
 
 @pytest.fixture
 def alice(embedded_app):
-    from tests.conftest import Portal
+    from tests.helpers import Portal
 
     return Portal(embedded_app.test_client(), "alice")
 
@@ -115,10 +115,6 @@ def test_signed_out_requests_get_401_and_pages_redirect(embedded_app):
     assert client.get("/api/batches").status_code == 401
     response = client.get("/")
     assert response.status_code == 302 and "/login" in response.headers["Location"]
-
-
-OPEN_REDIRECTS = ["//evil.example/x", "https://evil.example", "/\\evil.example", "/\t/evil.example",
-                  "/\n/evil.example", " //evil.example", "javascript:alert(1)", "https:evil.example", "\\\\evil.example"]
 
 
 @pytest.mark.parametrize("target, allowed", [("/store", True), ("/store?view=1", True)]

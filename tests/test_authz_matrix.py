@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from app.models import User
-from tests.conftest import Portal, close_app, make_app, ome_tiff
-from tests.test_events import read_stream
+from tests.helpers import Portal, close_app, make_app, ome_tiff
+from tests.sse_clients import read_stream
 from workers import pipeline
 
 ROLES = ("anonymous", "owner", "other", "staff")

@@ -10,7 +10,7 @@ import pytest
 from app.client import FINAL, PortalClient
 from app.client.push import collect, push
 from app.client.watch import Watcher
-from tests.conftest import SAMPLES, ome_tiff
+from tests.helpers import SAMPLES, ome_tiff
 from tests.sse_clients import signed_in
 
 
@@ -191,7 +191,7 @@ def test_a_watch_process_killed_and_restarted_sends_each_file_once(portal, tmp_p
 
 def test_staff_push_for_a_user_and_the_images_are_theirs(embedded_stack, tmp_path):
     from app.client import ClientError
-    from tests.conftest import start_served
+    from tests.helpers import start_served
 
     portal, process = start_served(embedded_stack | {"PORTAL_STAFF_USERS": "sam"}, tmp_path)
     try:

@@ -6,7 +6,7 @@ import numpy as np
 from sqlalchemy import select
 
 from app.models import JobEvent
-from tests.conftest import SAMPLES, Portal
+from tests.helpers import SAMPLES, Portal
 from workers import pipeline
 
 

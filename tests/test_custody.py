@@ -10,8 +10,7 @@ import pytest
 
 import converters
 from app.omero.base import OmeroError
-from converters.base import Attachment, OutputImage
-from tests.conftest import SAMPLES, Portal, close_app, make_app, ome_tiff
+from tests.helpers import SAMPLES, Portal, close_app, make_app, ome_tiff, with_more
 from workers import pipeline
 
 TIA = ["128x128_TEM_acquire-sum1.emi", "128x128_TEM_acquire-sum1_1.ser"]
@@ -105,19 +104,6 @@ def test_with_originals_off_a_converted_job_is_never_confirmed(embedded_stack, m
         assert "does not keep the original files in OMERO" in alice.get("/help").get_data(as_text=True)
     finally:
         close_app(app)
-
-
-def with_more(conversion: converters.Conversion, out) -> converters.Conversion:
-    """The conversion with a second image and a spectrum's CSV and plot, as multi-signal files give."""
-    second = out / "second.ome.tiff"
-    second.write_bytes(ome_tiff(seed=42))
-    csv, png = out / "EDS.csv", out / "EDS.png"
-    csv.write_text("energy (keV),counts\n0.0,1\n0.01,5\n")
-    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(64)))
-    conversion.images.append(OutputImage(second, "HAADF", {"T": 1, "C": 1, "Z": 1, "Y": 4, "X": 5}, ["HAADF"], None))
-    conversion.attachments += [Attachment(csv, "spectrum-csv", "EDS spectrum"), Attachment(png, "spectrum-plot", "EDS spectrum")]
-    conversion.warnings.append("pixel size unknown for HAADF")
-    return conversion
 
 
 def test_every_image_and_attachment_of_a_conversion_lands_and_is_listed(embedded_app, alice, monkeypatch):

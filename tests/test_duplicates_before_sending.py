@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from app import staging as staging_module
-from tests.conftest import Portal, ome_tiff
+from tests.helpers import Portal, ome_tiff
 from workers import pipeline
 
 

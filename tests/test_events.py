@@ -8,25 +8,8 @@ import sqlalchemy as sa
 from app import events as events_module
 from app.events import EventHub
 from app.models import JobEvent
-from tests.conftest import Portal, ome_tiff
-
-
-def read_stream(client, url, heartbeats=2, headers=None):
-    """Collect (sse_id, payload) pairs until `heartbeats` idle heartbeats have passed."""
-    response = client.get(url, buffered=False, headers=headers or {})
-    assert response.mimetype == "text/event-stream"
-    messages, seen_heartbeats = [], 0
-    for chunk in response.response:
-        text = chunk.decode() if isinstance(chunk, bytes) else chunk
-        if text.startswith(": heartbeat"):
-            seen_heartbeats += 1
-            if seen_heartbeats >= heartbeats:
-                break
-        elif text.startswith("id:"):
-            lines = dict(line.split(": ", 1) for line in text.strip().split("\n"))
-            messages.append((int(lines["id"]), json.loads(lines["data"])))
-    response.close()
-    return messages
+from tests.helpers import Portal, ome_tiff
+from tests.sse_clients import read_stream
 
 
 def test_a_stream_carries_only_its_users_events_and_replays_after_last_event_id(app):

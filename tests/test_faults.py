@@ -21,8 +21,7 @@ import sqlalchemy as sa
 from app.client import sha1_of
 from app.models import Job, JobEvent
 from app.omero.embedded import EmbeddedGateway
-from tests.conftest import (IN_CI, SAMPLES, Portal, Process, free_port, ome_tiff, start_served, wait_for_port,
-                            wait_until)
+from tests.helpers import IN_CI, SAMPLES, Portal, Process, free_port, ome_tiff, start_served, wait_for_port, wait_until
 from tests.sse_clients import signed_in
 
 pytestmark = pytest.mark.slow
@@ -113,9 +112,9 @@ def private_redis(tmp_path):
 
 
 def test_a_broker_restarted_mid_batch_loses_no_job(postgres_url, private_redis, tmp_path, monkeypatch):
-    from tests.conftest import _clean_postgres, close_app, make_app
+    from tests.helpers import clean_postgres, close_app, make_app
 
-    _clean_postgres(postgres_url)
+    clean_postgres(postgres_url)
     env = {"PORTAL_MODE": "embedded", "PORTAL_DATA_DIR": str(tmp_path / "data"), "PORTAL_JOB_LEASE_SECONDS": "3",
            "PORTAL_SSE_HEARTBEAT": "1", "PORTAL_STAGING_RESERVE": "0", "PORTAL_DATABASE_URL": postgres_url,
            "PORTAL_BROKER_URL": private_redis.url}
@@ -137,7 +136,6 @@ def test_a_broker_restarted_mid_batch_loses_no_job(postgres_url, private_redis, 
     finally:
         worker.stop()
         close_app(app)
-
 
 
 def big_ome_tiff(path: Path, mib: int, seed: int) -> None:

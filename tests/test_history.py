@@ -2,7 +2,7 @@
 import sqlalchemy as sa
 
 from app.models import User
-from tests.conftest import Portal, ome_tiff
+from tests.helpers import Portal, ome_tiff
 from workers import pipeline
 
 

@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from app.models import Job
-from tests.conftest import Portal, ome_tiff, wait_until
+from tests.helpers import Portal, ome_tiff, wait_until
 
 
 def job_row(app, job_id):
@@ -19,7 +19,7 @@ def job_row(app, job_id):
 
 
 def test_a_file_travels_through_a_real_worker_and_its_events_arrive(app, worker):
-    from tests.test_events import read_stream
+    from tests.sse_clients import read_stream
 
     worker.start()
     alice = Portal(app.test_client(), "alice")

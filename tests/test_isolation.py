@@ -1,8 +1,8 @@
 """User B can read or touch none of user A's batches, jobs, files or events, on any endpoint."""
 import hashlib
 
-from tests.conftest import Portal, ome_tiff
-from tests.test_events import read_stream
+from tests.helpers import Portal, ome_tiff
+from tests.sse_clients import read_stream
 
 
 def test_another_users_ids_answer_404_everywhere_and_change_nothing(app):

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from app.models import Job, JobEvent, JobState
 from app.omero.base import PROVENANCE_NAMESPACE
-from tests.conftest import Process, ome_tiff, start_served, wait_until
+from tests.helpers import Process, ome_tiff, start_served, wait_until
 from tests.sse_clients import StreamReader, signed_in
 
 pytestmark = pytest.mark.slow

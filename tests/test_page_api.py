@@ -5,7 +5,7 @@ import re
 import pytest
 
 from app.models import User
-from tests.conftest import Portal, ome_tiff
+from tests.helpers import Portal, ome_tiff
 from workers import pipeline
 
 

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from app.main import STATES
-from tests.conftest import Portal
+from tests.helpers import Portal
 
 
 def test_the_help_page_is_open_linked_and_explains_colours_places_and_retention(embedded_app):

@@ -5,9 +5,8 @@ import sqlalchemy as sa
 
 from app.db import Database
 from app.models import User
-from tests.conftest import ome_tiff, wait_until
-from tests.test_browser import (  # noqa: F401 - the browser fixtures
-    ROWS, browser, copy_samples, served_without_worker, shot, sign_in, wait_for_state)
+from tests.browser_helpers import ROWS, copy_samples, shot, sign_in, wait_for_state
+from tests.helpers import ome_tiff, wait_until
 
 LAPTOP = {"width": 1366, "height": 768}
 PHONE = {"width": 400, "height": 800}

@@ -3,7 +3,7 @@ import pytest
 
 from app.models import Job
 from app.omero.base import ServerUnreachable
-from tests.conftest import Portal, ome_tiff
+from tests.helpers import Portal, ome_tiff
 from workers import pipeline
 
 
@@ -112,7 +112,7 @@ def _claimed(app, job_id):
 
     with app.extensions["db"].session() as db:
         claimed = job_states.claim(db, job_id, "w1", 60)
-        claimed.batch, claimed.files
+        claimed.batch, claimed.files  # noqa: B018 - loaded while the session is open
     return pipeline.Run(app, claimed, "w1"), claimed
 
 

@@ -8,7 +8,7 @@ from aiosmtpd.handlers import Message
 
 from app.db import utcnow
 from app.models import Job, User
-from tests.conftest import Portal, free_port, ome_tiff
+from tests.helpers import Portal, free_port, ome_tiff
 from workers import pipeline
 
 

@@ -7,14 +7,8 @@ import pytest
 import sqlalchemy as sa
 
 from app.models import Job, User
-from tests.conftest import Portal, ome_tiff, wait_until
+from tests.helpers import Portal, make_staff, ome_tiff, wait_until
 from workers import pipeline
-
-
-def make_staff(app, username):
-    with app.extensions["db"].session() as db:
-        db.execute(sa.update(User).where(User.username == username).values(is_staff=True))
-        db.commit()
 
 
 @pytest.fixture
@@ -74,7 +68,7 @@ def test_staff_cancel_a_running_job_and_its_worker_stops_at_the_next_step(app, p
 
     with app.extensions["db"].session() as db:
         job = job_states.claim(db, job_id, "node@host:7", 60)
-        job.batch, job.files
+        job.batch, job.files  # noqa: B018 - loaded while the session is open
     run = pipeline.Run(app, job, "node@host:7")
     run.update(state="converting")
     assert alice.post(f"/api/jobs/{job_id}/cancel").status_code == 409  # users cannot stop a running job

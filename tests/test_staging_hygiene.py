@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from app.db import utcnow
 from app.models import Job, User
-from tests.conftest import Portal, ome_tiff
+from tests.helpers import Portal, ome_tiff
 from workers import pipeline
 
 

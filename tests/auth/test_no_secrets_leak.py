@@ -9,8 +9,8 @@ from flask.testing import FlaskClient
 
 from app import crypto
 from app.models import User
-from tests.auth.conftest import CLIENT_SECRET, adfs_sign_in
-from tests.conftest import ome_tiff
+from tests.auth.helpers import CLIENT_SECRET, adfs_sign_in
+from tests.helpers import ome_tiff
 from workers import pipeline
 
 

@@ -7,9 +7,8 @@ import pytest
 import requests
 
 from app.models import User
-from tests.auth.conftest import STAFF_GROUP, adfs_sign_in, flashed
-from tests.conftest import Portal
-from tests.test_api import OPEN_REDIRECTS
+from tests.auth.helpers import STAFF_GROUP, adfs_sign_in, flashed
+from tests.helpers import OPEN_REDIRECTS, Portal
 
 
 def me(client):

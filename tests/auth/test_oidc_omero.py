@@ -8,7 +8,7 @@ import pytest
 
 from app.models import User
 from app.omero.omeropy import OmeroPyGateway
-from tests.auth.conftest import adfs_sign_in, flashed
+from tests.auth.helpers import adfs_sign_in, flashed
 
 
 @pytest.fixture

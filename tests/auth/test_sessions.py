@@ -11,7 +11,7 @@ import pytest
 from app import config, crypto
 from app.models import User, WebSession
 from app.omero.base import SessionExpired
-from tests.conftest import Portal, ome_tiff
+from tests.helpers import Portal, ome_tiff
 
 COOKIE = "portal_session"
 

@@ -5,7 +5,7 @@ import pytest
 
 from app.auth import staff_required
 from app.models import User
-from tests.conftest import Portal, close_app, make_app
+from tests.helpers import Portal, close_app, make_app
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from app.models import ApiToken, Job
-from tests.conftest import Portal, ome_tiff
+from tests.helpers import Portal, ome_tiff
 from workers import pipeline
 
 

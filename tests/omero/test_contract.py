@@ -244,7 +244,7 @@ TIA_PAIR = ("128x128_TEM_acquire-sum1.emi", "128x128_TEM_acquire-sum1_1.ser")
 
 def test_originals_are_kept_beside_images_with_omeros_sha1_and_read_back_byte_for_byte(backend, key, names, tmp_path):
     from app.omero.base import ORIGINAL, ORIGINAL_NAMESPACE, FileToAttach
-    from tests.conftest import SAMPLES
+    from tests.helpers import SAMPLES
 
     first, _ = tiny_tiff(tmp_path / "converted.ome.tif")
     second, _ = tiny_tiff(tmp_path / "converted-2.ome.tif")

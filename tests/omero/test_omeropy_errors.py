@@ -12,9 +12,7 @@ import Ice  # noqa: E402
 import omero  # noqa: E402
 
 from app.omero.base import OmeroError, PermissionDenied, ServerUnreachable, SessionExpired  # noqa: E402
-from app.omero.omeropy_errors import (  # noqa: E402
-    CommandCancelled, StorageFull, UploadCorrupted, command_failed, translate_errors,
-)
+from app.omero.omeropy_errors import CommandCancelled, StorageFull, UploadCorrupted, command_failed, translate_errors  # noqa: E402
 
 
 @pytest.mark.parametrize("error, expected, joining", [

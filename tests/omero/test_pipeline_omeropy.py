@@ -5,34 +5,8 @@ import re
 import pytest
 
 from app.models import Job
-from tests.conftest import ome_tiff, wait_until
+from tests.helpers import ome_tiff, sign_in_with_key, wait_until
 from workers import pipeline
-
-
-@pytest.fixture
-def portal_app(embedded_app, omero_gateway):
-    embedded_app.extensions["omero"] = omero_gateway
-    return embedded_app
-
-
-def sign_in_with_key(app, key):
-    client = app.test_client()
-    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
-    return client, client.post("/login", data={"omero_key": key, "csrf_token": token})
-
-
-@pytest.fixture
-def alice(portal_app, omero_gateway):
-    from tests.conftest import Portal
-
-    key = omero_gateway.create_session("alice", 600)
-    client, response = sign_in_with_key(portal_app, key)
-    assert response.status_code == 302
-    portal = Portal.__new__(Portal)
-    portal.client, portal.me = client, client.get("/api/me").get_json()
-    portal.headers = {"X-CSRFToken": portal.me["csrf_token"]}
-    portal.key = key
-    return portal
 
 
 def test_a_session_key_signs_in_with_the_users_groups_and_stays_on_the_server(portal_app, alice):
