@@ -14,7 +14,14 @@ from pathlib import Path
 import converters
 from app.models import Job
 from app.omero.base import (
-    ATTACHMENT_NAMESPACE, FILESET, ORIGINAL, ORIGINAL_NAMESPACE, FileToAttach, ImageRef, OmeroError, Progress,
+    ATTACHMENT_NAMESPACE,
+    FILESET,
+    ORIGINAL,
+    ORIGINAL_NAMESPACE,
+    FileToAttach,
+    ImageRef,
+    OmeroError,
+    Progress,
     StoredFile,
 )
 

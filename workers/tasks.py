@@ -7,8 +7,8 @@ from celery import shared_task
 from celery.signals import worker_process_init, worker_ready
 from flask import current_app
 
-from app.jobs import TASK_NAME
 from app import retention
+from app.jobs import TASK_NAME
 from workers import pipeline, recovery
 
 

@@ -401,5 +401,4 @@ def events():
     return sse_response(g.user.id)
 
 
-from app.api import records  # noqa: E402,F401 - its routes join this blueprint
-from app.api import duplicates  # noqa: E402,F401  (registers its routes on bp)
+from app.api import duplicates, records  # noqa: E402,F401 - their routes join this blueprint

@@ -21,7 +21,14 @@ import numpy as np
 import tifffile
 
 from app.omero.base import (
-    ORIGINAL, ORIGINAL_NAMESPACE, Annotations, FileToAttach, Gateway, ImageRef, OmeroError, Placement,
+    ORIGINAL,
+    ORIGINAL_NAMESPACE,
+    Annotations,
+    FileToAttach,
+    Gateway,
+    ImageRef,
+    OmeroError,
+    Placement,
 )
 
 KEY = "upload-portal-check"  # the key-value the check attaches and reads back

@@ -17,7 +17,14 @@ from omero.rtypes import rlong, rstring, unwrap
 
 from app.omero import omeropy_queries as q
 from app.omero.base import (
-    ATTACHMENT_NAMESPACE, FILESET, ORIGINAL, ORIGINAL_NAMESPACE, FileToAttach, OmeroError, Progress, StoredFile,
+    ATTACHMENT_NAMESPACE,
+    FILESET,
+    ORIGINAL,
+    ORIGINAL_NAMESPACE,
+    FileToAttach,
+    OmeroError,
+    Progress,
+    StoredFile,
     iter_files_in_blocks,
 )
 

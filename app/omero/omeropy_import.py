@@ -20,14 +20,25 @@ import omero.callbacks
 from omero.cmd import ERR
 from omero.grid import ImportSettings
 from omero.model import (
-    ChecksumAlgorithmI, DatasetI, FilesetEntryI, FilesetI, MapAnnotationI, NamedValue, TagAnnotationI,
+    ChecksumAlgorithmI,
+    DatasetI,
+    FilesetEntryI,
+    FilesetI,
+    MapAnnotationI,
+    NamedValue,
+    TagAnnotationI,
     UploadJobI,
 )
 from omero.rtypes import rbool, rstring
 from omero_version import omero_version
 
 from app.omero.base import (
-    CLIENT_KV_NAMESPACE, METADATA_NAMESPACE, PROVENANCE_NAMESPACE, Annotations, OmeroError, Progress,
+    CLIENT_KV_NAMESPACE,
+    METADATA_NAMESPACE,
+    PROVENANCE_NAMESPACE,
+    Annotations,
+    OmeroError,
+    Progress,
     iter_files_in_blocks,
 )
 from app.omero.omeropy_errors import command_failed

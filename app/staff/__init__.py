@@ -12,9 +12,8 @@ from flask import Blueprint, abort, current_app, g, render_template, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from app import crypto
+from app import crypto, retention
 from app import jobs as job_states
-from app import retention
 from app.auth import staff_required
 from app.db import utcnow
 from app.events import sse_response
