@@ -15,8 +15,10 @@ from app import config as portal_config
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["convert"]:  # the converters and the client own their arguments
-        from converters.cli import main as convert_main
-
+        try:
+            from converters.cli import main as convert_main
+        except ModuleNotFoundError as e:
+            return _server_missing("convert", e)
         return convert_main(argv[1:])
     if argv[:1] in (["push"], ["watch"]):
         from app.client import push, watch
@@ -56,7 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     except portal_config.ConfigError as e:
         print(f"upload-portal: {e}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as e:
+        return _server_missing(args.command, e)
     return 0
+
+
+def _server_missing(command: str, error: ModuleNotFoundError) -> int:
+    """A client-only install (no extras) runs push and watch; the rest needs the server's packages."""
+    print(f"upload-portal {command}: this install is the client only ({error.name} is missing); "
+          "install the server with: pip install 'omero-upload-portal[server]'", file=sys.stderr)
+    return 2
 
 
 def _check_omero(key: str | None, group: str | None, as_json: bool) -> int:
@@ -143,7 +154,7 @@ def _serve(no_worker: bool, processes: int) -> None:
                 flush=True))
 
         def load(self):
-            from app import create_app
+            from app.factory import create_app
 
             return create_app()
 

@@ -38,8 +38,9 @@ def clean_postgres(url: str) -> None:
 
 
 def make_app(env: dict, monkeypatch):
-    from app import config, create_app
+    from app import config
     from app.db import Database
+    from app.factory import create_app
 
     for name in [n for n in os.environ if n.startswith("PORTAL_")]:
         monkeypatch.delenv(name)

@@ -1,5 +1,5 @@
 """The worker entry point: `celery -A workers.worker worker` (or `upload-portal worker`)."""
-from app import create_app
+from app.factory import create_app
 
 flask_app = create_app()
 celery = flask_app.extensions["celery"]

@@ -40,8 +40,8 @@ def _is_api() -> bool:
 @bp.before_app_request
 def load_user() -> None:
     """Who is asking: a bearer token (scripts) or the session cookie (browsers); CSRF for the latter."""
-    from app import csrf
     from app.auth.tokens import user_for_token
+    from app.factory import csrf
 
     g.user, g.auth = None, None
     if request.authorization and request.authorization.type == "bearer":
