@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import logging
-from zoneinfo import ZoneInfo
 
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
-from app import config as portal_config
-from app.config import ROOT
+from app.core import config as portal_config
+from app.core.config import ROOT
 
 csrf = CSRFProtect()
 
@@ -16,25 +15,18 @@ csrf = CSRFProtect()
 def create_app(overrides: dict | None = None, *, check_schema: bool = True) -> Flask:
     from app.auth import oidc
     from app.auth.sessions import ServerSessionInterface
-    from app.db import Database
+    from app.core.queue import make_celery
+    from app.core.services import Services
     from app.events import EventHub
-    from app.omero import make_gateway
-    from app.staging import Staging
-    from workers.celery_app import celery_init_app
 
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
     app.config.update(portal_config.load(overrides=overrides))
-    app.config["TZ"] = ZoneInfo(app.config["TIMEZONE"])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    db = Database(app.config["DATABASE_URL"])
-    if check_schema:
-        db.check_schema()
-    app.extensions["db"] = db
-    app.extensions["staging"] = Staging(app.config["STAGING_DIR"], app.config["STAGING_RESERVE"])
-    app.extensions["omero"] = make_gateway(app.config)
-    app.extensions["events"] = EventHub(db)
-    celery_init_app(app)
+    services = Services.from_config(app.config, check_schema)
+    app.extensions["services"] = services
+    app.extensions["events"] = EventHub(services.db)
+    app.extensions["celery"] = make_celery(app.config)  # to send jobs; the workers run them
     app.session_interface = ServerSessionInterface()
     # CSRF is checked in app.auth.load_user, which knows whether a cookie or a bearer token is used.
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False

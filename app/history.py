@@ -11,8 +11,8 @@ from sqlalchemy.orm import selectinload
 
 from app.api import ApiError, count_states
 from app.auth import login_required
+from app.core.models import Batch, Job, JobFile, JobState
 from app.main import STATES
-from app.models import Batch, Job, JobFile, JobState
 
 bp = Blueprint("history", __name__)
 
@@ -60,7 +60,7 @@ def api_history():
     if number < 1 or len(text) > 200:
         raise ApiError("page counts from 1, and q holds at most 200 characters")
     query = _batches(g.user.id, state, text)
-    with current_app.extensions["db"].session() as db:
+    with current_app.extensions["services"].db.session() as db:
         total = db.scalar(select(func.count()).select_from(query.subquery()))
         batches = db.scalars(query.options(selectinload(Batch.jobs)).order_by(Batch.id.desc())
                              .offset((number - 1) * PER_PAGE).limit(PER_PAGE)).all()

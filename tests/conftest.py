@@ -9,18 +9,8 @@ import pytest
 
 from tests.browser_helpers import CHROMIUM, CHROMIUM_FLAGS
 from tests.helpers import (
-    IN_CI,
-    POSTGRES,
-    REDIS,
-    Portal,
-    Process,
-    clean_postgres,
-    close_app,
-    free_port,
-    make_app,
-    service_missing,
-    start_served,
-    wait_for_port,
+    IN_CI, POSTGRES, REDIS, Portal, Process, clean_postgres, close_app, free_port, make_app, service_missing,
+    start_served, wait_for_port,
 )
 from tests.omero.requirements import require_omero_py
 
@@ -180,7 +170,7 @@ def fake_omero():
 @pytest.fixture
 def omero_gateway(fake_omero):
     """The real adapter, talking to the fake server."""
-    from app.omero.omeropy import OmeroPyGateway
+    from app.core.omero.omeropy import OmeroPyGateway
 
     return OmeroPyGateway(
         "omero.example.org", 4064, "https://omero.example.org/", admin_user="root", admin_password="rootpw",

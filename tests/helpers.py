@@ -38,8 +38,8 @@ def clean_postgres(url: str) -> None:
 
 
 def make_app(env: dict, monkeypatch):
-    from app import config
-    from app.db import Database
+    from app.core import config
+    from app.core.db import Database
     from app.factory import create_app
 
     for name in [n for n in os.environ if n.startswith("PORTAL_")]:
@@ -54,7 +54,7 @@ def make_app(env: dict, monkeypatch):
 
 def close_app(app) -> None:
     app.extensions["events"].stop()
-    app.extensions["db"].dispose()
+    app.extensions["services"].db.dispose()
 
 
 class Portal:
@@ -203,9 +203,9 @@ OPEN_REDIRECTS = ["//evil.example/x", "https://evil.example", "/\\evil.example",
 def make_staff(app, username):
     import sqlalchemy as sa
 
-    from app.models import User
+    from app.core.models import User
 
-    with app.extensions["db"].session() as db:
+    with app.extensions["services"].db.session() as db:
         db.execute(sa.update(User).where(User.username == username).values(is_staff=True))
         db.commit()
 

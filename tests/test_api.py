@@ -38,7 +38,7 @@ def test_a_file_over_the_limit_is_refused_before_any_byte(alice, embedded_app):
 
 
 def test_a_batch_that_does_not_fit_the_staging_disk_is_refused(alice, embedded_app):
-    embedded_app.extensions["staging"].reserve = 1 << 60  # as if the disk were full
+    embedded_app.extensions["services"].staging.reserve = 1 << 60  # as if the disk were full
     response = alice.post("/api/batches", json={"group_id": alice.me["groups"][0]["id"],
                                                 "files": [{"name": "a.tif", "size": 10}]})
     assert response.status_code == 507 and "room" in response.get_json()["error"]
@@ -90,7 +90,7 @@ def test_cancel_a_queued_job_and_retry_only_failed_ones(alice, embedded_app):
     job_id = batch["jobs"][0]["id"]
     assert alice.post(f"/api/jobs/{job_id}/retry").status_code == 409
     assert alice.post(f"/api/jobs/{job_id}/cancel").get_json()["state"] == "cancelled"
-    assert not embedded_app.extensions["staging"].job_dir(job_id).exists()
+    assert not embedded_app.extensions["services"].staging.job_dir(job_id).exists()
 
 
 def test_state_changing_calls_without_the_csrf_token_are_refused(alice):

@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 import converters
-from app.omero.base import OmeroError
+from app.core.omero.base import OmeroError
 from tests.helpers import SAMPLES, Portal, close_app, make_app, ome_tiff, with_more
 from workers import pipeline
 
@@ -31,7 +31,7 @@ def send_samples(portal: Portal, names: list[str]) -> dict:
 
 def run(app, job_id: int):
     with app.app_context():
-        return pipeline.run_job(app, job_id, "w1")
+        return pipeline.run_job(app.extensions["services"], job_id, "w1")
 
 
 def record(portal: Portal, job_id: int) -> dict:
@@ -60,7 +60,7 @@ def test_a_converted_tia_pair_keeps_both_originals_byte_for_byte(embedded_app, a
     assert confirmed["in_omero"] is True and confirmed["missing"] == []
     assert "original files (the EMI and all its SERs" in alice.get("/help").get_data(as_text=True)
     # the embedded store lists and serves them too
-    (stored,) = embedded_app.extensions["omero"].images_of("alice")
+    (stored,) = embedded_app.extensions["services"].omero.images_of("alice")
     kept = [f for f in stored["files"] if f.kind == "original"]
     assert sorted(f.name for f in kept) == sorted(TIA)
     with alice.get(f"/store/file/{kept[0].id}") as served:
@@ -86,7 +86,7 @@ def test_a_passthrough_file_is_its_own_original(embedded_app, alice):
     got = record(alice, job["id"])
     assert [(o["name"], o["sha1"]) for o in got["originals"]] == [("a.ome.tif", sha1(data))]
     assert alice.get(got["originals"][0]["url"]).data == data
-    (stored,) = embedded_app.extensions["omero"].images_of("alice")
+    (stored,) = embedded_app.extensions["services"].omero.images_of("alice")
     assert [f.kind for f in stored["files"]] == ["fileset"]  # nothing stored twice
     assert alice.get(f"/api/jobs/{job['id']}/confirm").get_json()["in_omero"] is True
 
@@ -118,7 +118,7 @@ def test_every_image_and_attachment_of_a_conversion_lands_and_is_listed(embedded
         ("EDS.csv", "spectrum-csv", "EDS spectrum"), ("EDS.png", "spectrum-plot", "EDS spectrum")]
     assert alice.get(got["attachments"][0]["url"]).data.startswith(b"energy (keV),counts")
     assert "pixel size unknown for HAADF" in got["warnings"]
-    stored = embedded_app.extensions["omero"].images_of("alice")
+    stored = embedded_app.extensions["services"].omero.images_of("alice")
     assert {(i["project"], i["dataset"]) for i in stored} == {(got["project"], got["dataset"])}
     for image in stored:  # each image annotated like the first, the originals and spectra linked to each
         assert image["annotations"]["maps"]["upload-portal/provenance"]["source_files"] == "; ".join(TIA)
@@ -126,7 +126,7 @@ def test_every_image_and_attachment_of_a_conversion_lands_and_is_listed(embedded
 
 
 def test_originals_that_cannot_be_stored_retry_and_a_rerun_imports_nothing_twice(embedded_app, alice, monkeypatch):
-    from app.omero.embedded import EmbeddedSession
+    from app.core.omero.embedded import EmbeddedSession
 
     class Full(OmeroError):
         transient = True
@@ -137,10 +137,10 @@ def test_originals_that_cannot_be_stored_retry_and_a_rerun_imports_nothing_twice
     assert isinstance(run(embedded_app, job["id"]), pipeline.RetryLater)
     got = record(alice, job["id"])
     assert got["state"] != "imported" and "repository full" in got["message"]
-    assert (SAMPLES / TIA[0]).read_bytes() == (embedded_app.extensions["staging"].path(job["id"], TIA[0])).read_bytes()
+    assert (SAMPLES / TIA[0]).read_bytes() == (embedded_app.extensions["services"].staging.path(job["id"], TIA[0])).read_bytes()
     monkeypatch.setattr(EmbeddedSession, "attach_files", real)
     assert run(embedded_app, job["id"]) == "imported"
-    assert len(embedded_app.extensions["omero"].images_of("alice")) == 1
+    assert len(embedded_app.extensions["services"].omero.images_of("alice")) == 1
     assert len(record(alice, job["id"])["originals"]) == 2
 
 
@@ -166,11 +166,11 @@ def test_the_job_record_is_the_owners_and_staffs_only(embedded_stack, monkeypatc
 
 
 def test_without_an_omero_session_nothing_is_confirmed(embedded_app, alice):
-    from app.models import User
+    from app.core.models import User
 
     job = alice.send({"a.ome.tif": ome_tiff(seed=44)})["jobs"][0]
     run(embedded_app, job["id"])
-    with embedded_app.extensions["db"].session() as db:
+    with embedded_app.extensions["services"].db.session() as db:
         db.query(User).filter_by(username="alice").one().omero_key = None
         db.commit()
     confirmed = alice.get(f"/api/jobs/{job['id']}/confirm")
@@ -194,7 +194,7 @@ def test_the_staff_see_an_import_to_check_with_its_reason(embedded_stack, monkey
 
 
 def test_images_from_an_older_embedded_store_keep_their_fileset_file(embedded_app, alice):
-    from app.omero.embedded import EmbeddedGateway
+    from app.core.omero.embedded import EmbeddedGateway
 
     data = ome_tiff(seed=46)
     job = alice.send({"old.ome.tif": data})["jobs"][0]

@@ -37,8 +37,8 @@ def test_the_embedded_store_page_shows_only_the_users_images(embedded_app):
     alice, bob = Portal(embedded_app.test_client(), "alice"), Portal(embedded_app.test_client(), "bob")
     batch = alice.send({"private-name.ome.tif": ome_tiff(seed=3)})
     with embedded_app.app_context():
-        pipeline.run_job(embedded_app, batch["jobs"][0]["id"], "w1")
+        pipeline.run_job(embedded_app.extensions["services"], batch["jobs"][0]["id"], "w1")
     assert "private-name" in alice.get("/store").get_data(as_text=True)
     assert "private-name" not in bob.get("/store").get_data(as_text=True)
-    image_id = embedded_app.extensions["omero"].images_of("alice")[0]["id"]
+    image_id = embedded_app.extensions["services"].omero.images_of("alice")[0]["id"]
     assert bob.get(f"/store/image/{image_id}").status_code == 404

@@ -3,8 +3,8 @@ folder with its junk, the layout at 1366x768 and at 400 px, staff tools. Screens
 test-artifacts/."""
 import sqlalchemy as sa
 
-from app.db import Database
-from app.models import User
+from app.core.db import Database
+from app.core.models import User
 from tests.browser_helpers import ROWS, copy_samples, shot, sign_in, wait_for_state
 from tests.helpers import ome_tiff, wait_until
 

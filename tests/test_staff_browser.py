@@ -2,8 +2,8 @@
 alarm while no worker runs. Screenshots go to test-artifacts/."""
 import sqlalchemy as sa
 
-from app.db import Database
-from app.models import User
+from app.core.db import Database
+from app.core.models import User
 from tests.browser_helpers import shot, sign_in
 from tests.helpers import ome_tiff
 

@@ -12,16 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import converters
-from app.models import Job
-from app.omero.base import (
-    ATTACHMENT_NAMESPACE,
-    FILESET,
-    ORIGINAL,
-    ORIGINAL_NAMESPACE,
-    FileToAttach,
-    ImageRef,
-    OmeroError,
-    Progress,
+from app.core.models import Job
+from app.core.omero.base import (
+    ATTACHMENT_NAMESPACE, FILESET, ORIGINAL, ORIGINAL_NAMESPACE, FileToAttach, ImageRef, OmeroError, Progress,
     StoredFile,
 )
 

@@ -10,14 +10,14 @@ from contextlib import contextmanager
 from flask import Blueprint, current_app, g, request
 from sqlalchemy import func, or_, select
 
-from app import crypto
-from app import jobs as job_states
 from app.auth import login_required
-from app.db import utcnow
+from app.core import crypto
+from app.core import jobs as job_states
+from app.core.db import utcnow
+from app.core.models import Batch, Job, JobEvent, JobFile, JobState, User
+from app.core.omero.base import OmeroError, PermissionDenied, SessionExpired
+from app.core.staging import BLOCK, StagingError, safe_name
 from app.events import sse_response
-from app.models import Batch, Job, JobEvent, JobFile, JobState, User
-from app.omero.base import OmeroError, PermissionDenied, SessionExpired
-from app.staging import BLOCK, StagingError, safe_name
 from converters import FileGroup, group_files
 from converters.grouping import name_problem, shown_name
 
@@ -45,11 +45,11 @@ def _not_allowed(e):
 
 
 def _db():
-    return current_app.extensions["db"].session()
+    return current_app.extensions["services"].db.session()
 
 
 def _staging():
-    return current_app.extensions["staging"]
+    return current_app.extensions["services"].staging
 
 
 def _own(db, model, id_: int):
@@ -215,10 +215,10 @@ def _omero_errors(denied: int):
 
 @contextmanager
 def _omero_session(user: User):
-    key = user.omero_key and crypto.decrypt(user.omero_key)
+    key = user.omero_key and crypto.decrypt(user.omero_key, current_app.config["ENCRYPTION_KEY"])
     if not key:
         raise SessionExpired()
-    with current_app.extensions["omero"].session(key) as omero:
+    with current_app.extensions["services"].omero.session(key) as omero:
         yield omero
 
 

@@ -6,13 +6,13 @@ import re
 
 from flask import current_app, request
 
-from app import crypto
-from app import jobs as job_states
 from app.api import ApiError, _db, _own, _staging, bp, content_sha1
 from app.auth import login_required
-from app.db import utcnow
-from app.models import Job, JobState, User
-from app.omero.base import OmeroError
+from app.core import crypto
+from app.core import jobs as job_states
+from app.core.db import utcnow
+from app.core.models import Job, JobState, User
+from app.core.omero.base import OmeroError
 
 SHA1 = re.compile(r"[0-9a-f]{40}")
 
@@ -39,12 +39,12 @@ def check_job(job_id: int):
             raise ApiError("Give the SHA-1 of each of this job's files still to send, and of no other file")
         content = content_sha1([f.sha1 if f.completed_at else sha1s[f.id] for f in job.files])
         owner = db.get(User, job.owner_id)
-        key = owner.omero_key and crypto.decrypt(owner.omero_key)
+        key = owner.omero_key and crypto.decrypt(owner.omero_key, current_app.config["ENCRYPTION_KEY"])
         group_id = job.batch.group_id
     here, elsewhere, checked = [], [], False
     if key:
         try:
-            with current_app.extensions["omero"].session(key) as omero:
+            with current_app.extensions["services"].omero.session(key) as omero:
                 found = omero.find_images(None, content)
                 here = omero.find_images(group_id, content) if found else []
             checked = True

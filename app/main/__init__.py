@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, g, render_template, send_file
 
-from app import retention
 from app.auth import login_required
+from app.core import retention
 
 bp = Blueprint("main", __name__)
 
@@ -31,7 +31,7 @@ STATES = [
 def index():
     """Show the upload page, with a reminder when older imports must leave the transfer server."""
     days = current_app.config["RETENTION_DAYS"]
-    with current_app.extensions["db"].session() as db:
+    with current_app.extensions["services"].db.session() as db:
         entries = retention.due(db, days, owner_id=g.user.id)
     return render_template("upload.html", retention=entries[0] if entries else None, retention_days=days,
                            states={state: label for state, label, _c, _m in STATES})
@@ -48,7 +48,7 @@ def help_page():
 @login_required
 def store(image_id: int | None = None):
     """Show where the user's images landed in the embedded OMERO store."""
-    gateway = current_app.extensions["omero"]
+    gateway = current_app.extensions["services"].omero
     if not hasattr(gateway, "images_of"):
         abort(404)
     images = gateway.images_of(g.user.username)
@@ -61,7 +61,7 @@ def store(image_id: int | None = None):
 @login_required
 def store_file(file_id: int):
     """Send one of the user's files attached in the embedded store (an original, a spectrum)."""
-    gateway = current_app.extensions["omero"]
+    gateway = current_app.extensions["services"].omero
     found = gateway.file_of(g.user.username, file_id) if hasattr(gateway, "file_of") else None
     if found is None:
         abort(404)

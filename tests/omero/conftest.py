@@ -9,7 +9,7 @@ from tests.helpers import Portal, sign_in_with_key
 
 @pytest.fixture
 def portal_app(embedded_app, omero_gateway):
-    embedded_app.extensions["omero"] = omero_gateway
+    embedded_app.extensions["services"].omero = omero_gateway
     return embedded_app
 
 

@@ -33,14 +33,7 @@ import omero.clients
 from omero.api import IAdminPrx, IConfigPrx, IQueryPrx, ISessionPrx, IUpdatePrx, ServiceFactoryPrx
 from omero.cmd import Delete2
 from omero.model import (
-    DatasetI,
-    ExperimenterGroupI,
-    ExperimenterI,
-    ImageI,
-    OriginalFileI,
-    ProjectDatasetLinkI,
-    ProjectI,
-    SessionI,
+    DatasetI, ExperimenterGroupI, ExperimenterI, ImageI, OriginalFileI, ProjectDatasetLinkI, ProjectI, SessionI,
     TagAnnotationI,
 )
 from omero.rtypes import rstring, unwrap

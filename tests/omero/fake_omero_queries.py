@@ -13,25 +13,12 @@ from unittest import mock
 import omero
 import omero.constants.permissions as ocp
 from omero.model import (
-    ChecksumAlgorithmI,
-    DatasetI,
-    ExperimenterGroupI,
-    ExperimenterI,
-    FilesetEntryI,
-    FilesetI,
-    ImageAnnotationLinkI,
-    ImageI,
-    MapAnnotationI,
-    NamedValue,
-    OriginalFileI,
-    PermissionsI,
-    ProjectDatasetLinkI,
-    ProjectI,
-    TagAnnotationI,
+    ChecksumAlgorithmI, DatasetI, ExperimenterGroupI, ExperimenterI, FilesetEntryI, FilesetI, ImageAnnotationLinkI,
+    ImageI, MapAnnotationI, NamedValue, OriginalFileI, PermissionsI, ProjectDatasetLinkI, ProjectI, TagAnnotationI,
 )
 from omero.rtypes import rlong, rstring, unwrap
 
-from app.omero import omeropy_queries as q
+from app.core.omero import omeropy_queries as q
 
 from .fake_omero_model import Row, Store, User
 

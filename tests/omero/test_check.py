@@ -15,8 +15,8 @@ import pytest
 import tifffile
 
 from app.cli import main
-from app.omero.check import SelfCheck
-from app.omero.embedded import EmbeddedGateway
+from app.core.omero.check import SelfCheck
+from app.core.omero.embedded import EmbeddedGateway
 
 from .requirements import require_omero_py
 

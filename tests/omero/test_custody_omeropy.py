@@ -2,7 +2,7 @@
 OMERO's own SHA-1 read back, downloads byte for byte, confirm from OMERO, a full repository retried."""
 import hashlib
 
-from app.omero.base import ORIGINAL_NAMESPACE
+from app.core.omero.base import ORIGINAL_NAMESPACE
 from tests.helpers import SAMPLES
 from workers import pipeline
 
@@ -15,7 +15,7 @@ def send_tia(portal) -> dict:
 
 def run(app, job_id):
     with app.app_context():
-        return pipeline.run_job(app, job_id, "w1")
+        return pipeline.run_job(app.extensions["services"], job_id, "w1")
 
 
 def test_a_tia_pairs_originals_are_attachments_with_omeros_sha1_and_download_byte_for_byte(portal_app, alice, fake_omero):
@@ -33,7 +33,7 @@ def test_a_tia_pairs_originals_are_attachments_with_omeros_sha1_and_download_byt
     # OMERO computed each hash itself (hasher SHA1-160) when the store was saved
     files = {f.fields["name"]: f for f in fake_omero.rows("file") if f.fields["hasher"] and f.fields.get("digest")}
     assert {n: f.fields["hash"] for n, f in files.items()} == {o["name"]: o["sha1"] for o in got["originals"]}
-    from app.omero.omeropy_files import BLOCK
+    from app.core.omero.omeropy_files import BLOCK
 
     writes = fake_omero.calls("rfs.write")
     assert writes and all(length <= BLOCK for *_, length in writes)

@@ -12,7 +12,7 @@ require_omero_py()
 from omero.model import DatasetI, MapAnnotationI, ProjectI, TagAnnotationI  # noqa: E402
 from omero.rtypes import rstring, unwrap  # noqa: E402
 
-from app.omero.base import (  # noqa: E402
+from app.core.omero.base import (  # noqa: E402
     CLIENT_KV_NAMESPACE,
     METADATA_NAMESPACE,
     PROVENANCE_NAMESPACE,
@@ -22,9 +22,9 @@ from app.omero.base import (  # noqa: E402
     ServerUnreachable,
     SessionExpired,
 )
-from app.omero.omeropy import OmeroPyGateway  # noqa: E402
-from app.omero.omeropy_errors import UploadCorrupted  # noqa: E402
-from app.omero.omeropy_import import BLOCK  # noqa: E402
+from app.core.omero.omeropy import OmeroPyGateway  # noqa: E402
+from app.core.omero.omeropy_errors import UploadCorrupted  # noqa: E402
+from app.core.omero.omeropy_import import BLOCK  # noqa: E402
 from tests.helpers import data_file  # noqa: E402
 
 from .fake_omero import lab_id  # noqa: E402
@@ -169,7 +169,7 @@ def test_key_values_are_one_targeted_query_in_the_calls_group(imported, omero_ga
 
 
 def test_key_values_are_paged_to_the_limit(omero_gateway, fake_omero, alice, tmp_path, monkeypatch):
-    from app.omero import omeropy_queries
+    from app.core.omero import omeropy_queries
 
     monkeypatch.setattr(omeropy_queries, "KEY_VALUES_LIMIT", 2)
     gid = lab_id(fake_omero)

@@ -14,10 +14,10 @@ require_omero_py()
 import Ice  # noqa: E402
 import omero  # noqa: E402
 
-from app.omero.base import Annotations, OmeroError, ServerUnreachable  # noqa: E402
-from app.omero.omeropy import OmeroPyGateway  # noqa: E402
-from app.omero.omeropy_errors import StorageFull  # noqa: E402
-from app.omero.omeropy_import import CommandTimedOut  # noqa: E402
+from app.core.omero.base import Annotations, OmeroError, ServerUnreachable  # noqa: E402
+from app.core.omero.omeropy import OmeroPyGateway  # noqa: E402
+from app.core.omero.omeropy_errors import StorageFull  # noqa: E402
+from app.core.omero.omeropy_import import CommandTimedOut  # noqa: E402
 from tests.helpers import data_file, wait_until  # noqa: E402
 from tests.omero.fake_omero import lab_id  # noqa: E402
 
@@ -121,7 +121,7 @@ def test_uploaders_must_be_closed_before_verify_upload(fake_omero, tmp_path):
     from omero.model import DatasetI
     from omero.rtypes import rstring
 
-    from app.omero.omeropy_import import build_fileset, build_settings
+    from app.core.omero.omeropy_import import build_fileset, build_settings
 
     client = fake_omero.client_factory()
     client.createSession("alice", "secret")

@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import ROOT
+from app.core.config import ROOT
 
 
 class OutdatedSchema(RuntimeError):

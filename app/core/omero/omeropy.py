@@ -29,22 +29,13 @@ from omero.rtypes import rstring, unwrap
 from omero.sys import Principal
 from omero_version import omero_version
 
-from app.omero import omeropy_files as files_io
-from app.omero import omeropy_queries as q
-from app.omero.base import (
-    Annotations,
-    FileToAttach,
-    Group,
-    Identity,
-    ImageRef,
-    OmeroError,
-    Placement,
-    Progress,
-    SessionExpired,
-    StoredFile,
+from app.core.omero import omeropy_files as files_io
+from app.core.omero import omeropy_queries as q
+from app.core.omero.base import (
+    Annotations, FileToAttach, Group, Identity, ImageRef, OmeroError, Placement, Progress, SessionExpired, StoredFile,
 )
-from app.omero.omeropy_errors import command_failed, translate_errors
-from app.omero.omeropy_import import build_annotations, import_fileset, linkable_tag_ids, new_tag, wait_for
+from app.core.omero.omeropy_errors import command_failed, translate_errors
+from app.core.omero.omeropy_import import build_annotations, import_fileset, linkable_tag_ids, new_tag, wait_for
 
 log = logging.getLogger(__name__)
 

@@ -20,15 +20,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from app.omero.base import (
-    ORIGINAL,
-    ORIGINAL_NAMESPACE,
-    Annotations,
-    FileToAttach,
-    Gateway,
-    ImageRef,
-    OmeroError,
-    Placement,
+from app.core.omero.base import (
+    ORIGINAL, ORIGINAL_NAMESPACE, Annotations, FileToAttach, Gateway, ImageRef, OmeroError, Placement,
 )
 
 KEY = "upload-portal-check"  # the key-value the check attaches and reads back

@@ -13,8 +13,8 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
-from app.db import utcnow
-from app.models import Job, JobEvent, JobState
+from app.core.db import utcnow
+from app.core.models import Job, JobEvent, JobState
 
 TASK_NAME = "portal.process_job"
 DEFAULT_PRIORITY = 5  # Redis serves 0 first: staff "move to front" sends a job's message again at 0
