@@ -13,6 +13,7 @@ csrf = CSRFProtect()
 
 
 def create_app(overrides: dict | None = None, *, check_schema: bool = True) -> Flask:
+    from app import errors
     from app.auth import oidc
     from app.auth.sessions import ServerSessionInterface
     from app.core.queue import make_celery
@@ -32,6 +33,7 @@ def create_app(overrides: dict | None = None, *, check_schema: bool = True) -> F
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     csrf.init_app(app)
     oidc.init_app(app)
+    errors.register(app)
 
     from app.api import bp as api_bp
     from app.auth import bp as auth_bp

@@ -9,9 +9,10 @@ from flask import Blueprint, current_app, g, render_template, request
 from sqlalchemy import String, cast, func, or_, select
 from sqlalchemy.orm import selectinload
 
-from app.api import ApiError, count_states
+from app.api import count_states
 from app.auth import login_required
 from app.core.models import Batch, Job, JobFile, JobState
+from app.errors import ApiError
 from app.main import STATES
 
 bp = Blueprint("history", __name__)

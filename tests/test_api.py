@@ -126,3 +126,25 @@ def test_sign_in_redirects_only_within_the_portal(embedded_app, target, allowed)
     token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
     response = client.post("/login?next=" + target, data={"username": "zoe", "csrf_token": token})
     assert (response.headers["Location"] == target) is allowed
+
+
+def test_each_refusal_carries_the_code_the_page_acts_on(alice, embedded_app):
+    """The page and scripts branch on `code` (docs/api.md), never on the message's words."""
+    data = ome_tiff(seed=5)
+    batch = alice.new_batch({"a.ome.tif": data})
+    file_id = batch["jobs"][0]["files"][0]["id"]
+
+    def refusal(response):
+        return response.status_code, response.get_json()["code"]
+
+    assert refusal(alice.put(f"/api/files/{file_id}?offset=3", data=data[3:])) == (409, "resume")
+    assert refusal(alice.post(f"/api/files/{file_id}/complete", json={"sha1": "0" * 40})) == (409, "incomplete")
+    assert alice.put(f"/api/files/{file_id}?offset=0", data=data).status_code == 200
+    assert refusal(alice.post(f"/api/files/{file_id}/complete", json={"sha1": "0" * 40})) == (422, "damaged")
+    assert alice.post(f"/api/jobs/{batch['jobs'][0]['id']}/cancel").get_json()["state"] == "cancelled"
+    assert refusal(alice.put(f"/api/files/{file_id}?offset=0", data=data)) == (409, "not_waiting")
+    assert refusal(alice.post(f"/api/jobs/{batch['jobs'][0]['id']}/cancel")) == (409, "not_allowed")
+    assert refusal(alice.post("/api/batches", json={"files": []})) == (400, "invalid")
+    assert refusal(alice.get("/api/batches/999999")) == (404, "not_found")
+    assert refusal(embedded_app.test_client().get("/api/me")) == (401, "sign_in")
+    assert refusal(embedded_app.test_client().post("/api/batches", json={})) == (400, "csrf")  # a cookie request

@@ -13,7 +13,7 @@ from tests.sse_clients import read_stream
 from workers import pipeline
 
 ROLES = ("anonymous", "owner", "other", "staff")
-NOT_FOUND = {"error": "Not found"}
+NOT_FOUND = {"error": "Not found", "code": "not_found"}
 
 # Each case: method, URL (filled from the owner's objects), JSON body, and the status each role gets.
 # "owner" means alice, whose batch, files, jobs, token and image the URLs name.

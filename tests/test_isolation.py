@@ -21,7 +21,7 @@ def test_another_users_ids_answer_404_everywhere_and_change_nothing(app):
         bob.post(f"/api/jobs/{other['id']}/retry"),
     ]
     assert [r.status_code for r in attempts] == [404] * len(attempts)
-    assert all(r.get_json() == {"error": "Not found"} for r in attempts)
+    assert all(r.get_json() == {"error": "Not found", "code": "not_found"} for r in attempts)
     assert bob.get("/api/batches").get_json() == {"batches": []}
     assert read_stream(bob.client, "/api/events?after=0") == []
     assert read_stream(bob.client, "/api/events", headers={"Last-Event-ID": "0"}) == []

@@ -20,6 +20,7 @@ from app.core import crypto
 from app.core.db import utcnow
 from app.core.models import Job, JobState, User, WebSession
 from app.core.omero.base import OmeroError, SessionExpired
+from app.errors import error_response
 
 bp = Blueprint("auth", __name__)
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def load_user() -> None:
 def csrf_refused(e: CSRFError):
     message = "This request lacks a valid security token: reload the page and try again"
     if _is_api():
-        return {"error": f"{message} ({e.description})"}, 400
+        return error_response(f"{message} ({e.description})", 400, "csrf")
     flash(message)
     return render_template("login.html"), 400
 
@@ -74,8 +75,8 @@ def login_required(view):
         if g.user is None:
             if _is_api():
                 if request.authorization and request.authorization.type == "bearer":
-                    return {"error": "This API token is not valid (revoked?): create a new one at /tokens"}, 401
-                return {"error": "Sign in first"}, 401
+                    return error_response("This API token is not valid (revoked?): create a new one at /tokens", 401)
+                return error_response("Sign in first", 401)
             if session.idled_out:
                 flash("You were signed out after a while without activity: sign in again")
             return redirect(url_for("auth.login", next=request.path))
@@ -90,7 +91,7 @@ def staff_required(view):
     def wrapped(*args, **kwargs):
         if not g.user.is_staff:
             if _is_api():
-                return {"error": "Facility staff only"}, 403
+                return error_response("Facility staff only", 403)
             abort(403)
         return view(*args, **kwargs)
     return wrapped

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from app.auth import bp, login_required
 from app.core.db import utcnow
 from app.core.models import ApiToken, User
+from app.errors import error_response
 
 PREFIX = "omp_"  # recognisable in a script or a secret scanner
 MAX_TOKENS = 50
@@ -116,11 +117,11 @@ def list_tokens():
 def create_token():
     """Create an API token; the answer is the only time it is shown."""
     if g.auth != "session":
-        return {"error": TOKEN_REFUSED}, 403
+        return error_response(TOKEN_REFUSED, 403)
     try:
         row, token = _create(str((request.get_json(silent=True) or {}).get("name", "")))
     except ValueError as e:
-        return {"error": str(e)}, 400
+        return error_response(str(e), 400)
     return {**row.public(), "token": token}, 201
 
 
@@ -129,7 +130,7 @@ def create_token():
 def revoke_token(token_id: int):
     """Revoke one of the user's API tokens."""
     if g.auth != "session":
-        return {"error": TOKEN_REFUSED}, 403
+        return error_response(TOKEN_REFUSED, 403)
     if not _revoke(token_id):
-        return {"error": "Not found"}, 404
+        return error_response("Not found", 404)
     return "", 204

@@ -137,7 +137,7 @@ def api_events():
 def _import_as(username) -> User:
     """The user staff import for, with a session of their own (through the admin connection): the
     images will be theirs."""
-    from app.api import ApiError
+    from app.errors import ApiError
     from app.auth import remember_omero_user
 
     if not isinstance(username, str) or not username.strip():

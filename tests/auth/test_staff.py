@@ -26,7 +26,7 @@ def test_listed_users_are_staff_and_others_are_not(staff_app):
     fay, gus = Portal(staff_app.test_client(), "fay"), Portal(staff_app.test_client(), "gus")
     assert is_staff(staff_app, "fay") and not is_staff(staff_app, "gus")
     assert fay.get("/staff-check").status_code == 200 and gus.get("/staff-check").status_code == 403
-    assert gus.get("/api/staff-check").get_json() == {"error": "Facility staff only"}
+    assert gus.get("/api/staff-check").get_json() == {"error": "Facility staff only", "code": "forbidden"}
     assert staff_app.test_client().get("/api/staff-check").status_code == 401
 
 
