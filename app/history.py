@@ -13,7 +13,7 @@ from app.api import count_states
 from app.auth import login_required
 from app.core.models import Batch, Job, JobFile, JobState
 from app.errors import ApiError
-from app.main import STATES
+from app.core.jobs import page_states
 
 bp = Blueprint("history", __name__)
 
@@ -25,7 +25,7 @@ FILTER_STATES = [JobState.UPLOADING, JobState.QUEUED, *JobState.RUNNING, *JobSta
 @login_required
 def page():
     """Show the user's earlier imports."""
-    return render_template("history.html", states={state: label for state, label, _c, _m in STATES},
+    return render_template("history.html", states=page_states(),
                            filter_states=FILTER_STATES)
 
 

@@ -114,7 +114,9 @@ def test_the_file_list_shows_during_an_import_at_1366x768_and_pages_fit_400px(
     assert bottom <= LAPTOP["height"], f"the fourth row ends at y={bottom}"  # the list is in view
     shot(page, "upload-1366x768-importing")
     colours = page.evaluate("""() => ['sending', 'converting'].map((state) => {
-        const b = document.createElement('span'); b.className = `state state-${state}`; document.body.append(b);
+        const named = JSON.parse(document.getElementById('states').textContent)[state].colour;  // as rows.js does
+        const b = document.createElement('span'); b.className = `state state-${state} colour-${named}`;
+        document.body.append(b);
         const colour = getComputedStyle(b).backgroundColor; b.remove(); return colour; })""")
     assert colours == ["rgb(178, 235, 242)"] * 2  # uploading is cyan, as converting and importing
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import selectinload
 from app.auth import staff_required
 from app.core import crypto, retention
 from app.core import jobs as job_states
+from app.core.jobs import page_states
 from app.core.db import utcnow
 from app.core.models import Batch, Job, JobEvent, JobState, User, WorkerBeat
 from app.core.omero.base import OmeroError
@@ -95,7 +96,7 @@ def dashboard():
     disk = shutil.disk_usage(staging.root)
     return render_template("staff.html", staged=human_size(retention.staged_bytes(staging.root)),
                            disk_free=human_size(disk.free), disk_total=human_size(disk.total), users=users, microscopes=sorted(microscopes), groups=sorted(groups),
-                           states=[JobState.UPLOADING, JobState.QUEUED, *JobState.RUNNING, *JobState.FINAL],
+                           states=[JobState.UPLOADING, JobState.QUEUED, *JobState.RUNNING, *JobState.FINAL], page_states=page_states(),
                            status=status)
 
 
