@@ -7,7 +7,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends g++ libssl-dev 
 
 WORKDIR /srv/portal
 COPY . .
-RUN pip install --no-cache-dir -e . && PYTHON=python scripts/install-omero.sh
+RUN pip install --no-cache-dir -e '.[server]' && PYTHON=python scripts/install-omero.sh
 
 RUN useradd --system --home /srv/portal portal && mkdir -p /data/staging && chown -R portal /data
 USER portal

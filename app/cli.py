@@ -2,21 +2,21 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import subprocess
 import sys
-import time
 
-from app import config as portal_config
+from app.core import config as portal_config
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["convert"]:  # the converters and the client own their arguments
-        from converters.cli import main as convert_main
-
+        try:
+            from converters.cli import main as convert_main
+        except ModuleNotFoundError as e:
+            return _server_missing("convert", e)
         return convert_main(argv[1:])
     if argv[:1] in (["push"], ["watch"]):
         from app.client import push, watch
@@ -56,14 +56,23 @@ def main(argv: list[str] | None = None) -> int:
     except portal_config.ConfigError as e:
         print(f"upload-portal: {e}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as e:
+        return _server_missing(args.command, e)
     return 0
+
+
+def _server_missing(command: str, error: ModuleNotFoundError) -> int:
+    """A client-only install (no extras) runs push and watch; the rest needs the server's packages."""
+    print(f"upload-portal {command}: this install is the client only ({error.name} is missing); "
+          "install the server with: pip install 'omero-upload-portal[server]'", file=sys.stderr)
+    return 2
 
 
 def _check_omero(key: str | None, group: str | None, as_json: bool) -> int:
     import json
 
-    from app.omero import make_gateway
-    from app.omero.check import SelfCheck
+    from app.core.omero import make_gateway
+    from app.core.omero.check import SelfCheck
 
     config = portal_config.load()
     if key == "-":
@@ -77,7 +86,7 @@ def _check_omero(key: str | None, group: str | None, as_json: bool) -> int:
 
 
 def _upgrade() -> None:
-    from app.db import Database
+    from app.core.db import Database
 
     config = portal_config.load()
     db = Database(config["DATABASE_URL"])
@@ -86,37 +95,10 @@ def _upgrade() -> None:
     print("database schema is up to date")
 
 
-class _Unrecoverable(logging.Handler):
-    """Notes Celery's "Unrecoverable error", after which it exits. A broker restart can cause one:
-    kombu loses its Redis connection while restoring unacknowledged messages (celery/celery#10205)."""
-
-    seen = False
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.CRITICAL and record.getMessage().startswith("Unrecoverable error"):
-            _Unrecoverable.seen = True
-
-
 def _worker(beat: bool) -> None:
-    from workers.worker import celery, flask_app
-
-    flask_app.config["DATA_DIR"].mkdir(parents=True, exist_ok=True)  # the beat schedule lives there
-    logging.getLogger("celery.worker").addHandler(_Unrecoverable())
-    try:
-        celery.worker_main(["worker", "--loglevel=INFO", f"--concurrency={flask_app.config['WORKER_CONCURRENCY']}",
-                            f"--hostname=portal-{os.getpid()}@%h", *(["--beat"] if beat else [])])
-    except SystemExit as e:
-        if not (e.code and _Unrecoverable.seen):
-            raise
-        # Start afresh in this same process (same pid, so the same node name, still PID 1 in a
-        # container): its startup sweep queues again what the broken connection left behind.
-        restarts = int(os.environ.get("UPLOAD_PORTAL_WORKER_RESTARTS", "0")) + 1
-        delay = min(30, 2 ** restarts)
-        print(f"upload-portal: the worker stopped on an unrecoverable broker error; restart {restarts} in {delay} s",
-              file=sys.stderr, flush=True)
-        time.sleep(delay)
-        os.environ["UPLOAD_PORTAL_WORKER_RESTARTS"] = str(restarts)
-        os.execv(sys.executable, [sys.executable, "-m", "app.cli", "worker", *(["--beat"] if beat else [])])
+    portal_config.load()  # a setting with a hole is said here, before the worker starts
+    # the worker is its own program (workers/), handed the core's services, not this app
+    os.execv(sys.executable, [sys.executable, "-m", "workers", *(["--beat"] if beat else [])])
 
 
 def _serve(no_worker: bool, processes: int) -> None:
@@ -143,7 +125,7 @@ def _serve(no_worker: bool, processes: int) -> None:
                 flush=True))
 
         def load(self):
-            from app import create_app
+            from app.factory import create_app
 
             return create_app()
 

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.db import Database
-from app.models import JobEvent
+from app.core.db import Database
+from app.core.models import JobEvent
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,11 @@ from flask import Blueprint, current_app, g, render_template, request
 from sqlalchemy import String, cast, func, or_, select
 from sqlalchemy.orm import selectinload
 
-from app.api import ApiError, count_states
+from app.api import count_states
 from app.auth import login_required
-from app.main import STATES
-from app.models import Batch, Job, JobFile, JobState
+from app.core.models import Batch, Job, JobFile, JobState
+from app.errors import ApiError
+from app.core.jobs import page_states
 
 bp = Blueprint("history", __name__)
 
@@ -24,7 +25,7 @@ FILTER_STATES = [JobState.UPLOADING, JobState.QUEUED, *JobState.RUNNING, *JobSta
 @login_required
 def page():
     """Show the user's earlier imports."""
-    return render_template("history.html", states={state: label for state, label, _c, _m in STATES},
+    return render_template("history.html", states=page_states(),
                            filter_states=FILTER_STATES)
 
 
@@ -60,7 +61,7 @@ def api_history():
     if number < 1 or len(text) > 200:
         raise ApiError("page counts from 1, and q holds at most 200 characters")
     query = _batches(g.user.id, state, text)
-    with current_app.extensions["db"].session() as db:
+    with current_app.extensions["services"].db.session() as db:
         total = db.scalar(select(func.count()).select_from(query.subquery()))
         batches = db.scalars(query.options(selectinload(Batch.jobs)).order_by(Batch.id.desc())
                              .offset((number - 1) * PER_PAGE).limit(PER_PAGE)).all()

@@ -31,13 +31,13 @@ from benchmarks.upload_ingest import make_file, time_cp  # noqa: E402
 def _session(case: str, scratch: Path):
     """An OMERO session of the case's backend, as a context manager."""
     if case == "embedded":
-        from app.omero.embedded import EmbeddedGateway
+        from app.core.omero.embedded import EmbeddedGateway
 
         gateway = EmbeddedGateway(scratch / "store", groups=("Lab",))
         return gateway.session(gateway.create_session("bench", 3600))
     import omero.callbacks
 
-    from app.omero.omeropy import OmeroPyGateway
+    from app.core.omero.omeropy import OmeroPyGateway
     from tests.omero.fake_omero import FakeOmero
 
     server = FakeOmero()
@@ -55,7 +55,7 @@ def measure(case: str, source: Path, scratch: Path) -> dict:
     import numpy as np
     import tifffile
 
-    from app.omero.base import ORIGINAL, ORIGINAL_NAMESPACE, Annotations, FileToAttach
+    from app.core.omero.base import ORIGINAL, ORIGINAL_NAMESPACE, Annotations, FileToAttach
 
     image = scratch / "tiny.ome.tif"
     tifffile.imwrite(image, np.zeros((8, 8), np.uint8))

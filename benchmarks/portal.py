@@ -7,8 +7,8 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path

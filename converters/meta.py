@@ -5,7 +5,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from converters.base import PixelSize
 
@@ -92,7 +92,7 @@ def from_filetime(ticks: float) -> datetime | None:
     """A Windows FILETIME (100 ns since 1601-01-01 UTC) as an aware datetime; None when out of range."""
     if not isinstance(ticks, (int, float)) or not 1e17 < ticks < 3e18:  # 1917..11107: a plausible stamp
         return None
-    return datetime(1601, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=ticks / 10)
+    return datetime(1601, 1, 1, tzinfo=UTC) + timedelta(microseconds=ticks / 10)
 
 
 def pixel_size(x_m: float | None, y_m: float | None = None, z_m: float | None = None) -> PixelSize | None:

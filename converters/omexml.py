@@ -1,7 +1,7 @@
 """Build the OME-XML of a converted image with ome-types (tifffile's own writer has no Instrument)."""
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import UTC
 
 import numpy as np
 from ome_types import model, to_xml
@@ -61,7 +61,7 @@ def ome_xml(image: SourceImage, microscope: str | None, name: str, nplanes: int)
     )
     if image.acquired is not None:
         # xsd:dateTime with the offset; OMERO stores the instant, so UTC loses nothing
-        ome_image.acquisition_date = image.acquired.astimezone(timezone.utc)
+        ome_image.acquisition_date = image.acquired.astimezone(UTC)
     ome = model.OME(
         creator="omero-upload-portal converters", images=[ome_image], instruments=[instrument],
         structured_annotations=model.StructuredAnnotations(map_annotations=[annotation]),

@@ -27,8 +27,9 @@ from types import ModuleType
 from xml.etree import ElementTree
 
 from converters import formats, ometiff, spectra
-from converters.base import (Accounted, Conversion, ConversionError, ConvertOptions, OutputImage, Passthrough,
-                             SourceFile, SourceImage)
+from converters.base import (
+    Accounted, Conversion, ConversionError, ConvertOptions, OutputImage, Passthrough, SourceFile, SourceImage,
+)
 from converters.meta import DATE_UNKNOWN, MICROSCOPE_UNKNOWN, PIXEL_SIZE_UNKNOWN, friendly_name, human_size
 
 log = logging.getLogger(__name__)

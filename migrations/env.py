@@ -2,8 +2,8 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from app import config as portal_config
-from app.models import Base
+from app.core import config as portal_config
+from app.core.models import Base
 
 engine = context.config.attributes.get("engine") or create_engine(portal_config.load()["DATABASE_URL"])
 

@@ -1,6 +1,6 @@
 // The history page: the researcher's batches, newest first, each opening onto its jobs (the same rows
 // as the upload page, with Retry where it can succeed). Filters and the page number live in the URL.
-import { LABELS, Rows } from "./upload/rows.js";
+import { Rows, badgeClass, label } from "./upload/rows.js";
 import { api, el, human, plural, say } from "./upload/util.js";
 
 const $ = (id) => document.getElementById(id);
@@ -13,8 +13,9 @@ function params() {
 function counts(states) {
   const line = el("span", { class: "counts" });
   for (const [state, n] of Object.entries(states)) {
-    line.append(el("span", { class: `state state-${state === "uploading" ? "pending" : state}` },
-      `${n} ${state === "uploading" ? "not sent completely" : (LABELS[state] || state).toLowerCase()}`), " ");
+    // a job not sent completely wears the pending badge (its symbol), with its own label
+    line.append(el("span", { class: badgeClass(state === "uploading" ? "pending" : state) },
+      `${n} ${label(state).toLowerCase()}`), " ");
   }
   return line;
 }

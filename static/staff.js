@@ -3,6 +3,7 @@
 "use strict";
 (() => {
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const STATES = JSON.parse(document.getElementById("states").textContent);  // declared on the server
   const tbody = document.querySelector("#jobs tbody");
   const filters = document.getElementById("filters");
   const el = (tag, attrs = {}, text) => {
@@ -29,11 +30,11 @@
     const tr = el("tr", { "data-job": String(job.id) });
     const link = el("a", { href: `/staff/jobs/${job.id}` }, String(job.id));
     const check = job.state === "imported" && job.warnings && job.warnings.length;  // imported, to check
-    const state = el("span", { class: `state state-${job.state}${check ? " state-check" : ""}`,
+    const state = el("span", { class: `state state-${job.state} colour-${STATES[job.state].colour}${check ? " state-check" : ""}`,
       title: check ? `check: ${job.warnings.join(", ")}` : "" }, check ? `${job.state}, check` : job.state);
     const actions = el("td");
     const can = { retry: job.can_retry, front: canMoveToFront && job.state === "queued",
-      cancel: ["uploading", "queued", "converting", "importing"].includes(job.state), free: job.staged };
+      cancel: !STATES[job.state].final, free: job.staged };
     for (const [action, label] of [["retry", "Retry"], ["cancel", "Cancel"], ["front", "Move to front"],
       ["free", "Free its bytes"]]) {
       if (!can[action]) continue;

@@ -2,30 +2,17 @@
 from __future__ import annotations
 
 import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT.parent / "shared" / "samples"
-IN_CI = os.environ.get("CI") == "true"
-POSTGRES = os.environ.get("PORTAL_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-REDIS = os.environ.get("PORTAL_TEST_REDIS", "redis://127.0.0.1:6379/9")
-
-
-def service_missing(what: str, error: Exception):
-    """In CI a missing service is a failure; on a laptop the test says why it did not run."""
-    message = f"{what} is not reachable ({error})"
-    if IN_CI:
-        pytest.fail(message + ": CI must have it")
-    pytest.skip(message)
+from tests.browser_helpers import CHROMIUM, CHROMIUM_FLAGS
+from tests.helpers import (
+    IN_CI, POSTGRES, REDIS, Portal, Process, clean_postgres, close_app, free_port, make_app, service_missing,
+    start_served, wait_for_port,
+)
+from tests.omero.requirements import require_omero_py
 
 
 @pytest.fixture(scope="session")
@@ -59,15 +46,6 @@ def redis_url():
     client.flushdb()
 
 
-def _clean_postgres(url: str) -> None:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    with engine.begin() as c:
-        c.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    engine.dispose()
-
-
 @pytest.fixture
 def embedded_stack(tmp_path):
     """Environment for one portal on embedded defaults, with short leases for quick recovery."""
@@ -81,31 +59,12 @@ def stack(request, embedded_stack):
     env = dict(embedded_stack)
     if request.param == "services":
         url, broker = request.getfixturevalue("postgres_url"), request.getfixturevalue("redis_url")
-        _clean_postgres(url)
+        clean_postgres(url)
         import redis
 
         redis.Redis.from_url(broker).flushdb()
         env.update(PORTAL_DATABASE_URL=url, PORTAL_BROKER_URL=broker)
     return env
-
-
-def make_app(env: dict, monkeypatch):
-    from app import config, create_app
-    from app.db import Database
-
-    for name in [n for n in os.environ if n.startswith("PORTAL_")]:
-        monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    migrations = Database(config.load()["DATABASE_URL"])
-    migrations.upgrade()
-    migrations.dispose()
-    return create_app()
-
-
-def close_app(app) -> None:
-    app.extensions["events"].stop()
-    app.extensions["db"].dispose()
 
 
 @pytest.fixture
@@ -122,113 +81,10 @@ def embedded_app(embedded_stack, monkeypatch):
     close_app(app)
 
 
-class Portal:
-    """A browser-like client of one user: signs in, keeps the CSRF token, speaks the JSON API."""
-
-    def __init__(self, client, username: str):
-        self.client = client
-        page = client.get("/login").get_data(as_text=True)
-        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-        response = client.post("/login", data={"username": username, "csrf_token": token})
-        assert response.status_code == 302, response.get_data(as_text=True)
-        self.me = client.get("/api/me").get_json()
-        self.headers = {"X-CSRFToken": self.me["csrf_token"]}
-
-    def get(self, url, **kw):
-        return self.client.get(url, **kw)
-
-    def post(self, url, **kw):
-        return self.client.post(url, headers=self.headers, **kw)
-
-    def put(self, url, **kw):
-        return self.client.put(url, headers=self.headers, **kw)
-
-    def new_batch(self, files: dict[str, bytes], **fields):
-        body = {"group_id": self.me["groups"][0]["id"], "files": [{"name": n, "size": len(b)} for n, b in files.items()]}
-        body.update(fields)
-        response = self.post("/api/batches", json=body)
-        assert response.status_code == 201, response.get_json()
-        return response.get_json()
-
-    def send(self, files: dict[str, bytes], **fields):
-        """Create a batch and send every file whole; return the batch as created."""
-        import hashlib
-
-        batch = self.new_batch(files, **fields)
-        for job in batch["jobs"]:
-            for f in job["files"] if job["state"] == "uploading" else []:
-                data = files[f["name"]]
-                for offset in range(0, len(data), 32 << 20):
-                    sent = self.put(f"/api/files/{f['id']}?offset={offset}", data=data[offset:offset + (32 << 20)])
-                    assert sent.status_code == 200, sent.get_json()
-                done = self.post(f"/api/files/{f['id']}/complete", json={"sha1": hashlib.sha1(data).hexdigest()})
-                assert done.status_code == 200, done.get_json()
-        return batch
-
-    def batch(self, batch_id):
-        return self.get(f"/api/batches/{batch_id}").get_json()
-
-
 @pytest.fixture
 def portal(app):
     """Sign in as a named user on the test app: portal('alice')."""
     return lambda username: Portal(app.test_client(), username)
-
-
-def ome_tiff(shape=(4, 5), seed=0, microscope: str | None = None, acquired: str | None = None) -> bytes:
-    """A real OME-TIFF of random pixels (seed makes the content unique)."""
-    import io
-
-    import numpy as np
-    import tifffile
-
-    pixels = np.random.default_rng(seed).integers(0, 255, shape, dtype=np.uint8)
-    buffer = io.BytesIO()
-    tifffile.imwrite(buffer, pixels, ome=True, metadata={"axes": "YX"})
-    data = buffer.getvalue()
-    if microscope or acquired:
-        # tifffile writes no Instrument or AcquisitionDate: add them to its OME-XML (same length kept
-        # by rewriting the description tag through tifffile itself)
-        with tifffile.TiffFile(io.BytesIO(data)) as tif:
-            xml = tif.ome_metadata
-        from xml.sax.saxutils import quoteattr
-
-        extra = f'<Instrument ID="Instrument:0"><Microscope Model={quoteattr(microscope)}/></Instrument>' if microscope else ""
-        xml = xml.replace("<Image ", extra + "<Image ", 1)
-        if acquired:
-            xml = re.sub(r"(<Image [^>]*>)", rf"\1<AcquisitionDate>{acquired}</AcquisitionDate>", xml, count=1)
-        buffer = io.BytesIO()
-        tifffile.imwrite(buffer, pixels, description=xml.encode(), metadata=None)
-        data = buffer.getvalue()
-    return data
-
-
-class Process:
-    """A portal process (web or worker) started from the command line with the stack's environment."""
-
-    def __init__(self, args: list[str], env: dict, log: Path):
-        self.args, self.env, self.log = args, env, log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Process:
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")} | self.env
-        with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", *self.args], env=environ,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        return self
-
-    def kill(self, sig=signal.SIGKILL) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture
@@ -237,12 +93,6 @@ def worker(stack, tmp_path):
     process = Process(["worker"], stack, tmp_path / "worker.log")
     yield process
     process.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -257,42 +107,12 @@ def live_server(stack, tmp_path):
     process.stop()
 
 
-def start_served(stack: dict, tmp_path: Path, *args: str) -> tuple[str, Process]:
-    """`upload-portal serve [args]` on a free port; its URL and process."""
-    port = free_port()
-    process = Process(["serve", *args], stack | {"PORTAL_PORT": str(port)}, tmp_path / "serve.log").start()
-    wait_for_port(port, process, timeout=60)
-    return f"http://127.0.0.1:{port}", process
-
-
 @pytest.fixture
 def served(embedded_stack, tmp_path):
     """`upload-portal serve` (web and worker) on embedded defaults, as a newcomer runs it; its URL."""
     url, process = start_served(embedded_stack, tmp_path)
     yield url
     process.stop()
-
-
-def wait_for_port(port: int, process: Process, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.proc.poll() is not None:
-            raise RuntimeError(f"the process exited: {process.log.read_text()[-3000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}: {process.log.read_text()[-3000:]}")
-
-
-def wait_until(predicate, timeout: float = 60, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -308,3 +128,52 @@ def pytest_runtest_makereport(item, call):
     for page in [page for context in getattr(browser, "contexts", []) for page in context.pages]:
         report.sections.append((f"page {page.url}", page.inner_text("body")[-3000:]))  # what the user saw
     return report
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        if IN_CI:
+            pytest.fail("chromium is not installed: CI must have it (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def served_without_worker(embedded_stack, tmp_path):
+    """Jobs stay queued: what a busy facility looks like."""
+    url, process = start_served(embedded_stack, tmp_path, "--no-worker")
+    yield url
+    process.stop()
+
+
+@pytest.fixture
+def fake_omero():
+    """A fake OMERO server with a group "Lab", users alice and bob in it, and an admin "root"."""
+    require_omero_py()
+    from tests.omero.fake_omero import FakeOmero
+
+    server = FakeOmero(commit_jitter=0.005)
+    lab = server.store.add_group("Lab")
+    server.store.add_user("alice", [lab], first="Alice", last="Liddell")
+    server.store.add_user("bob", [lab])
+    server.store.add_user("root", [], password="rootpw", admin=True)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def omero_gateway(fake_omero):
+    """The real adapter, talking to the fake server."""
+    from app.core.omero.omeropy import OmeroPyGateway
+
+    return OmeroPyGateway(
+        "omero.example.org", 4064, "https://omero.example.org/", admin_user="root", admin_password="rootpw",
+        client_factory=fake_omero.client_factory, settle_seconds=0.05, import_timeout_seconds=5,
+        poll_seconds=0.05,
+    )

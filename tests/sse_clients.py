@@ -61,3 +61,21 @@ class StreamReader(threading.Thread):
                         return
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
             self.error = e  # the server went away: the test or benchmark is over, or a load test failed
+
+
+def read_stream(client, url, heartbeats=2, headers=None):
+    """Collect (sse_id, payload) pairs until `heartbeats` idle heartbeats have passed."""
+    response = client.get(url, buffered=False, headers=headers or {})
+    assert response.mimetype == "text/event-stream"
+    messages, seen_heartbeats = [], 0
+    for chunk in response.response:
+        text = chunk.decode() if isinstance(chunk, bytes) else chunk
+        if text.startswith(": heartbeat"):
+            seen_heartbeats += 1
+            if seen_heartbeats >= heartbeats:
+                break
+        elif text.startswith("id:"):
+            lines = dict(line.split(": ", 1) for line in text.strip().split("\n"))
+            messages.append((int(lines["id"]), json.loads(lines["data"])))
+    response.close()
+    return messages

@@ -2,12 +2,12 @@ import hashlib
 
 import pytest
 
-from tests.conftest import ome_tiff
+from tests.helpers import OPEN_REDIRECTS, ome_tiff
 
 
 @pytest.fixture
 def alice(embedded_app):
-    from tests.conftest import Portal
+    from tests.helpers import Portal
 
     return Portal(embedded_app.test_client(), "alice")
 
@@ -38,7 +38,7 @@ def test_a_file_over_the_limit_is_refused_before_any_byte(alice, embedded_app):
 
 
 def test_a_batch_that_does_not_fit_the_staging_disk_is_refused(alice, embedded_app):
-    embedded_app.extensions["staging"].reserve = 1 << 60  # as if the disk were full
+    embedded_app.extensions["services"].staging.reserve = 1 << 60  # as if the disk were full
     response = alice.post("/api/batches", json={"group_id": alice.me["groups"][0]["id"],
                                                 "files": [{"name": "a.tif", "size": 10}]})
     assert response.status_code == 507 and "room" in response.get_json()["error"]
@@ -90,7 +90,7 @@ def test_cancel_a_queued_job_and_retry_only_failed_ones(alice, embedded_app):
     job_id = batch["jobs"][0]["id"]
     assert alice.post(f"/api/jobs/{job_id}/retry").status_code == 409
     assert alice.post(f"/api/jobs/{job_id}/cancel").get_json()["state"] == "cancelled"
-    assert not embedded_app.extensions["staging"].job_dir(job_id).exists()
+    assert not embedded_app.extensions["services"].staging.job_dir(job_id).exists()
 
 
 def test_state_changing_calls_without_the_csrf_token_are_refused(alice):
@@ -117,10 +117,6 @@ def test_signed_out_requests_get_401_and_pages_redirect(embedded_app):
     assert response.status_code == 302 and "/login" in response.headers["Location"]
 
 
-OPEN_REDIRECTS = ["//evil.example/x", "https://evil.example", "/\\evil.example", "/\t/evil.example",
-                  "/\n/evil.example", " //evil.example", "javascript:alert(1)", "https:evil.example", "\\\\evil.example"]
-
-
 @pytest.mark.parametrize("target, allowed", [("/store", True), ("/store?view=1", True)]
                          + [(target, False) for target in OPEN_REDIRECTS])
 def test_sign_in_redirects_only_within_the_portal(embedded_app, target, allowed):
@@ -130,3 +126,25 @@ def test_sign_in_redirects_only_within_the_portal(embedded_app, target, allowed)
     token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
     response = client.post("/login?next=" + target, data={"username": "zoe", "csrf_token": token})
     assert (response.headers["Location"] == target) is allowed
+
+
+def test_each_refusal_carries_the_code_the_page_acts_on(alice, embedded_app):
+    """The page and scripts branch on `code` (docs/api.md), never on the message's words."""
+    data = ome_tiff(seed=5)
+    batch = alice.new_batch({"a.ome.tif": data})
+    file_id = batch["jobs"][0]["files"][0]["id"]
+
+    def refusal(response):
+        return response.status_code, response.get_json()["code"]
+
+    assert refusal(alice.put(f"/api/files/{file_id}?offset=3", data=data[3:])) == (409, "resume")
+    assert refusal(alice.post(f"/api/files/{file_id}/complete", json={"sha1": "0" * 40})) == (409, "incomplete")
+    assert alice.put(f"/api/files/{file_id}?offset=0", data=data).status_code == 200
+    assert refusal(alice.post(f"/api/files/{file_id}/complete", json={"sha1": "0" * 40})) == (422, "damaged")
+    assert alice.post(f"/api/jobs/{batch['jobs'][0]['id']}/cancel").get_json()["state"] == "cancelled"
+    assert refusal(alice.put(f"/api/files/{file_id}?offset=0", data=data)) == (409, "not_waiting")
+    assert refusal(alice.post(f"/api/jobs/{batch['jobs'][0]['id']}/cancel")) == (409, "not_allowed")
+    assert refusal(alice.post("/api/batches", json={"files": []})) == (400, "invalid")
+    assert refusal(alice.get("/api/batches/999999")) == (404, "not_found")
+    assert refusal(embedded_app.test_client().get("/api/me")) == (401, "sign_in")
+    assert refusal(embedded_app.test_client().post("/api/batches", json={})) == (400, "csrf")  # a cookie request

@@ -7,13 +7,13 @@ import re
 import pytest
 import sqlalchemy as sa
 
-from app.models import User
-from tests.conftest import Portal, close_app, make_app, ome_tiff
-from tests.test_events import read_stream
+from app.core.models import User
+from tests.helpers import Portal, close_app, make_app, ome_tiff
+from tests.sse_clients import read_stream
 from workers import pipeline
 
 ROLES = ("anonymous", "owner", "other", "staff")
-NOT_FOUND = {"error": "Not found"}
+NOT_FOUND = {"error": "Not found", "code": "not_found"}
 
 # Each case: method, URL (filled from the owner's objects), JSON body, and the status each role gets.
 # "owner" means alice, whose batch, files, jobs, token and image the URLs name.
@@ -97,21 +97,21 @@ def world(embedded_stack, monkeypatch):
     imported = alice.send({"done.ome.tif": ome_tiff(seed=31)})["jobs"][0]
     failed, failed2 = alice.send({"f.ome.tif": ome_tiff(seed=34), "f2.ome.tif": ome_tiff(seed=35)})["jobs"]
     with app.app_context():
-        pipeline.run_job(app, imported["id"], "matrix")
-    with app.extensions["db"].session() as db:  # her OMERO session ends: failures Retry can fix
+        pipeline.run_job(app.extensions["services"], imported["id"], "matrix")
+    with app.extensions["services"].db.session() as db:  # her OMERO session ends: failures Retry can fix
         db.execute(sa.update(User).where(User.username == "alice").values(omero_key=None))
         db.commit()
     with app.app_context():
         for job in (failed, failed2):
-            pipeline.run_job(app, job["id"], "matrix")
+            pipeline.run_job(app.extensions["services"], job["id"], "matrix")
     alice = Portal(app.test_client(), "alice")  # signed in again
     waiting = alice.new_batch({"w.ome.tif": ome_tiff(seed=32), "w2.ome.tif": ome_tiff(seed=33)})
     tokens = [alice.post("/api/tokens", json={"name": name}).get_json()["id"] for name in ("page", "api")]
     ids = {"batch": waiting["id"], "file": waiting["jobs"][0]["files"][0]["id"], "waiting": waiting["jobs"][0]["id"],
            "waiting2": waiting["jobs"][1]["id"], "failed": failed["id"], "failed2": failed2["id"], "imported": imported["id"],
            "token": tokens[0], "token2": tokens[1], "group": alice.me["groups"][0]["id"],
-           "image": app.extensions["omero"].images_of("alice")[0]["id"],
-           "stored_file": app.extensions["omero"].images_of("alice")[0]["files"][0].id,
+           "image": app.extensions["services"].omero.images_of("alice")[0]["id"],
+           "stored_file": app.extensions["services"].omero.images_of("alice")[0]["files"][0].id,
            "original": alice.get(f"/api/jobs/{imported['id']}").get_json()["originals"][0]["url"].rsplit("/", 1)[1]}
     clients = {"anonymous": anonymous(app), "owner": alice, "other": Portal(app.test_client(), "bob"),
                "staff": Portal(app.test_client(), "sam")}

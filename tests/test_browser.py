@@ -1,89 +1,10 @@
 """The upload page in headless Chromium (Debian's, driven by Playwright) against `upload-portal serve`
 on embedded defaults, with its worker and the real converters. Screenshots go to test-artifacts/."""
-import os
 import re
-import shutil
 import time
 
-import pytest
-
-from tests.conftest import IN_CI, ROOT, SAMPLES, ome_tiff, start_served, wait_until
-
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-MICROSCOPE_PC = {"width": 1280, "height": 1024}
-ROWS = "#rows tbody tr"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        if IN_CI:
-            pytest.fail("chromium is not installed: CI must have it (apt-get install chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def served_without_worker(embedded_stack, tmp_path):
-    """Jobs stay queued: what a busy facility looks like."""
-    url, process = start_served(embedded_stack, tmp_path, "--no-worker")
-    yield url
-    process.stop()
-
-
-def sign_in(browser, base, username, viewport=MICROSCOPE_PC):
-    page = browser.new_context(viewport=viewport).new_page()
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    # a refused or failed request is logged by the browser itself: the page handles those
-    page.on("console", lambda message: message.type == "error" and not message.text.startswith(
-        "Failed to load resource") and errors.append(message.text))
-    page.errors = errors
-    page.goto(base + "/login")
-    page.fill("input[name=username]", username)
-    page.click("form:has(input[name=username]) button")
-    page.wait_for_url(base + "/")
-    page.wait_for_selector("body[data-ready=true]")
-    return page
-
-
-def shot(page, name):
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def row(page, name):
-    return page.locator(ROWS, has_text=name)
-
-
-def state(page, name):
-    return row(page, name).get_attribute("data-state")
-
-
-def wait_for_state(page, name, wanted, timeout=120_000):
-    page.locator(f"{ROWS}[data-state={wanted}]", has_text=name).wait_for(timeout=timeout)
-
-
-def badge(page, name):
-    """What the row's state badge shows: its text, its symbol and its colour."""
-    return tuple(row(page, name).locator(".state").evaluate(
-        "b => [b.textContent, getComputedStyle(b, '::before').content, getComputedStyle(b).backgroundColor]"))
-
-
-def copy_samples(folder, names: dict[str, str]):
-    folder.mkdir(parents=True)
-    for target, source in names.items():
-        shutil.copy(SAMPLES / source, folder / target)
-    return folder
-
+from tests.browser_helpers import MICROSCOPE_PC, ROWS, badge, copy_samples, row, shot, sign_in, state, wait_for_state
+from tests.helpers import SAMPLES, ome_tiff, wait_until
 
 SESSION = {  # name in the folder -> sample it is a copy of
     "fei_example_tem_stack.emd": "fei_example_tem_stack.emd",
@@ -327,7 +248,7 @@ def test_remove_clear_cancel_and_drop_with_the_keyboard(browser, served_without_
         return [b.textContent, getComputedStyle(b, '::before').content, getComputedStyle(b).backgroundColor,
                 r.children[1].textContent]; })""")
     assert len(legend) == 12
-    for label, symbol, background, colour in legend:
+    for label, symbol, background, _colour in legend:
         assert label and symbol not in ("none", "normal", '""') and background != "rgba(0, 0, 0, 0)", label
     by_name = {}
     for _label, _symbol, background, colour in legend:

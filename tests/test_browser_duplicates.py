@@ -1,7 +1,7 @@
 """The page hashes files in a Web Worker (hash-wasm under the page's CSP) and asks before sending:
 a file OMERO already holds ends "Already in OMERO" without a byte sent."""
-from tests.conftest import ome_tiff
-from tests.test_browser import ROWS, badge, browser, row, sign_in, wait_for_state  # noqa: F401 (fixture)
+from tests.browser_helpers import ROWS, badge, row, sign_in, wait_for_state
+from tests.helpers import ome_tiff
 
 
 def test_a_file_omero_already_holds_is_not_sent_again(browser, served, tmp_path):  # noqa: F811

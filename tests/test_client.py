@@ -2,6 +2,8 @@
 import fcntl
 import hashlib
 import shutil
+import subprocess
+import sys
 import threading
 import time
 
@@ -10,7 +12,7 @@ import pytest
 from app.client import FINAL, PortalClient
 from app.client.push import collect, push
 from app.client.watch import Watcher
-from tests.conftest import SAMPLES, ome_tiff
+from tests.helpers import ROOT, SAMPLES, ome_tiff
 from tests.sse_clients import signed_in
 
 
@@ -191,7 +193,7 @@ def test_a_watch_process_killed_and_restarted_sends_each_file_once(portal, tmp_p
 
 def test_staff_push_for_a_user_and_the_images_are_theirs(embedded_stack, tmp_path):
     from app.client import ClientError
-    from tests.conftest import start_served
+    from tests.helpers import start_served
 
     portal, process = start_served(embedded_stack | {"PORTAL_STAFF_USERS": "sam"}, tmp_path)
     try:
@@ -285,3 +287,34 @@ def test_push_sends_nothing_of_a_file_omero_already_holds(portal, tmp_path):
     assert job["state"] == "duplicate" and puts == []
     assert sha1s == {"run again.ome.tif": hashlib.sha1(again.read_bytes()).hexdigest()}
     assert client.confirm(job["id"])["in_omero"]
+
+
+LIGHT_CLIENT = """
+import importlib.abc, sys
+
+class NoServerStack(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"flask", "numpy", "h5py", "tifffile", "sqlalchemy", "celery", "rsciio"}:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, NoServerStack())
+from app.cli import main
+from converters import group_files
+assert [g.kind for g in group_files(["a.emi", "a_1.ser", "b.tif"])] == ["tia", "single"]
+for command in ("push", "watch"):
+    try:
+        main([command, "--help"])
+    except SystemExit as e:
+        assert e.code == 0, e.code
+print(main(["serve"]))
+"""
+
+
+def test_push_and_watch_run_without_flask_numpy_or_h5py():
+    """What a microscope PC with the client alone (no extras) has: push and watch work, group files
+    as the server does, and a server command says which install it needs."""
+    run = subprocess.run([sys.executable, "-c", LIGHT_CLIENT], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "usage: upload-portal push" in run.stdout and "usage: upload-portal watch" in run.stdout
+    assert run.stdout.strip().endswith("2")
+    assert "pip install 'omero-upload-portal[server]'" in run.stderr

@@ -3,8 +3,8 @@ import stat
 
 import pytest
 
-from app import config
-from app.db import Database, OutdatedSchema
+from app.core import config
+from app.core.db import Database, OutdatedSchema
 
 
 def test_production_refuses_to_start_and_names_what_is_missing():

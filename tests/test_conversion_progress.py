@@ -5,8 +5,8 @@ import mrcfile
 import numpy as np
 from sqlalchemy import select
 
-from app.models import JobEvent
-from tests.conftest import SAMPLES, Portal
+from app.core.models import JobEvent
+from tests.helpers import SAMPLES, Portal
 from workers import pipeline
 
 
@@ -18,8 +18,8 @@ def test_a_converting_job_reports_its_progress(embedded_app, tmp_path):
     batch = alice.send({name: (tmp_path / name).read_bytes() for name in ("Atlas_1.mrc", "Atlas_1.xml")})
     job_id = batch["jobs"][0]["id"]
     with embedded_app.app_context():
-        assert pipeline.run_job(embedded_app, job_id, "w1") == "imported"
-    with embedded_app.extensions["db"].session() as db:
+        assert pipeline.run_job(embedded_app.extensions["services"], job_id, "w1") == "imported"
+    with embedded_app.extensions["services"].db.session() as db:
         events = [e.data for e in db.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))]
     converting = [e["progress"] for e in events if e["state"] == "converting"]
     assert converting[0] == 0.0 and any(0 < p < 1 for p in converting), converting

@@ -9,9 +9,8 @@ import sqlite3
 import pytest
 
 import converters
-from app.omero.base import OmeroError
-from converters.base import Attachment, OutputImage
-from tests.conftest import SAMPLES, Portal, close_app, make_app, ome_tiff
+from app.core.omero.base import OmeroError
+from tests.helpers import SAMPLES, Portal, close_app, make_app, ome_tiff, with_more
 from workers import pipeline
 
 TIA = ["128x128_TEM_acquire-sum1.emi", "128x128_TEM_acquire-sum1_1.ser"]
@@ -32,7 +31,7 @@ def send_samples(portal: Portal, names: list[str]) -> dict:
 
 def run(app, job_id: int):
     with app.app_context():
-        return pipeline.run_job(app, job_id, "w1")
+        return pipeline.run_job(app.extensions["services"], job_id, "w1")
 
 
 def record(portal: Portal, job_id: int) -> dict:
@@ -61,7 +60,7 @@ def test_a_converted_tia_pair_keeps_both_originals_byte_for_byte(embedded_app, a
     assert confirmed["in_omero"] is True and confirmed["missing"] == []
     assert "original files (the EMI and all its SERs" in alice.get("/help").get_data(as_text=True)
     # the embedded store lists and serves them too
-    (stored,) = embedded_app.extensions["omero"].images_of("alice")
+    (stored,) = embedded_app.extensions["services"].omero.images_of("alice")
     kept = [f for f in stored["files"] if f.kind == "original"]
     assert sorted(f.name for f in kept) == sorted(TIA)
     with alice.get(f"/store/file/{kept[0].id}") as served:
@@ -87,7 +86,7 @@ def test_a_passthrough_file_is_its_own_original(embedded_app, alice):
     got = record(alice, job["id"])
     assert [(o["name"], o["sha1"]) for o in got["originals"]] == [("a.ome.tif", sha1(data))]
     assert alice.get(got["originals"][0]["url"]).data == data
-    (stored,) = embedded_app.extensions["omero"].images_of("alice")
+    (stored,) = embedded_app.extensions["services"].omero.images_of("alice")
     assert [f.kind for f in stored["files"]] == ["fileset"]  # nothing stored twice
     assert alice.get(f"/api/jobs/{job['id']}/confirm").get_json()["in_omero"] is True
 
@@ -107,19 +106,6 @@ def test_with_originals_off_a_converted_job_is_never_confirmed(embedded_stack, m
         close_app(app)
 
 
-def with_more(conversion: converters.Conversion, out) -> converters.Conversion:
-    """The conversion with a second image and a spectrum's CSV and plot, as multi-signal files give."""
-    second = out / "second.ome.tiff"
-    second.write_bytes(ome_tiff(seed=42))
-    csv, png = out / "EDS.csv", out / "EDS.png"
-    csv.write_text("energy (keV),counts\n0.0,1\n0.01,5\n")
-    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(64)))
-    conversion.images.append(OutputImage(second, "HAADF", {"T": 1, "C": 1, "Z": 1, "Y": 4, "X": 5}, ["HAADF"], None))
-    conversion.attachments += [Attachment(csv, "spectrum-csv", "EDS spectrum"), Attachment(png, "spectrum-plot", "EDS spectrum")]
-    conversion.warnings.append("pixel size unknown for HAADF")
-    return conversion
-
-
 def test_every_image_and_attachment_of_a_conversion_lands_and_is_listed(embedded_app, alice, monkeypatch):
     real = converters.convert
     monkeypatch.setattr(converters, "convert", lambda files, out, options: with_more(real(files, out, options), out))
@@ -132,7 +118,7 @@ def test_every_image_and_attachment_of_a_conversion_lands_and_is_listed(embedded
         ("EDS.csv", "spectrum-csv", "EDS spectrum"), ("EDS.png", "spectrum-plot", "EDS spectrum")]
     assert alice.get(got["attachments"][0]["url"]).data.startswith(b"energy (keV),counts")
     assert "pixel size unknown for HAADF" in got["warnings"]
-    stored = embedded_app.extensions["omero"].images_of("alice")
+    stored = embedded_app.extensions["services"].omero.images_of("alice")
     assert {(i["project"], i["dataset"]) for i in stored} == {(got["project"], got["dataset"])}
     for image in stored:  # each image annotated like the first, the originals and spectra linked to each
         assert image["annotations"]["maps"]["upload-portal/provenance"]["source_files"] == "; ".join(TIA)
@@ -140,7 +126,7 @@ def test_every_image_and_attachment_of_a_conversion_lands_and_is_listed(embedded
 
 
 def test_originals_that_cannot_be_stored_retry_and_a_rerun_imports_nothing_twice(embedded_app, alice, monkeypatch):
-    from app.omero.embedded import EmbeddedSession
+    from app.core.omero.embedded import EmbeddedSession
 
     class Full(OmeroError):
         transient = True
@@ -151,10 +137,10 @@ def test_originals_that_cannot_be_stored_retry_and_a_rerun_imports_nothing_twice
     assert isinstance(run(embedded_app, job["id"]), pipeline.RetryLater)
     got = record(alice, job["id"])
     assert got["state"] != "imported" and "repository full" in got["message"]
-    assert (SAMPLES / TIA[0]).read_bytes() == (embedded_app.extensions["staging"].path(job["id"], TIA[0])).read_bytes()
+    assert (SAMPLES / TIA[0]).read_bytes() == (embedded_app.extensions["services"].staging.path(job["id"], TIA[0])).read_bytes()
     monkeypatch.setattr(EmbeddedSession, "attach_files", real)
     assert run(embedded_app, job["id"]) == "imported"
-    assert len(embedded_app.extensions["omero"].images_of("alice")) == 1
+    assert len(embedded_app.extensions["services"].omero.images_of("alice")) == 1
     assert len(record(alice, job["id"])["originals"]) == 2
 
 
@@ -180,11 +166,11 @@ def test_the_job_record_is_the_owners_and_staffs_only(embedded_stack, monkeypatc
 
 
 def test_without_an_omero_session_nothing_is_confirmed(embedded_app, alice):
-    from app.models import User
+    from app.core.models import User
 
     job = alice.send({"a.ome.tif": ome_tiff(seed=44)})["jobs"][0]
     run(embedded_app, job["id"])
-    with embedded_app.extensions["db"].session() as db:
+    with embedded_app.extensions["services"].db.session() as db:
         db.query(User).filter_by(username="alice").one().omero_key = None
         db.commit()
     confirmed = alice.get(f"/api/jobs/{job['id']}/confirm")
@@ -208,7 +194,7 @@ def test_the_staff_see_an_import_to_check_with_its_reason(embedded_stack, monkey
 
 
 def test_images_from_an_older_embedded_store_keep_their_fileset_file(embedded_app, alice):
-    from app.omero.embedded import EmbeddedGateway
+    from app.core.omero.embedded import EmbeddedGateway
 
     data = ome_tiff(seed=46)
     job = alice.send({"old.ome.tif": data})["jobs"][0]

@@ -5,7 +5,7 @@ import subprocess
 import pytest
 import yaml
 
-from app.config import ROOT
+from app.core.config import ROOT
 
 
 @pytest.fixture(scope="module")

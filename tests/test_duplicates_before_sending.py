@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
-from app import staging as staging_module
-from tests.conftest import Portal, ome_tiff
+from app.core import staging as staging_module
+from tests.helpers import Portal, ome_tiff
 from workers import pipeline
 
 
@@ -17,7 +17,7 @@ def alice(embedded_app):
 def imported(app, portal, name, data, group_id):
     batch = portal.send({name: data}, group_id=group_id)
     with app.app_context():
-        assert pipeline.run_job(app, batch["jobs"][0]["id"], "w1") == "imported"
+        assert pipeline.run_job(app.extensions["services"], batch["jobs"][0]["id"], "w1") == "imported"
     return portal.get(f"/api/batches/{batch['id']}").get_json()["jobs"][0]
 
 
@@ -59,7 +59,7 @@ def test_the_same_content_in_another_group_is_named_but_does_not_block(embedded_
     alice.put(f"/api/files/{job['files'][0]['id']}?offset=0", data=data)
     alice.post(f"/api/files/{job['files'][0]['id']}/complete", json={"sha1": hashlib.sha1(data).hexdigest()})
     with embedded_app.app_context():
-        assert pipeline.run_job(embedded_app, job["id"], "w1") == "imported"
+        assert pipeline.run_job(embedded_app.extensions["services"], job["id"], "w1") == "imported"
 
 
 def test_new_content_is_sent_as_before(embedded_app, alice):
@@ -92,7 +92,7 @@ def test_another_users_job_cannot_be_checked(embedded_app, alice):
 
 
 def test_a_chunk_sent_ahead_waits_for_the_one_before_it(embedded_app, tmp_path):
-    staging = embedded_app.extensions["staging"]
+    staging = embedded_app.extensions["services"].staging
     first, second = b"a" * 3000, b"b" * 2000
     ahead = {}
     later = threading.Thread(target=lambda: ahead.update(
@@ -108,6 +108,6 @@ def test_a_chunk_sent_ahead_waits_for_the_one_before_it(embedded_app, tmp_path):
 
 def test_a_chunk_whose_turn_never_comes_is_refused_with_the_offset(embedded_app, monkeypatch):
     monkeypatch.setattr(staging_module, "TURN_WAIT", 0.2)
-    staging = embedded_app.extensions["staging"]
+    staging = embedded_app.extensions["services"].staging
     with pytest.raises(staging_module.StagingError, match="holds 0 bytes"):
         staging.write(2, 8, "g.raw", 100, [b"x" * 10], 200)

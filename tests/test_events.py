@@ -6,27 +6,10 @@ import pytest
 import sqlalchemy as sa
 
 from app import events as events_module
+from app.core.models import JobEvent
 from app.events import EventHub
-from app.models import JobEvent
-from tests.conftest import Portal, ome_tiff
-
-
-def read_stream(client, url, heartbeats=2, headers=None):
-    """Collect (sse_id, payload) pairs until `heartbeats` idle heartbeats have passed."""
-    response = client.get(url, buffered=False, headers=headers or {})
-    assert response.mimetype == "text/event-stream"
-    messages, seen_heartbeats = [], 0
-    for chunk in response.response:
-        text = chunk.decode() if isinstance(chunk, bytes) else chunk
-        if text.startswith(": heartbeat"):
-            seen_heartbeats += 1
-            if seen_heartbeats >= heartbeats:
-                break
-        elif text.startswith("id:"):
-            lines = dict(line.split(": ", 1) for line in text.strip().split("\n"))
-            messages.append((int(lines["id"]), json.loads(lines["data"])))
-    response.close()
-    return messages
+from tests.helpers import Portal, ome_tiff
+from tests.sse_clients import read_stream
 
 
 def test_a_stream_carries_only_its_users_events_and_replays_after_last_event_id(app):
@@ -65,7 +48,7 @@ def test_live_events_reach_the_stream_as_jobs_change(embedded_app):
 def alices_job(app) -> tuple[int, int]:
     """A job to hang hand-made events on: (its id, its owner's id)."""
     job_id = Portal(app.test_client(), "alice").new_batch({"a.tif": b"1"})["jobs"][0]["id"]
-    with app.extensions["db"].session() as s:
+    with app.extensions["services"].db.session() as s:
         return job_id, s.scalar(sa.select(JobEvent.owner_id))
 
 
@@ -93,7 +76,7 @@ def hand_driven_hub(db, owner: int):
 @pytest.mark.parametrize("stack", ["services"], indirect=True)
 def test_an_event_committed_after_a_later_one_is_still_delivered_and_the_cursor_waits(app):
     job_id, owner = alices_job(app)
-    db = app.extensions["db"]
+    db = app.extensions["services"].db
     hub, sub = hand_driven_hub(db, owner)
     start = hub.cursor
     slow = slow_then_fast(db, job_id, owner)
@@ -112,7 +95,7 @@ def test_an_event_still_committing_when_the_hub_starts_is_dispatched(app):
     """A web process starting while a worker commits: the newest id the new hub sees is not proof
     that every lower id is in."""
     job_id, owner = alices_job(app)
-    db = app.extensions["db"]
+    db = app.extensions["services"].db
     slow = slow_then_fast(db, job_id, owner)
     hub, sub = hand_driven_hub(db, owner)  # it starts with "fast" as the newest id it sees
     slow.commit()
@@ -124,7 +107,7 @@ def test_an_event_still_committing_when_the_hub_starts_is_dispatched(app):
 @pytest.mark.parametrize("stack", ["services"], indirect=True)
 def test_a_rolled_back_id_stops_holding_the_cursor_after_the_grace_time(app, monkeypatch):
     job_id, owner = alices_job(app)
-    db = app.extensions["db"]
+    db = app.extensions["services"].db
     hub, _ = hand_driven_hub(db, owner)
     start = hub.cursor
     with db.session() as lost:
@@ -153,7 +136,7 @@ def test_no_message_id_passes_an_event_the_stream_has_not_sent_yet(app):
     """A stream that lags behind the hub (a busy client) must not send, with an earlier event, a cursor
     that covers a later-committed one still waiting in its queue: a reconnect then would skip it."""
     job_id, owner = alices_job(app)
-    db = app.extensions["db"]
+    db = app.extensions["services"].db
     hub, _ = hand_driven_hub(db, owner)
     live = events_module.stream(hub, owner, after=hub.cursor, heartbeat=0.01)
     assert next(live).startswith("retry:")

@@ -19,10 +19,9 @@ import pytest
 import sqlalchemy as sa
 
 from app.client import sha1_of
-from app.models import Job, JobEvent
-from app.omero.embedded import EmbeddedGateway
-from tests.conftest import (IN_CI, SAMPLES, Portal, Process, free_port, ome_tiff, start_served, wait_for_port,
-                            wait_until)
+from app.core.models import Job, JobEvent
+from app.core.omero.embedded import EmbeddedGateway
+from tests.helpers import IN_CI, SAMPLES, Portal, Process, free_port, ome_tiff, start_served, wait_for_port, wait_until
 from tests.sse_clients import signed_in
 
 pytestmark = pytest.mark.slow
@@ -30,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 def newest_state_event(app, after: int, state: str) -> int | None:
     """The id of the first event after `after` that moves a job into `state` (a fresh transition)."""
-    with app.extensions["db"].session() as db:
+    with app.extensions["services"].db.session() as db:
         for event_id, data in db.execute(sa.select(JobEvent.id, JobEvent.data).where(JobEvent.id > after)
                                          .order_by(JobEvent.id)):
             if data["state"] == state and data["progress"] == 0.0:
@@ -39,12 +38,12 @@ def newest_state_event(app, after: int, state: str) -> int | None:
 
 
 def last_event(app) -> int:
-    with app.extensions["db"].session() as db:
+    with app.extensions["services"].db.session() as db:
         return db.scalar(sa.select(sa.func.max(JobEvent.id))) or 0
 
 
 def states(app, ids):
-    with app.extensions["db"].session() as db:
+    with app.extensions["services"].db.session() as db:
         return dict(db.execute(sa.select(Job.id, Job.state).where(Job.id.in_(ids))).all())
 
 
@@ -74,9 +73,9 @@ def test_twenty_kills_mid_conversion_and_twenty_mid_import_lose_nothing_and_impo
     worker.start()
     wait_until(lambda: set(states(app, ids).values()) == {"imported"}, timeout=600, interval=0.5,
                what="every job to be imported")
-    images = app.extensions["omero"].images_of("alice")
+    images = app.extensions["services"].omero.images_of("alice")
     assert sorted(image["name"] for image in images) == sorted(files)  # once each, none lost, none twice
-    with app.extensions["db"].session() as db:
+    with app.extensions["services"].db.session() as db:
         attempts = db.scalars(sa.select(Job.attempts).where(Job.id.in_(ids))).all()
     assert sum(attempts) >= len(ids) + 20  # the kills really interrupted work
 
@@ -113,9 +112,9 @@ def private_redis(tmp_path):
 
 
 def test_a_broker_restarted_mid_batch_loses_no_job(postgres_url, private_redis, tmp_path, monkeypatch):
-    from tests.conftest import _clean_postgres, close_app, make_app
+    from tests.helpers import clean_postgres, close_app, make_app
 
-    _clean_postgres(postgres_url)
+    clean_postgres(postgres_url)
     env = {"PORTAL_MODE": "embedded", "PORTAL_DATA_DIR": str(tmp_path / "data"), "PORTAL_JOB_LEASE_SECONDS": "3",
            "PORTAL_SSE_HEARTBEAT": "1", "PORTAL_STAGING_RESERVE": "0", "PORTAL_DATABASE_URL": postgres_url,
            "PORTAL_BROKER_URL": private_redis.url}
@@ -133,11 +132,10 @@ def test_a_broker_restarted_mid_batch_loses_no_job(postgres_url, private_redis, 
         private_redis.restart()
         wait_until(lambda: set(states(app, ids).values()) == {"imported"}, timeout=300, interval=0.5,
                    what="all 50 jobs after the broker restart")
-        assert len(app.extensions["omero"].images_of("alice")) == 50
+        assert len(app.extensions["services"].omero.images_of("alice")) == 50
     finally:
         worker.stop()
         close_app(app)
-
 
 
 def big_ome_tiff(path: Path, mib: int, seed: int) -> None:

@@ -2,7 +2,7 @@
 framing; HSTS in production only (embedded mode runs on plain http://localhost)."""
 import pytest
 
-from app import config
+from app.core import config
 
 
 def test_pages_api_and_errors_carry_the_headers(embedded_app):
@@ -18,8 +18,8 @@ def test_pages_api_and_errors_carry_the_headers(embedded_app):
 
 
 def test_production_adds_hsts_and_secure_cookies(monkeypatch, tmp_path):
-    from app import create_app
-    from app.db import Database
+    from app.core.db import Database
+    from app.factory import create_app
 
     env = {"PORTAL_MODE": "production", "PORTAL_SECRET_KEY": "s" * 40, "PORTAL_ENCRYPTION_KEY": "e" * 40,
            "PORTAL_DATABASE_URL": f"sqlite:///{tmp_path / 'p.sqlite'}", "PORTAL_BROKER_URL": "redis://127.0.0.1:6379/9",
@@ -37,7 +37,7 @@ def test_production_adds_hsts_and_secure_cookies(monkeypatch, tmp_path):
         assert app.test_client().post("/login", data={"username": "x"}).status_code in (400, 404)  # no local login
     finally:
         app.extensions["events"].stop()
-        app.extensions["db"].dispose()
+        app.extensions["services"].db.dispose()
 
 
 @pytest.mark.parametrize("missing", ["PORTAL_SECRET_KEY", "PORTAL_DATABASE_URL", "PORTAL_BROKER_URL"])

@@ -1,8 +1,8 @@
 """The history API behind /history: the user's own batches, newest first, filtered and paged."""
 import sqlalchemy as sa
 
-from app.models import User
-from tests.conftest import Portal, ome_tiff
+from app.core.models import User
+from tests.helpers import Portal, ome_tiff
 from workers import pipeline
 
 
@@ -13,7 +13,7 @@ def test_history_lists_own_batches_newest_first_with_counts_filters_and_pages(ap
     bob.send({"c.ome.tif": ome_tiff(seed=3)})
     with app.app_context():
         for job in first["jobs"] + second["jobs"]:
-            pipeline.run_job(app, job["id"], "w:1")
+            pipeline.run_job(app.extensions["services"], job["id"], "w:1")
 
     listed = alice.get("/api/history").get_json()
     assert [b["id"] for b in listed["batches"]] == [second["id"], first["id"]]  # bob's is not there
@@ -43,5 +43,5 @@ def test_history_page_is_linked_from_the_header(embedded_app):
     page = alice.get("/").get_data(as_text=True)
     assert '<a href="/history">History</a>' in page
     assert 'id="history-filters"' in alice.get("/history").get_data(as_text=True)
-    with embedded_app.extensions["db"].session() as db:
+    with embedded_app.extensions["services"].db.session() as db:
         assert db.scalar(sa.select(sa.func.count(User.id))) == 1

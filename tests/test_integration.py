@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import tifffile
 
-from app.models import Job
-from tests.conftest import Portal, ome_tiff, wait_until
+from app.core.models import Job
+from tests.helpers import Portal, ome_tiff, wait_until
 
 
 def job_row(app, job_id):
-    with app.extensions["db"].session() as db:
+    with app.extensions["services"].db.session() as db:
         return db.get(Job, job_id)
 
 
 def test_a_file_travels_through_a_real_worker_and_its_events_arrive(app, worker):
-    from tests.test_events import read_stream
+    from tests.sse_clients import read_stream
 
     worker.start()
     alice = Portal(app.test_client(), "alice")
@@ -52,7 +52,7 @@ def test_a_worker_killed_mid_import_is_replaced_and_the_job_imports_once(app, wo
     wait_until(lambda: job_row(app, job_id).state == "imported", timeout=120, what="the job to finish")
     done = job_row(app, job_id)
     assert done.attempts == 2
-    assert [image["name"] for image in app.extensions["omero"].images_of("alice")] == ["big.ome.tif"]
+    assert [image["name"] for image in app.extensions["services"].omero.images_of("alice")] == ["big.ome.tif"]
 
 
 def test_a_transfer_cut_mid_request_resumes_from_the_servers_offset(app, live_server):

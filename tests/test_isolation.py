@@ -1,8 +1,8 @@
 """User B can read or touch none of user A's batches, jobs, files or events, on any endpoint."""
 import hashlib
 
-from tests.conftest import Portal, ome_tiff
-from tests.test_events import read_stream
+from tests.helpers import Portal, ome_tiff
+from tests.sse_clients import read_stream
 
 
 def test_another_users_ids_answer_404_everywhere_and_change_nothing(app):
@@ -21,7 +21,7 @@ def test_another_users_ids_answer_404_everywhere_and_change_nothing(app):
         bob.post(f"/api/jobs/{other['id']}/retry"),
     ]
     assert [r.status_code for r in attempts] == [404] * len(attempts)
-    assert all(r.get_json() == {"error": "Not found"} for r in attempts)
+    assert all(r.get_json() == {"error": "Not found", "code": "not_found"} for r in attempts)
     assert bob.get("/api/batches").get_json() == {"batches": []}
     assert read_stream(bob.client, "/api/events?after=0") == []
     assert read_stream(bob.client, "/api/events", headers={"Last-Event-ID": "0"}) == []
@@ -37,8 +37,8 @@ def test_the_embedded_store_page_shows_only_the_users_images(embedded_app):
     alice, bob = Portal(embedded_app.test_client(), "alice"), Portal(embedded_app.test_client(), "bob")
     batch = alice.send({"private-name.ome.tif": ome_tiff(seed=3)})
     with embedded_app.app_context():
-        pipeline.run_job(embedded_app, batch["jobs"][0]["id"], "w1")
+        pipeline.run_job(embedded_app.extensions["services"], batch["jobs"][0]["id"], "w1")
     assert "private-name" in alice.get("/store").get_data(as_text=True)
     assert "private-name" not in bob.get("/store").get_data(as_text=True)
-    image_id = embedded_app.extensions["omero"].images_of("alice")[0]["id"]
+    image_id = embedded_app.extensions["services"].omero.images_of("alice")[0]["id"]
     assert bob.get(f"/store/image/{image_id}").status_code == 404

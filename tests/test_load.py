@@ -15,9 +15,9 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from app.models import Job, JobEvent, JobState
-from app.omero.base import PROVENANCE_NAMESPACE
-from tests.conftest import Process, ome_tiff, start_served, wait_until
+from app.core.models import Job, JobEvent, JobState
+from app.core.omero.base import PROVENANCE_NAMESPACE
+from tests.helpers import Process, ome_tiff, start_served, wait_until
 from tests.sse_clients import StreamReader, signed_in
 
 pytestmark = pytest.mark.slow
@@ -84,12 +84,12 @@ def run_user(base: str, user: User, responses: ResponseLog, start: threading.Bar
 
 
 def job_states(app, owner_ids) -> dict[int, str]:
-    with app.extensions["db"].session() as db:
+    with app.extensions["services"].db.session() as db:
         return dict(db.execute(sa.select(Job.id, Job.state).where(Job.owner_id.in_(owner_ids))).all())
 
 
 def event_ids_of(app, owner_id: int) -> list[int]:
-    with app.extensions["db"].session() as db:
+    with app.extensions["services"].db.session() as db:
         return list(db.scalars(sa.select(JobEvent.id).where(JobEvent.owner_id == owner_id).order_by(JobEvent.id)))
 
 
@@ -214,8 +214,8 @@ def test_twenty_users_with_fifty_files_each_lose_nothing(app, stack, tmp_path):
     problems = [p for user in users for p in stream_problems(user, db_ids[user.name])]
     assert not problems, f"({figures})\n" + "\n".join(problems[:40])
 
-    store = app.extensions["omero"]
-    with app.extensions["db"].session() as db:
+    store = app.extensions["services"].omero
+    with app.extensions["services"].db.session() as db:
         uids = dict(db.execute(sa.select(Job.id, Job.uid).where(Job.owner_id.in_(owner_ids))).all())
     for user in users:
         images = store.images_of(user.name)

@@ -5,12 +5,12 @@ import re
 
 import pytest
 
-from tests.conftest import ome_tiff, wait_until
-from tests.converters import test_broken_inputs as broken
+from tests.converters import broken_files as broken
+from tests.helpers import ome_tiff, wait_until
 
 FINAL = {"imported", "duplicate", "failed", "cancelled"}
 
-# Content the converters refuse (tests/converters/test_broken_inputs.py), sent through the portal.
+# Content the converters refuse (tests/converters/broken_files.py), sent through the portal.
 CONTENT = [(build.__name__, build, message) for build, message in broken.CORPUS if build is not broken.missing_file]
 # Pairs the grouping rule already refuses are refused when the import is created, in its words.
 AT_CREATION = {"ser_alone": r"^t_1\.ser needs its t\.emi in the same folder$",
@@ -53,7 +53,7 @@ def test_each_malformed_file_fails_its_own_row_and_the_good_ones_import(portal, 
         for path in paths:
             files[f"{case}/{path.name}"] = path.read_bytes()
         expected[f"{case}/{paths[0].name}"] = AT_CREATION.get(case, message)
-    for case, name, shown, message in NAMES:
+    for _case, name, shown, message in NAMES:
         files[name] = GOOD_TIFF if name.endswith(".tif") else b"some bytes"
         expected[shown or name] = message
     files["good/one.ome.tif"] = ome_tiff(seed=8)
@@ -77,7 +77,7 @@ def test_each_malformed_file_fails_its_own_row_and_the_good_ones_import(portal, 
 @pytest.fixture
 def alice_waiting(embedded_app):
     """Alice signed in, with one file half-sent: a refused request must not touch it."""
-    from tests.conftest import Portal
+    from tests.helpers import Portal
 
     alice = Portal(embedded_app.test_client(), "alice")
     data = ome_tiff(seed=21)

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from app.models import User
-from tests.conftest import Portal, ome_tiff
+from app.core.models import User
+from tests.helpers import Portal, ome_tiff
 from workers import pipeline
 
 
@@ -103,7 +103,7 @@ def test_plan_and_key_values_need_a_signed_in_user(embedded_app):
 
 
 def set_groups(app, username, groups):
-    with app.extensions["db"].session() as db:
+    with app.extensions["services"].db.session() as db:
         user = db.query(User).filter_by(username=username).one()
         user.groups = groups
         db.commit()
@@ -118,7 +118,7 @@ def test_key_values_are_the_users_own_in_that_group(embedded_app, alice):
     for seed, value in ((1, "Liver 3"), (2, "Kidney"), (3, "Liver 3")):
         batch = alice.send({f"a{seed}.ome.tif": ome_tiff(seed=seed)}, key_values=[["Sample", value]])
         with embedded_app.app_context():
-            assert pipeline.run_job(embedded_app, batch["jobs"][0]["id"], "w1") == "imported"
+            assert pipeline.run_job(embedded_app.extensions["services"], batch["jobs"][0]["id"], "w1") == "imported"
 
     response = key_values(alice, lab)
     assert response.status_code == 200
@@ -152,7 +152,7 @@ def test_key_values_only_for_the_facilitys_keys(embedded_app, alice):
 
 
 def test_key_values_with_an_expired_omero_session_ask_to_sign_in_again(embedded_app, alice):
-    with embedded_app.extensions["db"].session() as db:
+    with embedded_app.extensions["services"].db.session() as db:
         db.query(User).filter_by(username="alice").one().omero_key = "not-a-token"
         db.commit()
     response = key_values(alice, alice.me["groups"][0]["id"])

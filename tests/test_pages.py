@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from app.main import STATES
-from tests.conftest import Portal
+from app.core.jobs import STATES
+from tests.helpers import Portal
 
 
 def test_the_help_page_is_open_linked_and_explains_colours_places_and_retention(embedded_app):
@@ -16,8 +16,9 @@ def test_the_help_page_is_open_linked_and_explains_colours_places_and_retention(
     page = client.get("/help")
     assert page.status_code == 200
     text = page.get_data(as_text=True)
-    for state, label, colour, _meaning in STATES:
-        assert f'class="state state-{state}">{label}<' in text and colour in text
+    for state in STATES:
+        shown = f'class="state state-{state.name} colour-{state.colour}">{state.label}<' in text
+        assert shown == state.in_legend, state
     assert "Project = the microscope" in text and "Dataset = the acquisition date" in text
     assert "at most 21 days" in re.sub(r"\s+", " ", text)
 

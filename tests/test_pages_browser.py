@@ -3,11 +3,10 @@ folder with its junk, the layout at 1366x768 and at 400 px, staff tools. Screens
 test-artifacts/."""
 import sqlalchemy as sa
 
-from app.db import Database
-from app.models import User
-from tests.conftest import ome_tiff, wait_until
-from tests.test_browser import (  # noqa: F401 - the browser fixtures
-    ROWS, browser, copy_samples, served_without_worker, shot, sign_in, wait_for_state)
+from app.core.db import Database
+from app.core.models import User
+from tests.browser_helpers import ROWS, copy_samples, shot, sign_in, wait_for_state
+from tests.helpers import ome_tiff, wait_until
 
 LAPTOP = {"width": 1366, "height": 768}
 PHONE = {"width": 400, "height": 800}
@@ -115,7 +114,9 @@ def test_the_file_list_shows_during_an_import_at_1366x768_and_pages_fit_400px(
     assert bottom <= LAPTOP["height"], f"the fourth row ends at y={bottom}"  # the list is in view
     shot(page, "upload-1366x768-importing")
     colours = page.evaluate("""() => ['sending', 'converting'].map((state) => {
-        const b = document.createElement('span'); b.className = `state state-${state}`; document.body.append(b);
+        const named = JSON.parse(document.getElementById('states').textContent)[state].colour;  // as rows.js does
+        const b = document.createElement('span'); b.className = `state state-${state} colour-${named}`;
+        document.body.append(b);
         const colour = getComputedStyle(b).backgroundColor; b.remove(); return colour; })""")
     assert colours == ["rgb(178, 235, 242)"] * 2  # uploading is cyan, as converting and importing
 

@@ -1,9 +1,9 @@
 """The job pipeline, called directly: placement, duplicates by content, idempotent reruns, failures."""
 import pytest
 
-from app.models import Job
-from app.omero.base import ServerUnreachable
-from tests.conftest import Portal, ome_tiff
+from app.core.models import Job
+from app.core.omero.base import ServerUnreachable
+from tests.helpers import Portal, ome_tiff
 from workers import pipeline
 
 
@@ -14,16 +14,16 @@ def alice(embedded_app):
 
 def run(app, job_id, worker="w1"):
     with app.app_context():
-        return pipeline.run_job(app, job_id, worker)
+        return pipeline.run_job(app.extensions["services"], job_id, worker)
 
 
 def job(app, job_id):
-    with app.extensions["db"].session() as db:
+    with app.extensions["services"].db.session() as db:
         return db.get(Job, job_id)
 
 
 def images(app, username):
-    return app.extensions["omero"].images_of(username)
+    return app.extensions["services"].omero.images_of(username)
 
 
 def test_an_ome_tiff_lands_under_microscope_and_date_with_its_annotations(embedded_app, alice):
@@ -40,7 +40,7 @@ def test_an_ome_tiff_lands_under_microscope_and_date_with_its_annotations(embedd
     assert kv == [["Sample", "Liver 3"], ["Folder", "run"]] and annotations["tags"] == ["Liver 3"]
     assert annotations["maps"]["upload-portal/provenance"]["job_uid"] == done.uid
     assert done.link == f"/store/image/{image['id']}"
-    assert not embedded_app.extensions["staging"].job_dir(job_id).exists()  # bytes go once OMERO has them
+    assert not embedded_app.extensions["services"].staging.job_dir(job_id).exists()  # bytes go once OMERO has them
 
 
 def test_the_dataset_is_the_date_in_the_facilitys_zone(embedded_app, alice):
@@ -99,7 +99,7 @@ def test_a_rerun_after_a_crash_finishes_the_import_instead_of_repeating_it(embed
     try:
         with pytest.raises(RuntimeError):
             with embedded_app.app_context():
-                pipeline._process(embedded_app, *_claimed(embedded_app, job_id))
+                pipeline._process(embedded_app.extensions["services"], *_claimed(embedded_app, job_id))
     finally:
         pipeline._done = original_done
     _expire_lease(embedded_app, job_id)
@@ -108,18 +108,18 @@ def test_a_rerun_after_a_crash_finishes_the_import_instead_of_repeating_it(embed
 
 
 def _claimed(app, job_id):
-    from app import jobs as job_states
+    from app.core import jobs as job_states
 
-    with app.extensions["db"].session() as db:
+    with app.extensions["services"].db.session() as db:
         claimed = job_states.claim(db, job_id, "w1", 60)
-        claimed.batch, claimed.files
-    return pipeline.Run(app, claimed, "w1"), claimed
+        claimed.batch, claimed.files  # noqa: B018 - loaded while the session is open
+    return pipeline.Run(app.extensions["services"], claimed, "w1"), claimed
 
 
 def _expire_lease(app, job_id):
     from datetime import datetime
 
-    with app.extensions["db"].session() as db:
+    with app.extensions["services"].db.session() as db:
         db.get(Job, job_id).lease_expires = datetime(2000, 1, 1)
         db.commit()
 
@@ -145,7 +145,7 @@ def test_an_unreadable_file_fails_its_own_row_only(embedded_app, alice):
 def test_staged_bytes_that_changed_fail_with_a_clear_message(embedded_app, alice):
     batch = alice.send({"a.ome.tif": ome_tiff(seed=10)})
     job_id = batch["jobs"][0]["id"]
-    (embedded_app.extensions["staging"].job_dir(job_id) / "a.ome.tif").write_bytes(b"tampered")
+    (embedded_app.extensions["services"].staging.job_dir(job_id) / "a.ome.tif").write_bytes(b"tampered")
     assert run(embedded_app, job_id) == "failed"
     assert "no longer intact" in job(embedded_app, job_id).message
 
@@ -157,7 +157,7 @@ def test_an_unreachable_omero_is_retried_with_backoff_then_fails(embedded_app, a
     def unreachable(*_a, **_k):
         raise ServerUnreachable()
 
-    monkeypatch.setattr(embedded_app.extensions["omero"], "session", unreachable)
+    monkeypatch.setattr(embedded_app.extensions["services"].omero, "session", unreachable)
     embedded_app.config["JOB_MAX_RETRIES"] = 2
     delays = [run(embedded_app, job_id) for _ in range(2)]
     assert [d.seconds for d in delays] == [5, 10]

@@ -6,9 +6,9 @@ import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Message
 
-from app.db import utcnow
-from app.models import Job, User
-from tests.conftest import Portal, free_port, ome_tiff
+from app.core.db import utcnow
+from app.core.models import Job, User
+from tests.helpers import Portal, free_port, ome_tiff
 from workers import pipeline
 
 
@@ -30,15 +30,15 @@ def smtp():
     controller.stop()
 
 
-def test_old_imports_trigger_one_reminder_a_week_and_a_notice(embedded_app, smtp):
+def test_old_imports_trigger_one_reminder_a_week_and_a_notice(embedded_app, smtp, monkeypatch):
     controller, inbox = smtp
     embedded_app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=controller.port, MAIL_FROM="portal@facility.example")
     alice, bob = Portal(embedded_app.test_client(), "alice"), Portal(embedded_app.test_client(), "bob")
     for who, seed in ((alice, 1), (bob, 2)):
         job_id = who.send({f"run/{seed}.ome.tif": ome_tiff(seed=seed)})["jobs"][0]["id"]
         with embedded_app.app_context():
-            assert pipeline.run_job(embedded_app, job_id, "w:1") == "imported"
-    with embedded_app.extensions["db"].session() as db:
+            assert pipeline.run_job(embedded_app.extensions["services"], job_id, "w:1") == "imported"
+    with embedded_app.extensions["services"].db.session() as db:
         db.execute(sa.update(User).values(email=User.username + "@lab.example"))
         alice_id = db.scalar(sa.select(User.id).where(User.username == "alice"))
         db.execute(sa.update(Job).where(Job.owner_id == alice_id).values(finished_at=utcnow() - timedelta(days=30)))
@@ -50,11 +50,11 @@ def test_old_imports_trigger_one_reminder_a_week_and_a_notice(embedded_app, smtp
     link = app_link(embedded_app, "alice")
     assert f'<a href="{link}" target="_blank" rel="noopener">run/1.ome.tif</a>' in page
 
-    from workers.tasks import retention_reminders
+    from workers import tasks
 
-    with embedded_app.app_context():
-        assert retention_reminders.run() == 1
-        assert retention_reminders.run() == 0  # not again within a week
+    monkeypatch.setattr(tasks, "_services", lambda: embedded_app.extensions["services"])  # what the worker holds
+    assert tasks.retention_reminders.run() == 1
+    assert tasks.retention_reminders.run() == 0  # not again within a week
     (mail,) = inbox.messages
     assert mail["To"] == "alice@lab.example" and mail["From"] == "portal@facility.example"
     assert "run/1.ome.tif" in mail.get_payload() and "deletes nothing" in mail.get_payload()
@@ -65,13 +65,13 @@ def test_old_imports_trigger_one_reminder_a_week_and_a_notice(embedded_app, smtp
 
 def test_staff_see_who_must_clean_up_and_users_cannot(embedded_app):
     alice, sam = Portal(embedded_app.test_client(), "alice"), Portal(embedded_app.test_client(), "sam")
-    with embedded_app.extensions["db"].session() as db:
+    with embedded_app.extensions["services"].db.session() as db:
         db.execute(sa.update(User).where(User.username == "sam").values(is_staff=True))
         db.commit()
     job_id = alice.send({"a.ome.tif": ome_tiff(seed=3)})["jobs"][0]["id"]
     with embedded_app.app_context():
-        pipeline.run_job(embedded_app, job_id, "w:1")
-    with embedded_app.extensions["db"].session() as db:
+        pipeline.run_job(embedded_app.extensions["services"], job_id, "w:1")
+    with embedded_app.extensions["services"].db.session() as db:
         db.execute(sa.update(Job).values(finished_at=utcnow() - timedelta(days=40)))
         db.commit()
     page = sam.get("/staff/retention").get_data(as_text=True)
@@ -81,5 +81,5 @@ def test_staff_see_who_must_clean_up_and_users_cannot(embedded_app):
 
 
 def app_link(app, username):
-    with app.extensions["db"].session() as db:
+    with app.extensions["services"].db.session() as db:
         return db.scalar(sa.select(Job.link).join(User, User.id == Job.owner_id).where(User.username == username))

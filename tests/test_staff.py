@@ -6,15 +6,9 @@ import io
 import pytest
 import sqlalchemy as sa
 
-from app.models import Job, User
-from tests.conftest import Portal, ome_tiff, wait_until
+from app.core.models import Job, User
+from tests.helpers import Portal, make_staff, ome_tiff, wait_until
 from workers import pipeline
-
-
-def make_staff(app, username):
-    with app.extensions["db"].session() as db:
-        db.execute(sa.update(User).where(User.username == username).values(is_staff=True))
-        db.commit()
 
 
 @pytest.fixture
@@ -25,7 +19,7 @@ def people(app):
 
 
 def job_row(app, job_id):
-    with app.extensions["db"].session() as db:
+    with app.extensions["services"].db.session() as db:
         return db.get(Job, job_id)
 
 
@@ -40,7 +34,7 @@ def test_staff_see_every_users_jobs_with_filters_and_a_failure_with_its_diagnost
 
     monkeypatch.setattr(pipeline, "_import", bug)
     with app.app_context():
-        assert pipeline.run_job(app, broken, "node@host:1") == "failed"
+        assert pipeline.run_job(app.extensions["services"], broken, "node@host:1") == "failed"
     everyone = staff.get("/api/staff/jobs").get_json()["jobs"]
     assert {j["user"] for j in everyone} == {"alice", "bob"}
     (failed,) = staff.get("/api/staff/jobs?state=failed").get_json()["jobs"]
@@ -55,27 +49,27 @@ def test_staff_see_every_users_jobs_with_filters_and_a_failure_with_its_diagnost
 def test_staff_retry_a_failed_job_after_the_user_signs_in_again(app, people):
     alice, staff = people
     job_id = alice.send({"a.ome.tif": ome_tiff(seed=3)})["jobs"][0]["id"]
-    with app.extensions["db"].session() as db:  # the user's OMERO session is gone
+    with app.extensions["services"].db.session() as db:  # the user's OMERO session is gone
         db.execute(sa.update(User).where(User.username == "alice").values(omero_key=None))
         db.commit()
     with app.app_context():
-        assert pipeline.run_job(app, job_id, "w:1") == "failed"
+        assert pipeline.run_job(app.extensions["services"], job_id, "w:1") == "failed"
     assert "sign in again" in job_row(app, job_id).message
     Portal(app.test_client(), "alice")  # signs in again: a fresh key
     assert staff.post(f"/api/staff/jobs/{job_id}/retry").get_json()["state"] == "queued"
     with app.app_context():
-        assert pipeline.run_job(app, job_id, "w:1") == "imported"
+        assert pipeline.run_job(app.extensions["services"], job_id, "w:1") == "imported"
 
 
 def test_staff_cancel_a_running_job_and_its_worker_stops_at_the_next_step(app, people):
     alice, staff = people
     job_id = alice.send({"a.ome.tif": ome_tiff(seed=4)})["jobs"][0]["id"]
-    from app import jobs as job_states
+    from app.core import jobs as job_states
 
-    with app.extensions["db"].session() as db:
+    with app.extensions["services"].db.session() as db:
         job = job_states.claim(db, job_id, "node@host:7", 60)
-        job.batch, job.files
-    run = pipeline.Run(app, job, "node@host:7")
+        job.batch, job.files  # noqa: B018 - loaded while the session is open
+    run = pipeline.Run(app.extensions["services"], job, "node@host:7")
     run.update(state="converting")
     assert alice.post(f"/api/jobs/{job_id}/cancel").status_code == 409  # users cannot stop a running job
     assert staff.post(f"/api/staff/jobs/{job_id}/cancel").get_json()["state"] == "cancelled"
@@ -115,7 +109,7 @@ def test_usage_tables_csv_and_metrics_count_the_imports(app, people, monkeypatch
     for seed in (20, 21):
         job_id = alice.send({f"{seed}.ome.tif": ome_tiff(seed=seed, microscope="Krios <G4>")})["jobs"][0]["id"]
         with app.app_context():
-            pipeline.run_job(app, job_id, "w:1")
+            pipeline.run_job(app.extensions["services"], job_id, "w:1")
     page = staff.get("/staff/usage").get_data(as_text=True)
     assert "<svg" in page and "Krios &lt;G4&gt;" in page and "<G4>" not in page
     rows = list(csv.DictReader(io.StringIO(staff.get("/staff/usage.csv").get_data(as_text=True))))
@@ -145,10 +139,10 @@ def test_staff_import_as_a_user_whose_images_they_become(app, people):
 
     staff.post(f"/api/files/{file_id}/complete", json={"sha1": hashlib.sha1(data).hexdigest()})
     with app.app_context():
-        assert pipeline.run_job(app, batch["jobs"][0]["id"], "w:1") == "imported"
-    (image,) = app.extensions["omero"].images_of("carol")
+        assert pipeline.run_job(app.extensions["services"], batch["jobs"][0]["id"], "w:1") == "imported"
+    (image,) = app.extensions["services"].omero.images_of("carol")
     assert image["group"] == carol.me["groups"][1]["name"]
-    assert app.extensions["omero"].images_of("sam") == []
+    assert app.extensions["services"].omero.images_of("sam") == []
     mine = carol.get(f"/api/batches/{batch['id']}").get_json()
     assert mine["owner_id"] != mine["created_by_id"] and mine["jobs"][0]["state"] == "imported"
     assert alice.get(f"/api/batches/{batch['id']}").status_code == 404
@@ -162,11 +156,11 @@ def test_retry_is_offered_only_where_it_can_work(embedded_app):
     alice, staff = Portal(app.test_client(), "alice"), Portal(app.test_client(), "sam")
     make_staff(app, "sam")
     fine, broken = (job["id"] for job in alice.send({"broken.tif": BROKEN_TIFF, "a.ome.tif": ome_tiff(seed=40)})["jobs"])
-    with app.extensions["db"].session() as db:  # the user's OMERO session is gone: that can be retried
+    with app.extensions["services"].db.session() as db:  # the user's OMERO session is gone: that can be retried
         db.execute(sa.update(User).where(User.username == "alice").values(omero_key=None))
         db.commit()
     with app.app_context():
-        assert pipeline.run_job(app, broken, "w:1") == "failed" and pipeline.run_job(app, fine, "w:1") == "failed"
+        assert pipeline.run_job(app.extensions["services"], broken, "w:1") == "failed" and pipeline.run_job(app.extensions["services"], fine, "w:1") == "failed"
     listed = {job["id"]: job for job in staff.get("/api/staff/jobs?state=failed").get_json()["jobs"]}
     assert (listed[broken]["can_retry"], listed[fine]["can_retry"]) == (False, True)
     refused = staff.post(f"/api/staff/jobs/{broken}/retry")
@@ -192,13 +186,13 @@ def test_move_to_front_is_not_offered_on_the_embedded_broker(embedded_app):
 def test_a_worker_silent_for_30_s_is_offline(embedded_app):
     from datetime import timedelta
 
-    from app.db import utcnow
-    from app.models import WorkerBeat
+    from app.core.db import utcnow
+    from app.core.models import WorkerBeat
 
     app = embedded_app
     staff = Portal(app.test_client(), "sam")
     make_staff(app, "sam")
-    with app.extensions["db"].session() as db:
+    with app.extensions["services"].db.session() as db:
         db.add_all([WorkerBeat(name="fresh@host", last_seen=utcnow() - timedelta(seconds=20)),
                     WorkerBeat(name="gone@host", last_seen=utcnow() - timedelta(seconds=31))])
         db.commit()
@@ -225,7 +219,7 @@ def test_staff_name_a_microscope_and_the_next_job_lands_in_that_project(embedded
     make_staff(app, "sam")
     first = alice.send({"1.ome.tif": ome_tiff(seed=42, microscope="TITAN52336320")})["jobs"][0]["id"]
     with app.app_context():
-        assert pipeline.run_job(app, first, "w:1") == "imported"
+        assert pipeline.run_job(app.extensions["services"], first, "w:1") == "imported"
     assert job_row(app, first).project == "TITAN52336320"
     page = staff.get("/staff/microscopes").get_data(as_text=True)
     assert "Talos L120C" in page and "(from the settings)" in page
@@ -236,9 +230,9 @@ def test_staff_name_a_microscope_and_the_next_job_lands_in_that_project(embedded
     assert saved.status_code == 303
     second = alice.send({"2.ome.tif": ome_tiff(seed=43, microscope="TITAN52336320")})["jobs"][0]["id"]
     with app.app_context():
-        assert pipeline.run_job(app, second, "w:1") == "imported"
+        assert pipeline.run_job(app.extensions["services"], second, "w:1") == "imported"
     assert (job_row(app, first).project, job_row(app, second).project) == ("TITAN52336320", "Titan Krios")
-    (titan,) = [i for i in app.extensions["omero"].images_of("alice") if i["project"] == "Titan Krios"]
+    (titan,) = [i for i in app.extensions["services"].omero.images_of("alice") if i["project"] == "Titan Krios"]
     page = staff.get("/staff/microscopes").get_data(as_text=True)
     assert "Every instrument seen so far has a name" in page
     assert staff.post("/staff/microscopes", data={"raw": "TITAN52336320", "name": ""}).status_code == 303

@@ -2,11 +2,10 @@
 alarm while no worker runs. Screenshots go to test-artifacts/."""
 import sqlalchemy as sa
 
-from app.db import Database
-from app.models import User
-from tests.test_browser import browser, shot, sign_in  # noqa: F401 - the browser fixture
-
-from tests.conftest import ome_tiff
+from app.core.db import Database
+from app.core.models import User
+from tests.browser_helpers import shot, sign_in
+from tests.helpers import ome_tiff
 
 
 def test_staff_watch_all_users_jobs_and_open_a_failure(browser, served, embedded_stack, tmp_path):  # noqa: F811

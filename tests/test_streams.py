@@ -1,7 +1,7 @@
 """A hundred open live-status streams on the real server: each gets its own user's events, all of them."""
 import pytest
 
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 from tests.sse_clients import StreamReader, signed_in
 
 

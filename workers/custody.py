@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import converters
-from app.models import Job
-from app.omero.base import (
+from app.core.models import Job
+from app.core.omero.base import (
     ATTACHMENT_NAMESPACE, FILESET, ORIGINAL, ORIGINAL_NAMESPACE, FileToAttach, ImageRef, OmeroError, Progress,
     StoredFile,
 )

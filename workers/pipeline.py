@@ -14,18 +14,19 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import Flask
 from sqlalchemy import update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 import converters
-from app import __version__, crypto
-from app import jobs as job_states
-from app.db import utcnow
-from app.microscopes import microscope_names
-from app.models import Job, JobState, User
-from app.omero.base import Annotations, ImageRef, OmeroError, SessionExpired
-from app.staging import hash_file
+from app import __version__
+from app.core import crypto
+from app.core import jobs as job_states
+from app.core.db import utcnow
+from app.core.microscopes import microscope_names
+from app.core.models import Job, JobState, User
+from app.core.omero.base import Annotations, ImageRef, OmeroError, SessionExpired
+from app.core.services import Services
+from app.core.staging import hash_file
 from workers import custody
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,10 @@ class JobFailed(Exception):
 class Run:
     """One worker's hold on one job: every write checks the lease is still ours."""
 
-    def __init__(self, app: Flask, job: Job, worker: str):
-        self.app, self.job_id, self.worker = app, job.id, worker
-        self.db = app.extensions["db"]
-        self.lease = app.config["JOB_LEASE_SECONDS"]
+    def __init__(self, services: Services, job: Job, worker: str):
+        self.job_id, self.worker = job.id, worker
+        self.db = services.db
+        self.lease = services.config["JOB_LEASE_SECONDS"]
         self._last_progress = 0.0
         self._stop = threading.Event()
         self._keeper = threading.Thread(target=self._keep_lease, daemon=True, name=f"lease-{job.id}")
@@ -92,9 +93,9 @@ class Run:
                            finished_at=utcnow(), lease_owner=None, lease_expires=None, **changes)
 
 
-def run_job(app: Flask, job_id: int, worker: str) -> str | RetryLater:
+def run_job(services: Services, job_id: int, worker: str) -> str | RetryLater:
     try:
-        return _run_job(app, job_id, worker)
+        return _run_job(services, job_id, worker)
     except OperationalError as e:
         # The database went away (a restart): nothing was decided, so run the job again once it is
         # back. Dropping the message instead would leave a queued job alone until the slow sweep.
@@ -102,26 +103,26 @@ def run_job(app: Flask, job_id: int, worker: str) -> str | RetryLater:
         return RetryLater(DB_RETRY_SECONDS)
 
 
-def _run_job(app: Flask, job_id: int, worker: str) -> str | RetryLater:
-    db = app.extensions["db"]
+def _run_job(services: Services, job_id: int, worker: str) -> str | RetryLater:
+    db = services.db
     with db.session() as session:
-        job = job_states.claim(session, job_id, worker, app.config["JOB_LEASE_SECONDS"])
+        job = job_states.claim(session, job_id, worker, services.config["JOB_LEASE_SECONDS"])
         if job is None:
             return "not claimable"  # final, cancelled, or running on a live worker
         job.batch, job.files  # noqa: B018 - load what the run needs while the session is open
-    with Run(app, job, worker) as run:
+    with Run(services, job, worker) as run:
         try:
-            if job.attempts > app.config["JOB_MAX_ATTEMPTS"]:
+            if job.attempts > services.config["JOB_MAX_ATTEMPTS"]:
                 raise JobFailed(f"Processing this file stopped the worker {job.attempts - 1} times; "
                                 "the facility staff have the details")
-            return _process(app, run, job)
+            return _process(services, run, job)
         except job_states.LeaseLost:
             return "lease lost"
         except (JobFailed, converters.ConversionError) as e:
             run.finish(JobState.FAILED, str(e), can_retry=False)  # the same content would fail the same way
             return "failed"
         except OmeroError as e:
-            if e.transient and job.attempts <= app.config["JOB_MAX_RETRIES"]:
+            if e.transient and job.attempts <= services.config["JOB_MAX_RETRIES"]:
                 delay = min(300, 5 * 2 ** (job.attempts - 1))
                 run.update(message=f"{e}: trying again in {delay} s", lease_owner=None, lease_expires=None,
                            enqueued_at=utcnow(), detail=_noted(job, f"attempt {job.attempts}: {e!r}"))
@@ -143,8 +144,8 @@ def _noted(job: Job, line: str) -> str:
     return (f"{job.detail}\n{utcnow():%Y-%m-%d %H:%M:%S} UTC {line}".strip())[-20_000:]
 
 
-def _process(app: Flask, run: Run, job: Job) -> str:
-    staging = app.extensions["staging"]
+def _process(services: Services, run: Run, job: Job) -> str:
+    staging = services.staging
     paths = [staging.path(job.id, f.stored_name) for f in job.files]
     for f, path in zip(job.files, paths):
         if not path.is_file() or path.stat().st_size != f.size or hash_file(path).hexdigest() != f.sha1:
@@ -154,26 +155,26 @@ def _process(app: Flask, run: Run, job: Job) -> str:
     work = staging.job_dir(job.id) / "converted"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    options = converters.ConvertOptions(timezone=app.config["TZ"], microscope_names=microscope_names(app),
+    options = converters.ConvertOptions(timezone=services.config["TZ"], microscope_names=microscope_names(services),
                                         progress=lambda share: run.progress(share, "Converting"))
     conversion = converters.convert(paths, work, options)
-    return _import(app, run, job, conversion, paths)
+    return _import(services, run, job, conversion, paths)
 
 
 UNKNOWN_MICROSCOPE = "unknown microscope"  # the Project of images whose file does not name one
 UNKNOWN_DATE = "unknown date"  # the Dataset of images whose file does not date them
 
 
-def _import(app: Flask, run: Run, job: Job, conversion: converters.Conversion, paths: list[Path]) -> str:
-    staging, gateway = app.extensions["staging"], app.extensions["omero"]
-    with app.extensions["db"].session() as db:
+def _import(services: Services, run: Run, job: Job, conversion: converters.Conversion, paths: list[Path]) -> str:
+    staging, gateway = services.staging, services.omero
+    with services.db.session() as db:
         owner = db.get(User, job.owner_id)
-        key = owner.omero_key and crypto.decrypt(owner.omero_key)
+        key = owner.omero_key and crypto.decrypt(owner.omero_key, services.config["ENCRYPTION_KEY"])
     if not key:
         raise SessionExpired()
     group_id = job.batch.group_id
     project = conversion.microscope or UNKNOWN_MICROSCOPE
-    dataset = conversion.acquired.astimezone(app.config["TZ"]).date().isoformat() if conversion.acquired else UNKNOWN_DATE
+    dataset = conversion.acquired.astimezone(services.config["TZ"]).date().isoformat() if conversion.acquired else UNKNOWN_DATE
     common = {"microscope": conversion.microscope, "project": project, "dataset": dataset,
               "acquired": conversion.acquired.isoformat() if conversion.acquired else None}
     where = f"{project} / {dataset}"
@@ -200,7 +201,7 @@ def _import(app: Flask, run: Run, job: Job, conversion: converters.Conversion, p
             kept = {image.id for image in ours}
             omero.delete_images(group_id, [i.id for i in omero.find_images(group_id, job.content_sha1)
                                            if i.job_uid == job.uid and i.id not in kept])
-        record = custody.keep(omero, job, conversion, paths, ours, app.config["KEEP_ORIGINALS"],
+        record = custody.keep(omero, job, conversion, paths, ours, services.config["KEEP_ORIGINALS"],
                               lambda sent, total: run.progress(sent / total if total else 1.0, f"Keeping the originals in {where}"))
     warnings = conversion.warnings  # the converters' own: date, microscope, pixel size, what they could not read
     message = f"Imported into {where}" + "".join(f"; {n}" for n in conversion.notes)

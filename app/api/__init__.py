@@ -10,14 +10,15 @@ from contextlib import contextmanager
 from flask import Blueprint, current_app, g, request
 from sqlalchemy import func, or_, select
 
-from app import crypto
-from app import jobs as job_states
 from app.auth import login_required
-from app.db import utcnow
+from app.core import crypto
+from app.core import jobs as job_states
+from app.core.db import utcnow
+from app.core.models import Batch, Job, JobEvent, JobFile, JobState, User
+from app.core.omero.base import OmeroError, PermissionDenied, SessionExpired
+from app.core.staging import BLOCK, safe_name
+from app.errors import ApiError
 from app.events import sse_response
-from app.models import Batch, Job, JobEvent, JobFile, JobState, User
-from app.omero.base import OmeroError, PermissionDenied, SessionExpired
-from app.staging import BLOCK, StagingError, safe_name
 from converters import FileGroup, group_files
 from converters.grouping import name_problem, shown_name
 
@@ -27,29 +28,12 @@ MAX_FILES = 10_000
 MAX_PAIRS = 50
 
 
-class ApiError(Exception):
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
-
-
-@bp.app_errorhandler(ApiError)  # app-wide: the staff API raises them too
-@bp.app_errorhandler(StagingError)
-def _error(e):
-    return {"error": str(e)}, e.status
-
-
-@bp.app_errorhandler(job_states.NotAllowed)
-def _not_allowed(e):
-    return {"error": str(e)}, 409
-
-
 def _db():
-    return current_app.extensions["db"].session()
+    return current_app.extensions["services"].db.session()
 
 
 def _staging():
-    return current_app.extensions["staging"]
+    return current_app.extensions["services"].staging
 
 
 def _own(db, model, id_: int):
@@ -215,10 +199,10 @@ def _omero_errors(denied: int):
 
 @contextmanager
 def _omero_session(user: User):
-    key = user.omero_key and crypto.decrypt(user.omero_key)
+    key = user.omero_key and crypto.decrypt(user.omero_key, current_app.config["ENCRYPTION_KEY"])
     if not key:
         raise SessionExpired()
-    with current_app.extensions["omero"].session(key) as omero:
+    with current_app.extensions["services"].omero.session(key) as omero:
         yield omero
 
 
@@ -311,7 +295,7 @@ def put_file(file_id: int):
     with _db() as db:
         f = _own(db, JobFile, file_id)
         if f.job.state != JobState.UPLOADING or f.completed_at:
-            raise ApiError(f"This file is not waiting for bytes (its job is {f.job.state})", 409)
+            raise ApiError(f"This file is not waiting for bytes (its job is {f.job.state})", 409, "not_waiting")
         if offset + length > f.size:
             raise ApiError("More bytes were sent than the file's declared size", 400)
         job_id, stored_name, size = f.job_id, f.stored_name, f.size
@@ -346,13 +330,13 @@ def complete_file(file_id: int):
         if f.completed_at:
             return _file_json(f)
         if job.state != JobState.UPLOADING:
-            raise ApiError(f"This file's job is {job.state}", 409)
+            raise ApiError(f"This file's job is {job.state}", 409, "not_waiting")
         if f.size == 0:  # nothing was PUT, but the job still needs the (empty) file
             _staging().path(job.id, f.stored_name).parent.mkdir(parents=True, exist_ok=True)
             _staging().path(job.id, f.stored_name).touch()
         held = _staging().received(job.id, f.stored_name)
         if held != f.size:
-            raise ApiError(f"The server holds {held:,} of {f.size:,} bytes: send the rest first", 409)
+            raise ApiError(f"The server holds {held:,} of {f.size:,} bytes: send the rest first", 409, "incomplete")
         actual = _staging().sha1(f.id, job.id, f.stored_name)
         if claimed != actual:
             _staging().reset(f.id, job.id, f.stored_name)
@@ -401,5 +385,4 @@ def events():
     return sse_response(g.user.id)
 
 
-from app.api import records  # noqa: E402,F401 - its routes join this blueprint
-from app.api import duplicates  # noqa: E402,F401  (registers its routes on bp)
+from app.api import duplicates, records  # noqa: E402,F401 - their routes join this blueprint

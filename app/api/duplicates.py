@@ -6,13 +6,14 @@ import re
 
 from flask import current_app, request
 
-from app import crypto
-from app import jobs as job_states
-from app.api import ApiError, _db, _own, _staging, bp, content_sha1
+from app.api import _db, _own, _staging, bp, content_sha1
 from app.auth import login_required
-from app.db import utcnow
-from app.models import Job, JobState, User
-from app.omero.base import OmeroError
+from app.core import crypto
+from app.core import jobs as job_states
+from app.core.db import utcnow
+from app.core.models import Job, JobState, User
+from app.core.omero.base import OmeroError
+from app.errors import ApiError
 
 SHA1 = re.compile(r"[0-9a-f]{40}")
 
@@ -32,19 +33,19 @@ def check_job(job_id: int):
     with _db() as db:
         job = _own(db, Job, job_id)
         if job.state != JobState.UPLOADING:
-            raise ApiError(f"This job is {job.state}: there is nothing left to check", 409)
+            raise ApiError(f"This job is {job.state}: there is nothing left to check", 409, "not_waiting")
         sha1s = {f["id"]: f["sha1"] for f in claimed}
         missing = [f.name for f in job.files if not f.completed_at and f.id not in sha1s]
         if missing or set(sha1s) - {f.id for f in job.files}:
             raise ApiError("Give the SHA-1 of each of this job's files still to send, and of no other file")
         content = content_sha1([f.sha1 if f.completed_at else sha1s[f.id] for f in job.files])
         owner = db.get(User, job.owner_id)
-        key = owner.omero_key and crypto.decrypt(owner.omero_key)
+        key = owner.omero_key and crypto.decrypt(owner.omero_key, current_app.config["ENCRYPTION_KEY"])
         group_id = job.batch.group_id
     here, elsewhere, checked = [], [], False
     if key:
         try:
-            with current_app.extensions["omero"].session(key) as omero:
+            with current_app.extensions["services"].omero.session(key) as omero:
                 found = omero.find_images(None, content)
                 here = omero.find_images(group_id, content) if found else []
             checked = True

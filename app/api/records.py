@@ -11,10 +11,11 @@ from contextlib import ExitStack
 
 from flask import Response, current_app, g
 
-from app.api import ApiError, _db, _job_json, _omero_errors, _omero_session, _own, bp
+from app.api import _db, _job_json, _omero_errors, _omero_session, _own, bp
 from app.auth import login_required
-from app.models import Job, User
-from app.omero.base import FILESET, PermissionDenied, Session, missing_files
+from app.core.models import Job, User
+from app.core.omero.base import FILESET, PermissionDenied, Session, missing_files
+from app.errors import ApiError
 
 
 @bp.get("/jobs/<int:job_id>")

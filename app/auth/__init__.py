@@ -2,7 +2,7 @@
 personal API tokens for scripts.
 
 Whatever the route, the portal ends up holding an OMERO session key for the user, encrypted in the
-database (app.crypto), and a server-side session (app.auth.sessions) whose id is the only thing the
+database (app.core.crypto), and a server-side session (app.auth.sessions) whose id is the only thing the
 browser keeps.
 """
 from __future__ import annotations
@@ -16,10 +16,11 @@ from flask import Blueprint, abort, current_app, flash, g, redirect, render_temp
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import func, select
 
-from app import crypto
-from app.db import utcnow
-from app.models import Job, JobState, User, WebSession
-from app.omero.base import OmeroError, SessionExpired
+from app.core import crypto
+from app.core.db import utcnow
+from app.core.models import Job, JobState, User, WebSession
+from app.core.omero.base import OmeroError, SessionExpired
+from app.errors import error_response
 
 bp = Blueprint("auth", __name__)
 log = logging.getLogger(__name__)
@@ -40,20 +41,20 @@ def _is_api() -> bool:
 @bp.before_app_request
 def load_user() -> None:
     """Who is asking: a bearer token (scripts) or the session cookie (browsers); CSRF for the latter."""
-    from app import csrf
     from app.auth.tokens import user_for_token
+    from app.factory import csrf
 
     g.user, g.auth = None, None
     if request.authorization and request.authorization.type == "bearer":
         # No cookie is involved, so a cross-site page cannot make this request: no CSRF check.
-        with current_app.extensions["db"].session() as db:
+        with current_app.extensions["services"].db.session() as db:
             g.user = user_for_token(db, request.authorization.token or "")
         g.auth = "token" if g.user else None
         return
     if request.method in current_app.config["WTF_CSRF_METHODS"]:
         csrf.protect(apply_exemptions=True)
     if session.user_id is not None:
-        with current_app.extensions["db"].session() as db:
+        with current_app.extensions["services"].db.session() as db:
             g.user = db.get(User, session.user_id)
         g.auth = "session" if g.user else None
 
@@ -62,7 +63,7 @@ def load_user() -> None:
 def csrf_refused(e: CSRFError):
     message = "This request lacks a valid security token: reload the page and try again"
     if _is_api():
-        return {"error": f"{message} ({e.description})"}, 400
+        return error_response(f"{message} ({e.description})", 400, "csrf")
     flash(message)
     return render_template("login.html"), 400
 
@@ -74,8 +75,8 @@ def login_required(view):
         if g.user is None:
             if _is_api():
                 if request.authorization and request.authorization.type == "bearer":
-                    return {"error": "This API token is not valid (revoked?): create a new one at /tokens"}, 401
-                return {"error": "Sign in first"}, 401
+                    return error_response("This API token is not valid (revoked?): create a new one at /tokens", 401)
+                return error_response("Sign in first", 401)
             if session.idled_out:
                 flash("You were signed out after a while without activity: sign in again")
             return redirect(url_for("auth.login", next=request.path))
@@ -90,7 +91,7 @@ def staff_required(view):
     def wrapped(*args, **kwargs):
         if not g.user.is_staff:
             if _is_api():
-                return {"error": "Facility staff only"}, 403
+                return error_response("Facility staff only", 403)
             abort(403)
         return view(*args, **kwargs)
     return wrapped
@@ -126,7 +127,7 @@ def remember_omero_user(omero_key: str, *, source: str = "user", staff_claim: bo
                         expected_username: str | None = None) -> User:
     """The portal's row for the key's OMERO user, with groups, role and the (encrypted) key updated.
     staff_claim None (staff importing as this user) leaves a known user's role as it is."""
-    gateway = current_app.extensions["omero"]
+    gateway = current_app.extensions["services"].omero
     try:
         with gateway.session(omero_key) as omero:
             me = omero.whoami()
@@ -137,13 +138,13 @@ def remember_omero_user(omero_key: str, *, source: str = "user", staff_claim: bo
                          f"{expected_username}: paste a key of your own")
     groups = [{"id": grp.id, "name": grp.name} for grp in me.groups]
     groups.sort(key=lambda grp: grp["id"] != me.default_group_id)  # default group first
-    with current_app.extensions["db"].session() as db:
+    with current_app.extensions["services"].db.session() as db:
         user = db.query(User).filter_by(username=me.username).one_or_none() or User(username=me.username)
         user.full_name, user.groups, user.last_login = me.full_name, groups, utcnow()
         user.email = me.email or user.email
         if staff_claim is not None or user.id is None:
             user.is_staff = _is_staff(me.username, me.is_admin, bool(staff_claim))
-        user.omero_key, user.omero_key_source = crypto.encrypt(omero_key), source
+        user.omero_key, user.omero_key_source = crypto.encrypt(omero_key, current_app.config["ENCRYPTION_KEY"]), source
         db.add(user)
         db.commit()
     return user
@@ -180,7 +181,7 @@ def login():
             if not username or len(username) > 64 or not username.isprintable():
                 flash("Enter a user name (up to 64 characters)")
                 return _login_page(400)
-            gateway = current_app.extensions["omero"]
+            gateway = current_app.extensions["services"].omero
             sign_in(gateway.create_session(username, OMERO_SESSION_TTL), source="portal")
     except (MalformedKey, OmeroError) as e:
         flash(str(e))
@@ -198,7 +199,7 @@ def _others_signed_in(db, user_id: int) -> bool:
 def logout():
     """End the portal session; close the OMERO session too when the portal made it."""
     if g.auth == "session":
-        with current_app.extensions["db"].session() as db:
+        with current_app.extensions["services"].db.session() as db:
             user = db.get(User, g.user.id)
             waiting = db.scalar(select(func.count()).select_from(Job).where(
                 Job.owner_id == user.id, Job.state.in_((JobState.UPLOADING, *JobState.CLAIMABLE))))
@@ -215,11 +216,11 @@ def logout():
 
 
 def _close_portal_key(user: User) -> None:
-    key = crypto.decrypt(user.omero_key)
+    key = crypto.decrypt(user.omero_key, current_app.config["ENCRYPTION_KEY"])
     user.omero_key, user.omero_key_source = None, None
     if key:
         try:
-            current_app.extensions["omero"].close_session(key)
+            current_app.extensions["services"].omero.close_session(key)
         except OmeroError as e:  # the session ends by its time-to-live anyway
             log.warning("could not close %s's OMERO session: %s", user.username, e)
 

@@ -15,7 +15,7 @@ from flask import Flask, abort, current_app, flash, redirect, render_template, r
 from joserfc.errors import ClaimError, ExpiredTokenError, JoseError
 
 from app.auth import OMERO_SESSION_TTL, bp, log, next_url, sign_in
-from app.omero.base import OmeroError
+from app.core.omero.base import OmeroError
 
 CLAIM_MESSAGES = {
     "iss": "The answer did not come from the configured ADFS (wrong issuer), so the portal cannot trust it",
@@ -126,7 +126,7 @@ def adfs_callback():
         return _refuse(f"ADFS did not say who you are (none of the claims {wanted}): ask the facility staff "
                        "to check the portal's ADFS claims", 403)
     staff, target = staff_from(claims), session.pop("adfs_next", None)
-    gateway = current_app.extensions["omero"]
+    gateway = current_app.extensions["services"].omero
     if not gateway.can_create_sessions:
         # One more step: the user brings an OMERO key, which sign_in checks is theirs.
         session["adfs_username"], session["adfs_staff"] = username, staff

@@ -16,8 +16,8 @@ from flask.sessions import SessionInterface, SessionMixin
 from sqlalchemy import delete
 from werkzeug.datastructures import CallbackDict
 
-from app.db import utcnow
-from app.models import WebSession
+from app.core.db import utcnow
+from app.core.models import WebSession
 
 TOUCH_EVERY = timedelta(seconds=60)  # last_seen is written at most this often: uploads send many requests
 
@@ -62,7 +62,7 @@ class ServerSessionInterface(SessionInterface):
         cookie = request.cookies.get(self.get_cookie_name(app))
         if not cookie:
             return ServerSession()
-        with app.extensions["db"].session() as db:
+        with app.extensions["services"].db.session() as db:
             row = db.get(WebSession, _digest(cookie))
             if row is None:
                 return ServerSession()
@@ -79,7 +79,7 @@ class ServerSessionInterface(SessionInterface):
         if session.accessed:
             response.vary.add("Cookie")
         now = utcnow()
-        with app.extensions["db"].session() as db:
+        with app.extensions["services"].db.session() as db:
             if session.row_id and (session.ended or session.rotate):
                 db.execute(delete(WebSession).where(WebSession.id == session.row_id))
                 db.commit()

@@ -15,8 +15,9 @@ from flask import abort, current_app, flash, g, render_template, request
 from sqlalchemy import select
 
 from app.auth import bp, login_required
-from app.db import utcnow
-from app.models import ApiToken, User
+from app.core.db import utcnow
+from app.core.models import ApiToken, User
+from app.errors import error_response
 
 PREFIX = "omp_"  # recognisable in a script or a secret scanner
 MAX_TOKENS = 50
@@ -52,7 +53,7 @@ def _create(name: str) -> tuple[ApiToken, str]:
     name = name.strip()
     if not name or len(name) > 255 or not name.isprintable():
         raise ValueError("Name the token (up to 255 characters), e.g. after the script that uses it")
-    with current_app.extensions["db"].session() as db:
+    with current_app.extensions["services"].db.session() as db:
         count = len(db.scalars(select(ApiToken.id).where(ApiToken.user_id == g.user.id)).all())
         if count >= MAX_TOKENS:
             raise ValueError(f"You have {count} tokens: revoke one you no longer use first")
@@ -64,7 +65,7 @@ def _create(name: str) -> tuple[ApiToken, str]:
 
 
 def _revoke(token_id: int) -> bool:
-    with current_app.extensions["db"].session() as db:
+    with current_app.extensions["services"].db.session() as db:
         row = db.scalar(select(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == g.user.id))
         if row is None:
             return False
@@ -74,7 +75,7 @@ def _revoke(token_id: int) -> bool:
 
 
 def _mine() -> list[ApiToken]:
-    with current_app.extensions["db"].session() as db:
+    with current_app.extensions["services"].db.session() as db:
         return list(db.scalars(select(ApiToken).where(ApiToken.user_id == g.user.id).order_by(ApiToken.id)))
 
 
@@ -116,11 +117,11 @@ def list_tokens():
 def create_token():
     """Create an API token; the answer is the only time it is shown."""
     if g.auth != "session":
-        return {"error": TOKEN_REFUSED}, 403
+        return error_response(TOKEN_REFUSED, 403)
     try:
         row, token = _create(str((request.get_json(silent=True) or {}).get("name", "")))
     except ValueError as e:
-        return {"error": str(e)}, 400
+        return error_response(str(e), 400)
     return {**row.public(), "token": token}, 201
 
 
@@ -129,7 +130,7 @@ def create_token():
 def revoke_token(token_id: int):
     """Revoke one of the user's API tokens."""
     if g.auth != "session":
-        return {"error": TOKEN_REFUSED}, 403
+        return error_response(TOKEN_REFUSED, 403)
     if not _revoke(token_id):
-        return {"error": "Not found"}, 404
+        return error_response("Not found", 404)
     return "", 204

@@ -12,8 +12,8 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 

@@ -3,27 +3,11 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, g, render_template, send_file
 
-from app import retention
 from app.auth import login_required
+from app.core import retention
+from app.core.jobs import STATES, page_states
 
 bp = Blueprint("main", __name__)
-
-# What a row of the upload page can say, in order: its label, its colour, what it means. The page
-# and the help page both read this list, so the legend and the rows never disagree.
-STATES = [
-    ("pending", "Pending", "gray", "chosen, not sent yet (or waiting for its turn)"),
-    ("sending", "Uploading", "cyan", "the bytes are on their way; the bar shows how far"),
-    ("checking", "Checking", "cyan", "the file's checksum is computed on this computer, and OMERO asked whether it holds the same content"),
-    ("offline", "Waiting for network", "gray", "the connection dropped; sending goes on by itself when it is back"),
-    ("notsent", "Not sent", "red", "cannot be imported as chosen (a partner file is missing, or the format is not supported)"),
-    ("queued", "Queued", "yellow", "the file is safe on the transfer server and waits for a worker"),
-    ("converting", "Converting", "cyan", "being converted to OME-TIFF with its metadata"),
-    ("importing", "Importing", "cyan", "being imported into OMERO"),
-    ("imported", "Imported", "green", "in OMERO, with a link to the image"),
-    ("duplicate", "Already in OMERO", "orange", "the same content is already among your images: nothing was added; the link opens it"),
-    ("failed", "Failed", "red", "not imported; the reason is shown, and Retry is offered when the files are still on the server"),
-    ("cancelled", "Cancelled", "gray", "you cancelled it before it started"),
-]
 
 
 @bp.get("/")
@@ -31,16 +15,16 @@ STATES = [
 def index():
     """Show the upload page, with a reminder when older imports must leave the transfer server."""
     days = current_app.config["RETENTION_DAYS"]
-    with current_app.extensions["db"].session() as db:
+    with current_app.extensions["services"].db.session() as db:
         entries = retention.due(db, days, owner_id=g.user.id)
     return render_template("upload.html", retention=entries[0] if entries else None, retention_days=days,
-                           states={state: label for state, label, _c, _m in STATES})
+                           states=page_states())
 
 
 @bp.get("/help", endpoint="help")
 def help_page():
     """Explain signing in, uploading, the states and where images land; open to everyone."""
-    return render_template("help.html", states=STATES)
+    return render_template("help.html", states=[s for s in STATES if s.in_legend])
 
 
 @bp.get("/store")
@@ -48,7 +32,7 @@ def help_page():
 @login_required
 def store(image_id: int | None = None):
     """Show where the user's images landed in the embedded OMERO store."""
-    gateway = current_app.extensions["omero"]
+    gateway = current_app.extensions["services"].omero
     if not hasattr(gateway, "images_of"):
         abort(404)
     images = gateway.images_of(g.user.username)
@@ -61,7 +45,7 @@ def store(image_id: int | None = None):
 @login_required
 def store_file(file_id: int):
     """Send one of the user's files attached in the embedded store (an original, a spectrum)."""
-    gateway = current_app.extensions["omero"]
+    gateway = current_app.extensions["services"].omero
     found = gateway.file_of(g.user.username, file_id) if hasattr(gateway, "file_of") else None
     if found is None:
         abort(404)

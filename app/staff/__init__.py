@@ -12,14 +12,14 @@ from flask import Blueprint, abort, current_app, g, render_template, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from app import crypto
-from app import jobs as job_states
-from app import retention
 from app.auth import staff_required
-from app.db import utcnow
+from app.core import crypto, retention
+from app.core import jobs as job_states
+from app.core.jobs import page_states
+from app.core.db import utcnow
+from app.core.models import Batch, Job, JobEvent, JobState, User, WorkerBeat
+from app.core.omero.base import OmeroError
 from app.events import sse_response
-from app.models import Batch, Job, JobEvent, JobState, User, WorkerBeat
-from app.omero.base import OmeroError
 from converters.meta import human_size
 
 bp = Blueprint("staff", __name__)
@@ -29,7 +29,7 @@ IMPORT_AS_SESSION_SECONDS = 7 * 24 * 3600  # kept alive while its jobs wait (wor
 
 
 def _db():
-    return current_app.extensions["db"].session()
+    return current_app.extensions["services"].db.session()
 
 
 def _job_or_404(db, job_id: int) -> Job:
@@ -42,7 +42,7 @@ def staff_job_json(job: Job, username: str) -> dict:
             "created_at": job.created_at.isoformat() + "Z",
             "finished_at": job.finished_at.isoformat() + "Z" if job.finished_at else None,
             "files": [f.name for f in job.files],
-            "staged": job.state in retention.FREEABLE and current_app.extensions["staging"].job_dir(job.id).exists()}
+            "staged": job.state in retention.FREEABLE and current_app.extensions["services"].staging.job_dir(job.id).exists()}
 
 
 def filtered_jobs(db, args, limit: int = 500) -> list[dict]:
@@ -92,11 +92,11 @@ def dashboard():
         microscopes = db.scalars(select(Job.microscope).where(Job.microscope.is_not(None)).distinct()).all()
         groups = db.scalars(select(Batch.group_name).distinct()).all()
         status = queue_status(db)
-    staging = current_app.extensions["staging"]
+    staging = current_app.extensions["services"].staging
     disk = shutil.disk_usage(staging.root)
     return render_template("staff.html", staged=human_size(retention.staged_bytes(staging.root)),
                            disk_free=human_size(disk.free), disk_total=human_size(disk.total), users=users, microscopes=sorted(microscopes), groups=sorted(groups),
-                           states=[JobState.UPLOADING, JobState.QUEUED, *JobState.RUNNING, *JobState.FINAL],
+                           states=[JobState.UPLOADING, JobState.QUEUED, *JobState.RUNNING, *JobState.FINAL], page_states=page_states(),
                            status=status)
 
 
@@ -138,13 +138,13 @@ def api_events():
 def _import_as(username) -> User:
     """The user staff import for, with a session of their own (through the admin connection): the
     images will be theirs."""
-    from app.api import ApiError
+    from app.errors import ApiError
     from app.auth import remember_omero_user
 
     if not isinstance(username, str) or not username.strip():
         raise ApiError("Name the user to import for (on_behalf_of)")
     try:
-        key = current_app.extensions["omero"].create_session(username.strip(), IMPORT_AS_SESSION_SECONDS)
+        key = current_app.extensions["services"].omero.create_session(username.strip(), IMPORT_AS_SESSION_SECONDS)
         return remember_omero_user(key, source="portal", staff_claim=None)
     except OmeroError as e:
         raise ApiError(f"Cannot import as {username}: {e}") from None
@@ -173,7 +173,7 @@ def api_import_as():
 def api_act(job_id: int, action: str):
     """Retry a failed job, cancel any unfinished one, move a queued job to the front, or free the
     staged bytes of a failed, cancelled or unfinished job now."""
-    staging = current_app.extensions["staging"]
+    staging = current_app.extensions["services"].staging
     with _db() as db:
         job = _job_or_404(db, job_id)
         if action == "free":
@@ -196,13 +196,13 @@ def api_act(job_id: int, action: str):
 @staff_required
 def omero_check():
     """Offer the OMERO self-check (`upload-portal check-omero`); run it on POST and show each result."""
-    from app.omero.check import SelfCheck
+    from app.core.omero.check import SelfCheck
 
     results = None
     if request.method == "POST":
-        gateway = current_app.extensions["omero"]
+        gateway = current_app.extensions["services"].omero
         # The admin account when one is configured (or the embedded store); else the staff's own key.
-        key = None if gateway.can_create_sessions else crypto.decrypt(g.user.omero_key or "")
+        key = None if gateway.can_create_sessions else crypto.decrypt(g.user.omero_key or "", current_app.config["ENCRYPTION_KEY"])
         admin = current_app.config["OMERO_ADMIN_USER"] or "upload-portal-check"
         results = list(SelfCheck(gateway, key=key, admin_user=admin).results())
     return render_template("staff_omero_check.html", results=results)

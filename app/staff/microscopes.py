@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from flask import current_app, flash, g, redirect, render_template, request, url_for
 
-from app import microscopes
 from app.auth import staff_required
+from app.core import microscopes
 from app.staff import bp
 
 MAX_NAME = 255
@@ -14,8 +14,8 @@ MAX_NAME = 255
 @staff_required
 def microscopes_page():
     """List the microscope names in use and the raw instrument names no entry maps yet."""
-    with current_app.extensions["db"].session() as db:
-        names = microscopes.table(current_app, db)
+    with current_app.extensions["services"].db.session() as db:
+        names = microscopes.table(current_app.extensions["services"], db)
         unmapped = microscopes.unmapped(db, names)
     return render_template("staff_microscopes.html", names=sorted(names.items(), key=lambda kv: kv[0].casefold()),
                            unmapped=unmapped, initial=current_app.config["MICROSCOPE_NAMES"])
@@ -29,7 +29,7 @@ def save_microscope():
     if not raw or len(raw) > MAX_NAME or len(name) > MAX_NAME or not (raw + name).isprintable() or "/" in name:
         flash(f"Give the instrument's name as files carry it and a Project name (up to {MAX_NAME} characters, no '/')")
         return redirect(url_for("staff.microscopes_page"), 303)
-    with current_app.extensions["db"].session() as db:
+    with current_app.extensions["services"].db.session() as db:
         microscopes.save(db, raw, name, g.user.username)
     flash(f"{raw} now goes to the Project {name}: from the next job on" if name
           else f"The portal's name for {raw} was removed")

@@ -12,10 +12,10 @@ from flask import Response, current_app, flash, g, redirect, render_template, re
 from markupsafe import Markup, escape
 from sqlalchemy import func, select
 
-from app import retention
 from app.auth import staff_required
-from app.db import utcnow
-from app.models import Batch, Job, JobFile, JobState, User
+from app.core import retention
+from app.core.db import utcnow
+from app.core.models import Batch, Job, JobFile, JobState, User
 from app.staff import bp, queue_status
 
 DIMENSIONS = ("day", "microscope", "group", "user")
@@ -66,7 +66,7 @@ def bar_chart(title: str, bars: list[tuple[str, float]], unit: str = "") -> Mark
 
 def _requested_rows() -> tuple[int, list[dict]]:
     days = request.args.get("days", default=30, type=int)
-    with current_app.extensions["db"].session() as db:
+    with current_app.extensions["services"].db.session() as db:
         return days, usage_rows(db, days)
 
 
@@ -100,7 +100,7 @@ def usage_csv():
 def retention_page():
     """List, per user, the files imported longer ago than the retention time."""
     days = current_app.config["RETENTION_DAYS"]
-    with current_app.extensions["db"].session() as db:
+    with current_app.extensions["services"].db.session() as db:
         entries = retention.due(db, days)
     return render_template("staff_retention.html", days=days, entries=entries,
                            mail=bool(current_app.config["SMTP_HOST"]))
@@ -110,7 +110,8 @@ def retention_page():
 @staff_required
 def remind():
     """Send the retention reminders now (the daily task does the same)."""
-    flash(f"{retention.send_reminders(current_app)} reminder(s) sent")
+    sent = retention.send_reminders(current_app.extensions["services"])
+    flash(f"{sent} reminder(s) sent")
     return redirect(url_for("staff.retention_page"))
 
 
@@ -125,7 +126,7 @@ def metrics():
     """Prometheus metrics: queue depth, jobs by state, durations, failures, bytes."""
     if not metrics_allowed():
         return Response("staff session or PORTAL_METRICS_TOKEN bearer token required\n", 403, mimetype="text/plain")
-    with current_app.extensions["db"].session() as db:
+    with current_app.extensions["services"].db.session() as db:
         by_state = dict(db.execute(select(Job.state, func.count(Job.id)).group_by(Job.state)).all())
         imported = db.execute(select(func.count(Job.id), func.coalesce(func.sum(Job.total_size), 0))
                               .where(Job.state == JobState.IMPORTED)).one()

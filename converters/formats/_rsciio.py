@@ -6,14 +6,13 @@ import logging
 import math
 import re
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import h5py
 
 from converters.base import ConversionError, PixelSize
-from converters.meta import pixel_size, to_metres
-from converters.meta import PIXEL_SIZE_UNKNOWN
+from converters.meta import PIXEL_SIZE_UNKNOWN, pixel_size, to_metres
 
 log = logging.getLogger(__name__)
 _SECONDS = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "μs": 1e-6, "us": 1e-6, "ns": 1e-9, "min": 60.0, "h": 3600.0}
@@ -88,6 +87,6 @@ def unix_time(stamp) -> datetime | None:
     if not math.isfinite(value) or value <= 0:
         return None
     try:
-        return datetime.fromtimestamp(value, timezone.utc)
+        return datetime.fromtimestamp(value, UTC)
     except (OverflowError, OSError, ValueError):
         return None

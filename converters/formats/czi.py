@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import struct
 import xml.etree.ElementTree as ET
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from converters.base import ConversionError, ConvertOptions, Passthrough
@@ -43,7 +43,7 @@ def read(files: list[Path], options: ConvertOptions) -> Passthrough:
         except ValueError:
             acquired = None
         if acquired is not None and acquired.tzinfo is None:
-            acquired = acquired.replace(tzinfo=timezone.utc)  # ZEN writes UTC
+            acquired = acquired.replace(tzinfo=UTC)  # ZEN writes UTC
     instrument = root.find("Metadata/Information/Instrument")
     microscope = detector = None
     if instrument is not None:

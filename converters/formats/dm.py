@@ -12,7 +12,7 @@ import math
 import re
 import struct
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -239,7 +239,7 @@ def _acquired(image_tags: dict, options: ConvertOptions) -> tuple[datetime | Non
         return stamp, []
     epoch = _number(_dig(image_tags, "Acquisition.Frame.Sequence.Acquisition Start Time (epoch)"))
     if epoch is not None and 1e11 < epoch < 1e14:  # 1973..5138 in milliseconds
-        return datetime.fromtimestamp(epoch / 1000, timezone.utc), []
+        return datetime.fromtimestamp(epoch / 1000, UTC), []
     date, time = clean(bar.get("Acquisition Date", "")), clean(bar.get("Acquisition Time", ""))
     if not date:
         return None, []

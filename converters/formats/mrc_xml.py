@@ -14,8 +14,8 @@ import numpy as np
 from mrcfile.utils import data_dtype_from_header
 
 from converters.base import ConversionError, ConvertOptions, SourceImage
-from converters.formats._hdf5 import complex_parts
 from converters.formats._epu import read_xml
+from converters.formats._hdf5 import complex_parts
 from converters.formats._raw import stacked_planes
 from converters.meta import clean, pixel_size, unknowns
 

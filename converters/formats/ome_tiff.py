@@ -1,7 +1,7 @@
 """OME-TIFF is imported as it is; its microscope, date and channels come from its OME-XML."""
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -48,7 +48,7 @@ def read(files: list[Path], options: ConvertOptions) -> Passthrough:
         detector = ", ".join(d.model for d in instrument.detectors if d.model) or None
     acquired = image.acquisition_date
     if acquired is not None and acquired.tzinfo is None:
-        acquired = acquired.replace(tzinfo=timezone.utc)  # xsd:dateTime without offset: OME means UTC
+        acquired = acquired.replace(tzinfo=UTC)  # xsd:dateTime without offset: OME means UTC
     size = None
     if pixels.physical_size_x and pixels.physical_size_y:
         size = PixelSize(pixels.physical_size_x, pixels.physical_size_y, pixels.physical_size_x_unit.value,

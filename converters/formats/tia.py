@@ -15,7 +15,7 @@ import logging
 import re
 import warnings
 import xml.etree.ElementTree as ET
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -153,7 +153,7 @@ def _acquired(first: Series, info: dict, options: ConvertOptions, notes: list[st
     whatever zone the TIA PC was set to), then the .emi's AcquireDate (the PC's wall clock, read in the
     facility's zone)."""
     if first.time and first.time > 10**8:  # after 1973: a set clock
-        return datetime.fromtimestamp(first.time, timezone.utc)
+        return datetime.fromtimestamp(first.time, UTC)
     if info.get("AcquireDate"):
         try:
             return localize(datetime.strptime(info["AcquireDate"], "%a %b %d %H:%M:%S %Y"), options.timezone)

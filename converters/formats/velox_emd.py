@@ -258,12 +258,12 @@ def _spectrum_image_sums(f: h5py.File, accounted: list[Accounted]) -> list[Spect
                                        f"summed into {title}; the full spectrum image stays in the original file"))
         offset, scale, unit = _eds_calibration(meta)
         found.append(Spectrum(title, total, offset, scale, unit, "spectrum streams"))
-    for key, group in f.get("Data/SpectrumImage", {}).items():
+    for group in f.get("Data/SpectrumImage", {}).values():
         detector = _json_column(group["Metadata"]).get("BinaryResult", {}).get("Detector", "")
         where = (f"{title} (from its spectrum streams); the full data stays in the original file" if found else
                  "the original file (stored in Velox's own compressed form, which no open reader decodes)")
         accounted.append(Accounted(f"spectrum image {detector}".strip(), "attachment", where))
-    for key, group in f.get("Data/EelsSpectrumImage", {}).items():
+    for group in f.get("Data/EelsSpectrumImage", {}).values():
         calibration = _json_column(group["AcquisitionMetadata"]).get("Data", {})
         offset, scale = float(calibration.get("offset", 0.0)), float(calibration.get("dispersion", 0.0))
         eels = f"EELS from {offset:.4g} eV (sum of the spectrum image)" if scale else "EELS (sum of the spectrum image)"
@@ -316,7 +316,7 @@ def _eds_calibration(meta: dict) -> tuple[float, float, str]:
 
 def _acquisition_log(f: h5py.File, accounted: list[Accounted]) -> str:
     texts = []
-    for key, item in f.get("Data/Text", {}).items():
+    for item in f.get("Data/Text", {}).values():
         try:
             texts.append(unquote(json.loads(bytes(np.asarray(item[0]).item()))["text"]).strip())
             accounted.append(Accounted("acquisition log", "metadata", "key 'Acquisition log' of the primary image"))

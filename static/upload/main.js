@@ -3,12 +3,12 @@
 // job live. A reload or a dropped connection resumes from what the server holds.
 import { Pairs } from "./pairs.js";
 import { setUpPicker } from "./picker.js";
-import { Rows } from "./rows.js";
+import { Rows, STATES } from "./rows.js";
 import { checkJob, hashAhead, sendFile } from "./transfer.js";
 import { api, el, human, plural, say } from "./util.js";
 
 const $ = (id) => document.getElementById(id);
-const FINAL = ["imported", "duplicate", "failed", "cancelled"];
+const FINAL = Object.keys(STATES).filter((s) => STATES[s].final);
 
 // Staff importing for a user (/?as=NAME, from the staff page): their groups, the staff API, all events.
 const importAs = new URLSearchParams(window.location.search).get("as");

@@ -3,7 +3,10 @@
 import { api, el, human } from "./util.js";
 
 // The labels come from the server's list of states (app/main), which the help page explains.
-export const LABELS = JSON.parse(document.getElementById("state-labels").textContent);
+// Each state's label, colour and whether it ends a job: declared once on the server (app.core.jobs.STATES).
+export const STATES = JSON.parse(document.getElementById("states").textContent);
+export const label = (state) => (STATES[state] ? STATES[state].label : state);
+export const badgeClass = (state) => `state state-${state} colour-${STATES[state] ? STATES[state].colour : "gray"}`;
 
 function namesCell(files) {
   const cell = el("td", { class: "names" });
@@ -102,8 +105,8 @@ export class Rows {
     row.dataset.state = state;
     row.toggleAttribute("data-check", Boolean(check));
     const badge = row.querySelector(".state");
-    badge.className = `state state-${state}${check ? " state-check" : ""}`;
-    badge.textContent = (LABELS[state] || state) + (check ? ", check" : "");
+    badge.className = badgeClass(state) + (check ? " state-check" : "");
+    badge.textContent = label(state) + (check ? ", check" : "");
     if (check) badge.title = `Check in OMERO: ${check.join(", ")}`;
     else badge.removeAttribute("title");
     const details = row.querySelector(".details");

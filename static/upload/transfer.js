@@ -94,15 +94,15 @@ export async function sendFile(remote, file, progress, stopped = () => false) {
       } catch (e) {
         await Promise.allSettled(flying.splice(0));  // the later ones are refused or wait in vain
         if (e.status === undefined) await offline();                                // network gone
-        else if (e.status !== 409 || /not waiting/.test(e.message)) throw e;         // cancelled, or refused
+        else if (e.code !== "resume") throw e;                                      // cancelled, or refused
       }
       offset = next = await held();  // part of a chunk may have arrived before the cut: go on from there
     }
     try {
       await api("POST", `/api/files/${remote.id}/complete`, { sha1: remote.sha1 });
     } catch (e) {
-      // 422: the server's copy differs from ours and was dropped; send it once more from the start
-      if (e.status !== 422 || attempt >= 2) throw e;
+      // damaged: the server's copy differs from ours and was dropped; send it once more from the start
+      if (e.code !== "damaged" || attempt >= 2) throw e;
       sums.delete(file);  // the local file may have changed since it was hashed
       remote.sha1 = await hashFile(file, (hashed) => progress("checking", hashed, file.size));
       continue;

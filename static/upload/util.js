@@ -8,6 +8,7 @@ export class ApiError extends Error {
     super(message);
     this.status = status;  // undefined: the request never got an answer (network down, server gone)
     this.data = data;
+    this.code = data && data.code;  // what the page branches on (docs/api.md), never the message
   }
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Portal
+from tests.helpers import Portal
 
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 

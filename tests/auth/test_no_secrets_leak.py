@@ -7,10 +7,10 @@ import logging
 
 from flask.testing import FlaskClient
 
-from app import crypto
-from app.models import User
-from tests.auth.conftest import CLIENT_SECRET, adfs_sign_in
-from tests.conftest import ome_tiff
+from app.core import crypto
+from app.core.models import User
+from tests.auth.helpers import CLIENT_SECRET, adfs_sign_in
+from tests.helpers import ome_tiff
 from workers import pipeline
 
 
@@ -45,11 +45,11 @@ def test_no_key_or_token_in_logs_cookies_or_pages(provider, oidc_app_for, caplog
     assert client.put(f"/api/files/{file_id}?offset=0", data=data, headers=headers).status_code == 200
     assert client.post(f"/api/files/{file_id}/complete", headers=headers,
                        json={"sha1": hashlib.sha1(data).hexdigest()}).status_code == 200
-    with app.extensions["db"].session() as db:
+    with app.extensions["services"].db.session() as db:
         stored = db.query(User).filter_by(username="lin").one().omero_key
     with app.app_context():
-        omero_key = crypto.decrypt(stored)
-        assert pipeline.run_job(app, batch["jobs"][0]["id"], "w1") == "imported"
+        omero_key = crypto.decrypt(stored, app.config["ENCRYPTION_KEY"])
+        assert pipeline.run_job(app.extensions["services"], batch["jobs"][0]["id"], "w1") == "imported"
     assert client.post("/logout", data={"csrf_token": me["csrf_token"]}).status_code == 302
 
     (token,) = issued

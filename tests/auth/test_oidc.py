@@ -6,10 +6,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from app.models import User
-from tests.auth.conftest import STAFF_GROUP, adfs_sign_in, flashed
-from tests.conftest import Portal
-from tests.test_api import OPEN_REDIRECTS
+from app.core.models import User
+from tests.auth.helpers import STAFF_GROUP, adfs_sign_in, flashed
+from tests.helpers import OPEN_REDIRECTS, Portal
 
 
 def me(client):
@@ -24,15 +23,15 @@ def test_adfs_signs_in_opens_an_omero_session_in_the_store_and_shows_the_groups(
     assert done.status_code == 302 and done.headers["Location"] == "/tokens"
     who = me(client).get_json()
     assert who["username"] == "jo" and [g["name"] for g in who["groups"]] == ["Lab", "Facility"]
-    with app.extensions["db"].session() as db:
+    with app.extensions["services"].db.session() as db:
         user = db.query(User).filter_by(username="jo").one()
         assert user.omero_key_source == "portal" and not user.is_staff
     # the portal made the OMERO session: the embedded store knows it, the browser never saw it
     with app.app_context():
-        from app import crypto
+        from app.core import crypto
 
-        key = crypto.decrypt(user.omero_key)
-    with app.extensions["omero"].session(key) as omero:
+        key = crypto.decrypt(user.omero_key, app.config["ENCRYPTION_KEY"])
+    with app.extensions["services"].omero.session(key) as omero:
         assert omero.whoami().username == "jo"
     assert key not in " ".join(c.value for c in client._cookies.values())
 
@@ -42,7 +41,7 @@ def test_a_staff_group_claim_makes_the_user_staff(provider, oidc_app_for):
     provider.set_user("u-102", {"upn": "sam@example.org", "group": ["lab-members", STAFF_GROUP]})
     client = app.test_client()
     assert adfs_sign_in(client, provider, "u-102").status_code == 302
-    with app.extensions["db"].session() as db:
+    with app.extensions["services"].db.session() as db:
         assert db.query(User).filter_by(username="sam").one().is_staff
 
 

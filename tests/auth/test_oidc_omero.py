@@ -6,22 +6,22 @@ import re
 
 import pytest
 
-from app.models import User
-from app.omero.omeropy import OmeroPyGateway
-from tests.auth.conftest import adfs_sign_in, flashed
+from app.core.models import User
+from app.core.omero.omeropy import OmeroPyGateway
+from tests.auth.helpers import adfs_sign_in, flashed
 
 
 @pytest.fixture
 def app_with_admin(provider, oidc_app_for, omero_gateway):
     app = oidc_app_for(provider, PORTAL_OMERO_WEB_URL="https://omero.example.org")
-    app.extensions["omero"] = omero_gateway
+    app.extensions["services"].omero = omero_gateway
     return app
 
 
 @pytest.fixture
 def app_without_admin(provider, oidc_app_for, fake_omero):
     app = oidc_app_for(provider, PORTAL_OMERO_WEB_URL="https://omero.example.org/")
-    app.extensions["omero"] = OmeroPyGateway("omero.example.org", 4064, "https://omero.example.org/",
+    app.extensions["services"].omero = OmeroPyGateway("omero.example.org", 4064, "https://omero.example.org/",
                                              client_factory=fake_omero.client_factory)
     return app
 
@@ -39,7 +39,7 @@ def test_an_omero_admin_is_staff(provider, app_with_admin):
     provider.set_user("u-202", {"upn": "root@example.org"})
     client = app_with_admin.test_client()
     assert adfs_sign_in(client, provider, "u-202").status_code == 302
-    with app_with_admin.extensions["db"].session() as db:
+    with app_with_admin.extensions["services"].db.session() as db:
         assert db.query(User).filter_by(username="root").one().is_staff
 
 
@@ -72,7 +72,7 @@ def test_without_admin_credentials_the_user_pastes_a_key_from_the_token_page(
     assert "One more step, alice" in page and 'href="https://omero.example.org/oauth/sessiontoken"' in page
     assert done.status_code == 302
     assert client.get("/api/me").get_json()["username"] == "alice"
-    with app_without_admin.extensions["db"].session() as db:
+    with app_without_admin.extensions["services"].db.session() as db:
         assert db.query(User).filter_by(username="alice").one().omero_key_source == "user"
 
 

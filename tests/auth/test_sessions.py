@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import pytest
 
-from app import config, crypto
-from app.models import User, WebSession
-from app.omero.base import SessionExpired
-from tests.conftest import Portal, ome_tiff
+from app.core import config, crypto
+from app.core.models import User, WebSession
+from app.core.omero.base import SessionExpired
+from tests.helpers import Portal, ome_tiff
 
 COOKIE = "portal_session"
 
@@ -33,7 +33,7 @@ def test_the_cookie_is_a_random_id_httponly_lax_and_ends_with_the_browser(embedd
     assert "Expires" not in header and "Max-Age" not in header
     assert "Secure" not in header  # embedded mode serves plain http on loopback
     value = cookie_of(client)
-    with embedded_app.extensions["db"].session() as db:
+    with embedded_app.extensions["services"].db.session() as db:
         (row,) = db.query(WebSession).all()
     assert row.id == hashlib.sha256(value.encode()).hexdigest() and row.user_id is None
     assert "csrf_token" in row.data  # the CSRF secret lives on the server
@@ -65,48 +65,48 @@ def test_sign_out_ends_the_session_on_the_server(embedded_app):
     replay = embedded_app.test_client()
     replay.set_cookie(COOKIE, stolen)
     assert replay.get("/api/me").status_code == 401
-    with embedded_app.extensions["db"].session() as db:
+    with embedded_app.extensions["services"].db.session() as db:
         assert db.query(WebSession).filter(WebSession.user_id.isnot(None)).count() == 0
 
 
 def test_an_idle_session_ends(embedded_app):
     ann = Portal(embedded_app.test_client(), "ann")
     idle = timedelta(minutes=embedded_app.config["SESSION_IDLE_MINUTES"] + 1)
-    with embedded_app.extensions["db"].session() as db:
+    with embedded_app.extensions["services"].db.session() as db:
         row = db.query(WebSession).filter(WebSession.user_id.isnot(None)).one()
         row.last_seen -= idle
         db.commit()
     page = ann.get("/", follow_redirects=True).get_data(as_text=True)
     assert "signed out after a while without activity" in page
     assert ann.get("/api/me").status_code == 401
-    with embedded_app.extensions["db"].session() as db:
+    with embedded_app.extensions["services"].db.session() as db:
         assert db.query(WebSession).filter(WebSession.user_id.isnot(None)).count() == 0
 
 
 def test_an_active_session_is_not_idle(embedded_app):
     ann = Portal(embedded_app.test_client(), "ann")
-    with embedded_app.extensions["db"].session() as db:
+    with embedded_app.extensions["services"].db.session() as db:
         row = db.query(WebSession).filter(WebSession.user_id.isnot(None)).one()
         row.last_seen -= timedelta(minutes=embedded_app.config["SESSION_IDLE_MINUTES"] - 1)
         db.commit()
     assert ann.get("/api/me").status_code == 200
-    with embedded_app.extensions["db"].session() as db:
+    with embedded_app.extensions["services"].db.session() as db:
         row = db.query(WebSession).filter(WebSession.user_id.isnot(None)).one()
         assert row.last_seen > row.created_at  # touched: the idle clock starts again
 
 
 def _key_of(app, username: str) -> str | None:
-    with app.extensions["db"].session() as db:
+    with app.extensions["services"].db.session() as db:
         user = db.query(User).filter_by(username=username).one()
     with app.app_context():
-        return user.omero_key and crypto.decrypt(user.omero_key)
+        return user.omero_key and crypto.decrypt(user.omero_key, app.config["ENCRYPTION_KEY"])
 
 
 def test_sign_out_closes_the_omero_session_the_portal_made(embedded_app):
     ann = Portal(embedded_app.test_client(), "ann")
     key = _key_of(embedded_app, "ann")
     sign_out(ann)
-    with pytest.raises(SessionExpired), embedded_app.extensions["omero"].session(key):
+    with pytest.raises(SessionExpired), embedded_app.extensions["services"].omero.session(key):
         pass
     assert _key_of(embedded_app, "ann") is None
 
@@ -116,7 +116,7 @@ def test_sign_out_leaves_the_omero_session_while_jobs_wait(embedded_app):
     ann.send({"a.ome.tif": ome_tiff(seed=31)})  # queued: the workers will need the key
     key = _key_of(embedded_app, "ann")
     sign_out(ann)
-    assert embedded_app.extensions["omero"].keep_alive(key)
+    assert embedded_app.extensions["services"].omero.keep_alive(key)
     assert _key_of(embedded_app, "ann") == key
 
 
@@ -124,11 +124,11 @@ def test_sign_out_leaves_the_omero_session_another_browser_uses(embedded_app):
     first, second = Portal(embedded_app.test_client(), "ann"), Portal(embedded_app.test_client(), "ann")
     key = _key_of(embedded_app, "ann")
     sign_out(first)
-    assert embedded_app.extensions["omero"].keep_alive(key) and second.get("/api/me").status_code == 200
+    assert embedded_app.extensions["services"].omero.keep_alive(key) and second.get("/api/me").status_code == 200
 
 
 def test_sign_out_never_closes_a_pasted_key(embedded_app, omero_gateway, fake_omero):
-    embedded_app.extensions["omero"] = omero_gateway
+    embedded_app.extensions["services"].omero = omero_gateway
     key = omero_gateway.create_session("alice", 600)  # as OMERO.web's token page hands it out
     client = embedded_app.test_client()
     token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from app.auth import staff_required
-from app.models import User
-from tests.conftest import Portal, close_app, make_app
+from app.core.models import User
+from tests.helpers import Portal, close_app, make_app
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def staff_app(embedded_stack, monkeypatch):
 
 
 def is_staff(app, username: str) -> bool:
-    with app.extensions["db"].session() as db:
+    with app.extensions["services"].db.session() as db:
         return db.query(User).filter_by(username=username).one().is_staff
 
 
@@ -26,13 +26,13 @@ def test_listed_users_are_staff_and_others_are_not(staff_app):
     fay, gus = Portal(staff_app.test_client(), "fay"), Portal(staff_app.test_client(), "gus")
     assert is_staff(staff_app, "fay") and not is_staff(staff_app, "gus")
     assert fay.get("/staff-check").status_code == 200 and gus.get("/staff-check").status_code == 403
-    assert gus.get("/api/staff-check").get_json() == {"error": "Facility staff only"}
+    assert gus.get("/api/staff-check").get_json() == {"error": "Facility staff only", "code": "forbidden"}
     assert staff_app.test_client().get("/api/staff-check").status_code == 401
 
 
 def test_the_role_is_set_again_at_each_sign_in(staff_app):
     Portal(staff_app.test_client(), "gus")
-    with staff_app.extensions["db"].session() as db:
+    with staff_app.extensions["services"].db.session() as db:
         db.query(User).filter_by(username="gus").one().is_staff = True  # e.g. listed before, not now
         db.commit()
     Portal(staff_app.test_client(), "gus")

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from app.models import ApiToken, Job
-from tests.conftest import Portal, ome_tiff
+from app.core.models import ApiToken, Job
+from tests.helpers import Portal, ome_tiff
 from workers import pipeline
 
 
@@ -40,7 +40,7 @@ def test_a_token_is_shown_once_and_kept_only_as_a_hash(embedded_app, ann):
     assert token.startswith("omp_") and len(token) > 40
     listed = ann.get("/api/tokens").get_json()["tokens"]
     assert [t["name"] for t in listed] == ["sync script"] and token not in str(listed)
-    with embedded_app.extensions["db"].session() as db:
+    with embedded_app.extensions["services"].db.session() as db:
         (row,) = db.query(ApiToken).all()
     assert row.token_hash == hashlib.sha256(token.encode()).hexdigest()
 
@@ -72,8 +72,8 @@ def test_a_script_uploads_and_imports_with_a_token(embedded_app, ann):
     job_id = batch["jobs"][0]["id"]
     assert script.batch(batch["id"])["jobs"][0]["state"] == "queued"
     with embedded_app.app_context():
-        assert pipeline.run_job(embedded_app, job_id, "w1") == "imported"
-    with embedded_app.extensions["db"].session() as db:
+        assert pipeline.run_job(embedded_app.extensions["services"], job_id, "w1") == "imported"
+    with embedded_app.extensions["services"].db.session() as db:
         assert db.get(Job, job_id).image_ids
     assert [b["id"] for b in ann.get("/api/batches").get_json()["batches"]] == [batch["id"]]  # the same user
 

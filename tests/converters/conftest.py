@@ -7,23 +7,16 @@ import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 import pytest
 import tifffile
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLES = REPO / ".." / "shared" / "samples"
-FETCH_SCRIPT = REPO / "scripts" / "fetch-bioformats.sh"
+from tests.helpers import ROOT
+
+FETCH_SCRIPT = ROOT / "scripts" / "fetch-bioformats.sh"
 OME_NS = {"ome": "http://www.openmicroscopy.org/Schemas/OME/2016-06"}
-
-
-def sample(name: str) -> Path:
-    path = SAMPLES / name
-    if not path.is_file():
-        pytest.fail(f"sample {name} is missing from {SAMPLES.resolve()}")
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -132,7 +125,7 @@ def check_output(validate, bioformats):
         if conversion.acquired is None:
             assert seen.date is None
         else:
-            utc = conversion.acquired.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            utc = conversion.acquired.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
             assert seen.date is not None and seen.date.startswith(utc)
         assert seen.microscope == conversion.microscope
         # the original metadata travels as one MapAnnotation, the same key-values as Conversion.metadata

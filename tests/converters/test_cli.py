@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from converters.cli import main
-from tests.converters.conftest import REPO, sample
+from tests.helpers import ROOT, sample
 
 
 def run(capsys, *argv: str) -> tuple[int, list[dict]]:
@@ -66,7 +66,7 @@ def test_bad_timezone_is_a_usage_error(tmp_path, capsys):
 
 def test_runs_as_a_module(tmp_path):
     run = subprocess.run([sys.executable, "-m", "converters.cli", str(sample("sample6_001.tif")), "--out",
-                          str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=120)
+                          str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("converted ") and (tmp_path / "sample6_001.ome.tiff").is_file()
 
@@ -95,6 +95,6 @@ def test_json_lists_every_image_attachment_warning_and_place(tmp_path, capsys):
 
 def test_text_report_counts_further_images(tmp_path):
     run = subprocess.run([sys.executable, "-m", "converters.cli", str(sample("example_velox_EELS_EDS.emd")),
-                          "--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=300)
+                          "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert run.returncode == 0, run.stderr
     assert run.stdout.rstrip().endswith("(1Tx7Cx1Zx16Yx20X) and 1 more image")

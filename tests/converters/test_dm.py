@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -18,7 +18,7 @@ import tifffile
 from converters import ConvertOptions, convert
 from converters.base import SourceFile
 from converters.formats import dm
-from tests.converters.conftest import REPO, sample
+from tests.helpers import ROOT, sample
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 
@@ -89,7 +89,7 @@ def test_filetime_wins_over_locale_dependent_text():
                         "Acquisition Time (OS)": 1.3309980037321494e17}}
     acquired, notes = dm._acquired(tags, ConvertOptions(timezone=STOCKHOLM))
     # 1.3309980037321494e17 x 100 ns after 1601-01-01 UTC, counted with plain arithmetic
-    expected = datetime.fromtimestamp(1.3309980037321494e17 / 1e7 - 11644473600, timezone.utc)
+    expected = datetime.fromtimestamp(1.3309980037321494e17 / 1e7 - 11644473600, UTC)
     assert abs(acquired - expected) < timedelta(milliseconds=1) and notes == []
 
 
@@ -97,7 +97,7 @@ def test_epoch_milliseconds_before_text():
     tags = {"Acquisition": {"Frame": {"Sequence": {"Acquisition Start Time (epoch)": 1665506437321.0}}},
             "DataBar": {"Acquisition Date": "3/4/2022", "Acquisition Time": "4:40:37 PM"}}
     acquired, _ = dm._acquired(tags, ConvertOptions())
-    assert acquired == datetime.fromtimestamp(1665506437.321, timezone.utc)
+    assert acquired == datetime.fromtimestamp(1665506437.321, UTC)
 
 
 @pytest.mark.parametrize("date, time, expected", [
@@ -115,7 +115,6 @@ def test_ambiguous_date_text_is_not_guessed():
     tags = {"DataBar": {"Acquisition Date": "3/4/2017", "Acquisition Time": "10:00:00"}}
     acquired, notes = dm._acquired(tags, ConvertOptions())
     assert acquired is None and "3/4/2017 10:00:00 could not be read unambiguously" in notes[0]
-
 
 
 def _dm4(target, shape: tuple[int, ...], write_pixels) -> None:
@@ -170,9 +169,10 @@ def test_large_image_converts_in_bounded_memory(tmp_path):
     _dm4(tmp_path / "big.dm4", (ny, nx), gradient)
     script = textwrap.dedent(f"""
         import json, sys
-        sys.path.insert(0, {str(REPO)!r})
+        sys.path.insert(0, {str(ROOT)!r})
         import rsciio.digitalmicrograph  # what reading imports (dask, numba...): counted apart from the pixels
-        from converters import ConvertOptions, convert
+        from converters import ConvertOptions, convert, registry
+        registry.plugins()
 
         def status(field):
             return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field))
@@ -182,7 +182,7 @@ def test_large_image_converts_in_bounded_memory(tmp_path):
         grown = status("VmHWM:") - before
         print(json.dumps({{"shape": result.shape, "output": str(result.output), "grown_kib": grown}}))
     """)
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["shape"] == {"T": 1, "C": 1, "Z": 1, "Y": ny, "X": nx}

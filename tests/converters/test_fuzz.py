@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from converters import Conversion, ConversionError, ConvertOptions, convert
-from tests.converters.conftest import REPO, sample
+from tests.helpers import ROOT, sample
 
 SEEDS = {  # real files to mutate, under the names the portal would give them
     "velox.emd": "fei_example_tem_stack.emd",
@@ -96,10 +96,10 @@ def test_coverage_guided_fuzzing_finds_no_crash(target, tmp_path):
     for seed in seeds:
         shutil.copy(sample(seed), corpus)
     run = subprocess.run(
-        [sys.executable, str(REPO / "tests/converters/atheris_harness.py"), name,
+        [sys.executable, str(ROOT / "tests/converters/atheris_harness.py"), name,
          *[f"{partner}={sample(source)}" for partner, source in partners], "--",
          f"-runs={ATHERIS_RUNS}", "-seed=1", "-rss_limit_mb=2048", "-timeout=60",
          f"-artifact_prefix={tmp_path}/", str(corpus)],
-        capture_output=True, text=True, timeout=600, cwd=REPO)
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-5000:]
     assert f"Done {ATHERIS_RUNS} runs" in run.stderr, run.stderr[-2000:]

@@ -1,7 +1,7 @@
 """Units: every spelling files use for a length or a reciprocal length, and nothing guessed."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -54,11 +54,11 @@ def test_unknown_or_mixed_units_are_not_guessed(x, y):
 def test_filetime_is_utc_and_out_of_range_is_none():
     # 1.3309980037321494e17 ticks of 100 ns since 1601 (a GMS DataBar value): 2022-10-11 16:40:37 UTC
     assert from_filetime(1.3309980037321494e17).replace(microsecond=0) == datetime(2022, 10, 11, 16, 40, 37,
-                                                                                    tzinfo=timezone.utc)
+                                                                                    tzinfo=UTC)
     assert from_filetime(0) is None and from_filetime(float("nan")) is None and from_filetime("x") is None
 
 
 def test_unknowns_word_for_word():
     assert unknowns(None, None, False) == ["acquisition date unknown", "microscope unknown", "pixel size unknown"]
-    assert unknowns(datetime.now(timezone.utc), "Talos", True) == []
+    assert unknowns(datetime.now(UTC), "Talos", True) == []
 

@@ -12,7 +12,7 @@ import pytest
 import tifffile
 
 from converters import ConversionError, ConvertOptions, convert
-from tests.converters.conftest import sample
+from tests.helpers import sample
 
 TALOS = {"TALOS-12TAN18C": "Talos L120C"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import h5py
 import numpy as np
@@ -12,7 +12,7 @@ import pytest
 import tifffile
 
 from converters import ConvertOptions, convert
-from tests.converters.conftest import sample
+from tests.helpers import sample
 
 
 def reference(path) -> list[dict]:
@@ -60,7 +60,7 @@ def test_time_axis_of_unix_seconds_is_the_acquisition_time(tmp_path, check_outpu
     with h5py.File(tmp_path / "t.emd") as f:
         assert f["signals/HAADF/dim3"][0] == start
     result = convert([tmp_path / "t.emd"], tmp_path / "out", ConvertOptions())
-    assert result.acquired == datetime.fromtimestamp(start, timezone.utc)
+    assert result.acquired == datetime.fromtimestamp(start, UTC)
     assert "acquisition date unknown" not in result.warnings
     check_output(result)
 

@@ -4,18 +4,17 @@ from __future__ import annotations
 import shutil
 import struct
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import mrcfile
 import numpy as np
 import pytest
 import tifffile
 
-from converters import ConversionError, ConvertOptions, PixelSize, convert
-from converters import ometiff
+from converters import ConversionError, ConvertOptions, PixelSize, convert, ometiff
 from converters.base import SourceImage
 from converters.planes import FuncPlane
-from tests.converters.conftest import sample
+from tests.helpers import sample
 
 
 def big_mrc_pair(tmp_path, ny: int, nx: int, dtype="u2"):
@@ -76,7 +75,7 @@ def synthetic(unit: str, size: float) -> SourceImage:
     return SourceImage(
         shape={"T": 1, "C": 1, "Z": 1, "Y": 4, "X": 4}, dtype=np.dtype("u1"), planes=lambda: iter([plane]),
         channels=["c"], pixel_size=PixelSize(size, size, unit), metadata={"Scale": "0.5 1/nm"},
-        acquired=datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+        acquired=datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
     )
 
 
@@ -153,7 +152,7 @@ def test_czi_passes_through_with_metadata(tmp_path):
     result = convert([path], tmp_path / "out", ConvertOptions(microscope_names={"Axio Observer.Z1 / 7": "Observer"}))
     assert result.status == "passthrough" and result.output == path
     assert result.microscope == "Observer"
-    assert result.acquired == datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
+    assert result.acquired == datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
     assert result.shape == {"T": 1, "C": 2, "Z": 5, "Y": 480, "X": 640}
     assert result.channels == ["AF488", "DAPI"] and result.detector == "Axiocam 712"
     assert (result.pixel_size.x, result.pixel_size.unit, result.pixel_size.z) == (pytest.approx(110.0), "nm", 500.0)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from converters import ConversionError, ConvertOptions, convert, formats, registry
-from tests.converters.conftest import sample
+from tests.helpers import sample
 
 
 def test_every_format_module_is_found():

@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from converters import ConvertOptions, convert
-from tests.converters.conftest import sample
+from tests.helpers import sample
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 

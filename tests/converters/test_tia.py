@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 import struct
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -14,7 +14,7 @@ import tifffile
 from converters import ConversionError, ConvertOptions, convert
 from converters.base import SourceFile
 from converters.formats import tia
-from tests.converters.conftest import sample
+from tests.helpers import sample
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 
@@ -31,7 +31,7 @@ def reference(emi: str) -> np.ndarray:
 def ser_time(emi: str) -> datetime:
     """The first element's time tag as rsciio reads it (Unix seconds), as a UTC time."""
     times = np.atleast_1d(rsciio_signal(sample(emi))["original_metadata"]["ser_header_parameters"]["Time"])
-    return datetime.fromtimestamp(int(times[0]), timezone.utc)
+    return datetime.fromtimestamp(int(times[0]), UTC)
 
 
 def test_single_image_time_from_the_ser_time_tag(tmp_path, check_output):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import h5py
 import numpy as np
@@ -13,7 +13,7 @@ import pytest
 import tifffile
 
 from converters import ConvertOptions, convert
-from tests.converters.conftest import sample
+from tests.helpers import sample
 
 VELOX_SAMPLES = ["fei_example_tem_stack.emd", "fei_example_dpc_titles.emd", "Camera Ceta Imaging Micro.emd",
                  "Camera Ceta Diffraction Micro.emd", "STEM HAADF Diffraction Micro.emd",
@@ -41,7 +41,7 @@ def test_tem_stack_frames_become_time(tmp_path, check_output):
     assert result.shape == {"T": 2, "C": 1, "Z": 1, "Y": 3, "X": 3}
     assert np.array_equal(tifffile.imread(result.output), ref["data"])
     assert result.microscope == "Titan"
-    assert result.acquired == datetime(2019, 12, 5, 10, 3, 44, tzinfo=timezone.utc)
+    assert result.acquired == datetime(2019, 12, 5, 10, 3, 44, tzinfo=UTC)
     assert result.pixel_size.unit == "pm" and result.pixel_size.x == pytest.approx(ref["axes"][2]["scale"])
     assert result.channels == [ref["metadata"]["General"]["title"]] == ["Ceta"] and result.detector == "BM-Ceta"
     assert result.metadata["Instrument.InstrumentModel"] == "Titan"
@@ -68,7 +68,7 @@ def test_dpc_every_image_is_a_channel_and_complex_is_split(tmp_path, check_outpu
             assert np.array_equal(next(planes), np.angle(data).astype(np.float32))
         else:
             assert np.array_equal(next(planes), data.astype(np.float32))
-    assert result.acquired == datetime(2020, 10, 29, 13, 16, 16, tzinfo=timezone.utc)
+    assert result.acquired == datetime(2020, 10, 29, 13, 16, 16, tzinfo=UTC)
     assert result.pixel_size.unit == "pm" and result.pixel_size.x == pytest.approx(99.61991555830654)
     assert result.detector == "DF4"
     assert result.notes == [] and len(result.images) == 1
@@ -161,7 +161,7 @@ def test_eels_eds_images_of_two_shapes_and_every_spectrum(tmp_path, check_output
         starts = [json.loads(bytes(g["Metadata"][:, 0]).rstrip(b"\0"))["Acquisition"].get("AcquisitionStartDatetime")
                   for g in f["Data/Image"].values() if g["Data"].shape == (16, 20, 1)]
     first = next(s["DateTime"] for s in starts if s)
-    assert starts[0] is None and result.acquired == datetime.fromtimestamp(int(first), timezone.utc)
+    assert starts[0] is None and result.acquired == datetime.fromtimestamp(int(first), UTC)
     assert result.warnings == []
     assert not any(len(part) == 32 and part.isalnum() for a in result.accounted for part in
                    f"{a.source} {a.where}".split())  # no Velox uuid reaches the researcher
@@ -222,7 +222,7 @@ def test_spectra_without_any_image_get_a_plot_to_hang_on(tmp_path, bioformats):
     result = convert([path], tmp_path / "out", ConvertOptions())
     assert result.channels == ["red", "green", "blue"] and bioformats(result.output).sizes["C"] == 3
     start = int(first["Acquisition"]["AcquisitionStartDatetime"]["DateTime"])
-    assert result.acquired == datetime.fromtimestamp(start, timezone.utc)
+    assert result.acquired == datetime.fromtimestamp(start, UTC)
     assert result.microscope == first["Instrument"]["InstrumentModel"]
     assert len([a for a in result.attachments if a.kind == "spectrum-csv"]) == 4
     plotted = [a for a in result.accounted if a.went == "image"]

@@ -1,32 +1,25 @@
+"""Fixtures of the omero-py adapter's tests: the portal signed in through the fake OMERO (fake_omero and
+omero_gateway are in tests/conftest.py, the sign-in tests use them too)."""
 from __future__ import annotations
 
 import pytest
 
-from .requirements import require_omero_py
+from tests.helpers import Portal, sign_in_with_key
 
 
 @pytest.fixture
-def fake_omero():
-    """A fake OMERO server with a group "Lab", users alice and bob in it, and an admin "root"."""
-    require_omero_py()
-    from .fake_omero import FakeOmero
-
-    server = FakeOmero(commit_jitter=0.005)
-    lab = server.store.add_group("Lab")
-    server.store.add_user("alice", [lab], first="Alice", last="Liddell")
-    server.store.add_user("bob", [lab])
-    server.store.add_user("root", [], password="rootpw", admin=True)
-    yield server
-    server.close()
+def portal_app(embedded_app, omero_gateway):
+    embedded_app.extensions["services"].omero = omero_gateway
+    return embedded_app
 
 
 @pytest.fixture
-def omero_gateway(fake_omero):
-    """The real adapter, talking to the fake server."""
-    from app.omero.omeropy import OmeroPyGateway
-
-    return OmeroPyGateway(
-        "omero.example.org", 4064, "https://omero.example.org/", admin_user="root", admin_password="rootpw",
-        client_factory=fake_omero.client_factory, settle_seconds=0.05, import_timeout_seconds=5,
-        poll_seconds=0.05,
-    )
+def alice(portal_app, omero_gateway):
+    key = omero_gateway.create_session("alice", 600)
+    client, response = sign_in_with_key(portal_app, key)
+    assert response.status_code == 302
+    portal = Portal.__new__(Portal)
+    portal.client, portal.me = client, client.get("/api/me").get_json()
+    portal.headers = {"X-CSRFToken": portal.me["csrf_token"]}
+    portal.key = key
+    return portal

@@ -41,8 +41,7 @@ from omero.sys import EventContext, Roles
 
 from .fake_omero_files import FakeFiles
 from .fake_omero_import import Imports, delete_images
-from .fake_omero_model import BUILTIN_GROUPS, Row, SessionRow
-from .fake_omero_model import Store
+from .fake_omero_model import BUILTIN_GROUPS, Row, SessionRow, Store
 from .fake_omero_queries import FakeQuery, rid, strict
 
 WEB_SESSION_IDLE_SECONDS = 600  # OMERO.web's sessions (omero.sessions.timeout default)
@@ -392,3 +391,7 @@ class FakeOmero:
 
     def rows(self, kind: str, **where) -> list[Row]:
         return self.store.select(kind, **where)
+
+
+def lab_id(server: FakeOmero) -> int:
+    return next(g.id for g in server.store.groups.values() if g.name == "Lab")

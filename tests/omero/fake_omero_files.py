@@ -14,7 +14,7 @@ from omero.api import RawFileStorePrx
 from omero.model import FileAnnotationI, ImageAnnotationLinkI, OriginalFileI
 from omero.rtypes import rlong, rstring, unwrap
 
-from app.omero import omeropy_queries as q
+from app.core.omero import omeropy_queries as q
 
 from .fake_omero_model import Row, Store, User
 

@@ -13,13 +13,13 @@ from unittest import mock
 import omero
 import omero.constants.permissions as ocp
 from omero.model import (
-    DatasetI, ExperimenterGroupI, ExperimenterI, FilesetEntryI, FilesetI, ImageAnnotationLinkI, ImageI,
-    ChecksumAlgorithmI, MapAnnotationI, NamedValue, OriginalFileI, PermissionsI, ProjectDatasetLinkI, ProjectI,
-    TagAnnotationI,
+    ChecksumAlgorithmI, DatasetI, ExperimenterGroupI, ExperimenterI, FilesetEntryI, FilesetI, ImageAnnotationLinkI,
+    ImageI, MapAnnotationI, NamedValue, OriginalFileI, PermissionsI, ProjectDatasetLinkI, ProjectI, TagAnnotationI,
 )
 from omero.rtypes import rlong, rstring, unwrap
 
-from app.omero import omeropy_queries as q
+from app.core.omero import omeropy_queries as q
+
 from .fake_omero_model import Row, Store, User
 
 
@@ -145,7 +145,7 @@ class FakeQuery:
                 obj.setParent(ProjectI(pid, False))
                 obj.setChild(dataset(d, self.store, self.user))
                 out.append(with_details(obj, link, self.store, self.user))
-        return sorted(out, key=lambda l: (l.getChild().getId().getValue(), l.getId().getValue()))
+        return sorted(out, key=lambda link: (link.getChild().getId().getValue(), link.getId().getValue()))
 
     def _image_rows(self, groups, owner):
         return [r for r in self.store.select("image", groups) if r.owner == owner]

@@ -15,10 +15,11 @@ import pytest
 import tifffile
 
 from app.cli import main
-from app.omero.check import SelfCheck
-from app.omero.embedded import EmbeddedGateway
+from app.core.omero.check import SelfCheck
+from app.core.omero.embedded import EmbeddedGateway
 
 from .requirements import require_omero_py
+
 
 def store_rows(root: Path, table: str) -> list[tuple]:
     with closing(sqlite3.connect(root / "store.sqlite")) as db:
@@ -85,8 +86,7 @@ def test_a_key_that_is_not_a_session_fails_the_connect_check(embedded_env, capsy
 
 
 def test_staff_run_the_check_from_their_page(embedded_app):
-    from tests.conftest import Portal
-    from tests.test_staff import make_staff
+    from tests.helpers import Portal, make_staff
 
     staff = Portal(embedded_app.test_client(), "sam")
     make_staff(embedded_app, "sam")
@@ -100,7 +100,7 @@ def test_staff_run_the_check_from_their_page(embedded_app):
 def test_check_omero_on_the_fake_server(omero_gateway, fake_omero):
     require_omero_py()
 
-    from .test_omeropy import lab_id
+    from tests.omero.fake_omero import lab_id
 
     fake_omero.store.users["root"].groups.insert(0, lab_id(fake_omero))  # the check needs a group to work in
     results = list(SelfCheck(omero_gateway, key=None, admin_user="root").results())

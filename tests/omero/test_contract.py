@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from app.omero.base import Annotations, Gateway, ImageRef, PermissionDenied, SessionExpired
+from app.core.omero.base import Annotations, Gateway, ImageRef, PermissionDenied, SessionExpired
 
 from .requirements import require_omero_py
 
@@ -36,9 +36,9 @@ def _fake_backend(request) -> Backend:
 
 
 def _embedded_backend(tmp_path: Path) -> Backend:
-    if importlib.util.find_spec("app.omero.embedded") is None:
-        pytest.skip("app.omero.embedded (the main branch's embedded store) is not in this tree yet")
-    from app.omero.embedded import EmbeddedGateway
+    if importlib.util.find_spec("app.core.omero.embedded") is None:
+        pytest.skip("app.core.omero.embedded (the main branch's embedded store) is not in this tree yet")
+    from app.core.omero.embedded import EmbeddedGateway
 
     gateway = EmbeddedGateway(tmp_path / "store", web_url="/store", groups=("Lab",))
     return Backend(gateway, lambda: gateway.create_session("alice", 3600),
@@ -52,7 +52,7 @@ def _live_backend() -> Backend:
     require_omero_py()
     import omero.clients
 
-    from app.omero.omeropy import OmeroPyGateway
+    from app.core.omero.omeropy import OmeroPyGateway
 
     env = os.environ
     host, port = env["OMERO_TEST_HOST"], int(env.get("OMERO_TEST_PORT", "4064"))
@@ -243,8 +243,8 @@ TIA_PAIR = ("128x128_TEM_acquire-sum1.emi", "128x128_TEM_acquire-sum1_1.ser")
 
 
 def test_originals_are_kept_beside_images_with_omeros_sha1_and_read_back_byte_for_byte(backend, key, names, tmp_path):
-    from app.omero.base import ORIGINAL, ORIGINAL_NAMESPACE, FileToAttach
-    from tests.conftest import SAMPLES
+    from app.core.omero.base import ORIGINAL, ORIGINAL_NAMESPACE, FileToAttach
+    from tests.helpers import SAMPLES
 
     first, _ = tiny_tiff(tmp_path / "converted.ome.tif")
     second, _ = tiny_tiff(tmp_path / "converted-2.ome.tif")
@@ -273,7 +273,7 @@ def test_originals_are_kept_beside_images_with_omeros_sha1_and_read_back_byte_fo
 
 def test_another_user_cannot_attach_files_to_my_image(backend, key, names, tmp_path):
     """(Reading is OMERO's group permissions' business; the portal only serves a job's own files.)"""
-    from app.omero.base import ATTACHMENT_NAMESPACE, FileToAttach
+    from app.core.omero.base import ATTACHMENT_NAMESPACE, FileToAttach
 
     path, _ = tiny_tiff(tmp_path / "mine.ome.tif")
     csv = tmp_path / "EDS.csv"

@@ -2,11 +2,9 @@
 OMERO's own SHA-1 read back, downloads byte for byte, confirm from OMERO, a full repository retried."""
 import hashlib
 
-from app.omero.base import ORIGINAL_NAMESPACE
-from tests.conftest import SAMPLES
+from app.core.omero.base import ORIGINAL_NAMESPACE
+from tests.helpers import SAMPLES
 from workers import pipeline
-
-from .test_pipeline_omeropy import alice, portal_app  # noqa: F401 - fixtures
 
 TIA = ["128x128_TEM_acquire-sum1.emi", "128x128_TEM_acquire-sum1_1.ser"]
 
@@ -17,7 +15,7 @@ def send_tia(portal) -> dict:
 
 def run(app, job_id):
     with app.app_context():
-        return pipeline.run_job(app, job_id, "w1")
+        return pipeline.run_job(app.extensions["services"], job_id, "w1")
 
 
 def test_a_tia_pairs_originals_are_attachments_with_omeros_sha1_and_download_byte_for_byte(portal_app, alice, fake_omero):
@@ -31,11 +29,11 @@ def test_a_tia_pairs_originals_are_attachments_with_omeros_sha1_and_download_byt
     (image,) = got["images"]
     annotations = fake_omero.rows("fileann")
     assert [a.fields["ns"] for a in annotations] == [ORIGINAL_NAMESPACE] * 2
-    assert {l.fields["parent"] for l in fake_omero.rows("ialink") if l.fields["child"] in {a.id for a in annotations}} == {image["id"]}
+    assert {link.fields["parent"] for link in fake_omero.rows("ialink") if link.fields["child"] in {a.id for a in annotations}} == {image["id"]}
     # OMERO computed each hash itself (hasher SHA1-160) when the store was saved
     files = {f.fields["name"]: f for f in fake_omero.rows("file") if f.fields["hasher"] and f.fields.get("digest")}
     assert {n: f.fields["hash"] for n, f in files.items()} == {o["name"]: o["sha1"] for o in got["originals"]}
-    from app.omero.omeropy_files import BLOCK
+    from app.core.omero.omeropy_files import BLOCK
 
     writes = fake_omero.calls("rfs.write")
     assert writes and all(length <= BLOCK for *_, length in writes)
@@ -75,7 +73,7 @@ def test_a_file_corrupted_on_its_way_to_omero_is_not_counted_as_kept(portal_app,
 
 
 def test_another_users_job_files_answer_404(portal_app, alice, omero_gateway):
-    from .test_pipeline_omeropy import sign_in_with_key
+    from tests.helpers import sign_in_with_key
 
     job = send_tia(alice)
     run(portal_app, job["id"])
@@ -86,7 +84,7 @@ def test_another_users_job_files_answer_404(portal_app, alice, omero_gateway):
 
 def test_every_image_and_spectrum_of_a_conversion_lands_through_the_adapter(portal_app, alice, fake_omero, monkeypatch):
     import converters
-    from tests.test_custody import with_more
+    from tests.helpers import with_more
 
     real = converters.convert
     monkeypatch.setattr(converters, "convert", lambda files, out, options: with_more(real(files, out, options), out))
@@ -98,6 +96,6 @@ def test_every_image_and_spectrum_of_a_conversion_lands_through_the_adapter(port
     assert alice.get(got["attachments"][0]["url"]).data.startswith(b"energy (keV),counts")
     image_ids = {i["id"] for i in got["images"]}
     for annotation in fake_omero.rows("fileann"):  # every file linked to both images, once stored
-        linked = {l.fields["parent"] for l in fake_omero.rows("ialink") if l.fields["child"] == annotation.id}
+        linked = {link.fields["parent"] for link in fake_omero.rows("ialink") if link.fields["child"] == annotation.id}
         assert linked == image_ids
     assert len(fake_omero.rows("fileann")) == 4  # two originals, the CSV and the plot

@@ -1,9 +1,7 @@
 """The omero-py adapter against the strict fake: what it sends to OMERO, call by call."""
 from __future__ import annotations
 
-import hashlib
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -14,26 +12,22 @@ require_omero_py()
 from omero.model import DatasetI, MapAnnotationI, ProjectI, TagAnnotationI  # noqa: E402
 from omero.rtypes import rstring, unwrap  # noqa: E402
 
-from app.omero.base import (  # noqa: E402
-    CLIENT_KV_NAMESPACE, METADATA_NAMESPACE, PROVENANCE_NAMESPACE, Annotations, OmeroError, PermissionDenied,
-    ServerUnreachable, SessionExpired,
+from app.core.omero.base import (  # noqa: E402
+    CLIENT_KV_NAMESPACE,
+    METADATA_NAMESPACE,
+    PROVENANCE_NAMESPACE,
+    Annotations,
+    OmeroError,
+    PermissionDenied,
+    ServerUnreachable,
+    SessionExpired,
 )
-from app.omero.omeropy import OmeroPyGateway  # noqa: E402
-from app.omero.omeropy_errors import UploadCorrupted  # noqa: E402
-from app.omero.omeropy_import import BLOCK  # noqa: E402
+from app.core.omero.omeropy import OmeroPyGateway  # noqa: E402
+from app.core.omero.omeropy_errors import UploadCorrupted  # noqa: E402
+from app.core.omero.omeropy_import import BLOCK  # noqa: E402
+from tests.helpers import data_file  # noqa: E402
 
-from .fake_omero import FakeOmero  # noqa: E402
-
-
-def lab_id(server: FakeOmero) -> int:
-    return next(g.id for g in server.store.groups.values() if g.name == "Lab")
-
-
-def data_file(tmp_path: Path, size: int, name: str = "grid.tif") -> tuple[Path, str]:
-    path = tmp_path / name
-    path.write_bytes(bytes(i % 251 for i in range(size)))
-    return path, hashlib.sha1(path.read_bytes()).hexdigest()
-
+from .fake_omero import lab_id  # noqa: E402
 
 ANNOTATIONS = Annotations(
     key_values=[("Microscope", "Krios"), ("Operator", "alice")], tags=["cryo", "grid-3", "cryo"],
@@ -175,7 +169,7 @@ def test_key_values_are_one_targeted_query_in_the_calls_group(imported, omero_ga
 
 
 def test_key_values_are_paged_to_the_limit(omero_gateway, fake_omero, alice, tmp_path, monkeypatch):
-    from app.omero import omeropy_queries
+    from app.core.omero import omeropy_queries
 
     monkeypatch.setattr(omeropy_queries, "KEY_VALUES_LIMIT", 2)
     gid = lab_id(fake_omero)
@@ -358,7 +352,7 @@ def test_eight_workers_racing_make_one_project_and_one_dataset(fake_omero, share
     assert sum(c[1] == "ProjectI" for c in creates) == 8 and sum(c[1] == "DatasetI" for c in creates) == 8
     (project,) = fake_omero.rows("project", name="Krios")
     (dataset,) = fake_omero.rows("dataset", name="2026-11-21")
-    assert fake_omero.rows("pdlink") and all(l.fields["child"] == dataset.id for l in fake_omero.rows("pdlink"))
+    assert fake_omero.rows("pdlink") and all(link.fields["child"] == dataset.id for link in fake_omero.rows("pdlink"))
     assert len(fake_omero.rows("pdlink")) == 1
     assert {(r.project_id, r.dataset_id) for r in results} == {(project.id, dataset.id)}
 

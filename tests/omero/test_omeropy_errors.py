@@ -11,9 +11,13 @@ import Glacier2  # noqa: E402
 import Ice  # noqa: E402
 import omero  # noqa: E402
 
-from app.omero.base import OmeroError, PermissionDenied, ServerUnreachable, SessionExpired  # noqa: E402
-from app.omero.omeropy_errors import (  # noqa: E402
-    CommandCancelled, StorageFull, UploadCorrupted, command_failed, translate_errors,
+from app.core.omero.base import OmeroError, PermissionDenied, ServerUnreachable, SessionExpired  # noqa: E402
+from app.core.omero.omeropy_errors import (  # noqa: E402
+    CommandCancelled,
+    StorageFull,
+    UploadCorrupted,
+    command_failed,
+    translate_errors,
 )
 
 

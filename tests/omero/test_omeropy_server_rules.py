@@ -14,14 +14,12 @@ require_omero_py()
 import Ice  # noqa: E402
 import omero  # noqa: E402
 
-from app.omero.base import Annotations, OmeroError, ServerUnreachable  # noqa: E402
-from app.omero.omeropy import OmeroPyGateway  # noqa: E402
-from app.omero.omeropy_errors import StorageFull  # noqa: E402
-from app.omero.omeropy_import import CommandTimedOut  # noqa: E402
-
-from tests.conftest import wait_until  # noqa: E402
-
-from .test_omeropy import data_file, lab_id  # noqa: E402
+from app.core.omero.base import Annotations, OmeroError, ServerUnreachable  # noqa: E402
+from app.core.omero.omeropy import OmeroPyGateway  # noqa: E402
+from app.core.omero.omeropy_errors import StorageFull  # noqa: E402
+from app.core.omero.omeropy_import import CommandTimedOut  # noqa: E402
+from tests.helpers import data_file, wait_until  # noqa: E402
+from tests.omero.fake_omero import lab_id  # noqa: E402
 
 
 def gateway_for(server, **options) -> OmeroPyGateway:
@@ -123,7 +121,7 @@ def test_uploaders_must_be_closed_before_verify_upload(fake_omero, tmp_path):
     from omero.model import DatasetI
     from omero.rtypes import rstring
 
-    from app.omero.omeropy_import import build_fileset, build_settings
+    from app.core.omero.omeropy_import import build_fileset, build_settings
 
     client = fake_omero.client_factory()
     client.createSession("alice", "secret")
@@ -221,5 +219,5 @@ def test_concurrent_jobs_creating_the_same_new_tag_end_with_one_tag(fake_omero, 
     assert errors == []
     assert sum(c[1] == "TagAnnotationI" for c in fake_omero.calls("update.saveAndReturnObject")) == 4
     (tag,) = fake_omero.rows("tag", text="Grid 7")
-    assert sorted(l.fields["parent"] for l in fake_omero.rows("ialink", child=tag.id)) == \
+    assert sorted(link.fields["parent"] for link in fake_omero.rows("ialink", child=tag.id)) == \
         sorted(i.id for i in fake_omero.rows("image"))

@@ -4,35 +4,9 @@ import re
 
 import pytest
 
-from app.models import Job
-from tests.conftest import ome_tiff, wait_until
+from app.core.models import Job
+from tests.helpers import ome_tiff, sign_in_with_key, wait_until
 from workers import pipeline
-
-
-@pytest.fixture
-def portal_app(embedded_app, omero_gateway):
-    embedded_app.extensions["omero"] = omero_gateway
-    return embedded_app
-
-
-def sign_in_with_key(app, key):
-    client = app.test_client()
-    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
-    return client, client.post("/login", data={"omero_key": key, "csrf_token": token})
-
-
-@pytest.fixture
-def alice(portal_app, omero_gateway):
-    from tests.conftest import Portal
-
-    key = omero_gateway.create_session("alice", 600)
-    client, response = sign_in_with_key(portal_app, key)
-    assert response.status_code == 302
-    portal = Portal.__new__(Portal)
-    portal.client, portal.me = client, client.get("/api/me").get_json()
-    portal.headers = {"X-CSRFToken": portal.me["csrf_token"]}
-    portal.key = key
-    return portal
 
 
 def test_a_session_key_signs_in_with_the_users_groups_and_stays_on_the_server(portal_app, alice):
@@ -70,18 +44,18 @@ def test_an_upload_imports_through_the_adapter_and_a_second_copy_is_a_duplicate(
     data = ome_tiff(seed=21, microscope="Talos L120C", acquired="2024-03-05T10:00:00+00:00")
     first = alice.send({"a.ome.tif": data}, key_values=[["Sample", "Grid 4"]])
     with portal_app.app_context():
-        assert pipeline.run_job(portal_app, first["jobs"][0]["id"], "w1") == "imported"
+        assert pipeline.run_job(portal_app.extensions["services"], first["jobs"][0]["id"], "w1") == "imported"
     (project,) = fake_omero.rows("project", name="Talos L120C")
     (dataset,) = fake_omero.rows("dataset", name="2024-03-05")
     (image,) = fake_omero.rows("image")
-    with portal_app.extensions["db"].session() as db:
+    with portal_app.extensions["services"].db.session() as db:
         job = db.get(Job, first["jobs"][0]["id"])
         assert job.image_ids == [image.id] and job.link == f"https://omero.example.org/webclient/?show=image-{image.id}"
     assert fake_omero.rows("tag", text="Grid 4")
 
     again = alice.send({"copy.ome.tif": data})
     with portal_app.app_context():
-        assert pipeline.run_job(portal_app, again["jobs"][0]["id"], "w1") == "duplicate"
+        assert pipeline.run_job(portal_app.extensions["services"], again["jobs"][0]["id"], "w1") == "duplicate"
     assert len(fake_omero.rows("image")) == 1
 
 
@@ -89,8 +63,8 @@ def test_an_expired_session_fails_the_job_with_the_sign_in_message(portal_app, a
     batch = alice.send({"a.ome.tif": ome_tiff(seed=22)})
     fake_omero.store.live_session(alice.key).alive = False
     with portal_app.app_context():
-        assert pipeline.run_job(portal_app, batch["jobs"][0]["id"], "w1") == "failed"
-    with portal_app.extensions["db"].session() as db:
+        assert pipeline.run_job(portal_app.extensions["services"], batch["jobs"][0]["id"], "w1") == "failed"
+    with portal_app.extensions["services"].db.session() as db:
         assert db.get(Job, batch["jobs"][0]["id"]).message == \
             "Your OMERO session has expired: sign in again, then retry"
 
@@ -101,7 +75,7 @@ def test_a_key_that_expires_while_a_job_waits_fails_it_keeps_the_bytes_and_a_ret
     job_id = batch["jobs"][0]["id"]
     fake_omero.store.live_session(alice.key).alive = False  # OMERO.web's session idled out
     with portal_app.app_context():
-        assert pipeline.run_job(portal_app, job_id, "w1") == "failed"
+        assert pipeline.run_job(portal_app.extensions["services"], job_id, "w1") == "failed"
     failed = alice.get(f"/api/batches/{batch['id']}").get_json()["jobs"][0]
     assert failed["state"] == "failed" and "sign in again" in failed["message"]
     assert failed["files"][0]["received"] == failed["files"][0]["size"]  # the bytes wait on the server
@@ -114,9 +88,9 @@ def test_a_key_that_expires_while_a_job_waits_fails_it_keeps_the_bytes_and_a_ret
     retried = alice.client.post(f"/api/jobs/{job_id}/retry", headers=headers)
     assert retried.status_code == 200 and retried.get_json()["state"] == "queued"
     with portal_app.app_context():
-        assert pipeline.run_job(portal_app, job_id, "w1") == "imported"
+        assert pipeline.run_job(portal_app.extensions["services"], job_id, "w1") == "imported"
     (image,) = fake_omero.rows("image")
-    with portal_app.extensions["db"].session() as db:
+    with portal_app.extensions["services"].db.session() as db:
         assert db.get(Job, job_id).image_ids == [image.id]
 
 
@@ -125,7 +99,7 @@ def test_a_rerun_after_a_half_import_removes_it_and_imports_again(portal_app, al
     job_id = batch["jobs"][0]["id"]
     fake_omero.fail_at_step = 1  # the server saved the image and its annotations, then failed
     with portal_app.app_context():
-        assert pipeline.run_job(portal_app, job_id, "w1") == "failed"
+        assert pipeline.run_job(portal_app.extensions["services"], job_id, "w1") == "failed"
     (partial,) = fake_omero.rows("image")
     # the watch folder's check before deleting a local copy: a half import is no copy
     assert alice.client.get(f"/api/jobs/{job_id}/confirm").get_json()["in_omero"] is False
@@ -133,12 +107,12 @@ def test_a_rerun_after_a_half_import_removes_it_and_imports_again(portal_app, al
     headers = {"X-CSRFToken": alice.client.get("/api/me").get_json()["csrf_token"]}
     assert alice.client.post(f"/api/jobs/{job_id}/retry", headers=headers).status_code == 200
     with portal_app.app_context():
-        assert pipeline.run_job(portal_app, job_id, "w1") == "imported"
+        assert pipeline.run_job(portal_app.extensions["services"], job_id, "w1") == "imported"
     (image,) = fake_omero.rows("image")
     assert alice.client.get(f"/api/jobs/{job_id}/confirm").get_json()["in_omero"] is True
     assert image.id != partial.id and not fake_omero.rows("ialink", parent=partial.id)
     assert [c[2] for c in fake_omero.calls("sf.submit")] == [[partial.id]]
-    with portal_app.extensions["db"].session() as db:
+    with portal_app.extensions["services"].db.session() as db:
         assert db.get(Job, job_id).image_ids == [image.id]
 
 
@@ -156,15 +130,15 @@ def test_a_network_blip_then_a_rerun_ends_with_one_image(portal_app, alice, fake
     fake_omero.fail("handle.getResponse", Ice.ConnectionLostException())
     fake_omero.fail("handle.close", Ice.ConnectionLostException())
     with portal_app.app_context():
-        assert isinstance(pipeline.run_job(portal_app, job_id, "w1"), pipeline.RetryLater)
+        assert isinstance(pipeline.run_job(portal_app.extensions["services"], job_id, "w1"), pipeline.RetryLater)
         assert fake_omero.rows("image") == []  # so the rerun finds nothing and imports again
         # both imports go on once the rerun's has started on the server
         threading.Thread(target=lambda: (wait_until(lambda: len(fake_omero.commands) == 2, timeout=20), gate.set()),
                          daemon=True).start()
-        assert pipeline.run_job(portal_app, job_id, "w1") == "imported"
+        assert pipeline.run_job(portal_app.extensions["services"], job_id, "w1") == "imported"
     assert [c.done.is_set() for c in fake_omero.commands[:2]] == [True, True]
     (image,) = fake_omero.rows("image")
-    with portal_app.extensions["db"].session() as db:
+    with portal_app.extensions["services"].db.session() as db:
         assert db.get(Job, job_id).image_ids == [image.id]
 
 
@@ -182,18 +156,18 @@ def test_a_pasted_key_is_kept_alive_from_the_first_byte_until_the_job_ends(porta
                         json={"group_id": group, "files": [{"name": "a.ome.tif", "size": len(data)}]}).get_json()
     (f,) = batch["jobs"][0]["files"]
     with portal_app.app_context():
-        recovery.keep_sessions_alive(portal_app)
+        recovery.keep_sessions_alive(portal_app.extensions["services"])
         assert not [c for c in fake_omero.log if c == ("sf.keepAlive",)]  # no byte yet: nothing to keep
         assert client.put(f"/api/files/{f['id']}?offset=0", headers=headers, data=data[:100]).status_code == 200
         for _ in range(6):  # half an hour of a slow upload, the worker's sweep every 5 minutes
             fake_omero.store.advance(300)
-            recovery.keep_sessions_alive(portal_app)
+            recovery.keep_sessions_alive(portal_app.extensions["services"])
         client.put(f"/api/files/{f['id']}?offset=100", headers=headers, data=data[100:])
         client.post(f"/api/files/{f['id']}/complete", headers=headers, json={"sha1": hashlib.sha1(data).hexdigest()})
         fake_omero.store.advance(300)
-        recovery.keep_sessions_alive(portal_app)  # queued, waiting for a worker
+        recovery.keep_sessions_alive(portal_app.extensions["services"])  # queued, waiting for a worker
         fake_omero.store.advance(300)
-        assert pipeline.run_job(portal_app, batch["jobs"][0]["id"], "w1") == "imported"
+        assert pipeline.run_job(portal_app.extensions["services"], batch["jobs"][0]["id"], "w1") == "imported"
     assert len(fake_omero.rows("image")) == 1
 
 
@@ -202,9 +176,9 @@ def test_another_jobs_half_import_does_not_make_a_duplicate(portal_app, alice, f
     first = alice.send({"a.ome.tif": data})["jobs"][0]["id"]
     fake_omero.fail_at_step = 1
     with portal_app.app_context():
-        assert pipeline.run_job(portal_app, first, "w1") == "failed"
+        assert pipeline.run_job(portal_app.extensions["services"], first, "w1") == "failed"
     fake_omero.fail_at_step = None
     second = alice.send({"copy.ome.tif": data})["jobs"][0]["id"]
     with portal_app.app_context():
-        assert pipeline.run_job(portal_app, second, "w1") == "imported"
+        assert pipeline.run_job(portal_app.extensions["services"], second, "w1") == "imported"
     assert len(fake_omero.rows("image")) == 2  # the first job's partial image is the first job's to remove

@@ -29,9 +29,9 @@ _HASH_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="staging-sha1"
 
 
 class StagingError(Exception):
-    def __init__(self, message: str, status: int):
+    def __init__(self, message: str, status: int, code: str | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.code = status, code  # code: for the page to act on ("resume": ask where to go on)
 
 
 def safe_name(name: str) -> str:
@@ -161,13 +161,13 @@ def _await_turn(f, offset: int) -> int:
         if locked:
             fcntl.flock(f, fcntl.LOCK_UN)
         if held > offset:
-            raise StagingError(f"The server holds {held} bytes of this file; resume from there", 409)
+            raise StagingError(f"The server holds {held} bytes of this file; resume from there", 409, "resume")
         if held != last:
             deadline, last = time.monotonic() + TURN_WAIT, held
         if time.monotonic() > deadline:
             if not locked:
-                raise StagingError("This file is being sent by another connection right now", 409)
-            raise StagingError(f"The server holds {held} bytes of this file; resume from there", 409)
+                raise StagingError("This file is being sent by another connection right now", 409, "resume")
+            raise StagingError(f"The server holds {held} bytes of this file; resume from there", 409, "resume")
         time.sleep(TURN_POLL)
 
 

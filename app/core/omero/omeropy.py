@@ -29,13 +29,13 @@ from omero.rtypes import rstring, unwrap
 from omero.sys import Principal
 from omero_version import omero_version
 
-from app.omero import omeropy_queries as q
-from app.omero import omeropy_files as files_io
-from app.omero.base import (
+from app.core.omero import omeropy_files as files_io
+from app.core.omero import omeropy_queries as q
+from app.core.omero.base import (
     Annotations, FileToAttach, Group, Identity, ImageRef, OmeroError, Placement, Progress, SessionExpired, StoredFile,
 )
-from app.omero.omeropy_errors import command_failed, translate_errors
-from app.omero.omeropy_import import build_annotations, import_fileset, linkable_tag_ids, new_tag, wait_for
+from app.core.omero.omeropy_errors import command_failed, translate_errors
+from app.core.omero.omeropy_import import build_annotations, import_fileset, linkable_tag_ids, new_tag, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ class OmeroPySession:
         """(dataset id, link id) of the user's datasets of this name under the project."""
         links = self._query.findAllByQuery(
             q.DATASET_LINKS_BY_NAME, q.dataset_links_params(project_id, name, self._uid), ctx)
-        return sorted((l.getChild().getId().getValue(), l.getId().getValue()) for l in links)
+        return sorted((link.getChild().getId().getValue(), link.getId().getValue()) for link in links)
 
     def _create_project(self, name: str, ctx: dict) -> int:
         p = ProjectI()

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from email.message import EmailMessage
 
-from flask import Flask
 from sqlalchemy import and_, func, or_, select
 
-from app import jobs as job_states
-from app.db import utcnow
-from app.models import Job, JobFile, JobState, User
+from app.core import jobs as job_states
+from app.core.db import utcnow
+from app.core.models import Job, JobFile, JobState, User
+from app.core.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,14 @@ def reminder(entry: Due, days: int, sender: str) -> EmailMessage:
     return message
 
 
-def send_reminders(app: Flask) -> int:
+def send_reminders(services: Services) -> int:
     """E-mail every user with files past the retention time who was not reminded lately."""
-    config = app.config
+    config = services.config
     if not config["SMTP_HOST"]:
         return 0
     days, sent = config["RETENTION_DAYS"], 0
     quiet_since = utcnow() - timedelta(days=config["REMINDER_EVERY_DAYS"])
-    with app.extensions["db"].session() as db:
+    with services.db.session() as db:
         for entry in due(db, days):
             user = entry.user
             if not user.email or (user.reminded_at and user.reminded_at > quiet_since):
@@ -120,12 +120,12 @@ def free_job(db, job: Job, staging, why: str) -> int:
     return freed
 
 
-def free_staging(app: Flask) -> int:
+def free_staging(services: Services) -> int:
     """Free the staged bytes of jobs that ended (or stopped being sent) more than STAGING_KEEP_DAYS ago."""
-    days = app.config["STAGING_KEEP_DAYS"]
+    days = services.config["STAGING_KEEP_DAYS"]
     cutoff = utcnow() - timedelta(days=days)
-    staging, freed = app.extensions["staging"], 0
-    with app.extensions["db"].session() as db:
+    staging, freed = services.staging, 0
+    with services.db.session() as db:
         ended = func.coalesce(Job.finished_at, Job.created_at)
         stale = db.scalars(select(Job).where(or_(
             and_(Job.state.in_((JobState.FAILED, JobState.CANCELLED)), ended < cutoff),

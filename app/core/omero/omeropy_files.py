@@ -15,8 +15,8 @@ import omero
 from omero.model import ChecksumAlgorithmI, FileAnnotationI, ImageAnnotationLinkI, ImageI, OriginalFileI
 from omero.rtypes import rlong, rstring, unwrap
 
-from app.omero import omeropy_queries as q
-from app.omero.base import (
+from app.core.omero import omeropy_queries as q
+from app.core.omero.base import (
     ATTACHMENT_NAMESPACE, FILESET, ORIGINAL, ORIGINAL_NAMESPACE, FileToAttach, OmeroError, Progress, StoredFile,
     iter_files_in_blocks,
 )

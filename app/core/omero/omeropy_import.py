@@ -20,18 +20,17 @@ import omero.callbacks
 from omero.cmd import ERR
 from omero.grid import ImportSettings
 from omero.model import (
-    ChecksumAlgorithmI, DatasetI, FilesetEntryI, FilesetI, MapAnnotationI, NamedValue, TagAnnotationI,
-    UploadJobI,
+    ChecksumAlgorithmI, DatasetI, FilesetEntryI, FilesetI, MapAnnotationI, NamedValue, TagAnnotationI, UploadJobI,
 )
 from omero.rtypes import rbool, rstring
 from omero_version import omero_version
 
-from app.omero.base import (
+from app.core.omero.base import (
     CLIENT_KV_NAMESPACE, METADATA_NAMESPACE, PROVENANCE_NAMESPACE, Annotations, OmeroError, Progress,
     iter_files_in_blocks,
 )
-from app.omero.omeropy_errors import command_failed
-from app.omero.omeropy_queries import SHA1_HASHER, TAGS_BY_TEXT, tags_params
+from app.core.omero.omeropy_errors import command_failed
+from app.core.omero.omeropy_queries import SHA1_HASHER, TAGS_BY_TEXT, tags_params
 
 log = logging.getLogger(__name__)
 BLOCK = 1 << 20  # bytes per write: large enough for throughput, small enough for smooth progress

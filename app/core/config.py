@@ -11,7 +11,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent  # the checkout: templates/, static/, migrations/
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: templates/, static/, migrations/
 
 GiB = 1 << 30
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from app.omero.base import (
+from app.core.omero.base import (
     ORIGINAL, ORIGINAL_NAMESPACE, Annotations, FileToAttach, Gateway, ImageRef, OmeroError, Placement,
 )
 

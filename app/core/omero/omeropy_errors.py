@@ -15,7 +15,7 @@ import Glacier2
 import Ice
 import omero
 
-from app.omero.base import OmeroError, PermissionDenied, ServerUnreachable, SessionExpired
+from app.core.omero.base import OmeroError, PermissionDenied, ServerUnreachable, SessionExpired
 
 log = logging.getLogger(__name__)
 

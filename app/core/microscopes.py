@@ -5,24 +5,24 @@ stored in the database. A job reads the table when it converts, so a change appl
 """
 from __future__ import annotations
 
-from flask import Flask
 from sqlalchemy import select
 
-from app.db import utcnow
-from app.models import Job, MicroscopeName
+from app.core.db import utcnow
+from app.core.models import Job, MicroscopeName
+from app.core.services import Services
 from converters.meta import clean
 
 
-def table(app: Flask, db) -> dict[str, str]:
+def table(services: Services, db) -> dict[str, str]:
     """Raw name -> Project name: the settings' table, overridden by what staff saved."""
-    names = dict(app.config["MICROSCOPE_NAMES"])
+    names = dict(services.config["MICROSCOPE_NAMES"])
     names.update({row.raw: row.name for row in db.scalars(select(MicroscopeName))})
     return names
 
 
-def microscope_names(app: Flask) -> dict[str, str]:
-    with app.extensions["db"].session() as db:
-        return table(app, db)
+def microscope_names(services: Services) -> dict[str, str]:
+    with services.db.session() as db:
+        return table(services, db)
 
 
 def unmapped(db, names: dict[str, str]) -> list[str]:

@@ -9,7 +9,6 @@ import base64
 import hashlib
 
 from cryptography.fernet import Fernet, InvalidToken
-from flask import current_app
 
 
 def _fernet(encryption_key: str) -> Fernet:
@@ -17,13 +16,13 @@ def _fernet(encryption_key: str) -> Fernet:
     return Fernet(base64.urlsafe_b64encode(hashlib.sha256(b"omero-session-key:" + encryption_key.encode()).digest()))
 
 
-def encrypt(plaintext: str, encryption_key: str | None = None) -> str:
-    return _fernet(encryption_key or current_app.config["ENCRYPTION_KEY"]).encrypt(plaintext.encode()).decode()
+def encrypt(plaintext: str, encryption_key: str) -> str:
+    return _fernet(encryption_key).encrypt(plaintext.encode()).decode()
 
 
-def decrypt(token: str, encryption_key: str | None = None) -> str | None:
+def decrypt(token: str, encryption_key: str) -> str | None:
     """The plaintext, or None when the key changed since it was stored (the user signs in again)."""
     try:
-        return _fernet(encryption_key or current_app.config["ENCRYPTION_KEY"]).decrypt(token.encode()).decode()
+        return _fernet(encryption_key).decrypt(token.encode()).decode()
     except InvalidToken:
         return None

@@ -1,25 +1,22 @@
-"""Celery bound to a Flask app: tasks run inside the app context, settings come from app.config."""
+"""The job queue (Celery) from the settings. The web app sends tasks by name (app.core.jobs); the
+workers define them (workers.tasks, loaded by name through `include`)."""
 from __future__ import annotations
 
-from celery import Celery, Task
-from flask import Flask
+from collections.abc import Mapping
+
+from celery import Celery
 
 
-def celery_init_app(app: Flask) -> Celery:
-    class FlaskTask(Task):
-        def __call__(self, *args, **kwargs):
-            with app.app_context():
-                return self.run(*args, **kwargs)
-
-    celery = Celery(app.name, task_cls=FlaskTask)
-    lease = app.config["JOB_LEASE_SECONDS"]
+def make_celery(config: Mapping) -> Celery:
+    celery = Celery("upload-portal")
+    lease = config["JOB_LEASE_SECONDS"]
     celery.conf.update(
-        broker_url=app.config["BROKER_URL"],
+        broker_url=config["BROKER_URL"],
         task_ignore_result=True,
         task_acks_late=True,  # a worker that dies mid-job leaves the message to be delivered again
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        worker_concurrency=app.config["WORKER_CONCURRENCY"],
+        worker_concurrency=config["WORKER_CONCURRENCY"],
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # a restarted Redis is waited for, not given up on
@@ -27,19 +24,18 @@ def celery_init_app(app: Flask) -> Celery:
         # `upload-portal worker --beat` (or a separate `celery beat`) sends this once a day
         beat_schedule={"retention-reminders": {"task": "portal.retention_reminders", "schedule": 24 * 3600.0},
                        "staging-hygiene": {"task": "portal.free_staging", "schedule": 24 * 3600.0}},
-        beat_schedule_filename=str(app.config["DATA_DIR"] / "celerybeat-schedule"),
+        beat_schedule_filename=str(config["DATA_DIR"] / "celerybeat-schedule"),
     )
     if celery.conf.broker_url.startswith("redis"):
         # Redis gives an unacked message to another worker after this long; the job lease decides
         # whether anyone still works on it, so this only needs to be longer than a lease.
         celery.conf.broker_transport_options = {
             "visibility_timeout": max(3600, 4 * lease),
-            # lists per priority, served 0 first: staff can move a job to the front (app.jobs)
+            # lists per priority, served 0 first: staff can move a job to the front (app.core.jobs)
             "priority_steps": list(range(10)), "sep": ":", "queue_order_strategy": "priority",
         }
     elif celery.conf.broker_url.startswith("sqla+sqlite"):
         # kombu's SQLAlchemy transport passes these to create_engine: wait for the lock, don't fail
         celery.conf.broker_transport_options = {"connect_args": {"timeout": 30}}
     celery.set_default()
-    app.extensions["celery"] = celery
     return celery

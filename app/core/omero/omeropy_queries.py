@@ -9,7 +9,7 @@ from __future__ import annotations
 from omero.rtypes import rlist, rstring, unwrap
 from omero.sys import ParametersI
 
-from app.omero.base import CLIENT_KV_NAMESPACE, KEY_VALUES_LIMIT, PROVENANCE_NAMESPACE
+from app.core.omero.base import CLIENT_KV_NAMESPACE, KEY_VALUES_LIMIT, PROVENANCE_NAMESPACE
 
 SHA1_HASHER = "SHA1-160"  # ChecksumAlgorithm value OMERO records for SHA-1 (omero.model.enums)
 TAGSET_NAMESPACE = "openmicroscopy.org/omero/insight/tagset"  # tag sets are not tags

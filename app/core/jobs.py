@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import NamedTuple
 
 from celery import current_app as current_celery
 from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
-from app.db import utcnow
-from app.models import Job, JobEvent, JobState
+from app.core.db import utcnow
+from app.core.models import Job, JobEvent, JobState
 
 TASK_NAME = "portal.process_job"
 DEFAULT_PRIORITY = 5  # Redis serves 0 first: staff "move to front" sends a job's message again at 0
@@ -117,3 +118,35 @@ def stale_jobs(session: Session, requeue_after: timedelta) -> list[Job]:
         or_(Job.lease_expires < now,
             (Job.state == JobState.QUEUED) & Job.lease_expires.is_(None) & (Job.enqueued_at < now - requeue_after)),
     ).order_by(Job.id).limit(500))
+
+
+class State(NamedTuple):
+    name: str
+    label: str
+    colour: str  # gray | yellow | cyan | green | orange | red: the badge's class colour-<colour> (style.css)
+    meaning: str
+    in_legend: bool = True  # listed on the help page
+
+
+# Every state a row of a page can show, declared here only, in order: the page's own (a file not yet
+# sent) and the jobs' (JobState). The pages get them from page_states(); the help page lists them.
+STATES = [
+    State("pending", "Pending", "gray", "chosen, not sent yet (or waiting for its turn)"),
+    State("sending", "Uploading", "cyan", "the bytes are on their way; the bar shows how far"),
+    State("checking", "Checking", "cyan", "the file's checksum is computed on this computer, and OMERO asked whether it holds the same content"),
+    State("offline", "Waiting for network", "gray", "the connection dropped; sending goes on by itself when it is back"),
+    State("notsent", "Not sent", "red", "cannot be imported as chosen (a partner file is missing, or the format is not supported)"),
+    State("queued", "Queued", "yellow", "the file is safe on the transfer server and waits for a worker"),
+    State("converting", "Converting", "cyan", "being converted to OME-TIFF with its metadata"),
+    State("importing", "Importing", "cyan", "being imported into OMERO"),
+    State("imported", "Imported", "green", "in OMERO, with a link to the image"),
+    State("duplicate", "Already in OMERO", "orange", "the same content is already among your images: nothing was added; the link opens it"),
+    State("failed", "Failed", "red", "not imported; the reason is shown, and Retry is offered when the files are still on the server"),
+    State("cancelled", "Cancelled", "gray", "you cancelled it before it started"),
+    State("uploading", "Not sent completely", "gray", "created, but not every byte arrived yet", in_legend=False),
+]
+
+
+def page_states() -> dict[str, dict]:
+    """What the pages' scripts read: each state's label and colour, and whether it ends a job."""
+    return {s.name: {"label": s.label, "colour": s.colour, "final": s.name in JobState.FINAL} for s in STATES}

@@ -21,7 +21,7 @@ from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 
 from app import __version__
-from app.omero.base import (
+from app.core.omero.base import (
     CLIENT_KV_NAMESPACE, FILESET, KEY_VALUES_LIMIT, METADATA_NAMESPACE, ORIGINAL_NAMESPACE, PROVENANCE_NAMESPACE,
     Annotations, FileToAttach, Group, Identity, ImageRef, OmeroError, PermissionDenied, Placement, Progress,
     SessionExpired, StoredFile, iter_files_in_blocks,

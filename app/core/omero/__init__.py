@@ -1,16 +1,16 @@
 """The OMERO boundary (see base.py) and the choice of its implementation from settings."""
 from __future__ import annotations
 
-from app.omero.base import Gateway
+from app.core.omero.base import Gateway
 
 
 def make_gateway(config) -> Gateway:
     if config["OMERO_BACKEND"] == "embedded":
-        from app.omero.embedded import EmbeddedGateway
+        from app.core.omero.embedded import EmbeddedGateway
 
         return EmbeddedGateway(config["EMBEDDED_STORE_DIR"], "/store", config["EMBEDDED_GROUPS"])
     if config["OMERO_BACKEND"] == "omero":
-        from app.omero.omeropy import OmeroPyGateway  # needs the `omero` extra (zeroc-ice)
+        from app.core.omero.omeropy import OmeroPyGateway  # needs the `omero` extra (zeroc-ice)
 
         return OmeroPyGateway(
             config["OMERO_HOST"], config["OMERO_PORT"], web_url=config["OMERO_WEB_URL"] or "",

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from app.db import utcnow
+from app.core.db import utcnow
 
 
 class Base(DeclarativeBase):
@@ -40,7 +40,7 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(255), unique=True)
     full_name: Mapped[str] = mapped_column(String(255), default="")
     is_staff: Mapped[bool] = mapped_column(Boolean, default=False)
-    omero_key: Mapped[str | None] = mapped_column(Text)  # encrypted (app.crypto), never sent to a browser
+    omero_key: Mapped[str | None] = mapped_column(Text)  # encrypted (app.core.crypto), never sent to a browser
     # "portal": made by the portal through the admin connection, so the portal closes it at sign-out;
     # "user": pasted from OMERO.web, where the user (and OMERO.web) still use it, so it is never closed.
     omero_key_source: Mapped[str | None] = mapped_column(String(8))
