@@ -60,6 +60,10 @@ def test_the_same_content_in_another_group_is_named_but_does_not_block(embedded_
     alice.post(f"/api/files/{job['files'][0]['id']}/complete", json={"sha1": hashlib.sha1(data).hexdigest()})
     with embedded_app.app_context():
         assert pipeline.run_job(embedded_app.extensions["services"], job["id"], "w1") == "imported"
+    # the row's last message still says so (queueing and converting replaced the check's note)
+    final = alice.get(f"/api/batches/{batch['id']}").get_json()["jobs"][0]
+    assert f"another of your groups (image {elsewhere['image_ids'][0]}" in final["message"]
+    assert final["image_ids"] != elsewhere["image_ids"]
 
 
 def test_new_content_is_sent_as_before(embedded_app, alice):

@@ -183,6 +183,8 @@ def _import(services: Services, run: Run, job: Job, conversion: converters.Conve
     expected = {_image_name(job, image): hash_file(image.path).hexdigest() for image in conversion.images}
     with gateway.session(key) as omero:
         found = omero.find_images(group_id, job.content_sha1)  # another group's copy does not block
+        in_group = {i.id for i in found}
+        elsewhere = [i for i in omero.find_images(None, job.content_sha1) if i.id not in in_group and i.complete]
         # An earlier run of this job got this far: keep what it imported completely with the bytes we
         # send now; an import that failed or was cancelled half-way is removed and made again.
         ours = list({i.name: i for i in reversed(found) if i.job_uid == job.uid and i.complete
@@ -205,6 +207,8 @@ def _import(services: Services, run: Run, job: Job, conversion: converters.Conve
                               lambda sent, total: run.progress(sent / total if total else 1.0, f"Keeping the originals in {where}"))
     warnings = conversion.warnings  # the converters' own: date, microscope, pixel size, what they could not read
     message = f"Imported into {where}" + "".join(f"; {n}" for n in conversion.notes)
+    if elsewhere:  # said at the end too: the row's last message is the one a researcher reads
+        message += f"; also in OMERO in another of your groups (image {elsewhere[0].id}, {elsewhere[0].name})"
     if warnings:
         message += "; check: " + ", ".join(warnings)
     return _done(run, staging, job, JobState.IMPORTED, message, common, images=ours, warnings=warnings,
