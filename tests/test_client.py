@@ -225,7 +225,7 @@ def test_a_file_busy_on_the_server_is_waited_for_not_given_up(embedded_stack, se
     with open(staged, "ab") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # what the server's own writer holds while it writes
         threading.Timer(2.0, fcntl.flock, (held, fcntl.LOCK_UN)).start()
-        client.send(remote, path, lambda *a: None, hashlib.sha1(path.read_bytes()).hexdigest())
+        client.send(remote, path, lambda *a: None, lambda: hashlib.sha1(path.read_bytes()).hexdigest())
     assert client.batch(batch["id"])["jobs"][0]["state"] != "uploading"
 
 
@@ -278,13 +278,17 @@ def test_push_sends_nothing_of_a_file_omero_already_holds(portal, tmp_path):
     first.write_bytes(ome_tiff(seed=61))
     shutil.copy(first, again)
     client = client_for(portal, "fred")
+    calls = []
+    real_call = client._call
+    client._call = lambda method, path, **kw: calls.append((method, path)) or real_call(method, path, **kw)
     (job,), _ = push(client, {"run.ome.tif": first}, None, [], None)
     assert job["state"] == "imported"
-    puts = []
-    real_call = client._call
-    client._call = lambda method, path, **kw: (method == "PUT" and puts.append(path)) or real_call(method, path, **kw)
+    # OMERO held nothing of this size: sent at once (hashed meanwhile), never checked first
+    assert not any(path.endswith("/check") for _, path in calls) and ("PUT", f"/api/files/{job['files'][0]['id']}?offset=0") in calls
+    calls.clear()
     (job,), sha1s = push(client, {"run again.ome.tif": again}, None, [], None)
-    assert job["state"] == "duplicate" and puts == []
+    assert job["state"] == "duplicate" and not [c for c in calls if c[0] == "PUT"]
+    assert any(path.endswith("/check") for _, path in calls)
     assert sha1s == {"run again.ome.tif": hashlib.sha1(again.read_bytes()).hexdigest()}
     assert client.confirm(job["id"])["in_omero"]
 

@@ -31,6 +31,7 @@ def test_content_omero_holds_in_this_group_ends_duplicate_without_a_byte(embedde
     data = ome_tiff(seed=21)
     first = imported(embedded_app, alice, "a.ome.tif", data, lab)
     job = alice.new_batch({"renamed copy.ome.tif": data}, group_id=lab)["jobs"][0]
+    assert job["may_be_in_omero"]  # OMERO holds a file of this size: hash it before sending
 
     answer = check(alice, job, data)
     assert answer.status_code == 200
@@ -51,6 +52,7 @@ def test_the_same_content_in_another_group_is_named_but_does_not_block(embedded_
     elsewhere = imported(embedded_app, alice, "a.ome.tif", data, facility)
     batch = alice.new_batch({"a.ome.tif": data}, group_id=lab)
     job = batch["jobs"][0]
+    assert job["may_be_in_omero"]  # the sieve looks in every group
 
     answer = check(alice, job, data).get_json()
     assert answer["job"]["state"] == "uploading" and answer["checked"]
@@ -69,9 +71,23 @@ def test_the_same_content_in_another_group_is_named_but_does_not_block(embedded_
 def test_new_content_is_sent_as_before(embedded_app, alice):
     data = ome_tiff(seed=23)
     job = alice.new_batch({"new.ome.tif": data})["jobs"][0]
+    assert job["may_be_in_omero"] is False  # no file of this size in OMERO: send at once, hash meanwhile
     answer = check(alice, job, data).get_json()
     assert answer == {"job": answer["job"], "checked": True, "elsewhere": []}
     assert answer["job"]["state"] == "uploading" and answer["job"]["message"] == ""
+
+
+def test_a_converted_source_is_a_candidate_by_its_size_whatever_its_name(embedded_app, alice):
+    """A converted import's OMERO files differ from its source: the sieve knows the source's size
+    from the import's provenance, also for a pair of files."""
+    from tests.helpers import sample
+
+    emi, ser = sample("64x64x5_TEM_preview.emi").read_bytes(), sample("64x64x5_TEM_preview_1.ser").read_bytes()
+    batch = alice.send({"a.emi": emi, "a_1.ser": ser})
+    with embedded_app.app_context():
+        assert pipeline.run_job(embedded_app.extensions["services"], batch["jobs"][0]["id"], "w1") == "imported"
+    again = alice.new_batch({"b.emi": emi, "b_1.ser": ser, "other.emi": emi + b"!", "other_1.ser": ser})["jobs"]
+    assert [job["may_be_in_omero"] for job in again] == [True, False]
 
 
 @pytest.mark.parametrize("files, needle", [

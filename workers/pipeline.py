@@ -256,6 +256,7 @@ def _annotations(job: Job, conversion: converters.Conversion) -> Annotations:
         metadata=conversion.metadata,
         provenance={
             "portal_version": __version__, "job_uid": job.uid, "content_sha1": job.content_sha1,
+            "content_size": str(job.total_size),  # the duplicate check's first sieve (content_sizes)
             "source_files": "; ".join(f.name for f in job.files),
             "source_sha1": "; ".join(f.sha1 for f in job.files), "conversion": conversion.status,
         },

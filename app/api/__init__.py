@@ -243,7 +243,11 @@ def new_batch(owner: User, body):
                 db.add(JobFile(job_id=job.id, name=shown_name(name), stored_name=stored, size=sizes[name]))
             job_states.record(db, job)
         db.commit()
-        return {**_batch_json(db, batch), "skipped": skipped}, 201
+        answer = {**_batch_json(db, batch), "skipped": skipped}
+    sending = [job for job in answer["jobs"] if job["state"] == JobState.UPLOADING]
+    for job, maybe in zip(sending, duplicates.may_be_in_omero(owner, [job["total_size"] for job in sending])):
+        job["may_be_in_omero"] = maybe  # if not, the client sends at once and hashes meanwhile
+    return answer, 201
 
 
 @bp.get("/batches")

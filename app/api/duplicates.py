@@ -18,6 +18,23 @@ from app.errors import ApiError
 SHA1 = re.compile(r"[0-9a-f]{40}")
 
 
+def may_be_in_omero(owner: User, totals: list[int]) -> list[bool]:
+    """For jobs given by their sizes in bytes: whether OMERO may hold that content for the owner. A
+    copy has the size of what it copies, so a job is a candidate only when OMERO holds a fileset file
+    or a portal import's source of that size: only candidates are hashed before sending. One query for
+    the whole batch; when OMERO cannot answer, every job is a candidate."""
+    key = owner.omero_key and crypto.decrypt(owner.omero_key, current_app.config["ENCRYPTION_KEY"])
+    if not key or not totals:
+        return [True] * len(totals)
+    try:
+        with current_app.extensions["services"].omero.session(key) as omero:
+            held = omero.content_sizes(set(totals))
+    except OmeroError as e:
+        current_app.logger.warning("duplicate sieve skipped for %s: %s", owner.username, e)
+        return [True] * len(totals)
+    return [total in held for total in totals]
+
+
 @bp.post("/jobs/<int:job_id>/check")
 @login_required
 def check_job(job_id: int):

@@ -2,8 +2,8 @@
 
 Pure Python (requests, pathlib), so it runs on Windows and on network shares. It authenticates with a
 personal API token, lets the server group the files (one rule for the page and the client), and
-hashes each file first (OMERO may hold its content already: then nothing is sent) and sends it in
-resumable chunks, several in flight, as the page does.
+hashes each file (first, when OMERO may hold its content already: then nothing is sent; else while
+sending) and sends it in resumable chunks, several in flight, as the page does.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import requests
@@ -113,20 +113,24 @@ class PortalClient:
 
     def send_job(self, job: dict, paths: dict[str, Path], progress: Progress, hashes: Hashes) -> dict[str, str]:
         """Send a job's files still missing on the server, unless OMERO already holds their content (the
-        job then ends "duplicate" without a byte sent); return the files' SHA-1s by name."""
-        todo = [remote for remote in job["files"] if not remote["complete"]]
-        sha1s = {remote["name"]: hashes.sha1(paths[remote["name"]]) for remote in todo}
-        checked = self._call("POST", f"/api/jobs/{job['id']}/check",
-                             json={"files": [{"id": r["id"], "sha1": sha1s[r["name"]]} for r in todo]})["job"]
-        job.update(state=checked["state"], message=checked["message"])
-        if checked["state"] == "uploading":
-            for remote in todo:
-                self.send(remote, paths[remote["name"]], progress, sha1s[remote["name"]])
-        return sha1s
+        job then ends "duplicate" without a byte sent); return the files' SHA-1s by name.
 
-    def send(self, remote: dict, path: Path, progress: Progress, sha1: str) -> None:
+        Only a job the server calls a candidate (OMERO holds something of its size) is hashed before
+        sending; the others are sent at once while the hashing thread reads ahead."""
+        todo = [remote for remote in job["files"] if not remote["complete"]]
+        if job.get("may_be_in_omero", True):
+            checked = self._call("POST", f"/api/jobs/{job['id']}/check", json={"files": [
+                {"id": r["id"], "sha1": hashes.sha1(paths[r["name"]])} for r in todo]})["job"]
+            job.update(state=checked["state"], message=checked["message"])
+        if job["state"] == "uploading":
+            for remote in todo:
+                path = paths[remote["name"]]
+                self.send(remote, path, progress, lambda path=path: hashes.sha1(path))
+        return {remote["name"]: hashes.sha1(paths[remote["name"]]) for remote in todo}
+
+    def send(self, remote: dict, path: Path, progress: Progress, sha1: Callable[[], str]) -> None:
         """Send one file from where the server's copy ends, several chunks in flight (the server takes
-        each in turn), then complete it with its SHA-1, computed beforehand."""
+        each in turn), then complete it with its SHA-1 (sha1() waits for it)."""
         size = path.stat().st_size
         url = f"/api/files/{remote['id']}"
         offset = self._call("GET", url)["received"]
@@ -157,7 +161,7 @@ class PortalClient:
                         stuck += 1
                         self._wait(stuck, "is still writing an earlier try of this file")
                     offset = held
-        self._call("POST", f"{url}/complete", json={"sha1": sha1})
+        self._call("POST", f"{url}/complete", json={"sha1": sha1()})
 
     def batch(self, batch_id: int) -> dict:
         return self._call("GET", f"/api/batches/{batch_id}")
@@ -184,7 +188,11 @@ class Hashes:
         self._pool.shutdown(wait=False)
 
     def sha1(self, path: Path) -> str:
-        return self._futures[path].result() if path in self._futures else sha1_of(path)
+        if path not in self._futures:  # not listed at the start: hashed now, once
+            done: Future = Future()
+            done.set_result(sha1_of(path))
+            self._futures[path] = done
+        return self._futures[path].result()
 
 
 def sha1_of(path: Path) -> str:

@@ -220,10 +220,13 @@ async function sendJob(job) {
   const missing = todo.find(([, file]) => !file);
   if (missing) { show({ kind: "pending", note: `Choose ${missing[0].name} again to send it` }); return; }
   try {
-    // OMERO may hold this content already: then the job ends "duplicate" without a byte sent
-    const checked = await checkJob(job, todo, (kind, hashed, total, name) => show({ kind, sent: hashed, total, name }));
-    applyJob(checked.job);
-    if (job.state !== "uploading") { show(null); return; }
+    // OMERO may hold this content already (it holds something of its size): then hash it first and
+    // ask, and a copy ends "duplicate" without a byte sent. Other jobs are sent at once, hashed meanwhile.
+    if (job.may_be_in_omero !== false) {
+      const checked = await checkJob(job, todo, (kind, hashed, total, name) => show({ kind, sent: hashed, total, name }));
+      applyJob(checked.job);
+      if (job.state !== "uploading") { show(null); return; }
+    }
     for (const [remote, file] of todo) {
       const sent = await sendFile(remote, file, (kind, sentBytes, total) => {
         if (kind === "sending") remote.received = sentBytes;

@@ -1,8 +1,9 @@
-// Sending one job's files. First each file's SHA-1, computed by a Web Worker (hasher.js) so the page
-// stays responsive, and the server is asked whether OMERO already holds that content: then nothing
-// is sent. Then chunked PUTs straight from the file (no copy on this thread), several in flight,
-// resumed where the server left off after a reload or a dropped connection, and completed with the
-// SHA-1 computed before.
+// Sending one job's files. Each file's SHA-1 is computed by a Web Worker (hasher.js) so the page stays
+// responsive. When OMERO holds something of the job's size, the hash comes first and the server is
+// asked whether OMERO already holds that content: then nothing is sent. Otherwise the chunks travel
+// while the worker hashes. Chunked PUTs go straight from the file (no copy on this thread), several in
+// flight, resumed where the server left off after a reload or a dropped connection, and completed
+// with the SHA-1.
 import { api, sleep } from "./util.js";
 
 const CHUNK = 8 * 1024 * 1024;
@@ -59,9 +60,10 @@ export async function checkJob(job, files, progress) {
 }
 
 // progress(kind, sent, total): kind is "checking" (the checksum is being computed), "sending" or
-// "offline" (waiting for the network). stopped() says the user cancelled the job. remote.sha1 is
-// the file's SHA-1 (checkJob sets it).
+// "offline" (waiting for the network). stopped() says the user cancelled the job. The file's SHA-1
+// (remote.sha1, set by checkJob) is otherwise computed by the worker while the chunks travel.
 export async function sendFile(remote, file, progress, stopped = () => false) {
+  if (!remote.sha1) hashFile(file).catch(() => {});  // hashing starts now (a read error is told at the end)
   let failures = 0;
   const offline = async () => {
     progress("offline", undefined, file.size);
@@ -99,6 +101,8 @@ export async function sendFile(remote, file, progress, stopped = () => false) {
       offset = next = await held();  // part of a chunk may have arrived before the cut: go on from there
     }
     try {
+      // the worker may still be hashing the last chunks' bytes: show it, then complete with its answer
+      remote.sha1 = remote.sha1 || await hashFile(file, (hashed) => progress("checking", hashed, file.size));
       await api("POST", `/api/files/${remote.id}/complete`, { sha1: remote.sha1 });
     } catch (e) {
       // damaged: the server's copy differs from ours and was dropped; send it once more from the start

@@ -106,6 +106,8 @@ class FakeQuery:
             q.KEY_VALUES: self._key_values,
             q.PIXELS_SHA1: self._pixels_sha1,
             q.IMAGE_TAGS: self._image_tags,
+            q.FILESET_FILE_SIZES: self._fileset_file_sizes,
+            q.PROVENANCE_CONTENT_SIZES: self._provenance_content_sizes,
         }
 
     def findAllByQuery(self, query, params, _ctx=None):
@@ -168,6 +170,24 @@ class FakeQuery:
                     out.append([rlong(img.id)])
                     break
         return out
+
+    def _fileset_file_sizes(self, groups, sizes, owner):
+        found = set()
+        for img in self._image_rows(groups, owner):
+            for entry in self.store.select("entry", fileset=img.fields["fileset"]):
+                size = self.store.rows[entry.fields["file"]].fields["size"]
+                if size in sizes:
+                    found.add(size)
+        return [[rlong(size)] for size in sorted(found)]
+
+    def _provenance_content_sizes(self, groups, ns, key, sizes, owner):
+        found = set()
+        for img in self._image_rows(groups, owner):
+            for link in self.store.select("ialink", parent=img.id):
+                ann = self.store.rows[link.fields["child"]]
+                if ann.kind == "map" and ann.fields["ns"] == ns:
+                    found |= {value for k, value in ann.fields["pairs"] if k == key and value in sizes}
+        return [[rstring(value)] for value in sorted(found)]
 
     def _key_values(self, groups, ns, key, owner):
         values = {v for r in self.store.select("map", groups) if r.owner == owner and r.fields["ns"] == ns

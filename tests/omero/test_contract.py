@@ -100,10 +100,13 @@ def tiny_tiff(path: Path, seed: int | None = None) -> tuple[Path, str]:
 
 
 def do_import(session, group_id, dataset_id, path: Path, *, job_uid: str, content_sha1: str,
-              progress=lambda sent, total: None) -> list[ImageRef]:
+              progress=lambda sent, total: None, content_size: int | None = None) -> list[ImageRef]:
+    provenance = {"content_sha1": content_sha1, "job_uid": job_uid}
+    if content_size is not None:
+        provenance["content_size"] = str(content_size)
     annotations = Annotations(
         key_values=[("Microscope", "Krios")], tags=["contract-test"], metadata={"Voltage": "300 kV"},
-        provenance={"content_sha1": content_sha1, "job_uid": job_uid},
+        provenance=provenance,
     )
     return session.import_image(group_id, dataset_id, [path], name=path.name, description="contract test",
                                 annotations=annotations, progress=progress)
@@ -157,6 +160,23 @@ def test_converted_image_is_found_by_its_source_checksum(backend, key, names, tm
         (made,) = do_import(session, gid, placement.dataset_id, path, job_uid="job-2", content_sha1=source_sha1)
         (found,) = session.find_images(gid, source_sha1)
     assert (found.id, found.sha1, found.job_uid) == (made.id, sha1, "job-2")
+
+
+def test_content_sizes_name_the_sizes_of_held_files_and_converted_sources(backend, key, names, tmp_path):
+    """The first sieve of the duplicate check: a fileset file's size, or a converted source's
+    (provenance content_size), in any of the user's groups; never another user's."""
+    path, sha1 = tiny_tiff(tmp_path / "sized.tif")
+    size = path.stat().st_size
+    source_size = 10**12 + int(uuid.uuid4().int % 10**9)  # no other file of a live server has it
+    with backend.gateway.session(key) as session:
+        gid = session.whoami().default_group_id
+        assert session.content_sizes([source_size]) == set()
+        placement = session.get_or_create_dataset(gid, *names)
+        do_import(session, gid, placement.dataset_id, path, job_uid="job-4", content_sha1=sha1, content_size=source_size)
+        assert session.content_sizes([size, source_size, source_size + 1]) == {size, source_size}
+        assert session.content_sizes([]) == set()
+    with backend.gateway.session(backend.other_key()) as other:
+        assert other.content_sizes([source_size]) == set()
 
 
 def test_another_users_images_are_not_found(backend, key, names, tmp_path):

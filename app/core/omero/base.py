@@ -10,7 +10,7 @@ session for the duration of one task or request, and never kills it on the way o
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +129,12 @@ class Session(Protocol):
     def find_images(self, group_id: int | None, content_sha1: str) -> list[ImageRef]:
         """The user's images with this content: an original file with this SHA-1, or a portal
         provenance annotation with this content_sha1. group_id None searches all the user's groups."""
+
+    def content_sizes(self, sizes: Collection[int]) -> set[int]:
+        """Of these byte counts, those of content the user holds in any of their groups: a fileset
+        file of that size, or a portal import whose source files (provenance content_size) were that
+        many bytes. A copy has the size of what it copies: content of a size not returned cannot be
+        found by find_images, so it is sent without being hashed first."""
 
     def import_image(
         self, group_id: int, dataset_id: int, files: Sequence[Path], *, name: str, description: str,

@@ -15,7 +15,7 @@ import secrets
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
@@ -207,6 +207,21 @@ class EmbeddedSession:
         with self.store._db() as db:
             rows = db.execute(query + " ORDER BY id", params).fetchall()
         return [ImageRef(i, name, self.store.image_url(i), sha1, job_uid) for i, name, sha1, job_uid in rows]
+
+    def content_sizes(self, sizes: Collection[int]) -> set[int]:
+        wanted = sorted({int(s) for s in sizes})
+        if not wanted:
+            return set()
+        marks = ",".join("?" * len(wanted))
+        with self.store._db() as db:
+            in_filesets = db.execute(f"SELECT DISTINCT size FROM files WHERE owner_id = ? AND kind = ? AND size IN ({marks})",
+                                     (self.user_id, FILESET, *wanted)).fetchall()
+            # provenance values are text, as in OMERO's map annotations
+            by_source = db.execute(
+                f"SELECT DISTINCT CAST(json_extract(annotations, ?) AS INTEGER) AS n FROM images "
+                f"WHERE owner_id = ? AND n IN ({marks})",
+                (f'$.maps."{PROVENANCE_NAMESPACE}".content_size', self.user_id, *wanted)).fetchall()
+        return {n for (n,) in [*in_filesets, *by_source]}
 
     def key_values(self, group_id: int, key: str) -> list[str]:
         # The pairs sit in each image's annotations JSON; json_each reads only the user's images of

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -336,6 +336,16 @@ class OmeroPySession:
                 q.IMAGES_BY_PROVENANCE_SHA1, q.provenance_sha1_params(sha1, self._uid), ctx)
             ids = sorted({unwrap(row[0]) for row in [*by_file, *by_prov]})
             return self._describe(ids, ctx)
+
+    def content_sizes(self, sizes: Collection[int]) -> set[int]:
+        wanted = sorted({int(s) for s in sizes})
+        if not wanted:
+            return set()
+        ctx = self._ctx(None)
+        with translate_errors(group=self._group_label(None)):
+            in_filesets = self._query.projection(q.FILESET_FILE_SIZES, q.sizes_params(wanted, self._uid), ctx)
+            by_source = self._query.projection(q.PROVENANCE_CONTENT_SIZES, q.provenance_sizes_params(wanted, self._uid), ctx)
+        return {int(unwrap(row[0])) for row in [*in_filesets, *by_source]}
 
     def _describe(self, ids: list[int], ctx: dict) -> list[ImageRef]:
         """ImageRefs for these image ids: names, primary-file SHA-1s, the importing job, and

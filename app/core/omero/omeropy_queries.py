@@ -6,7 +6,7 @@ HQL: it travels with each call as the `omero.group` context (-1 = all the user's
 """
 from __future__ import annotations
 
-from omero.rtypes import rlist, rstring, unwrap
+from omero.rtypes import rlist, rlong, rstring, unwrap
 from omero.sys import ParametersI
 
 from app.core.omero.base import CLIENT_KV_NAMESPACE, KEY_VALUES_LIMIT, PROVENANCE_NAMESPACE
@@ -37,6 +37,19 @@ IMAGES_BY_FILE_SHA1 = (
 IMAGES_BY_PROVENANCE_SHA1 = (
     "select distinct i.id from Image i join i.annotationLinks l join l.child a join a.mapValue mv "
     "where a.ns = :ns and mv.name = :key and mv.value = :sha1 and i.details.owner.id = :owner"
+)
+
+# Which of these sizes a file in the fileset of one of the user's images has (the duplicate check's
+# first sieve: a copy has the size of what it copies).
+FILESET_FILE_SIZES = (
+    "select distinct f.size from Image i join i.fileset fs join fs.usedFiles fe join fe.originalFile f "
+    "where f.size in (:sizes) and i.details.owner.id = :owner"
+)
+
+# Which of these sizes (as text, as map values are) the source of one of the user's portal imports had.
+PROVENANCE_CONTENT_SIZES = (
+    "select distinct mv.value from Image i join i.annotationLinks l join l.child a join a.mapValue mv "
+    "where a.ns = :ns and mv.name = :key and mv.value in (:sizes) and i.details.owner.id = :owner"
 )
 
 # The images with their fileset's files (and their hashes), to describe what we found or made.
@@ -92,6 +105,17 @@ def provenance_sha1_params(sha1: str, owner: int) -> ParametersI:
     return (
         ParametersI().addString("ns", PROVENANCE_NAMESPACE).addString("key", "content_sha1")
         .addString("sha1", sha1).addLong("owner", owner)
+    )
+
+
+def sizes_params(sizes: list[int], owner: int) -> ParametersI:
+    return ParametersI().add("sizes", rlist([rlong(s) for s in sizes])).addLong("owner", owner)
+
+
+def provenance_sizes_params(sizes: list[int], owner: int) -> ParametersI:
+    return (
+        ParametersI().addString("ns", PROVENANCE_NAMESPACE).addString("key", "content_size")
+        .add("sizes", rlist([rstring(str(s)) for s in sizes])).addLong("owner", owner)
     )
 
 
