@@ -52,7 +52,11 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def upload(base: str, path: Path, chunk: int) -> float:
+def upload(base: str, path: Path, chunk: int, keep: bool = False) -> float:
+    """Seconds to send the file through the API (one chunk in flight, the next read and hashed
+    meanwhile) until the server has checked it and synced it to disk. Unless `keep`, the job is then
+    cancelled, which deletes its staged copy as `time_cp` deletes its copy: each round writes into
+    recycled page cache, not into memory the virtual machine must first fault in (that costs 2-4x)."""
     session = requests.Session()
     token = re.search(r'name="csrf_token" value="([^"]+)"', session.get(base + "/login").text).group(1)
     session.post(base + "/login", data={"username": "bench", "csrf_token": token})
@@ -80,26 +84,32 @@ def upload(base: str, path: Path, chunk: int) -> float:
                         json={"sha1": digest.hexdigest()})
     done.raise_for_status()
     os.sync()
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    if not keep:
+        session.post(f"{base}/api/jobs/{batch['jobs'][0]['id']}/cancel",
+                     headers={"X-CSRFToken": me["csrf_token"]}).raise_for_status()
+    return seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chunk-mib", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="best of this many, cp and upload alternating")
     args = arguments(__doc__, 1024, parser)
     with scratch() as work:
         source = work / "sample.emd"
         make_file(source, args.size_mib << 20)
         with web(work / "data", PORTAL_STAGING_RESERVE="0") as (base, process):
-            cp_seconds = time_cp(source, work / "copy.emd")
-            upload_seconds = upload(base, source, args.chunk_mib << 20)
-            cp_again = time_cp(source, work / "copy.emd")
+            cps, uploads = [], []
+            for _ in range(args.rounds):  # alternating, so both meet the machine in the same state
+                cps.append(time_cp(source, work / "copy.emd"))
+                uploads.append(upload(base, source, args.chunk_mib << 20))
             rss = max(peak_rss_mib(pid) for pid in [process.pid, *children(process.pid)])
-        baseline = min(cp_seconds, cp_again)
+        baseline, upload_seconds = min(cps), min(uploads)
         mib = args.size_mib
         print(f"{'what':<34}{'seconds':>9}{'MiB/s':>9}{'ratio':>8}")
-        print(f"{'cp (baseline, best of 2)':<34}{baseline:>9.2f}{mib / baseline:>9.0f}{1:>8.2f}")
-        print(f"{f'upload API, {args.chunk_mib} MiB chunks + SHA-1':<34}{upload_seconds:>9.2f}"
+        print(f"{f'cp (baseline, best of {args.rounds})':<34}{baseline:>9.2f}{mib / baseline:>9.0f}{1:>8.2f}")
+        print(f"{f'upload API, best of {args.rounds}':<34}{upload_seconds:>9.2f}"
               f"{mib / upload_seconds:>9.0f}{upload_seconds / baseline:>8.2f}   (goal <= 2.00)")
         print(f"web process peak RSS: {rss:.0f} MiB   (goal < 200)")
         results.write(args.json_out, "upload_ingest", [
