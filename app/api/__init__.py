@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from flask import Blueprint, current_app, g, request
 from sqlalchemy import func, or_, select
 
-from app.api.body import body_blocks
 from app.auth import login_required
 from app.core import crypto
 from app.core import jobs as job_states
@@ -304,8 +303,24 @@ def put_file(file_id: int):
         if offset + length > f.size:
             raise ApiError("More bytes were sent than the file's declared size", 400)
         job_id, stored_name, size = f.job_id, f.stored_name, f.size
-    held = _staging().write(file_id, job_id, stored_name, offset, body_blocks(request.environ, length, BLOCK), size)
+    held = _staging().write(file_id, job_id, stored_name, offset, _body_blocks(length), size)
     return {"id": file_id, "received": held, "size": size}
+
+
+def _body_blocks(length: int):
+    # The server's input stream itself, read no further than Content-Length (as WSGI allows):
+    # request.stream would wrap it and copy every block twice more
+    stream_ = request.environ["wsgi.input"]
+    remaining = length
+    while remaining > 0:
+        try:
+            block = stream_.read(min(BLOCK, remaining))
+        except OSError:  # the connection broke
+            block = b""
+        if not block:
+            break  # the client went away: keep what arrived
+        remaining -= len(block)
+        yield block
 
 
 @bp.post("/files/<int:file_id>/complete")
