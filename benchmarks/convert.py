@@ -156,8 +156,8 @@ import json, os, sys, time
 from pathlib import Path
 sys.path.insert(0, {repo!r})
 from converters import ConvertOptions, convert
-from converters.registry import plugins
-plugins()  # imported before the clock starts, as in a worker that has converted a file before
+from converters.registry import warm_up
+warm_up()  # the plugins and their readers imported before the clock starts, as a worker does at start
 files = [Path(p) for p in {files!r}]
 start, cpu_start = time.perf_counter(), sum(os.times()[:2])
 reports = []

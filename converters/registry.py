@@ -4,6 +4,7 @@ A plugin is any module in `converters.formats` with:
   NAME: str                       shown to researchers ("Velox EMD")
   EXTENSIONS: tuple[str, ...]      the lower-case suffixes its files carry (".emd")
   PRIORITY: int (optional)         lower is asked first, for formats that refine another (OME-TIFF)
+  READERS: tuple[str, ...] (optional)  modules it imports only when reading (RosettaSciIO's): warm_up
   identify(head: bytes, path) -> bool   decides from the content only (head = first 64 KiB)
   read(files, options) -> SourceImage | SourceFile | Passthrough
 Dropping a module in that package is all it takes to add a format. A SourceFile's images become one
@@ -46,6 +47,14 @@ def plugins() -> tuple[ModuleType, ...]:
         if callable(getattr(module, "identify", None)) and callable(getattr(module, "read", None)):
             found.append(module)
     return tuple(sorted(found, key=lambda m: (getattr(m, "PRIORITY", 50), m.__name__)))
+
+
+def warm_up() -> None:
+    """Import every plugin and the readers they import only when used (RosettaSciIO pulls in dask
+    and pint: about 1.2 s), so a worker's first conversion does not wait for them."""
+    for plugin in plugins():
+        for name in getattr(plugin, "READERS", ()):
+            importlib.import_module(name)
 
 
 def identify(path: Path) -> ModuleType:

@@ -77,6 +77,18 @@ def test_new_content_is_sent_as_before(embedded_app, alice):
     assert answer["job"]["state"] == "uploading" and answer["job"]["message"] == ""
 
 
+def test_when_omero_cannot_answer_every_job_is_checked_before_sending(alice, monkeypatch):
+    from app.core.omero import embedded
+    from app.core.omero.base import OmeroError
+
+    def down(self, sizes):
+        raise OmeroError("OMERO is not answering")
+
+    monkeypatch.setattr(embedded.EmbeddedSession, "content_sizes", down)
+    jobs = alice.new_batch({"a.ome.tif": b"1" * 10, "b.ome.tif": b"2" * 20})["jobs"]
+    assert [job["may_be_in_omero"] for job in jobs] == [True, True]
+
+
 def test_a_converted_source_is_a_candidate_by_its_size_whatever_its_name(embedded_app, alice):
     """A converted import's OMERO files differ from its source: the sieve knows the source's size
     from the import's provenance, also for a pair of files."""

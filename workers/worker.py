@@ -28,6 +28,9 @@ class _Unrecoverable(logging.Handler):
 
 def main(beat: bool) -> None:
     services.config["DATA_DIR"].mkdir(parents=True, exist_ok=True)  # the beat schedule lives there
+    from converters.registry import warm_up
+
+    warm_up()  # once, before the pool forks: every pool process starts with the readers loaded
     logging.getLogger("celery.worker").addHandler(_Unrecoverable())
     try:
         celery.worker_main(["worker", "--loglevel=INFO", f"--concurrency={services.config['WORKER_CONCURRENCY']}",

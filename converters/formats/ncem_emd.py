@@ -27,6 +27,7 @@ from converters.registry import unique_names
 NAME = "Berkeley EMD"
 EXTENSIONS = (".emd", ".h5")  # HyperSpy and ncempy write Berkeley EMD under both
 PRIORITY = 20
+READERS = ("rsciio.emd",)
 UNIX_2000 = 946684800  # a time axis starting later than 2000-01-01 counts Unix seconds, not a duration
 
 

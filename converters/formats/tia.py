@@ -29,6 +29,7 @@ from converters.planes import FilePlane, FlippedPlane, FuncPlane, common_dtype
 log = logging.getLogger(__name__)
 NAME = "TIA EMI"
 EXTENSIONS = (".emi",)
+READERS = ("rsciio.tia._api",)
 SCAN_LIMIT = 64 * 2**20  # .emi files are small; never read more than this looking for the XML
 _OBJECT = re.compile(rb"<ObjectInfo>.*?</ObjectInfo>", re.S)
 _SER_NAME = re.compile(r"^(?P<stem>.+)_(?P<index>\d+)\.ser$", re.IGNORECASE)

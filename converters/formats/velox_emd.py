@@ -31,6 +31,7 @@ from converters.registry import unique_names
 NAME = "Velox EMD"
 EXTENSIONS = (".emd",)
 PRIORITY = 10
+READERS = ("rsciio.emd",)
 STREAM_BLOCK = 2**22  # spectrum stream values summed per read: 8 MiB of uint16
 NEXT_PIXEL = 65535  # in a spectrum stream, every other value is the channel of one count
 MAX_METADATA = 2**24  # bytes of one JSON metadata record (Velox writes 60000)

@@ -120,3 +120,17 @@ def test_a_passthrough_lists_its_input_as_the_image(tmp_path):
     result = convert([path], tmp_path / "out", ConvertOptions())
     assert result.status == "passthrough"
     assert [(i.path, i.title) for i in result.images] == [(path, None)]
+
+
+def test_warm_up_imports_the_readers_plugins_load_only_when_reading():
+    """A worker calls warm_up before its pool forks; a new reader a plugin imports lazily is named in
+    its READERS, and this finds the ones named wrongly (a typo would fail the worker at start)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from converters.registry import plugins, warm_up; warm_up(); "
+            "named = {n for p in plugins() for n in getattr(p, 'READERS', ())}; "
+            "print(sorted(named), all(n in sys.modules for n in named), 'dask' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("] ")[1].split() == ["True", "True"]
+    assert "rsciio.emd" in out and "rsciio.digitalmicrograph" in out
