@@ -133,7 +133,7 @@ class State(NamedTuple):
 STATES = [
     State("pending", "Pending", "gray", "chosen, not sent yet (or waiting for its turn)"),
     State("sending", "Uploading", "cyan", "the bytes are on their way; the bar shows how far"),
-    State("checking", "Checking", "cyan", "the file's checksum is computed on this computer, and OMERO asked whether it holds the same content"),
+    State("checking", "Checking", "cyan", "the file's checksum is computed on this computer (before sending when OMERO holds a file of its size, to ask whether it holds the same content; else while sending)"),
     State("offline", "Waiting for network", "gray", "the connection dropped; sending goes on by itself when it is back"),
     State("notsent", "Not sent", "red", "cannot be imported as chosen (a partner file is missing, or the format is not supported)"),
     State("queued", "Queued", "yellow", "the file is safe on the transfer server and waits for a worker"),
