@@ -35,15 +35,22 @@ def main(beat: bool) -> None:
     try:
         celery.worker_main(["worker", "--loglevel=INFO", f"--concurrency={services.config['WORKER_CONCURRENCY']}",
                             f"--hostname=portal-{os.getpid()}@%h", *(["--beat"] if beat else [])])
-    except SystemExit as e:
-        if not (e.code and _Unrecoverable.seen):
+    except SystemExit:
+        if not _Unrecoverable.seen:
             raise
-        # Start afresh in this same process (same pid, so the same node name, still PID 1 in a
-        # container): its startup sweep queues again what the broken connection left behind.
-        restarts = int(os.environ.get("UPLOAD_PORTAL_WORKER_RESTARTS", "0")) + 1
-        delay = min(30, 2 ** restarts)
-        print(f"upload-portal: the worker stopped on an unrecoverable broker error; restart {restarts} in {delay} s",
-              file=sys.stderr, flush=True)
-        time.sleep(delay)
-        os.environ["UPLOAD_PORTAL_WORKER_RESTARTS"] = str(restarts)
-        os.execv(sys.executable, [sys.executable, "-m", "workers", *(["--beat"] if beat else [])])
+    # worker_main returns (Celery 5.7 hands back click's exit code instead of raising SystemExit)
+    # once the worker has stopped; after an unrecoverable error, that must not end the worker.
+    if _Unrecoverable.seen:
+        restart_after_unrecoverable_error(beat)
+
+
+def restart_after_unrecoverable_error(beat: bool) -> None:
+    """Start afresh in this same process (same pid, so the same node name, still PID 1 in a
+    container), with back-off: its startup sweep queues again what the broken connection left."""
+    restarts = int(os.environ.get("UPLOAD_PORTAL_WORKER_RESTARTS", "0")) + 1
+    delay = min(30, 2 ** restarts)
+    print(f"upload-portal: the worker stopped on an unrecoverable broker error; restart {restarts} in {delay} s",
+          file=sys.stderr, flush=True)
+    time.sleep(delay)
+    os.environ["UPLOAD_PORTAL_WORKER_RESTARTS"] = str(restarts)
+    os.execv(sys.executable, [sys.executable, "-m", "workers", *(["--beat"] if beat else [])])
