@@ -7,6 +7,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends g++ libssl-dev 
 
 WORKDIR /srv/portal
 COPY . .
+# the versions the tests passed with (constraints.txt), omero-py's included
+ENV PIP_CONSTRAINT=/srv/portal/constraints.txt
 RUN pip install --no-cache-dir -e '.[server]' && PYTHON=python scripts/install-omero.sh
 
 RUN useradd --system --home /srv/portal portal && mkdir -p /data/staging && chown -R portal /data

@@ -47,7 +47,7 @@ def test_docker_compose_accepts_the_file(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-def test_dockerfile_installs_with_scripts_that_exist():
+def test_dockerfile_installs_with_files_that_exist():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for script in ("scripts/install-omero.sh",):
-        assert script in dockerfile and (ROOT / script).exists(), script
+    for path in ("scripts/install-omero.sh", "constraints.txt"):
+        assert path in dockerfile and (ROOT / path).exists(), path
