@@ -32,6 +32,7 @@ def main(beat: bool) -> None:
 
     warm_up()  # once, before the pool forks: every pool process starts with the readers loaded
     logging.getLogger("celery.worker").addHandler(_Unrecoverable())
+    started = time.monotonic()
     try:
         celery.worker_main(["worker", "--loglevel=INFO", f"--concurrency={services.config['WORKER_CONCURRENCY']}",
                             f"--hostname=portal-{os.getpid()}@%h", *(["--beat"] if beat else [])])
@@ -41,13 +42,15 @@ def main(beat: bool) -> None:
     # worker_main returns (Celery 5.7 hands back click's exit code instead of raising SystemExit)
     # once the worker has stopped; after an unrecoverable error, that must not end the worker.
     if _Unrecoverable.seen:
-        restart_after_unrecoverable_error(beat)
+        restart_after_unrecoverable_error(beat, ran_for=time.monotonic() - started)
 
 
-def restart_after_unrecoverable_error(beat: bool) -> None:
+def restart_after_unrecoverable_error(beat: bool, ran_for: float) -> None:
     """Start afresh in this same process (same pid, so the same node name, still PID 1 in a
-    container), with back-off: its startup sweep queues again what the broken connection left."""
-    restarts = int(os.environ.get("UPLOAD_PORTAL_WORKER_RESTARTS", "0")) + 1
+    container), with back-off: its startup sweep queues again what the broken connection left.
+    The back-off grows while restarts follow each other, and starts over after ten quiet minutes."""
+    earlier = 0 if ran_for > 600 else int(os.environ.get("UPLOAD_PORTAL_WORKER_RESTARTS", "0"))
+    restarts = earlier + 1
     delay = min(30, 2 ** restarts)
     print(f"upload-portal: the worker stopped on an unrecoverable broker error; restart {restarts} in {delay} s",
           file=sys.stderr, flush=True)
