@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, g, render_template, request
 from sqlalchemy import String, cast, func, or_, select
 from sqlalchemy.orm import selectinload
 
-from app.api import count_states
+from app.api import count_states, count_to_check
 from app.auth import login_required
 from app.core.models import Batch, Job, JobFile, JobState
 from app.errors import ApiError
@@ -19,6 +19,7 @@ bp = Blueprint("history", __name__)
 
 PER_PAGE = 20
 FILTER_STATES = [JobState.UPLOADING, JobState.QUEUED, *JobState.RUNNING, *JobState.FINAL]
+TO_CHECK = "check"  # the filter for imported jobs with warnings ("Imported, check" on the pages)
 
 
 @bp.get("/history")
@@ -35,7 +36,11 @@ def _like(text: str) -> str:
 
 def _batches(user_id: int, state: str | None, text: str):
     query = select(Batch).where(Batch.owner_id == user_id)
-    if state:
+    if state == TO_CHECK:
+        # warnings is a JSON list: "[]" when there are none (null in rows older than the column)
+        query = query.where(Batch.id.in_(select(Job.batch_id).where(
+            Job.owner_id == user_id, Job.state == JobState.IMPORTED, cast(Job.warnings, String).not_in(["[]", "null"]))))
+    elif state:
         query = query.where(Batch.id.in_(select(Job.batch_id).where(Job.owner_id == user_id, Job.state == state)))
     if text:
         like = _like(text)
@@ -56,8 +61,8 @@ def api_history():
     message, key-value, group, folder, project or dataset), ?page= (from 1)."""
     state, text = request.args.get("state") or None, request.args.get("q", "").strip()
     number = request.args.get("page", default=1, type=int)
-    if state is not None and state not in FILTER_STATES:
-        raise ApiError(f"state must be one of {', '.join(FILTER_STATES)}")
+    if state is not None and state not in (*FILTER_STATES, TO_CHECK):
+        raise ApiError(f"state must be one of {', '.join((*FILTER_STATES, TO_CHECK))}")
     if number < 1 or len(text) > 200:
         raise ApiError("page counts from 1, and q holds at most 200 characters")
     query = _batches(g.user.id, state, text)
@@ -72,4 +77,4 @@ def api_history():
 def _summary(batch: Batch) -> dict:
     return {"id": batch.id, "created_at": batch.created_at.isoformat() + "Z", "group_name": batch.group_name,
             "key_values": batch.key_values, "folder": batch.folder, "jobs": len(batch.jobs), "states": count_states(batch),
-            "size": sum(job.total_size for job in batch.jobs)}
+            "to_check": count_to_check(batch), "size": sum(job.total_size for job in batch.jobs)}

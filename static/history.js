@@ -10,12 +10,15 @@ function params() {
   return new URLSearchParams(window.location.search);
 }
 
-function counts(states) {
+function counts(states, toCheck) {
   const line = el("span", { class: "counts" });
+  const badge = (cls, text) => line.append(el("span", { class: cls }, text), " ");
   for (const [state, n] of Object.entries(states)) {
+    // imported jobs with warnings are counted apart, marked as their rows are: never plain green
+    const plain = state === "imported" ? n - toCheck : n;
     // a job not sent completely wears the pending badge (its symbol), with its own label
-    line.append(el("span", { class: badgeClass(state === "uploading" ? "pending" : state) },
-      `${n} ${label(state).toLowerCase()}`), " ");
+    if (plain) badge(badgeClass(state === "uploading" ? "pending" : state), `${plain} ${label(state).toLowerCase()}`);
+    if (state === "imported" && toCheck) badge(`${badgeClass(state)} state-check`, `${toCheck} ${label(state).toLowerCase()}, to check`);
   }
   return line;
 }
@@ -30,7 +33,7 @@ function batchItem(batch) {
   summary.append(el("strong", {}, when(batch.created_at)), " ", el("span", {}, `group ${batch.group_name}`), " ");
   for (const [key, value] of batch.key_values) summary.append(el("span", { class: "tag" }, `${key} = ${value}`), " ");
   if (batch.folder) summary.append(el("span", { class: "tag" }, `Folder = ${batch.folder}`), " ");
-  summary.append(el("span", { class: "hint" }, `${plural(batch.jobs, "job")}, ${human(batch.size)} `), counts(batch.states));
+  summary.append(el("span", { class: "hint" }, `${plural(batch.jobs, "job")}, ${human(batch.size)} `), counts(batch.states, batch.to_check));
   item.append(summary);
   item.addEventListener("toggle", () => { if (item.open && !item.dataset.loaded) openBatch(item, batch.id); });
   return item;

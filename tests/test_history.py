@@ -2,7 +2,7 @@
 import sqlalchemy as sa
 
 from app.core.models import User
-from tests.helpers import Portal, ome_tiff
+from tests.helpers import SAMPLES, Portal, ome_tiff
 from workers import pipeline
 
 
@@ -36,6 +36,28 @@ def test_history_lists_own_batches_newest_first_with_counts_filters_and_pages(ap
     monkeypatch.setattr("app.history.PER_PAGE", 1)
     page2 = alice.get("/api/history?page=2").get_json()
     assert [b["id"] for b in page2["batches"]] == [first["id"]] and page2["pages"] == 2
+
+
+def test_imports_to_check_are_counted_apart_and_can_be_found(app):
+    """An import whose date, microscope or pixel size is unknown counts as imported, and says so."""
+    alice = Portal(app.test_client(), "alice")
+    sample = lambda name: (SAMPLES / name).read_bytes()  # noqa: E731
+    plain = alice.send({"Camera Ceta Imaging Micro.emd": sample("Camera Ceta Imaging Micro.emd")})  # all known
+    mixed = alice.send({"STEM HAADF Diffraction Micro.emd": sample("STEM HAADF Diffraction Micro.emd"),
+                        "berkeley_example_image.emd": sample("berkeley_example_image.emd")})  # no date, no microscope
+    with app.app_context():
+        for job in plain["jobs"] + mixed["jobs"]:
+            pipeline.run_job(app.extensions["services"], job["id"], "w:1")
+    berkeley = alice.get(f"/api/jobs/{mixed['jobs'][1]['id']}").get_json()
+    assert berkeley["state"] == "imported" and "acquisition date unknown" in berkeley["warnings"]
+
+    listed = {b["id"]: b for b in alice.get("/api/history").get_json()["batches"]}
+    assert (listed[mixed["id"]]["states"], listed[mixed["id"]]["to_check"]) == ({"imported": 2}, 1)
+    assert (listed[plain["id"]]["states"], listed[plain["id"]]["to_check"]) == ({"imported": 1}, 0)
+    recent = {b["id"]: b["to_check"] for b in alice.get("/api/batches").get_json()["batches"]}
+    assert recent == {mixed["id"]: 1, plain["id"]: 0}
+    assert [b["id"] for b in alice.get("/api/history?state=check").get_json()["batches"]] == [mixed["id"]]
+    assert [b["id"] for b in alice.get("/api/history?state=imported").get_json()["batches"]] == [mixed["id"], plain["id"]]
 
 
 def test_history_page_is_linked_from_the_header(embedded_app):

@@ -258,7 +258,7 @@ def list_batches():
         batches = db.scalars(select(Batch).where(Batch.owner_id == g.user.id).order_by(Batch.id.desc()).limit(50))
         return {"batches": [
             {"id": b.id, "created_at": b.created_at.isoformat() + "Z", "group_name": b.group_name,
-             "folder": b.folder, "states": count_states(b)} for b in batches]}
+             "folder": b.folder, "states": count_states(b), "to_check": count_to_check(b)} for b in batches]}
 
 
 def count_states(batch: Batch) -> dict:
@@ -266,6 +266,12 @@ def count_states(batch: Batch) -> dict:
     for job in batch.jobs:
         counts[job.state] = counts.get(job.state, 0) + 1
     return counts
+
+
+def count_to_check(batch: Batch) -> int:
+    """How many of the batch's imported jobs carry warnings (date, microscope or pixel size unknown):
+    "imported" counts them too, and a summary must not look plain green because of them."""
+    return sum(1 for job in batch.jobs if job.state == JobState.IMPORTED and job.warnings)
 
 
 @bp.get("/batches/<int:batch_id>")
