@@ -13,13 +13,12 @@ from app.api import count_states, count_to_check
 from app.auth import login_required
 from app.core.models import Batch, Job, JobFile, JobState
 from app.errors import ApiError
-from app.core.jobs import page_states
+from app.core.jobs import TO_CHECK, page_states, to_check
 
 bp = Blueprint("history", __name__)
 
 PER_PAGE = 20
 FILTER_STATES = [JobState.UPLOADING, JobState.QUEUED, *JobState.RUNNING, *JobState.FINAL]
-TO_CHECK = "check"  # the filter for imported jobs with warnings ("Imported, check" on the pages)
 
 
 @bp.get("/history")
@@ -36,12 +35,9 @@ def _like(text: str) -> str:
 
 def _batches(user_id: int, state: str | None, text: str):
     query = select(Batch).where(Batch.owner_id == user_id)
-    if state == TO_CHECK:
-        # warnings is a JSON list: "[]" when there are none (null in rows older than the column)
-        query = query.where(Batch.id.in_(select(Job.batch_id).where(
-            Job.owner_id == user_id, Job.state == JobState.IMPORTED, cast(Job.warnings, String).not_in(["[]", "null"]))))
-    elif state:
-        query = query.where(Batch.id.in_(select(Job.batch_id).where(Job.owner_id == user_id, Job.state == state)))
+    if state:
+        matches = to_check() if state == TO_CHECK else Job.state == state
+        query = query.where(Batch.id.in_(select(Job.batch_id).where(Job.owner_id == user_id, matches)))
     if text:
         like = _like(text)
         in_jobs = (select(Job.batch_id).join(JobFile, JobFile.job_id == Job.id)

@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.core.models import Job, User
-from tests.helpers import Portal, make_staff, ome_tiff, wait_until
+from tests.helpers import SAMPLES, Portal, make_staff, ome_tiff, wait_until
 from workers import pipeline
 
 
@@ -21,6 +21,20 @@ def people(app):
 def job_row(app, job_id):
     with app.extensions["services"].db.session() as db:
         return db.get(Job, job_id)
+
+
+def test_staff_find_the_imports_to_check(app, people):
+    """Imported with warnings (here: a Berkeley EMD without date or microscope) is its own filter."""
+    alice, staff = people
+    names = ("Camera Ceta Imaging Micro.emd", "berkeley_example_image.emd")
+    jobs = alice.send({name: (SAMPLES / name).read_bytes() for name in names})["jobs"]
+    with app.app_context():
+        for job in jobs:
+            assert pipeline.run_job(app.extensions["services"], job["id"], "w:1") == "imported"
+    listed = staff.get("/api/staff/jobs?state=check").get_json()["jobs"]
+    assert [j["id"] for j in listed] == [jobs[1]["id"]] and "acquisition date unknown" in listed[0]["message"]
+    assert len(staff.get("/api/staff/jobs?state=imported").get_json()["jobs"]) == 2
+    assert 'value="check"' in staff.get("/staff").get_data(as_text=True)
 
 
 def test_staff_see_every_users_jobs_with_filters_and_a_failure_with_its_diagnostics(app, people, monkeypatch):

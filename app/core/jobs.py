@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from celery import current_app as current_celery
 from kombu.exceptions import OperationalError as KombuOperationalError
-from sqlalchemy import or_, update
+from sqlalchemy import String, cast, or_, update
 from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
@@ -118,6 +118,15 @@ def stale_jobs(session: Session, requeue_after: timedelta) -> list[Job]:
         or_(Job.lease_expires < now,
             (Job.state == JobState.QUEUED) & Job.lease_expires.is_(None) & (Job.enqueued_at < now - requeue_after)),
     ).order_by(Job.id).limit(500))
+
+
+# The lists' filter for imports to check: imported, with warnings (date, microscope or pixel size unknown)
+TO_CHECK = "check"
+
+
+def to_check():
+    """SQL: the job is imported with warnings (a JSON list: "[]" when none, null in rows older than it)."""
+    return (Job.state == JobState.IMPORTED) & cast(Job.warnings, String).not_in(["[]", "null"])
 
 
 class State(NamedTuple):

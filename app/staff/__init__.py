@@ -49,7 +49,7 @@ def filtered_jobs(db, args, limit: int = 500) -> list[dict]:
     query = (select(Job, User.username).join(User, User.id == Job.owner_id).join(Batch, Batch.id == Job.batch_id)
              .options(selectinload(Job.files), selectinload(Job.batch)).order_by(Job.id.desc()).limit(limit))
     if args.get("state"):
-        query = query.where(Job.state == args["state"])
+        query = query.where(job_states.to_check() if args["state"] == job_states.TO_CHECK else Job.state == args["state"])
     if args.get("user"):
         query = query.where(User.username == args["user"])
     if args.get("group"):
