@@ -150,6 +150,27 @@ def test_staged_bytes_that_changed_fail_with_a_clear_message(embedded_app, alice
     assert "no longer intact" in job(embedded_app, job_id).message
 
 
+def test_bytes_that_change_after_the_check_are_not_reported_imported(embedded_app, alice, monkeypatch):
+    """OMERO must hold the researcher's bytes (the SHA-1 the upload was completed with), not whatever
+    the staged file holds by the time it is imported."""
+    data = ome_tiff(seed=13)
+    batch = alice.send({"a.ome.tif": data})
+    job_id = batch["jobs"][0]["id"]
+    convert = pipeline.converters.convert
+
+    def convert_then_the_disk_flips_a_byte(paths, work, options):
+        conversion = convert(paths, work, options)
+        with open(paths[0], "r+b") as f:
+            f.seek(len(data) - 1)
+            f.write(bytes([data[-1] ^ 0xFF]))
+        return conversion
+
+    monkeypatch.setattr(pipeline.converters, "convert", convert_then_the_disk_flips_a_byte)
+    assert run(embedded_app, job_id) == "failed"
+    assert "does not match the file sent" in job(embedded_app, job_id).message
+    assert images(embedded_app, "alice") == []  # the wrong copy is not left in OMERO
+
+
 def test_an_unreachable_omero_is_retried_with_backoff_then_fails(embedded_app, alice, monkeypatch):
     batch = alice.send({"a.ome.tif": ome_tiff(seed=11)})
     job_id = batch["jobs"][0]["id"]

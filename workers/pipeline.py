@@ -179,8 +179,12 @@ def _import(services: Services, run: Run, job: Job, conversion: converters.Conve
               "acquired": conversion.acquired.isoformat() if conversion.acquired else None}
     where = f"{project} / {dataset}"
 
-    # the SHA-1 OMERO must hold for each image we send, by the image's name
-    expected = {_image_name(job, image): hash_file(image.path).hexdigest() for image in conversion.images}
+    # the SHA-1 OMERO must hold for each image we send, by the image's name: a file passed through is
+    # the staged file, checked against the researcher's SHA-1 in _process (not read once more); a
+    # converted one is hashed here
+    staged = {path: f.sha1 for f, path in zip(job.files, paths)}
+    expected = {_image_name(job, image): staged.get(image.path) or hash_file(image.path).hexdigest()
+                for image in conversion.images}
     with gateway.session(key) as omero:
         found = omero.find_images(group_id, job.content_sha1)  # another group's copy does not block
         in_group = {i.id for i in found}
@@ -238,6 +242,7 @@ def _import_images(omero, run: Run, job: Job, conversion: converters.Conversion,
                 annotations=_annotations(job, conversion), progress=lambda sent, _total: run.progress(
                     (sent_before + sent) / total if total else 1.0, f"Importing into {where}"))
             if not made or made[0].sha1 != expected[name]:
+                omero.delete_images(job.batch.group_id, [image.id for image in made])  # no wrong copy stays
                 raise JobFailed("OMERO's copy does not match the file sent (checksum differs): retry the import")
             have[name] = made[0]
         images.append(have[name])
