@@ -186,6 +186,52 @@ def test_a_reload_mid_transfer_resumes_from_the_servers_offset(browser, served, 
     assert page.errors == []
 
 
+def test_small_files_travel_together_and_a_large_one_alone(browser, served, tmp_path):
+    """A small file's time is its round trips: several go at once. A large one (over three chunks) goes
+    alone, so it is finished, and converted, while the next travels. A new file starts without asking
+    the server how much it holds."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    files = [big_ome_tiff(folder / "a_big.ome.tif", 30)]
+    for i in range(8):
+        files.append(folder / f"b_small_{i}.ome.tif")
+        files[-1].write_bytes(ome_tiff(seed=300 + i))
+
+    page = sign_in(browser, served, "dora")
+    flying, puts, asked = {}, [], []  # file id -> its PUTs on their way; (file id, others on their way)
+
+    def file_id(request):
+        return re.search(r"/api/files/(\d+)", request.url)[1]
+
+    def started(request):
+        if request.method == "PUT" and "/api/files/" in request.url:
+            puts.append((file_id(request), {f for f, n in flying.items() if n and f != file_id(request)}))
+            flying[file_id(request)] = flying.get(file_id(request), 0) + 1
+        elif request.method == "GET" and re.search(r"/api/files/\d+$", request.url):
+            asked.append(request.url)
+
+    def ended(request):
+        if request.method == "PUT" and "/api/files/" in request.url:
+            flying[file_id(request)] -= 1
+
+    page.on("request", started)
+    page.on("requestfinished", ended)
+    page.on("requestfailed", ended)
+    page.set_input_files("#files", [str(f) for f in files])
+    page.locator(ROWS).nth(8).wait_for()
+    page.click("#import")
+    page.locator("#batch-summary:not([hidden])").wait_for(timeout=180_000)
+    assert page.inner_text("#batch-summary").startswith("Import finished: 9 imported")
+
+    big = puts[0][0]
+    assert sum(1 for f, _ in puts if f == big) == 4  # 30 MiB in 8 MiB chunks
+    assert all(not others for f, others in puts if f == big)  # nothing else travelled beside it
+    assert all(big not in others for f, others in puts if f != big)  # nor after it began
+    assert any(others for f, others in puts if f != big)  # small files overlapped
+    assert asked == []  # every file was new: no request asked where to start
+    assert page.errors == []
+
+
 def test_remove_clear_cancel_and_drop_with_the_keyboard(browser, served_without_worker, tmp_path):
     base = served_without_worker
     files = []

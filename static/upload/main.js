@@ -4,7 +4,7 @@
 import { Pairs } from "./pairs.js";
 import { setUpPicker } from "./picker.js";
 import { Rows, STATES } from "./rows.js";
-import { checkJob, hashAhead, sendFile } from "./transfer.js";
+import { SENDING_BUDGET, checkJob, hashAhead, sendFile } from "./transfer.js";
 import { api, el, human, plural, say } from "./util.js";
 
 const $ = (id) => document.getElementById(id);
@@ -199,11 +199,19 @@ async function sendAll() {
   summarise();
   try {
     const jobs = state.batch.jobs.filter((j) => j.state === "uploading");
+    // In order; jobs overlap while the bytes on their way stay within the budget, so small files go
+    // several at once and a large one goes alone (finished first, it is converted while the next travels).
+    const running = new Map();  // the sendJob promise -> its bytes still to send
+    const busy = () => [...running.values()].reduce((a, b) => a + b, 0);
     for (const [i, job] of jobs.entries()) {
+      const bytes = job.files.reduce((sum, f) => sum + (f.complete ? 0 : f.size - (f.received || 0)), 0);
+      while (running.size && busy() + bytes > SENDING_BUDGET) await Promise.race(running.keys());
       if (job.state !== "uploading") continue;
       if (jobs[i + 1]) hashAhead(jobs[i + 1].files.filter((f) => !f.complete).map(matching).filter(Boolean));
-      await sendJob(job);
+      const sending = sendJob(job).finally(() => running.delete(sending));
+      running.set(sending, bytes);
     }
+    await Promise.all(running.keys());
   } finally {
     window.removeEventListener("beforeunload", warnBeforeLeaving);
     state.sending = false;

@@ -8,6 +8,9 @@ import { api, sleep } from "./util.js";
 
 const CHUNK = 8 * 1024 * 1024;
 const IN_FLIGHT = 3;  // the server takes a chunk sent ahead once the ones before it have arrived
+// Bytes on their way at once: IN_FLIGHT chunks of one large file, or several small files whose
+// requests overlap (a small file's time is its round trips, not its bytes). sendAll keeps to it.
+export const SENDING_BUDGET = IN_FLIGHT * CHUNK;
 const RETRY_MS = [1000, 2000, 5000, 10000, 30000];  // a flaky network gets a few seconds, then a steady retry
 
 let worker = null;
@@ -79,7 +82,9 @@ export async function sendFile(remote, file, progress, stopped = () => false) {
     file.slice(start, Math.min(start + CHUNK, file.size)), { "Content-Type": "application/octet-stream" });
 
   for (let attempt = 1; ; attempt++) {
-    let offset = await held(), next = offset;
+    // a file the server held nothing of (a new import's) starts without asking; were bytes to have
+    // arrived since, the server answers "resume" and the loop asks then
+    let offset = attempt === 1 && remote.received === 0 ? 0 : await held(), next = offset;
     const flying = [];  // the PUTs on their way, oldest first; their answers come in that order
     while (offset < file.size) {
       if (stopped()) { await Promise.allSettled(flying); return false; }
