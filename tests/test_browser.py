@@ -1,7 +1,6 @@
 """The upload page in headless Chromium (Debian's, driven by Playwright) against `upload-portal serve`
 on embedded defaults, with its worker and the real converters. Screenshots go to test-artifacts/."""
 import re
-import time
 
 from tests.browser_helpers import MICROSCOPE_PC, ROWS, badge, copy_samples, row, shot, sign_in, state, wait_for_state
 from tests.helpers import SAMPLES, ome_tiff, wait_until
@@ -161,10 +160,8 @@ def test_a_reload_mid_transfer_resumes_from_the_servers_offset(browser, served, 
     page.locator("#resume-hint").wait_for()
     assert state(page, "big.ome.tif") == "pending" and page.inner_text("#import") == "Resume sending"
     assert re.search(r"\d MB of 209.7 MB already on the server", row(page, "big.ome.tif").inner_text())
-    # the cut request may still be landing its last block: wait until the server's count settles
-    held = wait_until(lambda: (first := big_file()["received"]) == (time.sleep(0.5) or big_file()["received"])
-                      and first, timeout=20, what="the server's count to settle")
-    assert held >= held_before and not big_file()["complete"]
+    # the cut request may still be landing its last block: the server's count only grows from here
+    assert big_file()["received"] >= held_before and not big_file()["complete"]
     shot(page, "upload-resume")
 
     page.set_input_files("#files", files)  # the same files again: sending goes on by itself
@@ -180,7 +177,9 @@ def test_a_reload_mid_transfer_resumes_from_the_servers_offset(browser, served, 
         "2 to check (acquisition date unknown, microscope unknown, pixel size unknown).")
     big_id = big_file()["id"]
     after = [url for url in puts[sent_before_reload:] if f"/api/files/{big_id}?" in url]
-    assert after[0].endswith(f"offset={held}")  # went on from the server's offset...
+    # went on from what the server held when the page asked (at least what it held before the reload:
+    # a block still landing then may move it on, and a PUT the server finds behind is refused, 409)...
+    assert int(after[0].rsplit("offset=", 1)[1]) >= held_before
     assert not [url for url in after if url.endswith("offset=0")]  # ...and never started over
     assert big_file()["complete"]
     assert page.errors == []

@@ -201,9 +201,11 @@ def test_a_web_process_killed_mid_transfer_is_resumed_from_the_bytes_it_held(emb
         web.stop()
     after = (tmp_path / "web2.log").read_text()
     (file_id,) = set(re.findall(r'"PUT /api/files/(\d+)\?', after))
-    # the restarted server took the rest from exactly what it held when it died, never from zero
+    # the restarted server took the rest from exactly what it held when it died, never from zero, and
+    # each offset once. The access log is no record of order: with chunks in flight, gunicorn's workers
+    # log each when it ends, so a later chunk can be listed first. What the server holds is the proof.
     resumed = accepted_puts(after, int(file_id))
-    assert resumed and resumed[0] == held and resumed == sorted(resumed), (held, resumed)
+    assert resumed and min(resumed) == held and len(set(resumed)) == len(resumed), (held, resumed)
     (image,) = store_images(tmp_path / "data", "alice")
     assert image["name"] == "big.ome.tif" and image["sha1"] == sha1_of(source)
 
