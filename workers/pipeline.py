@@ -24,7 +24,7 @@ from app.core import jobs as job_states
 from app.core.db import utcnow
 from app.core.microscopes import microscope_names
 from app.core.models import Job, JobState, User
-from app.core.omero.base import Annotations, ImageRef, OmeroError, SessionExpired
+from app.core.omero.base import Annotations, ImageRef, OmeroError, SessionExpired, one_import
 from app.core.services import Services
 from app.core.staging import hash_file
 from workers import custody
@@ -127,7 +127,8 @@ def _run_job(services: Services, job_id: int, worker: str) -> str | RetryLater:
                 run.update(message=f"{e}: trying again in {delay} s", lease_owner=None, lease_expires=None,
                            enqueued_at=utcnow(), detail=_noted(job, f"attempt {job.attempts}: {e!r}"))
                 return RetryLater(delay)
-            run.finish(JobState.FAILED, str(e), detail=_noted(job, f"attempt {job.attempts}: {e!r}"))
+            run.finish(JobState.FAILED, str(e), can_retry=e.retry_helps,
+                       detail=_noted(job, f"attempt {job.attempts}: {e!r}"))
             return "failed"
         except OperationalError:
             raise  # the database, not this job, failed: run_job tries again
@@ -189,24 +190,27 @@ def _import(services: Services, run: Run, job: Job, conversion: converters.Conve
         found = omero.find_images(group_id, job.content_sha1)  # another group's copy does not block
         in_group = {i.id for i in found}
         elsewhere = [i for i in omero.find_images(None, job.content_sha1) if i.id not in in_group and i.complete]
-        # An earlier run of this job got this far: keep what it imported completely with the bytes we
-        # send now; an import that failed or was cancelled half-way is removed and made again.
-        ours = list({i.name: i for i in reversed(found) if i.job_uid == job.uid and i.complete
-                     and expected.get(i.name) == i.sha1}.values())
-        omero.delete_images(group_id, [i.id for i in found if i.job_uid == job.uid and i not in ours])
+        # An earlier run of this job got this far: keep each import it marked complete with the bytes
+        # we send now (all the images of its fileset); an import that failed, was cancelled or cut
+        # short is unmarked, and is removed whole and made again.
+        ours = _finished_imports(job, found, expected)
+        kept = {i.id for images in ours.values() for i in images}
+        omero.delete_images(group_id, [i.id for i in found if i.job_uid == job.uid and i.id not in kept])
         others = [i for i in found if i.job_uid != job.uid and i.complete]  # a half import is no copy
         if others and not ours:
             return _done(run, staging, job, JobState.DUPLICATE,
-                         f"Already in OMERO as image {others[0].id} ({others[0].name})", common, images=others[:1])
+                         f"Already in OMERO as image {others[0].id} ({others[0].name})", common,
+                         images=one_import(others, others[0]))
         run.update(state=JobState.IMPORTING, message=f"Importing into {where}", progress=0.0)
         if len(ours) < len(conversion.images):
             placement = omero.get_or_create_dataset(group_id, project, dataset)
             ours = _import_images(omero, run, job, conversion, placement.dataset_id, ours, where, expected)
             # An earlier attempt this job gave up on (a network blip) may have gone on importing on the
             # server: keep only these images.
-            kept = {image.id for image in ours}
+            kept = {i.id for images in ours.values() for i in images}
             omero.delete_images(group_id, [i.id for i in omero.find_images(group_id, job.content_sha1)
                                            if i.job_uid == job.uid and i.id not in kept])
+        ours = [i for images in ours.values() for i in images]
         record = custody.keep(omero, job, conversion, paths, ours, services.config["KEEP_ORIGINALS"],
                               lambda sent, total: run.progress(sent / total if total else 1.0, f"Keeping the originals in {where}"))
     warnings = conversion.warnings  # the converters' own: date, microscope, pixel size, what they could not read
@@ -225,13 +229,25 @@ def _image_name(job: Job, image: converters.OutputImage) -> str:
     return file_name if image.title is None else f"{file_name} [{image.title}]"
 
 
+def _finished_imports(job: Job, found: list[ImageRef], expected: dict[str, str]) -> dict[str, list[ImageRef]]:
+    """This job's imports marked complete, by the name of the conversion image each imported, found
+    by the SHA-1 OMERO holds (every image of a multi-series import carries its file's)."""
+    by_sha1 = {sha1: name for name, sha1 in expected.items()}
+    imports: dict[str, list[ImageRef]] = {}
+    for image in found:
+        if image.job_uid == job.uid and image.complete and image.sha1 in by_sha1:
+            imports.setdefault(by_sha1[image.sha1], []).append(image)
+    return imports
+
+
 def _import_images(omero, run: Run, job: Job, conversion: converters.Conversion, dataset_id: int,
-                   done: list[ImageRef], where: str, expected: dict[str, str]) -> list[ImageRef]:
+                   done: dict[str, list[ImageRef]], where: str, expected: dict[str, str]) -> dict[str, list[ImageRef]]:
     """Import each image of the conversion not imported yet, in order (primary first), each
-    annotated like the first; every image's checksum in OMERO must be the file's we sent."""
-    have = {image.name: image for image in done}
+    annotated like the first; every image an import made must hold the SHA-1 of the file we sent,
+    and is then marked complete. Returns the images of each, by name, in the conversion's order."""
+    have = dict(done)
     total = sum(image.path.stat().st_size for image in conversion.images)
-    sent_before, images = 0, []
+    sent_before = 0
     for image in conversion.images:
         name = _image_name(job, image)
         size = image.path.stat().st_size
@@ -241,13 +257,13 @@ def _import_images(omero, run: Run, job: Job, conversion: converters.Conversion,
                 description=f"Imported by the OMERO Upload Portal from {', '.join(f.name for f in job.files)}",
                 annotations=_annotations(job, conversion), progress=lambda sent, _total: run.progress(
                     (sent_before + sent) / total if total else 1.0, f"Importing into {where}"))
-            if not made or made[0].sha1 != expected[name]:
+            if not made or any(i.sha1 != expected[name] for i in made):
                 omero.delete_images(job.batch.group_id, [image.id for image in made])  # no wrong copy stays
                 raise JobFailed("OMERO's copy does not match the file sent (checksum differs): retry the import")
-            have[name] = made[0]
-        images.append(have[name])
+            omero.mark_complete(job.batch.group_id, [i.id for i in made])
+            have[name] = made
         sent_before += size
-    return images
+    return {_image_name(job, image): have[_image_name(job, image)] for image in conversion.images}
 
 
 def _annotations(job: Job, conversion: converters.Conversion) -> Annotations:

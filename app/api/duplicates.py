@@ -12,7 +12,7 @@ from app.core import crypto
 from app.core import jobs as job_states
 from app.core.db import utcnow
 from app.core.models import Job, JobState, User
-from app.core.omero.base import OmeroError
+from app.core.omero.base import OmeroError, one_import
 from app.errors import ApiError
 
 SHA1 = re.compile(r"[0-9a-f]{40}")
@@ -63,8 +63,9 @@ def check_job(job_id: int):
     if key:
         try:
             with current_app.extensions["services"].omero.session(key) as omero:
-                found = omero.find_images(None, content)
-                here = omero.find_images(group_id, content) if found else []
+                # a half-finished import (never marked complete) is no copy to rely on
+                found = [i for i in omero.find_images(None, content) if i.complete]
+                here = [i for i in omero.find_images(group_id, content) if i.complete] if found else []
             checked = True
         except OmeroError as e:  # the worker checks again before importing: sending may go on
             current_app.logger.warning("duplicate check of job %s skipped: %s", job_id, e)
@@ -75,7 +76,9 @@ def check_job(job_id: int):
                 f.sha1 = f.sha1 if f.completed_at else sha1s[f.id]
             job_states.record(db, job, state=JobState.DUPLICATE, content_sha1=content, progress=1.0,
                               message=f"Already in OMERO as image {here[0].id} ({here[0].name}): nothing was sent",
-                              image_ids=[i.id for i in here[:1]], link=here[0].url, finished_at=utcnow())
+                              image_ids=[i.id for i in one_import(here, here[0])], link=here[0].url,
+                              images=[{"id": i.id, "name": i.name, "url": i.url} for i in one_import(here, here[0])],
+                              finished_at=utcnow())
             db.commit()
             _staging().remove_job(job.id)
         elif checked and job.state == JobState.UPLOADING:

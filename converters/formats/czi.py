@@ -62,6 +62,18 @@ def read(files: list[Path], options: ConvertOptions) -> Passthrough:
     )
 
 
+def scene_names(path: Path) -> list[str | None]:
+    """The file's scenes (Information/Image/SizeS), each with its Name where the XML gives one; a
+    file without scenes is one. Bio-Formats makes one image per scene, in this order."""
+    root = ET.fromstring(_metadata_xml(path))
+    image = root.find("Metadata/Information/Image")
+    count = _int(image.findtext("SizeS") if image is not None else None, 1)
+    scenes = root.findall("Metadata/Information/Image/Dimensions/S/Scenes/Scene")
+    names = {int(s.get("Index")) if (s.get("Index") or "").isdigit() else i: clean(s.get("Name") or "") or None
+             for i, s in enumerate(scenes)}
+    return [names.get(i) for i in range(count)]
+
+
 def _metadata_xml(path: Path) -> str:
     size = path.stat().st_size
     with open(path, "rb") as f:

@@ -14,10 +14,18 @@ commands' rules are in fake_omero_import):
   OMERO.web's token page idle out after 10 minutes (`web_session`); a connection that called
   enableKeepAlive keeps its session touched (omero-py omero/clients.py BaseClient.enableKeepAlive).
   Joining a gone session is refused by Glacier2 (PermissionDeniedException).
-- createSessionWithTimeout for a name with no user: ApiUsageException "Can't find default group"
-  when no group is named, RemovedSessionException "Cannot find a user" when one is; a caller
-  without Sudo gets SecurityViolation (omero-server ome/services/sessions/SessionManagerImpl
-  validateSessionInputs / executeLookupUser, ome/services/sessions/SessionBean).
+- createSessionWithTimeout for a name with no user: when no group is named, ApiUsageException
+  "Can't find default group", which SessionBean.creationExceptionHandler turns into
+  AuthenticationException "Error creating session."; RemovedSessionException "Cannot find a user"
+  when one is. Only an admin with the Sudo privilege may open a session for anyone; any other
+  caller, a group owner or a light admin without Sudo, only in a group it leads (the target's
+  default group when none is named), else SecurityViolation "Group sudo is not permitted for group"
+  (omero-server ome/services/sessions/SessionBean.createSessionWithTimeouts -> groupsLed,
+  SessionManagerImpl validateSessionInputs / executeLookupUser).
+- Creating or joining a session against a server still starting: omero-py's BaseClient.createSession
+  retries, then raises omero.ClientError (omero-py omero/clients.py); a test queues that as a fault.
+- IUpdate saves a loaded MapAnnotation's new pairs (its owner only), and deletes an OriginalFile
+  that nothing links to.
 - IUpdate.deleteObject does not cascade: an object something links to is refused with
   ValidationException (omero-server ome/logic/UpdateImpl.deleteObject; the database's foreign keys).
 - Injected faults (`fail`) raise the server's or Ice's exception where the server would.
@@ -33,8 +41,8 @@ import omero.clients
 from omero.api import IAdminPrx, IConfigPrx, IQueryPrx, ISessionPrx, IUpdatePrx, ServiceFactoryPrx
 from omero.cmd import Delete2
 from omero.model import (
-    DatasetI, ExperimenterGroupI, ExperimenterI, ImageI, OriginalFileI, ProjectDatasetLinkI, ProjectI, SessionI,
-    TagAnnotationI,
+    DatasetI, ExperimenterGroupI, ExperimenterI, ImageI, MapAnnotationI, OriginalFileI, ProjectDatasetLinkI, ProjectI,
+    SessionI, TagAnnotationI,
 )
 from omero.rtypes import rstring, unwrap
 from omero.sys import EventContext, Roles
@@ -57,12 +65,13 @@ class FakeOmero:
         self.session_services: list = []  # every ISession proxy handed out
         self.imports = Imports(self)
         self.commands: list = []  # every server command (import, delete) started
-        self.images_per_import = 1
         self.corrupt_uploads = False  # flip a byte of every block, as a broken network would
         self.repository_free: int | None = None  # bytes the repository's disk can still take
         self.step_seconds = 0.01  # each import step's duration
         self.fail_at_step: int | None = None  # the import step that fails (0: metadata, 1: pixels...)
         self.step_failure = "Bio-Formats could not read the pixel data"
+        self.step_error = "import-request-failure"  # the ERR name of a failing step (ManagedImportRequestI.step)
+        self.min_max_in_file = False  # pixelData then leaves Pixels.sha1 "Pending..." (no statistics computed)
         self.step_gates: dict[int, threading.Event] = {}  # step -> event a command waits for before it
         self.callbacks = "on-time"  # or "lost", or "late" (after late_seconds)
         self.late_seconds = 0.5
@@ -83,7 +92,7 @@ class FakeOmero:
 
     def client_factory(self, host=None, port=None):
         client = strict(omero.clients.BaseClient)
-        state = {"sf": None, "session": None, "detached": False, "keep_alive": False}
+        state = {"sf": None, "session": None, "detached": False, "keep_alive": False, "commands": []}
 
         def attach(session: SessionRow):
             session.refcount += 1
@@ -101,6 +110,7 @@ class FakeOmero:
 
         def create(username=None, password=None):
             self._check_reachable()
+            self.fault("client.createSession")
             user = self.store.users.get(username)
             if user is None or user.password != password:
                 raise Glacier2.PermissionDeniedException("Password check failed")
@@ -113,6 +123,8 @@ class FakeOmero:
 
         def close_session():
             self.log.append(("client.closeSession", state["detached"]))
+            for command in state["commands"]:  # the connection's handles close: a running command is cancelled
+                command.close()
             session, state["sf"] = state["session"], None
             if session is not None:
                 session.refcount -= 1
@@ -145,7 +157,8 @@ class FakeOmero:
                 session.keepers += 1
 
         adapter = self._adapter()
-        client.getManagedRepository.side_effect = lambda description=False: self.imports.repository(state["session"])
+        client.getManagedRepository.side_effect = lambda description=False: self.imports.repository(
+            state["session"], state["commands"])
         client.createClient.side_effect = lambda secure: self._plain_client(state)
         client.enableKeepAlive.side_effect = enable_keep_alive
         client.getAdapter.side_effect = lambda: adapter
@@ -228,7 +241,7 @@ class FakeOmero:
         sf.getAdminService.side_effect = lambda: self._admin(session)
         sf.getSessionService.side_effect = lambda: self._session_service(session)
         sf.getConfigService.side_effect = lambda: self._config(session)
-        sf.submit.side_effect = lambda req, _ctx=None: self._submit(session, req, _ctx)
+        sf.submit.side_effect = lambda req, _ctx=None: self._submit(session, state["commands"], req, _ctx)
         sf.createRawFileStore.side_effect = lambda _ctx=None: self.files.raw_file_store(lambda: self.live(session))
         return sf
 
@@ -238,10 +251,10 @@ class FakeOmero:
         prx.getVersion.side_effect = lambda: (self.live(session), "5.6.14-ice36")[1]
         return prx
 
-    def _submit(self, session, request, ctx):
+    def _submit(self, session, connection, request, ctx):
         if not isinstance(request, Delete2):
             raise NotImplementedError(f"fake OMERO cannot run {request!r}")
-        return delete_images(self, session, request, ctx)
+        return delete_images(self, session, connection, request, ctx)
 
     def _query(self, session):
         user = self.live(session)
@@ -280,7 +293,7 @@ class FakeOmero:
             return EventContext(
                 sessionUuid=session.uuid, userId=user.id, userName=user.name, groupId=user.groups[0],
                 groupName=store.groups[user.groups[0]].name, isAdmin=user.admin,
-                memberOfGroups=list(user.groups), leaderOfGroups=[],
+                memberOfGroups=list(user.groups), leaderOfGroups=list(user.leads),
             )
 
         def experimenter(uid):
@@ -310,13 +323,17 @@ class FakeOmero:
 
         def create_with_timeout(principal, timeToLiveMilliseconds):
             caller = self.live(session)
-            if not caller.admin or not caller.sudo:
-                raise omero.SecurityViolation(None, None, "Group sudo is not permitted for group user")
             user = self.store.users.get(principal.name)
             if user is None:
                 if not principal.group:  # validateSessionInputs: "user" -> the user's default group
-                    raise omero.ApiUsageException(None, None, f"Can't find default group for {principal.name}")
+                    # ApiUsageException "Can't find default group", as creationExceptionHandler wraps it
+                    raise omero.AuthenticationException("Error creating session.")
                 raise omero.RemovedSessionException(None, None, f"Cannot find a user with name {principal.name}")
+            if not (caller.admin and caller.sudo):  # groupsLed: only in a group the caller leads
+                gid = next((g.id for g in self.store.groups.values() if g.name == principal.group), user.groups[0])
+                if gid not in caller.leads:
+                    raise omero.SecurityViolation(None, None, f"Group sudo is not permitted for group "
+                                                              f"{self.store.groups[gid].name} (gid={gid})")
             self.log.append(("session.createSessionWithTimeout", principal.name, timeToLiveMilliseconds))
             s = SessionI()
             s.setUuid(rstring(self.store.new_session(user, refcount=0).uuid))
@@ -336,6 +353,8 @@ class FakeOmero:
             (gid,) = store.groups_in_scope(user, _ctx, writing=True)
             name = unwrap(obj.getTextValue() if isinstance(obj, TagAnnotationI) else obj.getName())
             self.log.append(("update.saveAndReturnObject", type(obj).__name__, name))
+            if isinstance(obj, MapAnnotationI) and rid(obj) is not None:
+                return self._update_map(user, gid, obj)
             if isinstance(obj, TagAnnotationI) and rid(obj) is None:
                 rows = [Row("tag", store.allocate(), user.id, gid, {"text": name, "ns": unwrap(obj.getNs())})]
             elif isinstance(obj, ProjectI) and rid(obj) is None:
@@ -363,7 +382,7 @@ class FakeOmero:
             user = self.live(session)
             target = store.rows.get(rid(row))
             kinds = {ProjectI: "project", DatasetI: "dataset", ProjectDatasetLinkI: "pdlink", ImageI: "image",
-                     TagAnnotationI: "tag"}
+                     TagAnnotationI: "tag", OriginalFileI: "file"}
             self.log.append(("update.deleteObject", type(row).__name__, rid(row)))
             if target is None or target.kind != kinds.get(type(row)):
                 raise omero.ValidationException(None, None, f"No such object: {row!r}")
@@ -373,6 +392,7 @@ class FakeOmero:
             links = store.select("pdlink") + store.select("dilink") + store.select("ialink")
             referenced = [r for r in links if target.id in (r.fields["parent"], r.fields["child"])]
             referenced += store.select("pixels", image=target.id)
+            referenced += [r for r in store.select("fileann") + store.select("entry") if r.fields["file"] == target.id]
             if target.kind != "pdlink" and referenced:
                 raise omero.ValidationException(None, None, f"{target.kind} {target.id} is still linked")
             store.delete(target.id)
@@ -382,6 +402,18 @@ class FakeOmero:
             self.live(session), store.groups_in_scope(self.live(session), _ctx, writing=True)[0], objs)
         prx.deleteObject.side_effect = delete
         return prx
+
+    def _update_map(self, user, gid: int, obj: MapAnnotationI) -> MapAnnotationI:
+        """IUpdate.saveAndReturnObject of a loaded MapAnnotation: its pairs replaced, by its owner."""
+        row = self.store.rows.get(rid(obj))
+        if row is None or row.kind != "map" or row.group != gid:
+            raise omero.ValidationException(None, None, f"No such MapAnnotation {rid(obj)} in this group")
+        if row.owner != user.id:
+            raise omero.SecurityViolation(None, None, f"Cannot update another user's annotation {row.id}")
+        with self.store.lock:
+            row.fields["pairs"] = [(nv.name, nv.value) for nv in obj.getMapValue() or []]
+        self.log.append(("update.saveAndReturnObject", "MapAnnotationI", row.id))
+        return obj
 
     # -- helpers for tests ----------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """What the fake OMERO needs to keep files beside images: OriginalFiles written through a strict
-RawFileStore (the server hashes what it holds on save, as RawFileBean does), FileAnnotations linked
+RawFileStore (the server hashes what it holds on save, as omero-server ome/services/RawFileBean does,
+and only when something was written: an empty file must be written once), FileAnnotations linked
 to images, the two queries that list them, and reading a file back.
 
 Kept apart from fake_omero.py so that the server's other parts can change without touching this.
@@ -112,11 +113,13 @@ class FakeFiles:
 
         def save(_ctx=None):
             row = opened()
-            if state["modified"]:  # RawFileBean: the server hashes the file it holds, with its hasher
-                row.fields["size"] = row.fields["written"]
-                row.fields["hash"] = row.fields["digest"].hexdigest()
-                state["modified"] = False
             self.log.append(("rfs.save", row.id))
+            if not state["modified"]:  # RawFileBean.save: a store nothing was written to saves nothing, returns null
+                return None
+            # the server hashes the file it holds, with its hasher
+            row.fields["size"] = row.fields["written"]
+            row.fields["hash"] = row.fields["digest"].hexdigest()
+            state["modified"] = False
             return self._original(row)
 
         def read(position, length, _ctx=None):

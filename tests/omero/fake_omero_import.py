@@ -11,25 +11,39 @@ and github.com/ome/omero-server):
   hash, i.e. for an uploader left open (omero-blitz ManagedImportProcessI.verifyUpload).
 - A write the repository's disk cannot take raises ResourceError (RawFileBean.write).
 - verifyUpload returns a handle at once; the import then runs in the background in steps
-  (omero-blitz ManagedImportRequestI.step, helper.setSteps(5)): step 0 importMetadata saves the
-  image(s) with pixels rows, the dataset link and the ImportSettings annotations; step 1 pixelData
-  reads the planes and records Pixels.sha1; step 2 thumbnails; step 3 processing; step 4 builds the
-  ImportResponse. A step that fails ends the command with ERR "bad-step" (omero-blitz
-  omero/cmd/HandleI.steps), and what earlier steps saved stays.
+  (omero-blitz ManagedImportRequestI.step, helper.setSteps(5)): step 0 importMetadata saves one
+  image per series of the file (Bio-Formats; named "<name> [<series>]" when there are several, by
+  ome/formats/model/PixelsProcessor; app.core.omero.series reads the series as Bio-Formats does),
+  each with its pixels row, whose sha1 is the placeholder "Pending..."
+  (ome/formats/OMEROMetadataStoreClient.getPixels), the dataset link and the ImportSettings
+  annotations, linked to every image; step 1 pixelData replaces the placeholder with the planes' SHA-1
+  only when it computes statistics (not when the file carries its min/max, `min_max_in_file`);
+  step 2 thumbnails; step 3 processing; step 4 builds the ImportResponse. A step that fails ends the
+  command with the ERR ManagedImportRequestI.step names (`step_error`: "import-file-exception" for an
+  IOException or FormatException, "import-unknown-format", "import-missing-library",
+  "import-request-failure" for anything else), its category the request's type
+  ("::omero::grid::ImportRequest", omero/cmd/Helper.fail), and what earlier steps saved stays.
 - Closing a handle before the end cancels the command: ERR "cancel-called" (HandleI.close ->
-  cancel), after the step in progress.
+  cancel), after the step in progress. So does the end of the client's connection (closeSession,
+  or a connection that dropped): Glacier2 destroys its ServiceFactory, whose CloseableServants,
+  the command handles among them, are closed (omero-blitz omero/cmd/SessionI.cleanServants), even
+  for a session kept alive by detachOnDestroy.
 - The server tells a command's callbacks when it ends (HandleI.notifyCallbacks -> CmdCallback.finished);
   that call can be lost or late (`FakeOmero.callbacks`), and only polling getResponse then sees the end.
 - Delete2 on images follows blitz-delete-rules.xml (omero-blitz src/main/resources/ome/services/
   graph-rules): the images' links and pixels go; map annotations left unlinked go; tags and file
   annotations go only when the image's owner owns them and nothing else links them; a fileset goes
-  with the last of its images, and its original files with it.
+  with its images, and its original files with it; some of a fileset's images while others remain
+  is refused, nothing deleted: ERR "graph-fail", "within Fileset:F may not delete Image:I1 while
+  Image:I2 remains" (Delete2I, category "::omero::cmd::Delete2").
 """
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import omero
 from omero.api import RawFileStorePrx
@@ -38,21 +52,31 @@ from omero.grid import ImportProcessPrx, ImportResponse, ImportSettings, Managed
 from omero.model import FilesetI, ImageI, PixelsI, TagAnnotationI, UploadJobI
 from omero.rtypes import unwrap
 
+from app.core.omero.series import image_names
+
 from .fake_omero_model import Row, SessionRow, Store, User
 from .fake_omero_queries import rid, strict
 
 SHA1_HASHER_ID = 7  # the ChecksumAlgorithm row for "SHA1-160"
+IMPORT_REQUEST = "::omero::grid::ImportRequest"  # ERR.category of an import (the request's ice_id)
+DELETE_REQUEST = "::omero::cmd::Delete2"
+PENDING = "Pending..."  # Pixels.sha1 as OMEROMetadataStoreClient saves it
 
 
 class StepFailed(Exception):
-    """A server-side step fails; the command answers ERR bad-step with this message."""
+    """A server-side step fails; the command answers ERR `name` with this message."""
+
+    def __init__(self, message: str, name: str = "import-request-failure"):
+        super().__init__(message)
+        self.name = name
 
 
 class Command:
     """omero.cmd.HandleI: a command running in steps on its own thread, its handle and callbacks."""
 
-    def __init__(self, server, steps, response):
-        self.server, self.steps, self.build_response = server, steps, response
+    def __init__(self, server, steps, response, category: str, connection: list):
+        self.server, self.steps, self.build_response, self.category = server, steps, response, category
+        connection.append(self)  # the client connection whose end closes this handle
         self.response = None
         self.flags: list = []  # Status.flags: CANCELLED or FAILURE once ended so
         self.callbacks: list = []  # servants registered through addCallback
@@ -70,13 +94,12 @@ class Command:
                 if self.cancel_requested.is_set():
                     break
             if self.cancel_requested.is_set():
-                response = ERR(category="omero.cmd.Cancel", name="cancel-called", parameters={})
+                response = ERR(category=self.category, name="cancel-called", parameters={})
                 break
             try:
                 step()
             except StepFailed as e:
-                response = ERR(category="ome.formats.importer", name="bad-step",
-                               parameters={"step": str(number), "message": str(e)})
+                response = ERR(category=self.category, name=e.name, parameters={"message": str(e)})
                 break
             time.sleep(self.server.step_seconds)
         else:
@@ -98,6 +121,12 @@ class Command:
         timer = threading.Timer(delay, lambda: [cb.finished(response, self.status(), None) for cb in callbacks])
         timer.daemon = True
         timer.start()
+
+    def close(self) -> None:
+        """HandleI.close: closing before the end cancels, after the step in progress."""
+        if self.response is None:
+            self.cancel_requested.set()
+            self.done.wait(timeout=10)
 
     def status(self) -> Status:
         return Status(flags=list(self.flags), steps=len(self.steps))
@@ -122,9 +151,7 @@ class Command:
         def close():
             server.fault("handle.close")
             server.log.append(("handle.close", self.response is None))
-            if self.response is None:  # HandleI.close: closing before the end cancels
-                self.cancel_requested.set()
-                self.done.wait(timeout=10)
+            self.close()
 
         prx.getResponse.side_effect = get_response
         prx.getStatus.side_effect = lambda: (server.live(session), self.status())[1]
@@ -140,13 +167,14 @@ class Imports:
         self.server = server
         self.store: Store = server.store
 
-    def repository(self, session: SessionRow):
+    def repository(self, session: SessionRow, connection: list):
         self.server.live(session)
         prx = strict(ManagedRepositoryPrx)
-        prx.importFileset.side_effect = lambda fs, settings, _ctx=None: self._process(session, fs, settings, _ctx)
+        prx.importFileset.side_effect = lambda fs, settings, _ctx=None: self._process(session, connection, fs,
+                                                                                       settings, _ctx)
         return prx
 
-    def _process(self, session, fs, settings, ctx):
+    def _process(self, session, connection, fs, settings, ctx):
         server, store = self.server, self.store
         user = server.live(session)
         server.log.append(("mrepo.importFileset", dict(ctx or {})))
@@ -173,8 +201,8 @@ class Imports:
         buffers = [bytearray() for _ in paths]
         proc = strict(ImportProcessPrx)
         proc.getUploader.side_effect = lambda i: self._uploader(session, files[i], buffers[i], i)
-        proc.verifyUpload.side_effect = lambda hashes: self._verify(session, user, gid, target, fileset, files,
-                                                                    hashes, settings)
+        proc.verifyUpload.side_effect = lambda hashes: self._verify(session, connection, user, gid, target, fileset,
+                                                                    files, hashes, settings)
         proc.close.side_effect = lambda: server.log.append(("proc.close",))
         return proc
 
@@ -205,7 +233,8 @@ class Imports:
         rfs.close.side_effect = close
         return rfs
 
-    def _verify(self, session, user: User, gid: int, target: Row, fileset: Row, files: list[Row], hashes, settings):
+    def _verify(self, session, connection, user: User, gid: int, target: Row, fileset: Row, files: list[Row], hashes,
+                settings):
         server = self.server
         server.live(session)
         server.log.append(("proc.verifyUpload", list(hashes)))
@@ -216,17 +245,15 @@ class Imports:
             raise omero.ChecksumValidationException(None, None, "A checksum mismatch has occurred.", failing)
         saved: dict[str, list] = {"images": [], "pixels": []}
 
-        def metadata():  # step 0: image, pixels row, dataset link, annotations
+        def metadata():  # step 0: an image per series, pixels rows, dataset links, annotations
             if server.fail_at_step == 0:
-                raise StepFailed(server.step_failure)
+                raise StepFailed(server.step_failure, server.step_error)
             rows = []
             annotations = [self._annotation(user, gid, a, rows) for a in settings.userSpecifiedAnnotationList or []]
-            name = unwrap(settings.userSpecifiedName)
-            for series in range(server.images_per_import):
+            for image_name in self._series(unwrap(settings.userSpecifiedName), files[0]):
                 img = Row("image", self.store.allocate(), user.id, gid, {
-                    "name": name if server.images_per_import == 1 else f"{name} [{series}]",
-                    "description": unwrap(settings.userSpecifiedDescription), "fileset": fileset.id})
-                pixels = Row("pixels", self.store.allocate(), user.id, gid, {"image": img.id, "sha1": None})
+                    "name": image_name, "description": unwrap(settings.userSpecifiedDescription), "fileset": fileset.id})
+                pixels = Row("pixels", self.store.allocate(), user.id, gid, {"image": img.id, "sha1": PENDING})
                 rows += [img, pixels, Row("dilink", self.store.allocate(), user.id, gid,
                                           {"parent": target.id, "child": img.id})]
                 rows += [Row("ialink", self.store.allocate(), user.id, gid, {"parent": img.id, "child": a})
@@ -235,16 +262,17 @@ class Imports:
                 saved["pixels"].append(pixels)
             self.store.commit(rows)
 
-        def pixel_data():  # step 1: Pixels.sha1 from the planes read
+        def pixel_data():  # step 1: Pixels.sha1 from the planes read, when statistics are computed
             if server.fail_at_step == 1:
-                raise StepFailed(server.step_failure)
-            for pixels in saved["pixels"]:
-                pixels.fields["sha1"] = hashlib.sha1(f"planes of {pixels.id}".encode()).hexdigest()
+                raise StepFailed(server.step_failure, server.step_error)
+            if not server.min_max_in_file:
+                for pixels in saved["pixels"]:
+                    pixels.fields["sha1"] = hashlib.sha1(f"planes of {pixels.id}".encode()).hexdigest()
 
         def later(number):
             def step():
                 if server.fail_at_step == number:
-                    raise StepFailed(server.step_failure)
+                    raise StepFailed(server.step_failure, server.step_error)
             return step
 
         def response():
@@ -255,9 +283,18 @@ class Imports:
                 rsp.pixels.append(p)
             return rsp
 
-        command = Command(server, [metadata, pixel_data, later(2), later(3), later(4)], response)
+        command = Command(server, [metadata, pixel_data, later(2), later(3), later(4)], response, IMPORT_REQUEST,
+                          connection)
         server.commands.append(command)
         return command.handle(session)
+
+    @staticmethod
+    def _series(name: str, primary: Row) -> list[str]:
+        """The images' names: one per series of the uploaded primary file, as Bio-Formats reads it."""
+        with tempfile.TemporaryDirectory(prefix="fake-omero-repo-") as repo:
+            path = Path(repo) / primary.fields["name"]
+            path.write_bytes(primary.fields.get("data", b""))
+            return image_names(name, path)
 
     def _annotation(self, user, gid, ann, rows) -> int:
         store = self.store
@@ -279,7 +316,7 @@ class Imports:
         return row.id
 
 
-def delete_images(server, session: SessionRow, request, ctx):
+def delete_images(server, session: SessionRow, connection: list, request, ctx):
     """IServiceFactory.submit(Delete2 on images): a Command applying blitz-delete-rules.xml."""
     store: Store = server.store
     user = server.live(session)
@@ -292,9 +329,14 @@ def delete_images(server, session: SessionRow, request, ctx):
     def delete():
         images = [store.rows.get(i) for i in ids]
         if any(img is None or img.kind != "image" or img.group not in groups for img in images):
-            raise StepFailed(f"no such images: {sorted(ids)}")
+            raise StepFailed(f"no such images: {sorted(ids)}", "graph-fail")
         if any(img.owner != user.id and not user.admin for img in images):
-            raise StepFailed("cannot delete another user's image")
+            raise StepFailed("cannot delete another user's image", "graph-fail")
+        for img in images:
+            remaining = [i for i in store.select("image", fileset=img.fields["fileset"]) if i.id not in ids]
+            if remaining:
+                raise StepFailed(f"within Fileset:{img.fields['fileset']} may not delete Image:{img.id} while "
+                                 f"Image:{remaining[0].id} remains", "graph-fail")
         with store.lock:
             for img in images:
                 for link in store.select("dilink", child=img.id) + store.select("pixels", image=img.id):
@@ -316,6 +358,6 @@ def delete_images(server, session: SessionRow, request, ctx):
                         store.delete(entry.fields["file"])
                     store.delete(fs_id)
 
-    command = Command(server, [delete], lambda: Delete2Response(deletedObjects=deleted))
+    command = Command(server, [delete], lambda: Delete2Response(deletedObjects=deleted), DELETE_REQUEST, connection)
     server.commands.append(command)
     return command.handle(session)

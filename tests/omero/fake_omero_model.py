@@ -31,6 +31,7 @@ class User:
     admin: bool = False
     email: str = ""
     sudo: bool = True  # an admin's Sudo privilege (a light admin may lack it)
+    leads: list[int] = field(default_factory=list)  # the groups this user owns (a group owner may sudo in them)
 
 
 @dataclass

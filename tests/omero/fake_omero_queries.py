@@ -104,7 +104,7 @@ class FakeQuery:
             q.IMAGES_BY_FILE_SHA1: self._images_by_file,
             q.IMAGES_BY_PROVENANCE_SHA1: self._images_by_provenance,
             q.KEY_VALUES: self._key_values,
-            q.PIXELS_SHA1: self._pixels_sha1,
+            q.FILESET_IMAGES: self._fileset_images,
             q.IMAGE_TAGS: self._image_tags,
             q.FILESET_FILE_SIZES: self._fileset_file_sizes,
             q.PROVENANCE_CONTENT_SIZES: self._provenance_content_sizes,
@@ -201,9 +201,10 @@ class FakeQuery:
         linked = [self.store.rows[link.fields["child"]] for link in self.store.select("ialink", parent=iid)]
         return [[rstring(text)] for text in sorted(a.fields["text"] for a in linked if a.kind == "tag")]
 
-    def _pixels_sha1(self, groups, ids):
-        return [[rlong(p.fields["image"]), rstring(p.fields["sha1"]) if p.fields["sha1"] else None]
-                for p in self.store.select("pixels", groups) if p.fields["image"] in ids]
+    def _fileset_images(self, groups, ids):
+        filesets = {r.fields["fileset"] for r in self.store.select("image", groups) if r.id in ids}
+        return [[rlong(r.id), rlong(r.fields["fileset"])] for r in sorted(self.store.select("image", groups), key=lambda r: r.id)
+                if r.fields["fileset"] in filesets]
 
     def _images_with_files(self, groups, ids):
         return [image(r, self.store, self.user, with_files=True)

@@ -40,10 +40,12 @@ def test_check_omero_json_on_the_embedded_store(embedded_env, capsys):
     results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["check"] for r in results] == [
         "connect", "admin rights", "groups", "scratch container", "import", "key-values", "tag", "original file",
-        "find by SHA-1", "download", "duplicate lookup", "clean up"]
+        "find by SHA-1", "download", "duplicate lookup", "multi-series", "clean up"]
     assert all(set(r) == {"check", "ok", "detail"} for r in results)
     failed = {r["check"] for r in results if not r["ok"]}
     assert failed == set() and status == 0
+    (series,) = [r["detail"] for r in results if r["check"] == "multi-series"]
+    assert series.startswith("3 images in one fileset (") and "part of it refused, all of it deleted" in series
     # Everything it made is gone again.
     for table in ("images", "datasets", "projects", "image_tags"):
         assert store_rows(embedded_env, table) == []
@@ -55,7 +57,7 @@ def test_the_check_imports_what_it_says_then_removes_it(tmp_path):
     check = SelfCheck(gateway, key=None, admin_user="checker")
     seen = {}
     for result in check.results():
-        if result.check == "duplicate lookup":  # the last check before clean-up: read the store now
+        if result.check == "duplicate lookup":  # the last check of the first image: read the store now
             ((path, annotations),) = [row[9:11] for row in store_rows(tmp_path / "store", "images")]
             (stored,) = [p for p in (tmp_path / "store" / path).iterdir() if p.suffix == ".tif"]
             with tifffile.TiffFile(stored) as tif:
@@ -93,7 +95,7 @@ def test_staff_run_the_check_from_their_page(embedded_app):
     assert "Run the check" in staff.client.get("/staff/omero-check").get_data(as_text=True)
     page = staff.client.post("/staff/omero-check", data={"csrf_token": staff.me["csrf_token"]})
     rows = re.findall(r"<tr><td>([^<]+)</td><td>(ok|FAILED)</td>", page.get_data(as_text=True))
-    assert len(rows) == 12
+    assert len(rows) == 13
     assert {name for name, verdict in rows if verdict == "FAILED"} == set()
 
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from app.core.omero.base import Annotations, Gateway, ImageRef, PermissionDenied, SessionExpired
+from app.core.omero.base import Annotations, Gateway, ImageRef, PartOfFileset, PermissionDenied, SessionExpired
+from tests.helpers import SAMPLES
 
 from .requirements import require_omero_py
 
@@ -249,7 +250,6 @@ def test_delete_images_and_remove_placement_undo_an_import(backend, key, names, 
         gid = session.whoami().default_group_id
         placement = session.get_or_create_dataset(gid, *names)
         (made,) = do_import(session, gid, placement.dataset_id, path, job_uid="job-undo", content_sha1=sha1)
-        assert made.complete and [r.complete for r in session.find_images(gid, sha1)] == [True]
         assert session.image_tags(gid, made.id) == ["contract-test"]
         session.delete_images(gid, [made.id])
         assert session.find_images(gid, sha1) == [] and session.find_images(None, sha1) == []
@@ -257,6 +257,59 @@ def test_delete_images_and_remove_placement_undo_an_import(backend, key, names, 
         again = session.get_or_create_dataset(gid, *names)  # made anew
         session.remove_placement(gid, again)
     assert (again.project, again.dataset) == names
+
+
+def test_an_import_is_complete_only_once_the_portal_marks_it(backend, key, names, tmp_path):
+    """OMERO saves images before their pixels (and Pixels.sha1 says "Pending..."): only the portal's
+    own mark, written after the import's response and checks, makes an import complete."""
+    path, sha1 = tiny_tiff(tmp_path / "marked.tif")
+    with backend.gateway.session(key) as session:
+        gid = session.whoami().default_group_id
+        placement = session.get_or_create_dataset(gid, *names)
+        (made,) = do_import(session, gid, placement.dataset_id, path, job_uid="job-mark", content_sha1=sha1)
+        before = [(r.id, r.complete) for r in session.find_images(gid, sha1)]
+        session.mark_complete(gid, [made.id])
+        after = [(r.id, r.job_uid, r.complete) for r in session.find_images(None, sha1)]
+        session.delete_images(gid, [made.id])
+        session.remove_placement(gid, placement)
+    assert not made.complete and before == [(made.id, False)]
+    assert after == [(made.id, "job-mark", True)]
+
+
+def multi_series_tiff(path: Path, series: tuple[str, ...]) -> tuple[Path, str]:
+    """An OME-TIFF of several series (one Image element each), as a slide scanner writes."""
+    rng = np.random.default_rng()
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        for name in series:
+            tif.write(rng.integers(0, 255, (16, 16), dtype=np.uint8), metadata={"axes": "YX", "Name": name})
+    return path, hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("sample, series", [
+    (None, ("left", "right", "overview")),  # a multi-series OME-TIFF: each Image element a series
+    ("S3_1Pos_2Mosaic_T1_Z1_CH1.czi", ("TR1", "P1", "TR2")),  # a Celldiscoverer CZI: each scene a series
+])
+def test_one_import_makes_one_image_per_series_in_one_fileset_deleted_whole(backend, key, names, tmp_path,
+                                                                             sample, series):
+    if sample:
+        path, sha1 = SAMPLES / sample, hashlib.sha1((SAMPLES / sample).read_bytes()).hexdigest()
+    else:
+        path, sha1 = multi_series_tiff(tmp_path / "slide.ome.tif", series)
+    with backend.gateway.session(key) as session:
+        gid = session.whoami().default_group_id
+        placement = session.get_or_create_dataset(gid, *names)
+        made = do_import(session, gid, placement.dataset_id, path, job_uid="job-series", content_sha1=sha1)
+        found = session.find_images(gid, sha1)
+        with pytest.raises(PartOfFileset, match="deleted together|delete them together"):
+            session.delete_images(gid, [made[0].id, made[1].id])  # part of the fileset: refused, nothing goes
+        after_refusal = [r.id for r in session.find_images(gid, sha1)]
+        session.delete_images(gid, [r.id for r in made])
+        left = session.find_images(None, sha1)
+        session.remove_placement(gid, placement)
+    assert [r.name for r in made] == [f"{path.name} [{name}]" for name in series]
+    assert {r.sha1 for r in made} == {sha1} and len({r.fileset_id for r in made}) == 1 and made[0].fileset_id
+    assert [(r.id, r.job_uid) for r in found] == [(r.id, "job-series") for r in made]
+    assert after_refusal == [r.id for r in made] and left == []
 
 
 TIA_PAIR = ("128x128_TEM_acquire-sum1.emi", "128x128_TEM_acquire-sum1_1.ser")

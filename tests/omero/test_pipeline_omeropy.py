@@ -5,7 +5,7 @@ import re
 import pytest
 
 from app.core.models import Job
-from tests.helpers import ome_tiff, sign_in_with_key, wait_until
+from tests.helpers import SAMPLES, ome_tiff, sign_in_with_key, wait_until
 from workers import pipeline
 
 
@@ -123,8 +123,9 @@ def test_a_network_blip_then_a_rerun_ends_with_one_image(portal_app, alice, fake
 
     batch = alice.send({"a.ome.tif": ome_tiff(seed=25)})
     job_id = batch["jobs"][0]["id"]
-    # The first attempt loses the server while it waits; its handle cannot be closed, so that import
-    # goes on. It is held before saving anything until the rerun's import runs too.
+    # The first attempt loses the server while it waits; its handle cannot be closed, and the end of its
+    # connection cancels it (or, where the server's cancel times out, it goes on: HandleI "Cancel
+    # failed"). It is held before saving anything until the rerun's import runs too.
     gate = fake_omero.step_gates[0] = threading.Event()
     fake_omero.callbacks = "lost"
     fake_omero.fail("handle.getResponse", Ice.ConnectionLostException())
@@ -169,6 +170,79 @@ def test_a_pasted_key_is_kept_alive_from_the_first_byte_until_the_job_ends(porta
         fake_omero.store.advance(300)
         assert pipeline.run_job(portal_app.extensions["services"], batch["jobs"][0]["id"], "w1") == "imported"
     assert len(fake_omero.rows("image")) == 1
+
+
+def test_a_finished_import_the_worker_did_not_mark_is_removed_and_made_again(portal_app, alice, fake_omero,
+                                                                             monkeypatch):
+    """The server finished (its pixels still say "Pending...", as when the file carries min/max), but
+    the worker stopped before its checks marked the import: the rerun cannot tell it from a cut-short
+    one, so it removes it whole and imports again."""
+    from app.core.omero.base import ServerUnreachable
+    from app.core.omero.omeropy import OmeroPySession
+
+    fake_omero.min_max_in_file = True
+    job_id = alice.send({"a.ome.tif": ome_tiff(seed=28)})["jobs"][0]["id"]
+    real = OmeroPySession.mark_complete
+    monkeypatch.setattr(OmeroPySession, "mark_complete", lambda *a: (_ for _ in ()).throw(ServerUnreachable()))
+    with portal_app.app_context():
+        assert isinstance(pipeline.run_job(portal_app.extensions["services"], job_id, "w1"), pipeline.RetryLater)
+    (unmarked,) = fake_omero.rows("image")
+    assert [p.fields["sha1"] for p in fake_omero.rows("pixels")] == ["Pending..."]
+    assert alice.client.get(f"/api/jobs/{job_id}/confirm").get_json()["in_omero"] is False
+    monkeypatch.setattr(OmeroPySession, "mark_complete", real)
+    with portal_app.app_context():
+        assert pipeline.run_job(portal_app.extensions["services"], job_id, "w1") == "imported"
+    (image,) = fake_omero.rows("image")
+    assert image.id != unmarked.id and alice.client.get(f"/api/jobs/{job_id}/confirm").get_json()["in_omero"] is True
+
+
+def test_a_czi_of_three_scenes_is_one_job_with_its_three_images(portal_app, alice, fake_omero):
+    """Bio-Formats makes an image of each scene, all in one fileset: the job keeps and lists them all,
+    and a second copy is a duplicate of all three."""
+    name = "S3_1Pos_2Mosaic_T1_Z1_CH1.czi"
+    data = (SAMPLES / name).read_bytes()
+    job_id = alice.send({name: data})["jobs"][0]["id"]
+    with portal_app.app_context():
+        assert pipeline.run_job(portal_app.extensions["services"], job_id, "w1") == "imported"
+    images = sorted(fake_omero.rows("image"), key=lambda r: r.id)
+    assert [i.fields["name"] for i in images] == [f"{name} [TR1]", f"{name} [P1]", f"{name} [TR2]"]
+    assert len({i.fields["fileset"] for i in images}) == 1
+    record = alice.client.get(f"/api/jobs/{job_id}").get_json()
+    assert record["image_ids"] == [i.id for i in images] and record["summary"].startswith("3 images")
+    assert [i["name"] for i in record["images"]] == [i.fields["name"] for i in images]
+    confirmed = alice.client.get(f"/api/jobs/{job_id}/confirm").get_json()
+    assert confirmed["in_omero"] is True and [i["id"] for i in confirmed["images"]] == [i.id for i in images]
+    again = alice.send({"copy.czi": data})["jobs"][0]["id"]
+    with portal_app.app_context():
+        assert pipeline.run_job(portal_app.extensions["services"], again, "w1") == "duplicate"
+    assert alice.client.get(f"/api/jobs/{again}").get_json()["image_ids"] == [i.id for i in images]
+    assert len(fake_omero.rows("image")) == 3
+
+
+def test_the_duplicate_check_before_sending_ignores_a_half_import(portal_app, alice, fake_omero):
+    import hashlib
+
+    data = ome_tiff(seed=29)
+    first = alice.send({"a.ome.tif": data})["jobs"][0]["id"]
+    fake_omero.fail_at_step = 1
+    with portal_app.app_context():
+        assert pipeline.run_job(portal_app.extensions["services"], first, "w1") == "failed"
+    batch = alice.new_batch({"copy.ome.tif": data})
+    job = batch["jobs"][0]
+    checked = alice.post(f"/api/jobs/{job['id']}/check", json={"files": [
+        {"id": job["files"][0]["id"], "sha1": hashlib.sha1(data).hexdigest()}]}).get_json()
+    assert checked["checked"] is True and checked["job"]["state"] == "uploading"  # sent, not a duplicate
+
+
+def test_an_import_omero_cannot_read_says_so_and_offers_no_retry(portal_app, alice, fake_omero):
+    fake_omero.fail_at_step, fake_omero.step_error = 0, "import-unknown-format"
+    fake_omero.step_failure = "Unknown format"
+    job_id = alice.send({"a.ome.tif": ome_tiff(seed=30)})["jobs"][0]["id"]
+    with portal_app.app_context():
+        assert pipeline.run_job(portal_app.extensions["services"], job_id, "w1") == "failed"
+    job = alice.client.get(f"/api/jobs/{job_id}").get_json()
+    assert "does not recognise this file's format (Unknown format)" in job["message"] and job["can_retry"] is False
+    assert fake_omero.rows("image") == []
 
 
 def test_another_jobs_half_import_does_not_make_a_duplicate(portal_app, alice, fake_omero):

@@ -21,6 +21,11 @@ CLIENT_KV_NAMESPACE = "openmicroscopy.org/omero/client/mapAnnotation"
 # The portal's own annotations: original metadata and provenance.
 METADATA_NAMESPACE = "upload-portal/original-metadata"
 PROVENANCE_NAMESPACE = "upload-portal/provenance"
+# The provenance key the portal adds once an import's response arrived and its checks passed: the only
+# sign of a finished import it trusts. OMERO saves the images, their dataset link and annotations
+# before their pixels (ManagedImportRequestI step 0), and Pixels.sha1 reads "Pending..." from then on,
+# replaced only when the server computed the planes' statistics (OMEROMetadataStoreClient, pixelData).
+COMPLETE_KEY = "import_completed"
 # File attachments: each original file of a converted job, and what a conversion wrote beside its
 # images (spectra as CSV and PNG). OMERO.web lists both under Attachments.
 ORIGINAL_NAMESPACE = "upload-portal/original-file"
@@ -35,6 +40,7 @@ class OmeroError(Exception):
     """Something OMERO refused or could not do; str(error) is meant for the researcher."""
 
     transient = False  # True: worth retrying with backoff
+    retry_helps = True  # False: the same file fails the same way (the researcher's Retry is offered only when True)
 
 
 class SessionExpired(OmeroError):
@@ -44,6 +50,10 @@ class SessionExpired(OmeroError):
 
 class PermissionDenied(OmeroError):
     pass
+
+
+class PartOfFileset(OmeroError):
+    """Delete2 refuses to delete some images of a fileset while others remain (blitz-delete-rules.xml)."""
 
 
 class ServerUnreachable(OmeroError):
@@ -85,9 +95,12 @@ class ImageRef:
     url: str  # the image in OMERO.web (or the embedded store's page)
     sha1: str  # checksum OMERO holds for the imported file (primary file of the fileset)
     job_uid: str | None = None  # the portal job that imported it, from the provenance annotation
-    # The import finished: pixels present and the fileset's SHA-1 recorded. OMERO saves an image
-    # before its pixels, so a failed or cancelled import leaves an incomplete one behind.
-    complete: bool = True
+    # The portal marked its import finished (COMPLETE_KEY, see mark_complete). An image without the
+    # mark is partial: a failed, cancelled or cut-short import, or one whose checks did not pass.
+    complete: bool = False
+    # The fileset the import made: one import of a multi-series file (each scene of a CZI, each
+    # series of an OME-TIFF) makes one image per series, all in one fileset, kept and deleted together.
+    fileset_id: int | None = None
 
 
 @dataclass
@@ -140,7 +153,13 @@ class Session(Protocol):
         self, group_id: int, dataset_id: int, files: Sequence[Path], *, name: str, description: str,
         annotations: Annotations, progress: Progress,
     ) -> list[ImageRef]:
-        """Import one fileset into the dataset, annotated, and return the images it made."""
+        """Import one fileset into the dataset, annotated, and return the images it made: one per
+        series of the file (named "<name> [<series>]" when there are several), none of them complete
+        until mark_complete."""
+
+    def mark_complete(self, group_id: int, image_ids: Sequence[int]) -> None:
+        """Add COMPLETE_KEY to the provenance annotation of these images (those of one import, whose
+        response arrived and whose checksums matched): from then on they are complete."""
 
     def key_values(self, group_id: int, key: str) -> list[str]:
         """The values the user already gave this key in the group (client-namespace MapAnnotations),
@@ -165,7 +184,8 @@ class Session(Protocol):
 
     def delete_images(self, group_id: int, image_ids: Sequence[int]) -> None:
         """Remove these images of the user's and what their import made: fileset, original files,
-        annotation links, and the annotations nothing else uses (a tag other images carry stays)."""
+        annotation links, and the annotations nothing else uses (a tag other images carry stays).
+        Raises PartOfFileset, removing nothing, when they are some but not all of a fileset's images."""
 
     def remove_placement(self, group_id: int, placement: Placement) -> None:
         """Remove this Dataset, and its Project when nothing else is in it (both must be empty)."""
@@ -199,6 +219,14 @@ def missing_files(session: Session, group_id: int | None, files: Sequence[tuple[
     fileset entry or a kept original of one of the images; read from OMERO itself."""
     held = {f.sha1 for image in images for f in session.stored_files(group_id, image.id) if f.kind in (FILESET, ORIGINAL)}
     return [name for name, sha1 in files if sha1 not in held]
+
+
+def one_import(images: Sequence[ImageRef], first: ImageRef) -> list[ImageRef]:
+    """Of these images, those `first`'s import made: its job's (a converted file's images are several
+    imports) or, for an image the portal did not import, its fileset's."""
+    if first.job_uid:
+        return [i for i in images if i.job_uid == first.job_uid]
+    return [i for i in images if i.id == first.id or (first.fileset_id is not None and i.fileset_id == first.fileset_id)]
 
 
 def iter_files_in_blocks(path: Path, block: int = 1 << 20) -> Iterator[bytes]:

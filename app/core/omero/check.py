@@ -4,8 +4,9 @@ A facility runs it when it deploys or after an OMERO upgrade (`upload-portal che
 button on the staff page). It goes through the Gateway/Session boundary only, so the same code
 checks the embedded store, the tests' fake and a live OMERO, and it does what an import does:
 connect, open a user's session as the admin (import-as, ADFS sign-in), create a scratch
-Project/Dataset, import a tiny generated OME-TIFF with key-values, a tag and provenance, find it by
-SHA-1 as the duplicate check does, then delete everything it made.
+Project/Dataset, import a tiny generated OME-TIFF with key-values, a tag and provenance, mark it
+complete, find it by SHA-1 as the duplicate check does, import a multi-series OME-TIFF (one fileset,
+one image per series, deleted whole), then delete everything it made.
 """
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ import numpy as np
 import tifffile
 
 from app.core.omero.base import (
-    ORIGINAL, ORIGINAL_NAMESPACE, Annotations, FileToAttach, Gateway, ImageRef, OmeroError, Placement,
+    ORIGINAL, ORIGINAL_NAMESPACE, Annotations, FileToAttach, Gateway, ImageRef, OmeroError, PartOfFileset, Placement,
 )
 
 KEY = "upload-portal-check"  # the key-value the check attaches and reads back
 SESSION_SECONDS = 600
+SERIES = ("first", "second", "third")  # the series of the multi-series check's file
 
 REMEDIES = {
     "connect": "check PORTAL_OMERO_HOST/PORT, that the server answers on that port, and the admin account "
@@ -40,6 +42,8 @@ REMEDIES = {
     "find by SHA-1": "the server must record SHA1-160 checksums (omero.checksum.supported)",
     "download": "check the repository's disk: OMERO could not give back the bytes it stored",
     "duplicate lookup": "the server must be able to query map annotations (OMERO 5.6 or later)",
+    "multi-series": "the server must make one image per series of a file, in one fileset (Bio-Formats, "
+                    "PixelsProcessor), and refuse to delete part of one: check its version and the import log",
     "clean up": "remove the Project named in the detail by hand in OMERO.web",
 }
 
@@ -65,11 +69,14 @@ class Skipped(Exception):
     """A check that cannot run because an earlier one failed."""
 
 
-def tiny_ome_tiff(folder: Path, run: str) -> tuple[Path, str]:
-    """A 32x32 OME-TIFF with pixels unique to this run; returns it with its SHA-1."""
-    path = folder / f"{KEY}-{run}.ome.tif"
-    pixels = np.random.default_rng(int(run, 16)).integers(0, 255, (32, 32), dtype=np.uint8)
-    tifffile.imwrite(path, pixels, ome=True, metadata={"axes": "YX", "Name": f"{KEY} {run}"})
+def tiny_ome_tiff(folder: Path, run: str, series: tuple[str, ...] = ()) -> tuple[Path, str]:
+    """A 32x32 OME-TIFF with pixels unique to this run (one image, or one per named series);
+    returns it with its SHA-1."""
+    path = folder / f"{KEY}-{run}{'-series' if series else ''}.ome.tif"
+    rng = np.random.default_rng(int(run, 16) + len(series))
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        for name in series or (f"{KEY} {run}",):
+            tif.write(rng.integers(0, 255, (32, 32), dtype=np.uint8), metadata={"axes": "YX", "Name": name})
     return path, hashlib.sha1(path.read_bytes()).hexdigest()
 
 
@@ -84,6 +91,7 @@ class SelfCheck:
         self.group_id: int | None = None
         self.placement: Placement | None = None
         self.image: ImageRef | None = None
+        self.series: list[ImageRef] = []  # the multi-series import's images, removed at the end
         self.path: Path | None = None
         self.file_sha1 = ""
         self.original = None  # the attached original file, as stored_files describes it
@@ -121,6 +129,7 @@ class SelfCheck:
             ("find by SHA-1", self._find_by_sha1),
             ("download", self._download),
             ("duplicate lookup", self._duplicate),
+            ("multi-series", lambda: self._multi_series(tmp)),
         ]
         try:
             for name, step in steps:
@@ -175,12 +184,23 @@ class SelfCheck:
                                            description="made and removed by upload-portal check-omero",
                                            annotations=annotations, progress=lambda sent, total: None)
         self.image = images[0]
+        if len(images) != 1:
+            raise AssertionError(f"one single-image file made {len(images)} images: {[i.id for i in images]}")
         if self.image.sha1 != self.file_sha1:
             raise AssertionError(f"image {self.image.id}: OMERO holds SHA-1 {self.image.sha1 or 'none'}, "
                                  f"the file sent has {self.file_sha1}")
-        if not self.image.complete:
-            raise AssertionError(f"image {self.image.id} has no pixel data: the import did not finish")
-        return f"image {self.image.id} with its pixels; SHA-1 matches"
+        self._mark(images)
+        return f"image {self.image.id}; SHA-1 matches; marked complete"
+
+    def _mark(self, images: list[ImageRef]) -> None:
+        """Mark an import complete, and see that only the mark makes it so."""
+        ids = [i.id for i in images]
+        if [i.id for i in self.session.find_images(self.group_id, images[0].sha1) if i.complete]:
+            raise AssertionError(f"images {ids} count as complete before the portal marked them")
+        self.session.mark_complete(self.group_id, ids)
+        marked = [i.id for i in self.session.find_images(self.group_id, images[0].sha1) if i.complete]
+        if marked != ids:
+            raise AssertionError(f"after marking images {ids} complete, the complete ones are {marked}")
 
     def _key_values(self) -> str:
         self._needs(self.image, "import")
@@ -236,8 +256,36 @@ class SelfCheck:
                                  f"not image {self.image.id}")
         return f"a second upload of the same source would be reported as image {self.image.id}"
 
+    def _multi_series(self, tmp: Path) -> str:
+        self._needs(self.placement, "scratch container")
+        path, sha1 = tiny_ome_tiff(tmp, self.run, SERIES)
+        self.series = self.session.import_image(
+            self.group_id, self.placement.dataset_id, [path], name=path.name,
+            description="made and removed by upload-portal check-omero", progress=lambda sent, total: None,
+            annotations=Annotations(provenance={"content_sha1": sha1, "job_uid": f"check-series-{self.run}"}))
+        names = [i.name for i in self.series]
+        if names != [f"{path.name} [{name}]" for name in SERIES]:
+            raise AssertionError(f"a file of {len(SERIES)} series made the images {names}")
+        if len({i.fileset_id for i in self.series}) != 1 or {i.sha1 for i in self.series} != {sha1}:
+            raise AssertionError(f"images {[i.id for i in self.series]} are not one fileset of the file sent")
+        try:
+            self.session.delete_images(self.group_id, [self.series[0].id])
+            raise AssertionError(f"image {self.series[0].id} was deleted without the rest of its fileset")
+        except PartOfFileset:
+            pass  # refused, as it must be
+        self._mark(self.series)
+        ids = [i.id for i in self.series]
+        self.session.delete_images(self.group_id, ids)
+        self.series = []
+        if self.session.find_images(self.group_id, sha1):
+            raise AssertionError(f"images of {ids} are still there after the fileset's removal")
+        return f"{len(ids)} images in one fileset ({', '.join(names)}); part of it refused, all of it deleted"
+
     def _clean_up(self) -> str:
         removed = []
+        if self.series:
+            self.session.delete_images(self.group_id, [i.id for i in self.series])
+            removed.append(f"images {', '.join(str(i.id) for i in self.series)}")
         if self.image is not None:
             self.session.delete_images(self.group_id, [self.image.id])
             if self.session.find_images(self.group_id, self.file_sha1):

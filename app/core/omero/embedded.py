@@ -1,9 +1,10 @@
 """The embedded OMERO store: what embedded mode imports into, so a newcomer sees the whole flow.
 
-Files land in a readable tree, `files/<group>/<project>/<dataset>/<image-id>_<name>/`, with an
+Files land in a readable tree, `files/<group>/<project>/<dataset>/<import>_<name>/`, with an
 `annotations.json` beside them; a SQLite index answers the boundary's queries (by checksum, by tag
 text) without scanning anything. It follows the same rules as OMERO: users see their own images,
-names are not identity, content is.
+names are not identity, content is; an import makes one image per series of its file (series.py),
+all in one fileset (one folder), deleted together or not at all.
 """
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ from pathlib import Path
 from app import __version__
 from app.core.omero.base import (
     CLIENT_KV_NAMESPACE, FILESET, KEY_VALUES_LIMIT, METADATA_NAMESPACE, ORIGINAL_NAMESPACE, PROVENANCE_NAMESPACE,
-    Annotations, FileToAttach, Group, Identity, ImageRef, OmeroError, PermissionDenied, Placement, Progress,
-    SessionExpired, StoredFile, iter_files_in_blocks,
+    COMPLETE_KEY, Annotations, FileToAttach, Group, Identity, ImageRef, OmeroError, PartOfFileset, PermissionDenied,
+    Placement, Progress, SessionExpired, StoredFile, iter_files_in_blocks,
 )
+from app.core.omero.series import image_names
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, username TEXT UNIQUE NOT NULL);
@@ -49,6 +51,9 @@ CREATE TABLE IF NOT EXISTS files (id INTEGER PRIMARY KEY, owner_id INTEGER, grou
     size INTEGER, sha1 TEXT, path TEXT, namespace TEXT, kind TEXT);
 CREATE TABLE IF NOT EXISTS image_files (image_id INTEGER, file_id INTEGER, PRIMARY KEY (image_id, file_id));
 """
+# An image's fileset is its folder: the images one import made share it.
+_PROVENANCE = f'$.maps."{PROVENANCE_NAMESPACE}"'
+_COMPLETE = f'{_PROVENANCE}."{COMPLETE_KEY}"'
 
 
 def _safe_segment(name: str) -> str:
@@ -68,6 +73,17 @@ class EmbeddedGateway:
             db.execute("PRAGMA journal_mode=WAL")  # workers read while another imports
             db.executescript(_SCHEMA)
         self._record_older_filesets()
+        self._mark_older_imports()
+
+    def _mark_older_imports(self) -> None:
+        """Images of a store made before imports were marked complete: the store imported each in one
+        step, and its job ended, so each is complete (marked once: the store's user_version says so)."""
+        with self._db() as db:
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            if version < 1:
+                db.execute("UPDATE images SET annotations = json_set(annotations, ?, 'before marks') "
+                           "WHERE json_extract(annotations, ?) IS NOT NULL", (_COMPLETE, _PROVENANCE))
+                db.execute("PRAGMA user_version = 1")
 
     def _record_older_filesets(self) -> None:
         """Images imported before files were recorded: their fileset file is the one beside
@@ -200,13 +216,33 @@ class EmbeddedSession:
         return Placement(project_id, project, dataset_id, dataset)
 
     def find_images(self, group_id: int | None, content_sha1: str) -> list[ImageRef]:
-        query = ("SELECT id, name, sha1, job_uid FROM images WHERE owner_id = ? AND (sha1 = ? OR content_sha1 = ?)")
-        params: tuple = (self.user_id, content_sha1, content_sha1)
-        if group_id is not None:
-            query, params = query + " AND group_id = ?", params + (group_id,)
+        return self._refs("(i.sha1 = ? OR i.content_sha1 = ?)" + (" AND i.group_id = ?" if group_id is not None else ""),
+                          (content_sha1, content_sha1) + ((group_id,) if group_id is not None else ()))
+
+    def _refs(self, where: str, params: tuple) -> list[ImageRef]:
+        """The user's images matching `where`, described (the lowest image id of a folder names its fileset)."""
         with self.store._db() as db:
-            rows = db.execute(query + " ORDER BY id", params).fetchall()
-        return [ImageRef(i, name, self.store.image_url(i), sha1, job_uid) for i, name, sha1, job_uid in rows]
+            rows = db.execute(
+                "SELECT i.id, i.name, i.sha1, i.job_uid, json_extract(i.annotations, ?) IS NOT NULL, "
+                f"(SELECT MIN(j.id) FROM images j WHERE j.path = i.path) FROM images i WHERE i.owner_id = ? AND {where} "
+                "ORDER BY i.id", (_COMPLETE, self.user_id, *params)).fetchall()
+        return [ImageRef(i, name, self.store.image_url(i), sha1, job_uid, bool(complete), fileset)
+                for i, name, sha1, job_uid, complete, fileset in rows]
+
+    def mark_complete(self, group_id: int, image_ids: Sequence[int]) -> None:
+        marks = ",".join("?" * len(image_ids))
+        with self.store._db() as db:
+            self._group_name(db, group_id)
+            rows = db.execute(f"SELECT id, path FROM images WHERE owner_id = ? AND group_id = ? AND id IN ({marks})",
+                              (self.user_id, group_id, *image_ids)).fetchall()
+            if len(rows) != len(set(image_ids)):
+                raise PermissionDenied(f"Images {sorted(set(image_ids) - {i for i, _ in rows})} are not yours in this group")
+            db.execute(f"UPDATE images SET annotations = json_set(annotations, ?, ?) WHERE id IN ({marks})",
+                       (_COMPLETE, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), *image_ids))
+            kept = dict(db.execute(f"SELECT path, annotations FROM images WHERE id IN ({marks})", tuple(image_ids)))
+        for path, text in kept.items():  # the folder's annotations.json says it too
+            (self.store.root / path / "annotations.json").write_text(
+                json.dumps(json.loads(text), indent=2, ensure_ascii=False))
 
     def content_sizes(self, sizes: Collection[int]) -> set[int]:
         wanted = sorted({int(s) for s in sizes})
@@ -245,14 +281,24 @@ class EmbeddedSession:
         return [text for (text,) in rows]
 
     def delete_images(self, group_id: int, image_ids: Sequence[int]) -> None:
-        # Each image is one folder and one row; a tag stays in the group's list for reuse.
+        # Each fileset is one folder, its images rows; a tag stays in the group's list for reuse.
         marks = ",".join("?" * len(image_ids))
         with self.store._db() as db:
             rows = db.execute(f"SELECT id, path FROM images WHERE owner_id = ? AND group_id = ? AND id IN ({marks})",
                               (self.user_id, group_id, *image_ids)).fetchall()
-            db.execute(f"DELETE FROM image_tags WHERE image_id IN ({marks})", tuple(i for i, _ in rows))
-            db.execute(f"DELETE FROM images WHERE id IN ({marks})", tuple(i for i, _ in rows))
-        for _, path in rows:
+            found, folders = tuple(i for i, _ in rows), sorted({path for _, path in rows})
+            if not found:
+                return
+            remaining = db.execute(
+                f"SELECT id FROM images WHERE path IN ({','.join('?' * len(folders))}) "
+                f"AND id NOT IN ({','.join('?' * len(found))}) ORDER BY id", (*folders, *found)).fetchall()
+            if remaining:  # as Delete2 does (blitz-delete-rules.xml): a fileset goes whole or not at all
+                raise PartOfFileset(f"Images {', '.join(map(str, found))} are part of an import whose images "
+                                    f"{', '.join(str(i) for (i,) in remaining)} remain: delete them together")
+            found_marks = ",".join("?" * len(found))
+            db.execute(f"DELETE FROM image_tags WHERE image_id IN ({found_marks})", found)
+            db.execute(f"DELETE FROM images WHERE id IN ({found_marks})", found)
+        for path in folders:
             shutil.rmtree(self.store.root / path, ignore_errors=True)
 
     def remove_placement(self, group_id: int, placement: Placement) -> None:
@@ -306,28 +352,29 @@ class EmbeddedSession:
             folder.mkdir(parents=True, exist_ok=True)
             final = folder / f"{incoming.name}_{_safe_segment(name)}"
             os.rename(incoming, final)
+            incoming_primary = final / _safe_segment(Path(files[0]).name)
         except OSError as e:
             shutil.rmtree(incoming, ignore_errors=True)
             raise OmeroError(f"The embedded store could not take {name}: {e.strerror or e}") from None
+        folder_in_store = str(final.relative_to(self.store.root))
         with self.store._db() as db:
-            cursor = db.execute(
+            image_ids = [db.execute(
                 "INSERT INTO images (dataset_id, owner_id, group_id, name, description, sha1, content_sha1, job_uid,"
                 " path, annotations, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (dataset_id, self.user_id, group_id, name, description, checksums[0],
+                (dataset_id, self.user_id, group_id, image_name, description, checksums[0],
                  annotations.provenance.get("content_sha1"), annotations.provenance.get("job_uid"),
-                 str(final.relative_to(self.store.root)), json.dumps(kept, ensure_ascii=False), time.time()),
-            )
-            image_id = cursor.lastrowid
-            for path, sha1 in zip(files, checksums):
+                 folder_in_store, json.dumps(kept, ensure_ascii=False), time.time()),
+            ).lastrowid for image_name in image_names(name, incoming_primary)]
+            for path, sha1 in zip(files, checksums):  # the fileset's files, each linked to every image
                 name_in_store = _safe_segment(Path(path).name)
-                self._add_file(db, image_id, group_id, name_in_store, Path(path).stat().st_size, sha1,
-                               final.relative_to(self.store.root) / name_in_store, None, FILESET)
+                file_id = self._add_file(db, image_ids[0], group_id, name_in_store, Path(path).stat().st_size, sha1,
+                                         final.relative_to(self.store.root) / name_in_store, None, FILESET)
+                db.executemany("INSERT INTO image_files VALUES (?, ?)", [(i, file_id) for i in image_ids[1:]])
             for text in annotations.tags:
                 db.execute("INSERT OR IGNORE INTO tags (group_id, text) VALUES (?, ?)", (group_id, text))
-                db.execute("INSERT OR IGNORE INTO image_tags SELECT ?, id FROM tags WHERE group_id = ? AND text = ?",
-                           (image_id, group_id, text))
-        return [ImageRef(image_id, name, self.store.image_url(image_id), checksums[0],
-                         annotations.provenance.get("job_uid"))]
+                db.executemany("INSERT OR IGNORE INTO image_tags SELECT ?, id FROM tags WHERE group_id = ? AND text = ?",
+                               [(image_id, group_id, text) for image_id in image_ids])
+        return self._refs(f"i.id IN ({','.join('?' * len(image_ids))})", tuple(image_ids))
 
     def _add_file(self, db, image_id: int, group_id: int, name: str, size: int, sha1: str, path: Path,
                   namespace: str | None, kind: str) -> int:

@@ -24,7 +24,7 @@ import Ice
 import omero
 import omero.clients
 from omero.cmd import ERR, Delete2
-from omero.model import DatasetI, ProjectDatasetLinkI, ProjectI, TagAnnotationI
+from omero.model import DatasetI, NamedValue, ProjectDatasetLinkI, ProjectI, TagAnnotationI
 from omero.rtypes import rstring, unwrap
 from omero.sys import Principal
 from omero_version import omero_version
@@ -32,7 +32,8 @@ from omero_version import omero_version
 from app.core.omero import omeropy_files as files_io
 from app.core.omero import omeropy_queries as q
 from app.core.omero.base import (
-    Annotations, FileToAttach, Group, Identity, ImageRef, OmeroError, Placement, Progress, SessionExpired, StoredFile,
+    COMPLETE_KEY, Annotations, FileToAttach, Group, Identity, ImageRef, OmeroError, PartOfFileset, Placement, Progress,
+    SessionExpired, StoredFile,
 )
 from app.core.omero.omeropy_errors import command_failed, translate_errors
 from app.core.omero.omeropy_import import build_annotations, import_fileset, linkable_tag_ids, new_tag, wait_for
@@ -135,20 +136,23 @@ class OmeroPyGateway:
             raise OmeroError("No OMERO admin account is configured: staff import and sign-in are off")
         client = self._new_client()
         try:
-            with translate_errors():
+            with translate_errors(opening=True):
                 sf = client.createSession(self.admin_user, self.admin_password)
                 principal = Principal(name=username, group="", eventType="User")
                 try:
                     created = sf.getSessionService().createSessionWithTimeout(principal, int(ttl_seconds * 1000))
-                # SessionManagerImpl: an unknown name has no default group (ApiUsageException), or
-                # no user row (RemovedSessionException, which elsewhere means an expired session).
-                except (omero.ApiUsageException, omero.RemovedSessionException) as e:
+                # SessionManagerImpl: an unknown name has no default group (ApiUsageException, which
+                # SessionBean.creationExceptionHandler turns into AuthenticationException), or no user
+                # row (RemovedSessionException, which elsewhere means an expired session).
+                except (omero.AuthenticationException, omero.ApiUsageException, omero.RemovedSessionException) as e:
                     raise OmeroError(f"OMERO would not open a session for {username}: OMERO has no "
-                                     f"active user of that name ({e.message})") from e
+                                     f"active user of that name ({getattr(e, 'message', None) or e.reason})") from e
                 except omero.SecurityViolation as e:
+                    # SessionBean: without the Sudo privilege, only for members of groups the account leads
                     raise OmeroError(
                         f"The portal's OMERO admin account ({self.admin_user}) may not open sessions for "
-                        f"other users ({e.message}): give it the Sudo privilege, or make it a full admin") from e
+                        f"{username} ({e.message}): give it the Sudo privilege, make it a full admin, or "
+                        f"make it an owner of {username}'s default group") from e
                 return unwrap(created.getUuid())
         finally:
             # Our own admin session: closing it is right (it was not detached).
@@ -348,25 +352,41 @@ class OmeroPySession:
         return {int(unwrap(row[0])) for row in [*in_filesets, *by_source]}
 
     def _describe(self, ids: list[int], ctx: dict) -> list[ImageRef]:
-        """ImageRefs for these image ids: names, primary-file SHA-1s, the importing job, and
-        whether the import finished (its pixel data step recorded the pixels' SHA-1)."""
+        """ImageRefs for these image ids: names, primary-file SHA-1s, filesets, the importing job, and
+        whether the portal marked that import complete (Pixels.sha1 cannot tell: see COMPLETE_KEY)."""
         if not ids:
             return []
         images = self._query.findAllByQuery(q.IMAGES_WITH_FILES, q.ids_params(ids), ctx)
-        links = self._query.findAllByQuery(q.PROVENANCE_LINKS, q.provenance_links_params(ids), ctx)
-        pixels = self._query.projection(q.PIXELS_SHA1, q.ids_params(ids), ctx)
-        job_uids: dict[int, str] = {}
-        for link in links:
-            job_uid = q.map_value(link.getChild()).get("job_uid")
-            if job_uid:
-                job_uids.setdefault(link.getParent().getId().getValue(), job_uid)
-        with_pixels = {unwrap(image_id) for image_id, sha1 in pixels if unwrap(sha1)}
+        provenance: dict[int, dict[str, str]] = {}
+        for link in self._provenance_links(ids, ctx):
+            provenance.setdefault(link.getParent().getId().getValue(), q.map_value(link.getChild()))
         refs = []
         for image in images:
-            iid, sha1 = image.getId().getValue(), q.primary_sha1(image)
+            iid, fileset = image.getId().getValue(), image.getFileset()
+            mine = provenance.get(iid, {})
             refs.append(ImageRef(id=iid, name=unwrap(image.getName()) or "", url=self.gateway.image_url(iid),
-                                 sha1=sha1, job_uid=job_uids.get(iid), complete=bool(sha1) and iid in with_pixels))
+                                 sha1=q.primary_sha1(image), job_uid=mine.get("job_uid"), complete=COMPLETE_KEY in mine,
+                                 fileset_id=fileset.getId().getValue() if fileset is not None else None))
         return sorted(refs, key=lambda r: r.id)
+
+    def _provenance_links(self, ids: list[int], ctx: dict) -> list:
+        return self._query.findAllByQuery(q.PROVENANCE_LINKS, q.provenance_links_params(ids), ctx)
+
+    def mark_complete(self, group_id: int, image_ids: Sequence[int]) -> None:
+        ids, ctx = sorted({int(i) for i in image_ids}), self._ctx(group_id)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        with translate_errors(group=self._group_label(group_id)):
+            links = self._provenance_links(ids, ctx)
+            unmarked = set(ids) - {link.getParent().getId().getValue() for link in links}
+            if unmarked:
+                raise OmeroError(f"OMERO images {sorted(unmarked)} carry no provenance of the portal's to mark complete")
+            # One import's images share its provenance annotation (PixelsProcessor links the import's
+            # annotations to each image): saved once, it marks them all in one transaction.
+            annotations = {link.getChild().getId().getValue(): link.getChild() for link in links}
+            for annotation in annotations.values():
+                pairs = [nv for nv in annotation.getMapValue() or [] if nv.name != COMPLETE_KEY]
+                annotation.setMapValue([*pairs, NamedValue(COMPLETE_KEY, stamp)])
+                self._update.saveAndReturnObject(annotation, ctx)
 
     def key_values(self, group_id: int, key: str) -> list[str]:
         with translate_errors(group=self._group_label(group_id)):
@@ -402,6 +422,13 @@ class OmeroPySession:
             return
         ctx = self._ctx(group_id)
         with translate_errors(group=self._group_label(group_id)):
+            # Delete2 would refuse part of a fileset ("may not delete I1 while I2 remains"), after
+            # starting a command: say which images belong together before asking.
+            rows = self._query.projection(q.FILESET_IMAGES, q.ids_params(sorted({int(i) for i in image_ids})), ctx)
+            remaining = [unwrap(row[0]) for row in rows if unwrap(row[0]) not in set(image_ids)]
+            if remaining:
+                raise PartOfFileset(f"OMERO images {', '.join(map(str, image_ids))} are part of an import whose images "
+                                    f"{', '.join(map(str, remaining))} remain: they are deleted together or not at all")
             # Delete2 follows the server's graph rules (blitz-delete-rules.xml): the images' pixels,
             # fileset and links go, with the annotations nothing else links to; a tag another image
             # carries stays. IUpdate.deleteObject would refuse an image anything links to.

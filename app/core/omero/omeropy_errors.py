@@ -33,7 +33,14 @@ class CommandCancelled(OmeroError):
 
 
 class StorageFull(OmeroError):
-    """OMERO's repository (disk or quota) cannot take the data now; space may be freed."""
+    """OMERO's repository disk cannot take the data now; space may be freed."""
+
+    transient = True
+
+
+class ServerLimit(OmeroError):
+    """OMERO refused a call over one of its limits on queries or open services (OverUsageException):
+    the load passes. OMERO has no per-user storage quota that raises it."""
 
     transient = True
 
@@ -54,8 +61,24 @@ _UNREACHABLE = (
     Ice.DNSException,
 )
 
-# Cancellations and the commands the server aborts because of them: transient, run again.
+class FileRefused(OmeroError):
+    """OMERO's importer could not read the file itself: sending it again fails the same way."""
+
+    retry_helps = False
+
+
+# Cancellations and the commands the server aborts because of them (omero-blitz omero/cmd/HandleI:
+# "cancel-called" when the handle is closed or cancelled, "not-ready" for the step that finds it so):
+# transient, run again.
 CANCELLED_ERRS = {"cancel-called", "not-ready"}
+# What ManagedImportRequestI.step names a failed import (omero-blitz ome/services/blitz/repo), with
+# what it means for the researcher; `None`: the file itself is not at fault.
+IMPORT_ERRS = {
+    "import-unknown-format": "Bio-Formats on the OMERO server does not recognise this file's format",
+    "import-file-exception": "the OMERO server could not read the file: it may be damaged or truncated",
+    "import-missing-library": None,  # the server lacks a reader library: the facility staff must add it
+    "import-request-failure": None,  # anything else the server hit
+}
 
 
 def _group_phrase(group: Callable[[], str | None] | None) -> str:
@@ -68,14 +91,25 @@ def _detail(e: omero.ServerError) -> str:
 
 
 @contextmanager
-def translate_errors(*, joining: bool = False, group: Callable[[], str | None] | None = None) -> Iterator[None]:
+def translate_errors(*, joining: bool = False, opening: bool = False,
+                     group: Callable[[], str | None] | None = None) -> Iterator[None]:
     """Re-raise omero-py's and Ice's errors as the boundary's.
 
     joining: we are presenting a session key; a refusal then means the key is not (or no longer) valid.
+    opening: we are creating or joining a session (joining implies it).
     group: names the group the call acts in, for permission messages (called only then).
     """
     try:
         yield
+    except omero.ClientError as e:
+        # omero-py's BaseClient.createSession (joinSession too) retries a server that is not fully
+        # initialized or too slow to connect, then raises ClientError ("Obtained null object proxy"):
+        # the server is starting or unreachable. Elsewhere a ClientError is our misuse of omero-py.
+        if not (opening or joining):
+            raise
+        log.info("OMERO did not open a session: %s", e)
+        raise ServerUnreachable("The OMERO server did not open a session (it may be starting up): "
+                                "the import will be retried") from e
     except omero.ShutdownInProgress as e:  # a SessionException, but the server comes back
         raise ServerUnreachable("The OMERO server is restarting: the import will be retried") from e
     except _SESSION_GONE as e:
@@ -103,9 +137,16 @@ def translate_errors(*, joining: bool = False, group: Callable[[], str | None] |
         ) from e
     except omero.ValidationException as e:
         raise OmeroError(f"OMERO refused the data as invalid{_detail(e)}") from e
-    except (omero.ResourceError, omero.OverUsageException) as e:
-        # RawFileBean raises ResourceError when the repository's disk cannot take a write; a user
-        # over their quota gets OverUsageException. Either clears when space is freed.
+    except omero.OverUsageException as e:
+        # A limit on a query's result size or on a session's open services (omero.throttling), not
+        # a quota: it passes with the load.
+        raise ServerLimit(
+            f"OMERO is over one of its limits on queries or open services right now{_detail(e)}: the import "
+            "will be tried again later; tell the facility staff if this persists"
+        ) from e
+    except omero.ResourceError as e:
+        # RawFileBean raises ResourceError when the repository's disk cannot take a write; it clears
+        # when space is freed.
         raise StorageFull(
             f"OMERO's storage is full or unavailable right now{_detail(e)}: the import will be tried "
             "again later; tell the facility staff if this persists"
@@ -122,9 +163,15 @@ def translate_errors(*, joining: bool = False, group: Callable[[], str | None] |
 
 
 def command_failed(what: str, err) -> OmeroError:
-    """The boundary's error for a command (import, delete) that answered with omero.cmd.ERR."""
+    """The boundary's error for a command (import, delete) that answered with omero.cmd.ERR; its
+    category is the request's type (Helper.fail: request.ice_id()), its name says what failed."""
     params = err.parameters or {}
     detail = params.get("message") or params.get("stacktrace", "").split("\n", 1)[0] or f"{err.category}/{err.name}"
     if err.name in CANCELLED_ERRS:
         return CommandCancelled(f"OMERO stopped {what} before it finished ({detail}): it will be tried again")
+    if IMPORT_ERRS.get(err.name):
+        return FileRefused(f"OMERO could not {what}: {IMPORT_ERRS[err.name]} ({detail})")
+    if err.name == "import-missing-library":
+        return OmeroError(f"OMERO could not {what}: the server lacks a library to read this format ({detail}); "
+                          "the facility staff must install it, then Retry")
     return OmeroError(f"OMERO could not {what}: {detail}")

@@ -8,9 +8,11 @@ when the store is saved (RawFileBean, hasher SHA1-160): that is the hash we keep
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import Ice
 import omero
 from omero.model import ChecksumAlgorithmI, FileAnnotationI, ImageAnnotationLinkI, ImageI, OriginalFileI
 from omero.rtypes import rlong, rstring, unwrap
@@ -21,6 +23,7 @@ from app.core.omero.base import (
     iter_files_in_blocks,
 )
 
+log = logging.getLogger(__name__)
 BLOCK = 1 << 20  # bytes per RawFileStore call: few round trips, little memory
 STORE_PATH = "upload-portal/"  # OriginalFile.path of what the portal stores (the name is the file's)
 
@@ -47,13 +50,18 @@ def attach(sf, ctx: dict, image_ids: Sequence[int], files: Sequence[FileToAttach
             link.setParent(ImageI(image_id, False))
             link.setChild(annotation)
             links.append(link)
-        sf.getUpdateService().saveAndReturnArray(links, ctx)
+        try:
+            sf.getUpdateService().saveAndReturnArray(links, ctx)
+        except BaseException:
+            _discard(sf, ctx, file_id)  # stored but linked to nothing: no one would find it
+            raise
         stored.append(StoredFile(file_id, f.name, size, sha1, f.kind))
     return stored
 
 
 def _upload(sf, ctx: dict, f: FileToAttach, progress) -> tuple[int, str, int]:
-    """Write one file through a RawFileStore; return its id, OMERO's SHA-1 and its size."""
+    """Write one file through a RawFileStore; return its id, OMERO's SHA-1 and its size. An
+    OriginalFile whose bytes did not all arrive intact is deleted: nothing is left behind to retry over."""
     original = OriginalFileI()
     original.setName(rstring(f.name))
     original.setPath(rstring(STORE_PATH))
@@ -62,26 +70,45 @@ def _upload(sf, ctx: dict, f: FileToAttach, progress) -> tuple[int, str, int]:
     hasher = ChecksumAlgorithmI()
     hasher.setValue(rstring(q.SHA1_HASHER))
     original.setHasher(hasher)
+    file_id = sf.getUpdateService().saveAndReturnObject(original, ctx).getId().getValue()
     try:
-        file_id = sf.getUpdateService().saveAndReturnObject(original, ctx).getId().getValue()
-        store = sf.createRawFileStore()
-        try:
-            store.setFileId(file_id, ctx)
-            ours, offset = hashlib.sha1(), 0
-            for block in iter_files_in_blocks(Path(f.path), BLOCK):
-                store.write(block, offset, len(block), ctx)
-                ours.update(block)
-                offset += len(block)
-                progress(offset)
-            saved = store.save(ctx)  # OMERO hashes what it holds
-        finally:
-            store.close()
+        ours, theirs, size = _write(sf, ctx, file_id, f, progress)
+        if theirs != ours:
+            raise StoreRefused(f"OMERO's copy of {f.name} does not match the file sent (checksum differs)")
+    except BaseException:
+        _discard(sf, ctx, file_id)
+        raise
+    return file_id, theirs, size
+
+
+def _write(sf, ctx: dict, file_id: int, f: FileToAttach, progress) -> tuple[str, str | None, int]:
+    """Our SHA-1 of the bytes written, the one OMERO computed on save, and the size."""
+    store = sf.createRawFileStore()
+    try:
+        store.setFileId(file_id, ctx)
+        ours, offset = hashlib.sha1(), 0
+        for block in iter_files_in_blocks(Path(f.path), BLOCK):
+            store.write(block, offset, len(block), ctx)
+            ours.update(block)
+            offset += len(block)
+            progress(offset)
+        if offset == 0:
+            # RawFileBean.save hashes only a store written to: an empty file gets its hash too
+            store.write(b"", 0, 0, ctx)
+        saved = store.save(ctx)  # OMERO hashes what it holds
     except omero.ResourceError as e:
         raise StoreRefused(f"OMERO could not store {f.name} ({e.message}); its repository may be full") from e
-    theirs = unwrap(saved.getHash()) if saved is not None else None
-    if theirs != ours.hexdigest():
-        raise StoreRefused(f"OMERO's copy of {f.name} does not match the file sent (checksum differs)")
-    return file_id, theirs, offset
+    finally:
+        store.close()
+    return ours.hexdigest(), unwrap(saved.getHash()) if saved is not None else None, offset
+
+
+def _discard(sf, ctx: dict, file_id: int) -> None:
+    """Delete an OriginalFile nothing links to yet; a failure to do so is logged, not raised over the cause."""
+    try:
+        sf.getUpdateService().deleteObject(OriginalFileI(file_id, False), ctx)
+    except (omero.ServerError, Ice.LocalException) as e:
+        log.warning("could not delete the unfinished OMERO file %s: %s", file_id, type(e).__name__)
 
 
 def stored(query, ctx: dict, image_id: int) -> list[StoredFile]:

@@ -59,9 +59,11 @@ IMAGES_WITH_FILES = (
     "left outer join fetch f.hasher where i.id in (:ids)"
 )
 
-# The pixels of these images with the SHA-1 of their pixel data, which the import's second step
-# (ManagedImportRequestI.pixelData) records: null until that step ran.
-PIXELS_SHA1 = "select p.image.id, p.sha1 from Pixels p where p.image.id in (:ids)"
+# Every image of the filesets of these images, with its fileset: what one import made of each.
+FILESET_IMAGES = (
+    "select i.id, i.fileset.id from Image i where i.fileset.id in "
+    "(select j.fileset.id from Image j where j.id in (:ids)) order by i.id"
+)
 
 # The portal's provenance annotations on these images.
 PROVENANCE_LINKS = (
