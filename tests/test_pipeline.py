@@ -3,7 +3,7 @@ import pytest
 
 from app.core.models import Job
 from app.core.omero.base import ServerUnreachable
-from tests.helpers import Portal, ome_tiff
+from tests.helpers import SAMPLES, Portal, ome_tiff
 from workers import pipeline
 
 
@@ -105,6 +105,43 @@ def test_a_rerun_after_a_crash_finishes_the_import_instead_of_repeating_it(embed
     _expire_lease(embedded_app, job_id)
     assert run(embedded_app, job_id, "w2") == "imported"
     assert len(images(embedded_app, "alice")) == 1
+
+
+def test_a_crash_between_the_import_and_its_mark_imports_again_and_keeps_one(embedded_app, alice, monkeypatch):
+    """The import landed but the worker died before marking it complete: the rerun removes it whole."""
+    job_id = alice.send({"a.ome.tif": ome_tiff(seed=8)})["jobs"][0]["id"]
+    from app.core.omero.embedded import EmbeddedSession
+
+    monkeypatch.setattr(EmbeddedSession, "mark_complete", lambda *a: (_ for _ in ()).throw(RuntimeError("killed")))
+    assert run(embedded_app, job_id) == "failed"  # as a bug would: the row says so
+    (first,) = images(embedded_app, "alice")
+    monkeypatch.undo()
+    with embedded_app.extensions["services"].db.session() as db:
+        db.get(Job, job_id).state = "queued"
+        db.commit()
+    assert run(embedded_app, job_id, "w2") == "imported"
+    (image,) = images(embedded_app, "alice")
+    assert image["path"] != first["path"] and job(embedded_app, job_id).image_ids == [image["id"]]  # imported anew
+
+
+def test_a_czi_of_three_scenes_is_one_job_of_three_images_listed_everywhere(embedded_app, alice):
+    name = "S3_1Pos_2Mosaic_T1_Z1_CH1.czi"
+    data = (SAMPLES / name).read_bytes()
+    batch = alice.send({name: data})
+    job_id = batch["jobs"][0]["id"]
+    assert run(embedded_app, job_id) == "imported"
+    stored = images(embedded_app, "alice")
+    assert [i["name"] for i in stored] == [f"{name} [TR1]", f"{name} [P1]", f"{name} [TR2]"]
+    assert len({i["path"] for i in stored}) == 1  # one fileset
+    ids = [i["id"] for i in stored]
+    record = alice.client.get(f"/api/jobs/{job_id}").get_json()
+    assert record["image_ids"] == ids and [i["name"] for i in record["images"]] == [i["name"] for i in stored]
+    assert record["summary"].startswith("3 images")
+    (listed,) = alice.client.get(f"/api/batches/{batch['id']}").get_json()["jobs"]  # what the page and history show
+    assert [i["id"] for i in listed["images"]] == ids
+    again = alice.send({"again.czi": data})["jobs"][0]["id"]
+    assert run(embedded_app, again) == "duplicate"
+    assert job(embedded_app, again).image_ids == ids and len(images(embedded_app, "alice")) == 3
 
 
 def _claimed(app, job_id):

@@ -117,6 +117,7 @@ def main(argv: list[str]) -> int:
         for job in jobs:
             print(json.dumps({"job_id": job["id"], "files": [f["name"] for f in job["files"]], "state": job["state"],
                               "message": job["message"], "link": job["link"], "image_ids": job["image_ids"],
+                              "images": [image["name"] for image in job["images"]],
                               "project": job["project"], "dataset": job["dataset"], "summary": job["summary"],
                               "warnings": job["warnings"]}))
     else:

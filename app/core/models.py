@@ -145,6 +145,8 @@ class Job(Base):
             "progress": self.progress, "message": self.message, "microscope": self.microscope,
             "acquired": self.acquired, "project": self.project, "dataset": self.dataset,
             "image_ids": self.image_ids, "link": self.link, "total_size": self.total_size,
+            # every image the job's import made or found (a multi-series file makes several), in OMERO
+            "images": [{"id": i["id"], "name": i["name"], "url": i["url"]} for i in self.images or []],
             "can_retry": self.state == JobState.FAILED and self.can_retry,
             "warnings": self.warnings or [], "summary": self.summary(),
         }
