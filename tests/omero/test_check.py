@@ -47,7 +47,7 @@ def test_check_omero_json_on_the_embedded_store(embedded_env, capsys):
     (series,) = [r["detail"] for r in results if r["check"] == "multi-series"]
     assert series.startswith("3 images in one fileset (") and "part of it refused, all of it deleted" in series
     # Everything it made is gone again.
-    for table in ("images", "datasets", "projects", "image_tags"):
+    for table in ("images", "datasets", "projects", "image_tags", "files", "image_files"):
         assert store_rows(embedded_env, table) == []
     assert not [p for p in (embedded_env / "files").rglob("*") if p.is_file()]
 

@@ -298,6 +298,10 @@ class EmbeddedSession:
             found_marks = ",".join("?" * len(found))
             db.execute(f"DELETE FROM image_tags WHERE image_id IN ({found_marks})", found)
             db.execute(f"DELETE FROM images WHERE id IN ({found_marks})", found)
+            # the fileset's files and the attachments no other image carries go with their folders
+            db.execute(f"DELETE FROM image_files WHERE image_id IN ({found_marks})", found)
+            db.execute("DELETE FROM files WHERE owner_id = ? AND id NOT IN (SELECT file_id FROM image_files)",
+                       (self.user_id,))
         for path in folders:
             shutil.rmtree(self.store.root / path, ignore_errors=True)
 
