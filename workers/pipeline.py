@@ -234,9 +234,11 @@ def _finished_imports(job: Job, found: list[ImageRef], expected: dict[str, str])
     by the SHA-1 OMERO holds (every image of a multi-series import carries its file's)."""
     by_sha1 = {sha1: name for name, sha1 in expected.items()}
     imports: dict[str, list[ImageRef]] = {}
-    for image in found:
+    for image in sorted(found, key=lambda i: i.id):
         if image.job_uid == job.uid and image.complete and image.sha1 in by_sha1:
-            imports.setdefault(by_sha1[image.sha1], []).append(image)
+            kept = imports.setdefault(by_sha1[image.sha1], [image])
+            if image is not kept[0] and image.fileset_id == kept[0].fileset_id:  # one import of each, the first
+                kept.append(image)
     return imports
 
 
@@ -252,11 +254,16 @@ def _import_images(omero, run: Run, job: Job, conversion: converters.Conversion,
         name = _image_name(job, image)
         size = image.path.stat().st_size
         if name not in have:
-            made = omero.import_image(
-                job.batch.group_id, dataset_id, [image.path], name=name,
-                description=f"Imported by the OMERO Upload Portal from {', '.join(f.name for f in job.files)}",
-                annotations=_annotations(job, conversion), progress=lambda sent, _total: run.progress(
-                    (sent_before + sent) / total if total else 1.0, f"Importing into {where}"))
+            try:
+                made = omero.import_image(
+                    job.batch.group_id, dataset_id, [image.path], name=name,
+                    description=f"Imported by the OMERO Upload Portal from {', '.join(f.name for f in job.files)}",
+                    annotations=_annotations(job, conversion), progress=lambda sent, _total: run.progress(
+                        (sent_before + sent) / total if total else 1.0, f"Importing into {where}"))
+            except OmeroError as e:
+                if not e.retry_helps:  # no rerun will come to remove what the server saved before it gave up
+                    _remove_unfinished(omero, job, expected[name])
+                raise
             if not made or any(i.sha1 != expected[name] for i in made):
                 omero.delete_images(job.batch.group_id, [image.id for image in made])  # no wrong copy stays
                 raise JobFailed("OMERO's copy does not match the file sent (checksum differs): retry the import")
@@ -264,6 +271,19 @@ def _import_images(omero, run: Run, job: Job, conversion: converters.Conversion,
             have[name] = made
         sent_before += size
     return {_image_name(job, image): have[_image_name(job, image)] for image in conversion.images}
+
+
+def _remove_unfinished(omero, job: Job, sha1: str) -> None:
+    """Remove what an import the server gave up on left: the job's unmarked images, or the fileset of
+    the file sent (SHA-1) when it failed before saving images; if OMERO can be asked. Otherwise they
+    stay unmarked, which no reader counts."""
+    group_id = job.batch.group_id
+    try:
+        omero.delete_images(group_id, [i.id for i in omero.find_images(group_id, job.content_sha1)
+                                       if i.job_uid == job.uid and not i.complete])
+        omero.delete_unused_filesets(group_id, sha1)
+    except OmeroError as e:
+        log.warning("job %s: could not remove its unfinished import: %s", job.id, e)
 
 
 def _annotations(job: Job, conversion: converters.Conversion) -> Annotations:

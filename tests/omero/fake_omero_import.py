@@ -317,14 +317,24 @@ class Imports:
 
 
 def delete_images(server, session: SessionRow, connection: list, request, ctx):
-    """IServiceFactory.submit(Delete2 on images): a Command applying blitz-delete-rules.xml."""
+    """IServiceFactory.submit(Delete2 on images, or on filesets): a Command applying blitz-delete-rules.xml."""
     store: Store = server.store
     user = server.live(session)
     groups = store.groups_in_scope(user, ctx)
     (kind, ids), = request.targetObjects.items()
-    assert kind == "Image" and not request.childOptions and not request.dryRun
-    server.log.append(("sf.submit", "Delete2", sorted(ids)))
+    assert kind in ("Image", "Fileset") and not request.childOptions and not request.dryRun
+    server.log.append(("sf.submit", "Delete2", sorted(ids)) if kind == "Image" else ("sf.submit", "Delete2", kind, sorted(ids)))
     deleted = {"ome.model.core.Image": []}
+
+    def delete_filesets():  # a fileset no image uses (an import that failed at step 0): it and its files
+        filesets = [store.rows.get(i) for i in ids]
+        if any(fs is None or fs.kind != "fileset" or fs.group not in groups or fs.owner != user.id for fs in filesets):
+            raise StepFailed(f"no such filesets of yours: {sorted(ids)}", "graph-fail")
+        if any(store.select("image", fileset=fs.id) for fs in filesets):
+            raise StepFailed("a fileset with images is deleted through its images here", "graph-fail")
+        with store.lock:
+            for fs in filesets:
+                _delete_fileset(store, fs.id)
 
     def delete():
         images = [store.rows.get(i) for i in ids]
@@ -353,11 +363,17 @@ def delete_images(server, session: SessionRow, connection: list, request, ctx):
                 deleted["ome.model.core.Image"].append(img.id)
                 fs_id = img.fields["fileset"]
                 if fs_id in store.rows and not store.select("image", fileset=fs_id):
-                    for entry in store.select("entry", fileset=fs_id):
-                        store.delete(entry.id)
-                        store.delete(entry.fields["file"])
-                    store.delete(fs_id)
+                    _delete_fileset(store, fs_id)
 
-    command = Command(server, [delete], lambda: Delete2Response(deletedObjects=deleted), DELETE_REQUEST, connection)
+    command = Command(server, [delete if kind == "Image" else delete_filesets],
+                      lambda: Delete2Response(deletedObjects=deleted), DELETE_REQUEST, connection)
     server.commands.append(command)
     return command.handle(session)
+
+
+def _delete_fileset(store: Store, fs_id: int) -> None:
+    """A fileset goes with its entries and their original files."""
+    for entry in store.select("entry", fileset=fs_id):
+        store.delete(entry.id)
+        store.delete(entry.fields["file"])
+    store.delete(fs_id)

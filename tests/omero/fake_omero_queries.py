@@ -105,6 +105,7 @@ class FakeQuery:
             q.IMAGES_BY_PROVENANCE_SHA1: self._images_by_provenance,
             q.KEY_VALUES: self._key_values,
             q.FILESET_IMAGES: self._fileset_images,
+            q.UNUSED_FILESETS_BY_SHA1: self._unused_filesets,
             q.IMAGE_TAGS: self._image_tags,
             q.FILESET_FILE_SIZES: self._fileset_file_sizes,
             q.PROVENANCE_CONTENT_SIZES: self._provenance_content_sizes,
@@ -200,6 +201,15 @@ class FakeQuery:
             return []
         linked = [self.store.rows[link.fields["child"]] for link in self.store.select("ialink", parent=iid)]
         return [[rstring(text)] for text in sorted(a.fields["text"] for a in linked if a.kind == "tag")]
+
+    def _unused_filesets(self, groups, sha1, hasher, owner):
+        found = set()
+        for fs in self.store.select("fileset", groups):
+            files = [self.store.rows[e.fields["file"]] for e in self.store.select("entry", fileset=fs.id)]
+            if (fs.owner == owner and not self.store.select("image", fileset=fs.id)
+                    and any(f.fields["hash"] == sha1 and f.fields["hasher"] == hasher for f in files)):
+                found.add(fs.id)
+        return [[rlong(i)] for i in sorted(found)]
 
     def _fileset_images(self, groups, ids):
         filesets = {r.fields["fileset"] for r in self.store.select("image", groups) if r.id in ids}

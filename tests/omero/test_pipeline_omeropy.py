@@ -219,14 +219,21 @@ def test_a_czi_of_three_scenes_is_one_job_with_its_three_images(portal_app, alic
     assert len(fake_omero.rows("image")) == 3
 
 
+def half_import(portal_app, alice, fake_omero, data: bytes) -> int:
+    """A job whose import the server failed after saving its image (step 1): a partial image stays."""
+    job_id = alice.send({"a.ome.tif": data})["jobs"][0]["id"]
+    fake_omero.fail_at_step = 1
+    with portal_app.app_context():
+        assert pipeline.run_job(portal_app.extensions["services"], job_id, "w1") == "failed"
+    fake_omero.fail_at_step = None
+    return job_id
+
+
 def test_the_duplicate_check_before_sending_ignores_a_half_import(portal_app, alice, fake_omero):
     import hashlib
 
     data = ome_tiff(seed=29)
-    first = alice.send({"a.ome.tif": data})["jobs"][0]["id"]
-    fake_omero.fail_at_step = 1
-    with portal_app.app_context():
-        assert pipeline.run_job(portal_app.extensions["services"], first, "w1") == "failed"
+    half_import(portal_app, alice, fake_omero, data)
     batch = alice.new_batch({"copy.ome.tif": data})
     job = batch["jobs"][0]
     checked = alice.post(f"/api/jobs/{job['id']}/check", json={"files": [
@@ -234,24 +241,26 @@ def test_the_duplicate_check_before_sending_ignores_a_half_import(portal_app, al
     assert checked["checked"] is True and checked["job"]["state"] == "uploading"  # sent, not a duplicate
 
 
-def test_an_import_omero_cannot_read_says_so_and_offers_no_retry(portal_app, alice, fake_omero):
-    fake_omero.fail_at_step, fake_omero.step_error = 0, "import-unknown-format"
-    fake_omero.step_failure = "Unknown format"
+@pytest.mark.parametrize("step, error, says", [
+    (0, "import-unknown-format", "does not recognise this file's format (Unknown format)"),
+    # after step 0 saved the image: removed at once, no rerun would come for it
+    (1, "import-file-exception", "could not read the file: it may be damaged or truncated (Unknown format)"),
+])
+def test_an_import_omero_cannot_read_says_so_offers_no_retry_and_leaves_nothing(portal_app, alice, fake_omero,
+                                                                                 step, error, says):
+    fake_omero.fail_at_step, fake_omero.step_error, fake_omero.step_failure = step, error, "Unknown format"
     job_id = alice.send({"a.ome.tif": ome_tiff(seed=30)})["jobs"][0]["id"]
     with portal_app.app_context():
         assert pipeline.run_job(portal_app.extensions["services"], job_id, "w1") == "failed"
     job = alice.client.get(f"/api/jobs/{job_id}").get_json()
-    assert "does not recognise this file's format (Unknown format)" in job["message"] and job["can_retry"] is False
-    assert fake_omero.rows("image") == []
+    assert says in job["message"] and job["can_retry"] is False
+    for kind in ("image", "pixels", "fileset", "file", "map", "ialink"):  # no image, no orphaned OriginalFile
+        assert fake_omero.rows(kind) == [], kind
 
 
 def test_another_jobs_half_import_does_not_make_a_duplicate(portal_app, alice, fake_omero):
     data = ome_tiff(seed=27)
-    first = alice.send({"a.ome.tif": data})["jobs"][0]["id"]
-    fake_omero.fail_at_step = 1
-    with portal_app.app_context():
-        assert pipeline.run_job(portal_app.extensions["services"], first, "w1") == "failed"
-    fake_omero.fail_at_step = None
+    half_import(portal_app, alice, fake_omero, data)
     second = alice.send({"copy.ome.tif": data})["jobs"][0]["id"]
     with portal_app.app_context():
         assert pipeline.run_job(portal_app.extensions["services"], second, "w1") == "imported"

@@ -187,6 +187,10 @@ class Session(Protocol):
         annotation links, and the annotations nothing else uses (a tag other images carry stays).
         Raises PartOfFileset, removing nothing, when they are some but not all of a fileset's images."""
 
+    def delete_unused_filesets(self, group_id: int, sha1: str) -> None:
+        """Remove the user's filesets that hold a file with this SHA-1 and that no image uses: what an
+        import the server refused before saving its images leaves behind, with its original files."""
+
     def remove_placement(self, group_id: int, placement: Placement) -> None:
         """Remove this Dataset, and its Project when nothing else is in it (both must be empty)."""
 

@@ -305,6 +305,9 @@ class EmbeddedSession:
         for path in folders:
             shutil.rmtree(self.store.root / path, ignore_errors=True)
 
+    def delete_unused_filesets(self, group_id: int, sha1: str) -> None:
+        """Nothing to do: the store makes an import's fileset and its images in one step."""
+
     def remove_placement(self, group_id: int, placement: Placement) -> None:
         with self.store._db() as db:
             group = self._group_name(db, group_id)

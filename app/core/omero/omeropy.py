@@ -438,6 +438,19 @@ class OmeroPySession:
         if isinstance(response, ERR):
             raise command_failed(f"remove images {', '.join(map(str, image_ids))}", response)
 
+    def delete_unused_filesets(self, group_id: int, sha1: str) -> None:
+        ctx = self._ctx(group_id)
+        with translate_errors(group=self._group_label(group_id)):
+            rows = self._query.projection(q.UNUSED_FILESETS_BY_SHA1, q.file_sha1_params(sha1.lower(), self._uid), ctx)
+            ids = [unwrap(row[0]) for row in rows]
+            if not ids:
+                return
+            handle = self.sf.submit(Delete2(targetObjects={"Fileset": ids}), ctx)
+            response = wait_for(self.client, handle, "removing an import OMERO refused",
+                                self.gateway.import_timeout_seconds, self.gateway.poll_seconds)
+        if isinstance(response, ERR):
+            raise command_failed(f"remove filesets {', '.join(map(str, ids))}", response)
+
     def server_version(self) -> str:
         with translate_errors():
             return f"OMERO {self.sf.getConfigService().getVersion()} (omero-py {omero_version})"

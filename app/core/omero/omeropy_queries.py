@@ -59,6 +59,14 @@ IMAGES_WITH_FILES = (
     "left outer join fetch f.hasher where i.id in (:ids)"
 )
 
+# The user's filesets holding a file with this SHA-1 that no image uses: what an import the server
+# gave up on before saving its images (ManagedImportRequestI step 0) leaves in the managed repository.
+UNUSED_FILESETS_BY_SHA1 = (
+    "select distinct fs.id from Fileset fs join fs.usedFiles fe join fe.originalFile f join f.hasher h "
+    "where f.hash = :sha1 and h.value = :hasher and fs.details.owner.id = :owner "
+    "and not exists (select i.id from Image i where i.fileset.id = fs.id)"
+)
+
 # Every image of the filesets of these images, with its fileset: what one import made of each.
 FILESET_IMAGES = (
     "select i.id, i.fileset.id from Image i where i.fileset.id in "
