@@ -37,6 +37,19 @@ def test_staff_find_the_imports_to_check(app, people):
     assert 'value="check"' in staff.get("/staff").get_data(as_text=True)
 
 
+def test_the_staff_job_page_lists_every_image_of_a_multi_series_import(app, people):
+    alice, staff = people
+    name = "S3_1Pos_2Mosaic_T1_Z1_CH1.czi"
+    (job,) = alice.send({name: (SAMPLES / name).read_bytes()})["jobs"]
+    with app.app_context():
+        assert pipeline.run_job(app.extensions["services"], job["id"], "w:1") == "imported"
+    page = staff.get(f"/staff/jobs/{job['id']}").get_data(as_text=True)
+    for scene in ("TR1", "P1", "TR2"):  # each scene of the CZI is an image of its own
+        assert f"{name} [{scene}]</a>" in page
+    (listed,) = staff.get("/api/staff/jobs").get_json()["jobs"]
+    assert [i["name"] for i in listed["images"]] == [f"{name} [{scene}]" for scene in ("TR1", "P1", "TR2")]
+
+
 def test_staff_see_every_users_jobs_with_filters_and_a_failure_with_its_diagnostics(app, people, monkeypatch):
     alice, staff = people
     bob = Portal(app.test_client(), "bob")
