@@ -5,6 +5,8 @@ import re
 
 import pytest
 
+from app.core.staging import safe_name
+from converters.grouping import group_files
 from tests.converters import broken_files as broken
 from tests.helpers import ome_tiff, wait_until
 
@@ -135,3 +137,18 @@ def test_a_damaged_transfer_is_dropped_and_sent_again(alice_waiting):
     alice_waiting.put(f"/api/files/{file_id}?offset=0", data=data)
     assert alice_waiting.post(f"/api/files/{file_id}/complete",
                               json={"sha1": hashlib.sha1(data).hexdigest()}).status_code == 200
+
+
+LONG = "session " + "é" * 120 + " overview"  # 250 bytes in UTF-8: over the 200 a staged name may take
+
+
+@pytest.mark.parametrize("name, ends", [(f"{LONG}.ome.tiff", ".ome.tiff"), (f"{LONG}.dm4", ".dm4"),
+                                        (f"{LONG}_12.ser", "_12.ser")])
+def test_a_long_name_is_cut_before_its_extension(name, ends):
+    stored = safe_name(name)
+    assert len(stored.encode()) <= 200 and stored.endswith(ends) and stored.startswith("session éé")
+
+
+def test_a_long_tia_groups_files_still_belong_together_after_cutting():
+    stored = [safe_name(f"{LONG}{end}") for end in (".emi", "_1.ser", "_10.ser")]
+    assert [grp.files for grp in group_files(stored)] == [stored]

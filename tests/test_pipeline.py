@@ -201,3 +201,12 @@ def test_an_empty_file_fails_with_its_own_message(embedded_app, alice):
     batch = alice.send({"empty.emd": b""})
     assert run(embedded_app, batch["jobs"][0]["id"]) == "failed"
     assert "empty" in job(embedded_app, batch["jobs"][0]["id"]).message
+
+
+def test_the_folder_is_kept_on_its_images_and_not_on_files_chosen_by_hand_beside_it(embedded_app, alice):
+    batch = alice.send({"run/a.ome.tif": ome_tiff(seed=11), "b.ome.tif": ome_tiff(seed=12)}, folder="run")
+    for sent in batch["jobs"]:
+        assert run(embedded_app, sent["id"]) == "imported"
+    kv = {image["name"]: image["annotations"]["key_values"].get("openmicroscopy.org/omero/client/mapAnnotation", [])
+          for image in images(embedded_app, "alice")}
+    assert kv == {"a.ome.tif": [["Folder", "run"]], "b.ome.tif": []}

@@ -253,7 +253,7 @@ def _import_images(omero, run: Run, job: Job, conversion: converters.Conversion,
 def _annotations(job: Job, conversion: converters.Conversion) -> Annotations:
     batch = job.batch
     pairs = [tuple(pair) for pair in batch.key_values]
-    if batch.folder:
+    if batch.folder and job.files[0].name.startswith(batch.folder + "/"):  # files chosen by hand came from no folder
         pairs.append(("Folder", batch.folder))
     return Annotations(
         key_values=pairs,

@@ -148,10 +148,11 @@ function removeGroup(group) {
   replan();
 }
 
-// The folder the files came from, when they all share one: kept as the images' "Folder" key-value.
+// The folder chosen, when one was (files chosen by hand beside it have none): kept as the "Folder"
+// key-value of the images from it.
 function commonFolder(names) {
-  const tops = new Set(names.map((n) => (n.includes("/") ? n.split("/")[0] : "")));
-  return tops.size === 1 && !tops.has("") ? [...tops][0] : null;
+  const tops = new Set(names.filter((n) => n.includes("/")).map((n) => n.split("/")[0]));
+  return tops.size === 1 ? [...tops][0] : null;
 }
 
 // -- the import ------------------------------------------------------------------------------------
