@@ -18,7 +18,17 @@
   const say = (text) => { message.textContent = text || ""; message.hidden = !text; };
   let canMoveToFront = document.getElementById("jobs").dataset.front === "true";
 
+  // Cancelling or freeing ends a researcher's work (an upload may be on its way): asked first.
+  const ASK = {
+    cancel: (job) => `Cancel job ${job.id} of ${job.user} (${job.files.join(" + ")})?`
+      + (job.state === "uploading" ? " Its upload is still on its way and stops." : ""),
+    free: (job) => `Delete the staged bytes of job ${job.id} of ${job.user} (${job.files.join(" + ")})?`
+      + " Retry will then need the files again.",
+  };
+
   async function act(job, action) {
+    if (ASK[action] && !window.confirm(ASK[action](job))) return;
+    job = job.id;
     const response = await fetch(`/api/staff/jobs/${job}/${action}`, { method: "POST", headers: { "X-CSRFToken": csrf } });
     const body = await response.json().catch(() => ({}));
     if (!response.ok) say(`Job ${job}: ${body.error || response.statusText}`);
@@ -39,7 +49,7 @@
       ["free", "Free its bytes"]]) {
       if (!can[action]) continue;
       const button = el("button", { type: "button" }, label);
-      button.onclick = () => act(job.id, action);
+      button.onclick = () => act(job, action);
       actions.append(button, " ");
     }
     const cells = [el("td"), el("td", { "data-label": "User" }, job.user), el("td", { "data-label": "Group" }, job.group),

@@ -5,8 +5,8 @@ import sqlalchemy as sa
 
 from app.core.db import Database
 from app.core.models import User
-from tests.browser_helpers import ROWS, copy_samples, shot, sign_in, wait_for_state
-from tests.helpers import ome_tiff, wait_until
+from tests.browser_helpers import ROWS, copy_samples, make_staff, shot, sign_in, wait_for_state
+from tests.helpers import ome_tiff
 
 LAPTOP = {"width": 1366, "height": 768}
 PHONE = {"width": 400, "height": 800}
@@ -14,14 +14,6 @@ PHONE = {"width": 400, "height": 800}
 
 def no_sideways_scrolling(page) -> bool:
     return page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
-
-
-def make_staff(stack, username):
-    db = Database(f"sqlite:///{stack['PORTAL_DATA_DIR']}/portal.sqlite")
-    with db.session() as session:
-        session.execute(sa.update(User).where(User.username == username).values(is_staff=True))
-        session.commit()
-    db.dispose()
 
 
 def test_a_session_folder_with_junk_imports_its_images_and_skips_the_rest(browser, served, tmp_path):  # noqa: F811
@@ -52,12 +44,16 @@ def test_a_session_folder_with_junk_imports_its_images_and_skips_the_rest(browse
 
 def test_history_lists_earlier_imports_with_their_jobs_filters_and_pages(browser, served, tmp_path):  # noqa: F811
     page = sign_in(browser, served, "fay", LAPTOP)
-    for name, data in (("first.ome.tif", ome_tiff(seed=61)), ("broken.tif", b"II*\x00" + b"\xff" * 64)):
+    # imported but to check is marked as its row is (never red); a failure is red
+    for name, data, tone, symbol in (("first.ome.tif", ome_tiff(seed=61), "to-check", '"⚠ "'),
+                                     ("broken.tif", b"II*\x00" + b"\xff" * 64, "with-problems", '"! "')):
         (tmp_path / name).write_bytes(data)
         page.set_input_files("#files", str(tmp_path / name))
         page.locator(f"{ROWS}[data-state=pending]").wait_for()
         page.click("#import")
         page.locator("#batch-summary:not([hidden])").wait_for(timeout=120_000)
+        assert page.get_attribute("#batch-summary", "class").split()[-1] == tone
+        assert page.locator("#batch-summary").evaluate("b => getComputedStyle(b, '::before').content") == symbol
 
     page.click("header >> text=History")
     page.wait_for_selector("body[data-ready=true]")
@@ -201,7 +197,10 @@ def test_retry_from_history_after_signing_in_again(browser, served, embedded_sta
     failed.wait_for()
     assert "sign in again" in failed.inner_text()
     failed.get_by_role("button", name="Retry later.ome.tif").click()
-    page.locator("#history tr[data-state=queued]").wait_for()
-    wait_until(lambda: page.request.get(served + "/api/history?state=imported").json()["total"] == 1,
-               timeout=120, interval=0.5, what="the retried job to import")
+    # the row and its import's counts follow the job live, without a reload
+    page.locator("#history tr[data-state=imported]").wait_for(timeout=120_000)
+    summary = page.locator("#history details.batch summary .counts").first
+    page.wait_for_function("() => !document.querySelector('#history details.batch summary .counts').textContent.includes('failed')")
+    assert "1 imported" in summary.inner_text() and "Open in OMERO" in page.inner_text("#history tr[data-state=imported]")
+    shot(page, "history-after-retry")
     assert page.errors == []

@@ -22,6 +22,7 @@ const state = {
   notSent: [],           // planned groups that were not sent with the batch, with their reasons
   skipped: [],           // a folder's files the portal leaves out (system files, formats it does not read)
   transfers: new Map(),  // job id -> what its transfer is doing
+  stops: new Map(),      // job id -> the AbortController of its transfer: a cancel stops it at once
   lastEvent: new Map(),  // job id -> newest event id applied (a replay may repeat events)
   sending: false,
   source: null,
@@ -60,7 +61,11 @@ function summarise() {
       if (toCheck.length) parts.push(`${toCheck.length} to check (${[...new Set(toCheck.flatMap((j) => j.warnings))].join(", ")})`);
       done.replaceChildren(el("strong", {}, "Import finished: "), parts.join(", ") + ".",
         el("span", { class: "hint" }, " Choose more files to start a new import."));
-      done.className = `card batch-summary ${count(jobs, "failed") || state.notSent.length || toCheck.length ? "with-problems" : "all-good"}`;
+      // red only for what did not arrive; imports to check are marked as their rows are; a cancelled
+      // job is not a success
+      const tone = count(jobs, "failed") || state.notSent.length ? "with-problems"
+        : toCheck.length ? "to-check" : count(jobs, "cancelled") ? "with-cancelled" : "all-good";
+      done.className = `card batch-summary ${tone}`;
     }
   } else {
     done.hidden = true;
@@ -228,6 +233,8 @@ async function sendJob(job) {
   const todo = job.files.filter((f) => !f.complete).map((remote) => [remote, matching(remote)]);
   const missing = todo.find(([, file]) => !file);
   if (missing) { show({ kind: "pending", note: `Choose ${missing[0].name} again to send it` }); return; }
+  const stop = new AbortController();
+  state.stops.set(job.id, stop);
   try {
     // OMERO may hold this content already (it holds something of its size): then hash it first and
     // ask, and a copy ends "duplicate" without a byte sent. Other jobs are sent at once, hashed meanwhile.
@@ -240,12 +247,14 @@ async function sendJob(job) {
       const sent = await sendFile(remote, file, (kind, sentBytes, total) => {
         if (kind === "sending") remote.received = sentBytes;
         show({ kind, sent: sentBytes, total, name: remote.name });
-      }, () => job.state !== "uploading");
+      }, stop.signal);
       if (!sent) return;
     }
   } catch (e) {
     if (job.state === "uploading") show({ kind: "failed", note: `Sending stopped: ${e.message}` });
     return;
+  } finally {
+    state.stops.delete(job.id);
   }
   show(null);
   if (job.state === "uploading") job.state = "queued";  // until the server's event says more
@@ -260,6 +269,7 @@ function applyJob(job, eventId) {
   const known = state.batch && state.batch.jobs.find((j) => j.id === job.id);
   if (!known) return;
   Object.assign(known, job);
+  if (known.state !== "uploading" && state.stops.has(known.id)) state.stops.get(known.id).abort();  // e.g. staff cancelled it
   rows.job(known, known.state === "uploading" ? state.transfers.get(known.id) : undefined);
   summarise();
 }
