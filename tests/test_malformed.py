@@ -15,7 +15,8 @@ FINAL = {"imported", "duplicate", "failed", "cancelled"}
 # Content the converters refuse (tests/converters/broken_files.py), sent through the portal.
 CONTENT = [(build.__name__, build, message) for build, message in broken.CORPUS if build is not broken.missing_file]
 # Pairs the grouping rule already refuses are refused when the import is created, in its words.
-AT_CREATION = {"ser_alone": r"^t_1\.ser needs its t\.emi in the same folder$",
+AT_CREATION = {"empty": r"^x\.emd is empty \(0 bytes\): there is nothing to import; copy it again",
+               "ser_alone": r"^t_1\.ser needs its t\.emi in the same folder$",
                "ser_of_another_emi": r"^t\.emi has no \.ser file \(expected t_1\.ser beside it\)$"}
 
 GOOD_TIFF = ome_tiff(seed=7)

@@ -101,14 +101,18 @@ def _validated_files(files) -> list[dict]:
     return files
 
 
-def _grouped(names) -> list[FileGroup]:
-    """The jobs these names make, by path; a group with a name the portal refuses cannot be imported.
-    A folder's system files and files the portal does not read are skipped, not refused."""
-    groups = group_files(sorted(names), skip_unread=True)
+def _grouped(sizes: dict[str, int]) -> list[FileGroup]:
+    """The jobs these files (name -> size) make, by path; a group with a name the portal refuses, or an
+    empty file, cannot be imported. A folder's system files and files the portal does not read are
+    skipped, not refused."""
+    groups = group_files(sorted(sizes), skip_unread=True)
     for grp in groups:
         grp.error = next(filter(None, map(name_problem, grp.files)), None) or grp.error
         if grp.error:
             grp.skipped = None
+        elif not grp.skipped:
+            grp.error = next((f"{shown_name(n.rsplit('/', 1)[-1])} is empty (0 bytes): there is nothing to "
+                              "import; copy it again from where it was made" for n in grp.files if sizes[n] == 0), None)
     return groups
 
 
