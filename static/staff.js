@@ -1,22 +1,16 @@
-// The staff dashboard: every user's jobs, refreshed when any job event arrives; workers and the
-// queue every few seconds. Values are set as text only.
+// Staff pages: the dashboard (every user's jobs, refreshed when any job event arrives; workers and the
+// queue every few seconds) and one job's page, with the same actions. Values are set as text only.
 "use strict";
 (() => {
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
-  const STATES = JSON.parse(document.getElementById("states").textContent);  // declared on the server
-  const tbody = document.querySelector("#jobs tbody");
-  const filters = document.getElementById("filters");
   const el = (tag, attrs = {}, text) => {
     const node = document.createElement(tag);
     Object.entries(attrs).forEach(([k, v]) => node.setAttribute(k, v));
     if (text !== undefined) node.textContent = text;
     return node;
   };
-  const query = () => new URLSearchParams([...new FormData(filters)].filter(([, v]) => v)).toString();
-
   const message = document.getElementById("staff-message");
   const say = (text) => { message.textContent = text || ""; message.hidden = !text; };
-  let canMoveToFront = document.getElementById("jobs").dataset.front === "true";
 
   // Cancelling or freeing ends a researcher's work (an upload may be on its way): asked first.
   const ASK = {
@@ -26,15 +20,30 @@
       + " Retry will then need the files again.",
   };
 
-  async function act(job, action) {
+  // Act on a job; then(ok) shows its new state.
+  async function act(job, action, then) {
     if (ASK[action] && !window.confirm(ASK[action](job))) return;
-    job = job.id;
-    const response = await fetch(`/api/staff/jobs/${job}/${action}`, { method: "POST", headers: { "X-CSRFToken": csrf } });
+    const response = await fetch(`/api/staff/jobs/${job.id}/${action}`, { method: "POST", headers: { "X-CSRFToken": csrf } });
     const body = await response.json().catch(() => ({}));
-    if (!response.ok) say(`Job ${job}: ${body.error || response.statusText}`);
-    else say(action === "free" ? `Job ${job}: ${body.freed_bytes.toLocaleString()} bytes freed` : "");
-    refresh();
+    if (!response.ok) say(`Job ${job.id}: ${body.error || response.statusText}`);
+    else say(action === "free" ? `Job ${job.id}: ${body.freed_bytes.toLocaleString()} bytes freed` : "");
+    then(response.ok);
   }
+
+  const page = document.getElementById("job");  // one job's page
+  if (page) {
+    const job = JSON.parse(page.textContent);
+    document.querySelectorAll("#job-actions button").forEach((button) => {
+      button.onclick = () => act(job, button.dataset.action, (ok) => { if (ok) window.location.reload(); });
+    });
+    return;
+  }
+
+  const STATES = JSON.parse(document.getElementById("states").textContent);  // declared on the server
+  const tbody = document.querySelector("#jobs tbody");
+  const filters = document.getElementById("filters");
+  const query = () => new URLSearchParams([...new FormData(filters)].filter(([, v]) => v)).toString();
+  let canMoveToFront = document.getElementById("jobs").dataset.front === "true";
 
   function row(job) {
     const tr = el("tr", { "data-job": String(job.id) });
@@ -49,7 +58,7 @@
       ["free", "Free its bytes"]]) {
       if (!can[action]) continue;
       const button = el("button", { type: "button" }, label);
-      button.onclick = () => act(job, action);
+      button.onclick = () => act(job, action, refresh);
       actions.append(button, " ");
     }
     const cells = [el("td"), el("td", { "data-label": "User" }, job.user), el("td", { "data-label": "Group" }, job.group),

@@ -25,7 +25,11 @@ def test_staff_watch_all_users_jobs_and_open_a_failure(browser, served, embedded
     shot(staff, "staff-dashboard")
     staff.locator("#jobs tbody tr a").first.click()
     assert "broken.tif" in staff.inner_text("body")
+    assert staff.locator("h1 .state").evaluate("b => getComputedStyle(b).backgroundColor") == "rgb(255, 180, 171)"  # red
     shot(staff, "staff-job")
+    staff.once("dialog", lambda d: d.accept())  # asked first
+    staff.get_by_role("button", name="Free its bytes").click()
+    staff.locator("#job-actions button", has_text="Free its bytes").wait_for(state="detached")  # shown anew, freed
     staff.goto(served + "/staff/usage")
     assert staff.locator("svg").count() == 3
     shot(staff, "staff-usage")

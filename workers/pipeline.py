@@ -198,7 +198,7 @@ def _import(services: Services, run: Run, job: Job, conversion: converters.Conve
         if others and not ours:
             return _done(run, staging, job, JobState.DUPLICATE,
                          f"Already in OMERO as image {others[0].id} ({others[0].name})", common, images=others[:1])
-        run.update(state=JobState.IMPORTING, message=f"Importing into {where}", progress=0.0)
+        run.update(state=JobState.IMPORTING, message=f"Importing into {where}", progress=0.0, **common)  # shown if it fails
         if len(ours) < len(conversion.images):
             placement = omero.get_or_create_dataset(group_id, project, dataset)
             ours = _import_images(omero, run, job, conversion, placement.dataset_id, ours, where, expected)

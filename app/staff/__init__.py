@@ -108,7 +108,8 @@ def job_page(job_id: int):
         job = _job_or_404(db, job_id)
         owner = db.get(User, job.owner_id)
         history = db.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)).all()
-        return render_template("staff_job.html", job=staff_job_json(job, owner.username), history=history)
+        return render_template("staff_job.html", job=staff_job_json(job, owner.username), history=history,
+                               states=page_states())
 
 
 @bp.get("/api/staff/jobs")
