@@ -51,7 +51,7 @@
     const check = job.state === "imported" && job.warnings && job.warnings.length;  // imported, to check
     const state = el("span", { class: `state state-${job.state} colour-${STATES[job.state].colour}${check ? " state-check" : ""}`,
       title: check ? `check: ${job.warnings.join(", ")}` : "" }, check ? `${job.state}, check` : job.state);
-    const actions = el("td");
+    const actions = el("td", { class: "actions" });
     const can = { retry: job.can_retry, front: canMoveToFront && job.state === "queued",
       cancel: !STATES[job.state].final, free: job.staged };
     for (const [action, label] of [["retry", "Retry"], ["cancel", "Cancel"], ["front", "Move to front"],
@@ -62,8 +62,8 @@
       actions.append(button, " ");
     }
     const cells = [el("td"), el("td", { "data-label": "User" }, job.user), el("td", { "data-label": "Group" }, job.group),
-      el("td", {}, job.files.join(" + ")),
-      el("td"), el("td", {}, job.message + (job.worker ? ` (on ${job.worker})` : "")), actions];
+      el("td", { class: "names", title: job.files.join(" + ") }, job.files.join(" + ")),
+      el("td"), el("td", { class: "details" }, job.message + (job.worker ? ` (on ${job.worker})` : "")), actions];
     cells[0].append(link); cells[4].append(state);
     tr.append(...cells);
     return tr;

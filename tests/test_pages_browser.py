@@ -204,3 +204,52 @@ def test_retry_from_history_after_signing_in_again(browser, served, embedded_sta
     assert "1 imported" in summary.inner_text() and "Open in OMERO" in page.inner_text("#history tr[data-state=imported]")
     shot(page, "history-after-retry")
     assert page.errors == []
+
+
+def test_a_long_name_imports_and_wraps_in_every_table_at_1366_and_400px(browser, served, embedded_stack, tmp_path):  # noqa: F811
+    long = "Liver3_grid7_" + "abcdefghij" * 22  # 233 characters without a space: over the 200 bytes a staged name may take
+    good_file, broken_file = tmp_path / f"{long}.ome.tif", tmp_path / f"{long}_broken.tif"
+    good_file.write_bytes(ome_tiff(seed=95))
+    broken_file.write_bytes(b"II*\x00" + b"\xff" * 64)
+    page = sign_in(browser, served, "lena", LAPTOP)
+    page.set_input_files("#files", [str(good_file), str(broken_file)])
+    page.locator(ROWS).nth(1).wait_for()
+    page.click("#import")
+    page.locator("#batch-summary:not([hidden])").wait_for(timeout=120_000)
+    good, broken = page.locator(ROWS, has_text="Liver3").all()
+    assert good.get_attribute("data-state") == "imported"  # the extension survived the cut
+    assert broken.get_attribute("data-state") == "failed" and f"{long}_broken.tif is not a valid" in broken.inner_text()
+    assert good.locator(".names .primary").get_attribute("title") == f"{long}.ome.tif"
+
+    def fits(what):
+        widest = page.evaluate("() => Math.max(...[...document.querySelectorAll('table')].map((t) => t.getBoundingClientRect().right))")
+        assert no_sideways_scrolling(page) and widest <= page.viewport_size["width"], (what, widest)
+
+    fits("upload at 1366")
+    shot(page, "long-name-1366")
+    page.set_viewport_size(PHONE)
+    fits("upload at 400")
+    shot(page, "long-name-400")
+
+    page.set_viewport_size(LAPTOP)
+    page.goto(served + "/history")
+    page.wait_for_selector("body[data-ready=true]")
+    page.locator("#history details.batch summary").first.click()
+    page.locator("#history tr[data-state=failed]").wait_for()
+    fits("history at 1366")
+    shot(page, "long-name-history-1366")
+    page.set_viewport_size(PHONE)
+    fits("history at 400")
+
+    make_staff(embedded_stack, "lena")
+    page.set_viewport_size(LAPTOP)
+    page.goto(served + "/staff")
+    page.locator("#jobs tbody tr", has_text="Liver3").nth(1).wait_for()
+    fits("staff at 1366")
+    actions = page.locator("#jobs tbody tr", has_text="_broken.tif").get_by_role("button", name="Free its bytes")
+    assert actions.evaluate("b => b.getBoundingClientRect().right") <= LAPTOP["width"]  # State and Actions in view
+    shot(page, "staff-long-name-1366")
+    page.set_viewport_size(PHONE)
+    fits("staff at 400")
+    shot(page, "staff-long-name-400")
+    assert page.errors == []

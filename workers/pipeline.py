@@ -119,7 +119,7 @@ def _run_job(services: Services, job_id: int, worker: str) -> str | RetryLater:
         except job_states.LeaseLost:
             return "lease lost"
         except (JobFailed, converters.ConversionError) as e:
-            run.finish(JobState.FAILED, str(e), can_retry=False)  # the same content would fail the same way
+            run.finish(JobState.FAILED, _their_names(job, str(e)), can_retry=False)  # the same content would fail the same way
             return "failed"
         except OmeroError as e:
             if e.transient and job.attempts <= services.config["JOB_MAX_RETRIES"]:
@@ -137,6 +137,15 @@ def _run_job(services: Services, job_id: int, worker: str) -> str | RetryLater:
                                         "the facility staff can see the details",
                        detail=_noted(job, f"attempt {job.attempts} on {worker}:\n{traceback.format_exc()}"))
             return "failed"
+
+
+def _their_names(job: Job, message: str) -> str:
+    """A converter's message names the staged files: say the researcher's names (a long one was cut)."""
+    for f in job.files:
+        shown = f.name.rsplit("/", 1)[-1]
+        if f.stored_name != shown:
+            message = message.replace(f.stored_name, shown)
+    return message
 
 
 def _noted(job: Job, line: str) -> str:

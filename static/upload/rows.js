@@ -10,7 +10,7 @@ export const badgeClass = (state) => `state state-${state} colour-${STATES[state
 
 function namesCell(files) {
   const cell = el("td", { class: "names" });
-  files.forEach((f, i) => cell.append(el("div", { class: i ? "partner" : "primary" }, f.name)));
+  files.forEach((f, i) => cell.append(el("div", { class: i ? "partner" : "primary", title: f.name }, f.name)));
   return cell;
 }
 
