@@ -197,10 +197,11 @@ def test_a_file_that_keeps_killing_workers_fails_instead_of_looping(embedded_app
     assert "stopped the worker" in job(embedded_app, job_id).message
 
 
-def test_an_empty_file_fails_with_its_own_message(embedded_app, alice):
+def test_an_empty_file_fails_with_its_own_message_before_it_reaches_a_worker(embedded_app, alice):
     batch = alice.send({"empty.emd": b""})
-    assert run(embedded_app, batch["jobs"][0]["id"]) == "failed"
-    assert "empty" in job(embedded_app, batch["jobs"][0]["id"]).message
+    assert batch["jobs"][0]["state"] == "failed"
+    assert run(embedded_app, batch["jobs"][0]["id"]) == "not claimable"
+    assert job(embedded_app, batch["jobs"][0]["id"]).message.startswith("empty.emd is empty (0 bytes)")
 
 
 def test_the_folder_is_kept_on_its_images_and_not_on_files_chosen_by_hand_beside_it(embedded_app, alice):
