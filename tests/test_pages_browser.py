@@ -4,7 +4,7 @@ test-artifacts/."""
 import sqlalchemy as sa
 
 from app.core.db import Database
-from app.core.models import User
+from app.core.models import Job, User
 from tests.browser_helpers import ROWS, copy_samples, make_staff, shot, sign_in, wait_for_state
 from tests.helpers import ome_tiff
 
@@ -209,7 +209,7 @@ def test_retry_from_history_after_signing_in_again(browser, served, embedded_sta
 def test_a_long_name_imports_and_wraps_in_every_table_at_1366_and_400px(browser, served, embedded_stack, tmp_path):  # noqa: F811
     long = "Liver3_grid7_" + "abcdefghij" * 22  # 233 characters without a space: over the 200 bytes a staged name may take
     good_file, broken_file = tmp_path / f"{long}.ome.tif", tmp_path / f"{long}_broken.tif"
-    good_file.write_bytes(ome_tiff(seed=95))
+    good_file.write_bytes(ome_tiff(seed=95, microscope="Thermo Scientific Talos F200X G2 (TITAN52336320, room B.204)"))
     broken_file.write_bytes(b"II*\x00" + b"\xff" * 64)
     page = sign_in(browser, served, "lena", LAPTOP)
     page.set_input_files("#files", [str(good_file), str(broken_file)])
@@ -218,6 +218,7 @@ def test_a_long_name_imports_and_wraps_in_every_table_at_1366_and_400px(browser,
     page.locator("#batch-summary:not([hidden])").wait_for(timeout=120_000)
     good, broken = page.locator(ROWS, has_text="Liver3").all()
     assert good.get_attribute("data-state") == "imported"  # the extension survived the cut
+    link = good.locator("a", has_text="Open in OMERO").get_attribute("href")
     assert broken.get_attribute("data-state") == "failed" and f"{long}_broken.tif is not a valid" in broken.inner_text()
     assert good.locator(".names .primary").get_attribute("title") == f"{long}.ome.tif"
 
@@ -240,6 +241,12 @@ def test_a_long_name_imports_and_wraps_in_every_table_at_1366_and_400px(browser,
     shot(page, "long-name-history-1366")
     page.set_viewport_size(PHONE)
     fits("history at 400")
+    for path in ("/store", link):  # "My images": each value keeps its label in one block per image
+        page.goto(served + path)
+        fits(path)
+        assert page.locator("td[data-label=Project]").first.evaluate(
+            "c => getComputedStyle(c, '::before').content") == '"Project: "'
+    shot(page, "store-image-400")
 
     make_staff(embedded_stack, "lena")
     page.set_viewport_size(LAPTOP)
@@ -251,5 +258,34 @@ def test_a_long_name_imports_and_wraps_in_every_table_at_1366_and_400px(browser,
     shot(page, "staff-long-name-1366")
     page.set_viewport_size(PHONE)
     fits("staff at 400")
+    microscope = page.locator("#filters select[name=microscope]").evaluate("s => s.getBoundingClientRect().right")
+    assert microscope <= PHONE["width"]
     shot(page, "staff-long-name-400")
+    assert page.errors == []
+
+
+def test_a_cancel_that_lost_the_race_leaves_no_error_and_the_fields_come_back(browser, served_without_worker,
+                                                                              embedded_stack, tmp_path):  # noqa: F811
+    base = served_without_worker
+    (tmp_path / "raced.ome.tif").write_bytes(ome_tiff(seed=97))
+    page = sign_in(browser, base, "ray", LAPTOP)
+    page.set_input_files("#files", str(tmp_path / "raced.ome.tif"))
+    page.locator(f"{ROWS}[data-state=pending]").wait_for()
+    page.click("#import")
+    wait_for_state(page, "raced.ome.tif", "queued", timeout=60_000)
+    assert page.locator("#group").is_hidden()  # while the import runs, its settings are folded away
+    # meanwhile a worker found the file in OMERO already; its event has not reached the page when Cancel is pressed
+    db = Database(f"sqlite:///{embedded_stack['PORTAL_DATA_DIR']}/portal.sqlite")
+    with db.session() as session:
+        session.execute(sa.update(Job).values(state="duplicate", message="Already in OMERO as image 7"))
+        session.commit()
+    db.dispose()
+    page.get_by_role("button", name="Cancel raced.ome.tif").click()
+    wait_for_state(page, "raced.ome.tif", "duplicate")
+    assert page.locator("#message").is_hidden()  # the refusal is not left behind: the row says what happened
+    assert page.locator("#group").is_visible() and page.locator("#group").is_enabled()  # ready for the next import
+    assert page.locator("#pair-value-1").is_enabled()
+    page.goto(base + "/history")
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.locator("#history details.batch summary .counts").inner_text().strip() == "1 already in OMERO"
     assert page.errors == []

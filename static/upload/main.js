@@ -50,7 +50,7 @@ function summarise() {
       + `${count(jobs, "imported")} imported, ${count(jobs, "duplicate")} already in OMERO, `
       + `${count(jobs, "failed")} failed, ${running} in progress`
       + (state.notSent.length ? `; ${state.notSent.length} not sent` : "");
-    const finished = jobs.length && running === 0;
+    const finished = batchFinished();
     done.hidden = !finished;
     if (finished) {
       const toCheck = jobs.filter((j) => j.state === "imported" && j.warnings && j.warnings.length);
@@ -81,12 +81,18 @@ function summarise() {
   $("import").disabled = state.sending || (batch ? !resuming || !readyToResume() : !(state.plan && state.plan.importable));
   $("clear").disabled = state.sending;
   $("resume-hint").hidden = !resuming || state.sending || readyToResume();
-  const locked = Boolean(batch);
+  // an import under way keeps its group and key-values; a finished one shows them again for the next
+  const locked = Boolean(batch) && !batchFinished();
   $("group").disabled = locked;
   $("add-pair").disabled = locked;
   pairs.lock(locked);
   // during an import the form shrinks to its pickers, so the list is in view (its summary is batch-info)
   $("batch-form").classList.toggle("collapsed", locked);
+}
+
+function batchFinished() {
+  const jobs = state.batch ? state.batch.jobs : [];
+  return jobs.length > 0 && count(jobs, "uploading", "queued", "converting", "importing") === 0;
 }
 
 function readyToResume() {
@@ -298,7 +304,15 @@ async function jobAction(job, verb) {
     // The live stream may already have brought newer states than this answer: then it wins.
     if (state.lastEvent.get(job.id) === seen) applyJob(answer);
     say("");
-  } catch (e) { say(e.message); }
+  } catch (e) {
+    // A Cancel that lost the race (the job started or even imported meanwhile): the row shows what
+    // happened, no error stays behind
+    if (e.code === "not_allowed" && verb === "cancel") {
+      const now = await api("GET", `/api/jobs/${job.id}`).catch(() => null);
+      if (now && now.state !== "uploading" && now.state !== "queued") { applyJob(now); say(""); return; }
+    }
+    say(e.message);
+  }
 }
 
 // -- leaving an import behind ---------------------------------------------------------------------
