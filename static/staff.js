@@ -1,6 +1,7 @@
 // Staff pages: the dashboard (every user's jobs, refreshed when any job event arrives; workers and the
 // queue every few seconds) and one job's page, with the same actions. Values are set as text only.
-"use strict";
+import { pictures } from "./thumbs.js";
+
 (() => {
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const el = (tag, attrs = {}, text) => {
@@ -33,6 +34,8 @@
   const page = document.getElementById("job");  // one job's page
   if (page) {
     const job = JSON.parse(page.textContent);
+    const box = pictures(job);
+    if (box) document.getElementById("job-actions").before(box);
     document.querySelectorAll("#job-actions button").forEach((button) => {
       button.onclick = () => act(job, button.dataset.action, (ok) => { if (ok) window.location.reload(); });
     });
@@ -65,6 +68,8 @@
       el("td", { class: "names", title: job.files.join(" + ") }, job.files.join(" + ")),
       el("td"), el("td", { class: "details" }, job.message + (job.worker ? ` (on ${job.worker})` : "")), actions];
     cells[0].append(link); cells[4].append(state);
+    const box = pictures(job);
+    if (box) cells[3].append(box);
     tr.append(...cells);
     return tr;
   }

@@ -147,6 +147,10 @@ class Job(Base):
             "image_ids": self.image_ids, "link": self.link, "total_size": self.total_size,
             "can_retry": self.state == JobState.FAILED and self.can_retry,
             "warnings": self.warnings or [], "summary": self.summary(),
+            # what the rows show as pictures: each image's thumbnail, each spectrum's plot
+            "images": [{"id": i["id"], "name": i["name"]} for i in self.images or []],
+            "plots": [{"file_id": a["file_id"], "title": a["title"]} for a in self.attachments or []
+                      if a["kind"] == "spectrum-plot"],
         }
 
     def summary(self) -> str:

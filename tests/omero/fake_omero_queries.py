@@ -106,6 +106,7 @@ class FakeQuery:
             q.KEY_VALUES: self._key_values,
             q.PIXELS_SHA1: self._pixels_sha1,
             q.IMAGE_TAGS: self._image_tags,
+            q.IMAGE_PIXELS: self._image_pixels,
             q.FILESET_FILE_SIZES: self._fileset_file_sizes,
             q.PROVENANCE_CONTENT_SIZES: self._provenance_content_sizes,
         }
@@ -200,6 +201,9 @@ class FakeQuery:
             return []
         linked = [self.store.rows[link.fields["child"]] for link in self.store.select("ialink", parent=iid)]
         return [[rstring(text)] for text in sorted(a.fields["text"] for a in linked if a.kind == "tag")]
+
+    def _image_pixels(self, groups, iid, owner):
+        return [[rlong(p.id)] for p in self.store.select("pixels", groups, image=iid) if p.owner == owner]
 
     def _pixels_sha1(self, groups, ids):
         return [[rlong(p.fields["image"]), rstring(p.fields["sha1"]) if p.fields["sha1"] else None]
