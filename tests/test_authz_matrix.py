@@ -82,6 +82,7 @@ CASES = [
     ("POST", "/api/staff/jobs/{waiting2}/cancel", None, STAFF_API),
     ("POST", "/api/staff/jobs/{waiting2}/free", None, STAFF_API),  # cancelled just above
     ("GET", "/staff/microscopes", None, STAFF_PAGE),
+    ("POST", "/staff/digest", None, STAFF_PAGE | {"staff": 303}),
     ("POST", "/staff/microscopes", None, STAFF_PAGE | {"staff": 303}),  # no name given: told so
     ("POST", "/api/staff/import-as", {"on_behalf_of": "alice"}, STAFF_API),
     ("POST", "/api/staff/batches",

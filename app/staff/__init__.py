@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 from datetime import timedelta
 
-from flask import Blueprint, abort, current_app, g, render_template, request
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
@@ -98,6 +98,18 @@ def dashboard():
                            disk_free=human_size(disk.free), disk_total=human_size(disk.total), users=users, microscopes=sorted(microscopes), groups=sorted(groups),
                            states=[JobState.UPLOADING, JobState.QUEUED, *JobState.RUNNING, *JobState.FINAL], page_states=page_states(),
                            status=status)
+
+
+@bp.post("/staff/digest")
+@staff_required
+def digest():
+    """Turn this staff member's daily e-mail of failed jobs on or off."""
+    wanted = request.form.get("digest") == "on"
+    with _db() as db:
+        db.get(User, g.user.id).failure_digest = wanted
+        db.commit()
+    flash(f"You {'now get' if wanted else 'no longer get'} a daily e-mail of the jobs that failed", "info")
+    return redirect(url_for("staff.dashboard"), 303)
 
 
 @bp.get("/staff/jobs/<int:job_id>")

@@ -174,7 +174,7 @@ async function startImport() {
   const sendable = plan.groups.filter((g) => !g.error && !g.skipped);
   const names = sendable.flatMap((g) => g.files.map((f) => f.name));
   const body = { group_id: Number($("group").value), key_values: pairs.values(), folder: commonFolder(names),
-    files: sendable.flatMap((g) => g.files) };
+    files: sendable.flatMap((g) => g.files), notify: $("notify").checked };
   $("import").disabled = true;
   if (importAs) body.on_behalf_of = importAs;
   try { state.batch = await api("POST", importAs ? "/api/staff/batches" : "/api/batches", body); }
@@ -363,6 +363,15 @@ async function init() {
       ": the images will be theirs, in one of their groups; the import records that you made it.");
   }
   for (const group of groups) $("group").append(el("option", { value: group.id }, group.name));
+  // e-mail when a long import ends: as the user last chose; only for their own imports, with an address
+  const canNotify = state.me.can_notify && !importAs;
+  $("notify").checked = canNotify && state.me.notify_imports;
+  $("notify").disabled = !canNotify;
+  $("notify-after").textContent = state.me.notify_after_minutes;
+  if (!canNotify) {
+    $("notify-hint").textContent = importAs ? "(for the researcher's own imports only)"
+      : "(needs an e-mail address in your OMERO account and a mail server for the portal)";
+  }
   pairs = new Pairs($("pairs"), state.me.batch_keys, $("group"));
   pairs.add();
   rows = new Rows(document.querySelector("#rows tbody"), {
