@@ -289,3 +289,22 @@ def test_a_cancel_that_lost_the_race_leaves_no_error_and_the_fields_come_back(br
     page.wait_for_selector("body[data-ready=true]")
     assert page.locator("#history details.batch summary .counts").inner_text().strip() == "1 already in OMERO"
     assert page.errors == []
+
+
+def test_files_chosen_by_hand_beside_a_folder_keep_the_folders_key_value(browser, served_without_worker, tmp_path):  # noqa: F811
+    base = served_without_worker
+    (tmp_path / "loose.ome.tif").write_bytes(ome_tiff(seed=98))
+    folder = tmp_path / "session-5"
+    folder.mkdir()
+    (folder / "inside.ome.tif").write_bytes(ome_tiff(seed=99))
+    page = sign_in(browser, base, "kai", LAPTOP)
+    page.set_input_files("#files", str(tmp_path / "loose.ome.tif"))
+    page.locator(ROWS).first.wait_for()
+    page.set_input_files("#folder", str(folder))  # added to the same import
+    page.locator(ROWS).nth(1).wait_for()
+    page.click("#import")
+    wait_for_state(page, "inside.ome.tif", "queued", timeout=60_000)
+    assert "Folder = session-5" in page.inner_text("#batch-info")
+    batch = page.request.get(base + "/api/batches").json()["batches"][0]
+    assert batch["folder"] == "session-5"  # the workers put it on the folder's images only (tests/test_pipeline.py)
+    assert page.errors == []
