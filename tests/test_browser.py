@@ -69,7 +69,9 @@ def test_a_researcher_imports_a_folder_of_samples_and_watches_every_row(browser,
     assert "check: pixel size unknown" in row(page, "odd name.ome.tif").inner_text()
     label, symbol, colour = badge(page, "orphan_1.ser")
     assert (label, symbol) == ("Not sent", '"⊘"') and colour != "rgb(185, 230, 179)"
-    assert page.locator("#rows img").count() == 0  # a name is text, never markup
+    # a name is text, never markup: the only pictures are the thumbnails the page made
+    assert page.locator("#rows img").evaluate_all("imgs => imgs.every((i) => i.parentElement.className === 'thumbs')")
+    assert page.locator("#rows img[src*='/thumbnail']").count() >= 5
     assert "Sample = Grid 7" in page.inner_text("#batch-info") and "Folder = session-42" in page.inner_text("#batch-info")
     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scrolling
     shot(page, "upload-after")

@@ -24,6 +24,7 @@ def test_staff_watch_all_users_jobs_and_open_a_failure(browser, served, embedded
     staff.wait_for_function("() => document.querySelectorAll('#jobs tbody tr').length === 1", timeout=60_000)
     shot(staff, "staff-dashboard")
     staff.locator("#jobs tbody tr a").first.click()
+    staff.wait_for_url("**/staff/jobs/*")  # the job's own page, not the list still on screen
     assert "broken.tif" in staff.inner_text("body")
     assert staff.locator("h1 .state").evaluate("b => getComputedStyle(b).backgroundColor") == "rgb(255, 180, 171)"  # red
     shot(staff, "staff-job")
