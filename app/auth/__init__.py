@@ -21,6 +21,7 @@ from app.core.db import utcnow
 from app.core.models import Job, JobState, User, WebSession
 from app.core.omero.base import OmeroError, SessionExpired
 from app.errors import error_response
+from app.extensions import csrf
 
 bp = Blueprint("auth", __name__)
 log = logging.getLogger(__name__)
@@ -42,7 +43,6 @@ def _is_api() -> bool:
 def load_user() -> None:
     """Who is asking: a bearer token (scripts) or the session cookie (browsers); CSRF for the latter."""
     from app.auth.tokens import user_for_token
-    from app.factory import csrf
 
     g.user, g.auth = None, None
     if request.authorization and request.authorization.type == "bearer":
