@@ -120,6 +120,9 @@ def _serve(no_worker: bool, processes: int) -> None:
             self.cfg.set("timeout", 120)
             self.cfg.set("graceful_timeout", 5)  # event streams never end by themselves
             self.cfg.set("accesslog", "-")
+            # gunicorn 27's control socket is one path per user (~/.gunicorn/gunicorn.ctl): two portals,
+            # or a portal and its tests, on one host would remove each other's. The portal uses none.
+            self.cfg.set("control_socket_disable", True)
             self.cfg.set("when_ready", lambda _server: print(
                 f"\n  OMERO Upload Portal ({config['MODE']} mode): http://{config['HOST']}:{config['PORT']}/\n",
                 flush=True))

@@ -4,12 +4,10 @@ from __future__ import annotations
 import logging
 
 from flask import Flask
-from flask_wtf.csrf import CSRFProtect
 
 from app.core import config as portal_config
 from app.core.config import ROOT
-
-csrf = CSRFProtect()
+from app.extensions import csrf
 
 
 def create_app(overrides: dict | None = None, *, check_schema: bool = True) -> Flask:

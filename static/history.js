@@ -10,6 +10,9 @@ function params() {
   return new URLSearchParams(window.location.search);
 }
 
+// "Already in OMERO" -> "already in OMERO": only the first letter, a name keeps its capitals
+const lower = (text) => text.charAt(0).toLowerCase() + text.slice(1);
+
 function counts(states, toCheck) {
   const line = el("span", { class: "counts" });
   const badge = (cls, text) => line.append(el("span", { class: cls }, text), " ");
@@ -17,8 +20,8 @@ function counts(states, toCheck) {
     // imported jobs with warnings are counted apart, marked as their rows are: never plain green
     const plain = state === "imported" ? n - toCheck : n;
     // a job not sent completely wears the pending badge (its symbol), with its own label
-    if (plain) badge(badgeClass(state === "uploading" ? "pending" : state), `${plain} ${label(state).toLowerCase()}`);
-    if (state === "imported" && toCheck) badge(`${badgeClass(state)} state-check`, `${toCheck} ${label(state).toLowerCase()}, to check`);
+    if (plain) badge(badgeClass(state === "uploading" ? "pending" : state), `${plain} ${lower(label(state))}`);
+    if (state === "imported" && toCheck) badge(`${badgeClass(state)} state-check`, `${toCheck} ${lower(label(state))}, to check`);
   }
   return line;
 }
@@ -39,6 +42,11 @@ function batchItem(batch) {
   return item;
 }
 
+// The opened imports, followed live: batch id -> {item, rows, jobs}; job id -> newest event applied.
+const opened = new Map();
+const lastEvent = new Map();
+let source = null;
+
 async function openBatch(item, id) {
   item.dataset.loaded = "true";
   const table = el("table", { class: "jobs" });
@@ -46,17 +54,47 @@ async function openBatch(item, id) {
   const tbody = el("tbody");
   table.append(tbody);
   item.append(table);
-  const rows = new Rows(tbody, { cancel: (job) => act(rows, job, "cancel"), retry: (job) => act(rows, job, "retry") });
+  const open = { item, jobs: [] };
+  open.rows = new Rows(tbody, { cancel: (job) => act(open, job, "cancel"), retry: (job) => act(open, job, "retry") });
   try {
     const batch = await api("GET", `/api/batches/${id}`);
-    batch.jobs.forEach((job) => rows.job(job));
+    open.jobs = batch.jobs;
+    batch.jobs.forEach((job) => open.rows.job(job));
+    opened.set(id, open);
+    follow(batch.cursor);
   } catch (e) { say(`This import could not be loaded: ${e.message}`); }
 }
 
-async function act(rows, job, verb) {
+// One stream from the first opened import's cursor on: later imports' events come after it.
+function follow(cursor) {
+  if (source) return;
+  source = new EventSource(`/api/events?after=${cursor}`);
+  source.addEventListener("job", (message) => {
+    const { job, event_id: eventId } = JSON.parse(message.data);
+    if (lastEvent.get(job.id) >= eventId) return;  // a replayed event already applied
+    lastEvent.set(job.id, eventId);
+    update(job);
+  });
+}
+
+// A job's new state: its row, and its import's counts (Retry turns "1 failed" into "1 imported").
+function update(job) {
+  const open = opened.get(job.batch_id);
+  const known = open && open.jobs.find((j) => j.id === job.id);
+  if (!known) return;
+  Object.assign(known, job);
+  open.rows.job(known);
+  const states = {};
+  open.jobs.forEach((j) => { states[j.state] = (states[j.state] || 0) + 1; });
+  const toCheck = open.jobs.filter((j) => j.state === "imported" && j.warnings && j.warnings.length).length;
+  open.item.querySelector("summary .counts").replaceWith(counts(states, toCheck));
+}
+
+async function act(open, job, verb) {
+  const seen = lastEvent.get(job.id);
   try {
-    Object.assign(job, await api("POST", `/api/jobs/${job.id}/${verb}`));
-    rows.job(job);
+    const answer = await api("POST", `/api/jobs/${job.id}/${verb}`);
+    if (lastEvent.get(job.id) === seen) update(answer);  // the stream may already have brought newer states
     say("");
   } catch (e) { say(e.message); }
 }
@@ -68,6 +106,7 @@ async function show() {
   let answer;
   try { answer = await api("GET", `/api/history?${query}`); }
   catch (e) { say(`Your imports could not be loaded: ${e.message}`); return; }
+  opened.clear();
   $("history").replaceChildren(...answer.batches.map(batchItem));
   const filtered = query.get("state") || query.get("q");
   $("history-count").textContent = answer.total

@@ -1,30 +1,52 @@
-// The staff dashboard: every user's jobs, refreshed when any job event arrives; workers and the
-// queue every few seconds. Values are set as text only.
-"use strict";
+// Staff pages: the dashboard (every user's jobs, refreshed when any job event arrives; workers and the
+// queue every few seconds) and one job's page, with the same actions. Values are set as text only.
+import { pictures } from "./thumbs.js";
+
 (() => {
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
-  const STATES = JSON.parse(document.getElementById("states").textContent);  // declared on the server
-  const tbody = document.querySelector("#jobs tbody");
-  const filters = document.getElementById("filters");
   const el = (tag, attrs = {}, text) => {
     const node = document.createElement(tag);
     Object.entries(attrs).forEach(([k, v]) => node.setAttribute(k, v));
     if (text !== undefined) node.textContent = text;
     return node;
   };
-  const query = () => new URLSearchParams([...new FormData(filters)].filter(([, v]) => v)).toString();
-
   const message = document.getElementById("staff-message");
   const say = (text) => { message.textContent = text || ""; message.hidden = !text; };
-  let canMoveToFront = document.getElementById("jobs").dataset.front === "true";
 
-  async function act(job, action) {
-    const response = await fetch(`/api/staff/jobs/${job}/${action}`, { method: "POST", headers: { "X-CSRFToken": csrf } });
+  // Cancelling or freeing ends a researcher's work (an upload may be on its way): asked first.
+  const ASK = {
+    cancel: (job) => `Cancel job ${job.id} of ${job.user} (${job.files.join(" + ")})?`
+      + (job.state === "uploading" ? " Its upload is still on its way and stops." : ""),
+    free: (job) => `Delete the staged bytes of job ${job.id} of ${job.user} (${job.files.join(" + ")})?`
+      + " Retry will then need the files again.",
+  };
+
+  // Act on a job; then(ok) shows its new state.
+  async function act(job, action, then) {
+    if (ASK[action] && !window.confirm(ASK[action](job))) return;
+    const response = await fetch(`/api/staff/jobs/${job.id}/${action}`, { method: "POST", headers: { "X-CSRFToken": csrf } });
     const body = await response.json().catch(() => ({}));
-    if (!response.ok) say(`Job ${job}: ${body.error || response.statusText}`);
-    else say(action === "free" ? `Job ${job}: ${body.freed_bytes.toLocaleString()} bytes freed` : "");
-    refresh();
+    if (!response.ok) say(`Job ${job.id}: ${body.error || response.statusText}`);
+    else say(action === "free" ? `Job ${job.id}: ${body.freed_bytes.toLocaleString()} bytes freed` : "");
+    then(response.ok);
   }
+
+  const page = document.getElementById("job");  // one job's page
+  if (page) {
+    const job = JSON.parse(page.textContent);
+    const box = pictures(job);
+    if (box) document.getElementById("job-actions").before(box);
+    document.querySelectorAll("#job-actions button").forEach((button) => {
+      button.onclick = () => act(job, button.dataset.action, (ok) => { if (ok) window.location.reload(); });
+    });
+    return;
+  }
+
+  const STATES = JSON.parse(document.getElementById("states").textContent);  // declared on the server
+  const tbody = document.querySelector("#jobs tbody");
+  const filters = document.getElementById("filters");
+  const query = () => new URLSearchParams([...new FormData(filters)].filter(([, v]) => v)).toString();
+  let canMoveToFront = document.getElementById("jobs").dataset.front === "true";
 
   function row(job) {
     const tr = el("tr", { "data-job": String(job.id) });
@@ -32,20 +54,22 @@
     const check = job.state === "imported" && job.warnings && job.warnings.length;  // imported, to check
     const state = el("span", { class: `state state-${job.state} colour-${STATES[job.state].colour}${check ? " state-check" : ""}`,
       title: check ? `check: ${job.warnings.join(", ")}` : "" }, check ? `${job.state}, check` : job.state);
-    const actions = el("td");
+    const actions = el("td", { class: "actions" });
     const can = { retry: job.can_retry, front: canMoveToFront && job.state === "queued",
       cancel: !STATES[job.state].final, free: job.staged };
     for (const [action, label] of [["retry", "Retry"], ["cancel", "Cancel"], ["front", "Move to front"],
       ["free", "Free its bytes"]]) {
       if (!can[action]) continue;
       const button = el("button", { type: "button" }, label);
-      button.onclick = () => act(job.id, action);
+      button.onclick = () => act(job, action, refresh);
       actions.append(button, " ");
     }
     const cells = [el("td"), el("td", { "data-label": "User" }, job.user), el("td", { "data-label": "Group" }, job.group),
-      el("td", {}, job.files.join(" + ")),
-      el("td"), el("td", {}, job.message + (job.worker ? ` (on ${job.worker})` : "")), actions];
+      el("td", { class: "names", title: job.files.join(" + ") }, job.files.join(" + ")),
+      el("td"), el("td", { class: "details" }, job.message + (job.worker ? ` (on ${job.worker})` : "")), actions];
     cells[0].append(link); cells[4].append(state);
+    const box = pictures(job);
+    if (box) cells[3].append(box);
     tr.append(...cells);
     return tr;
   }

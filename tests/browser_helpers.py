@@ -56,3 +56,17 @@ def copy_samples(folder, names: dict[str, str]):
     for target, source in names.items():
         shutil.copy(SAMPLES / source, folder / target)
     return folder
+
+
+def make_staff(stack, username):
+    """Make a user of the served embedded portal staff (the role a sign-in gives is read anew each request)."""
+    import sqlalchemy as sa
+
+    from app.core.db import Database
+    from app.core.models import User
+
+    db = Database(f"sqlite:///{stack['PORTAL_DATA_DIR']}/portal.sqlite")
+    with db.session() as session:
+        session.execute(sa.update(User).where(User.username == username).values(is_staff=True))
+        session.commit()
+    db.dispose()

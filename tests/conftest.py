@@ -177,3 +177,24 @@ def omero_gateway(fake_omero):
         client_factory=fake_omero.client_factory, settle_seconds=0.05, import_timeout_seconds=5,
         poll_seconds=0.05,
     )
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server process (aiosmtpd, in a thread) that keeps what it receives: (controller, inbox)."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message
+
+    class Inbox(Message):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def handle_message(self, message):
+            self.messages.append(message)
+
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller, inbox
+    controller.stop()

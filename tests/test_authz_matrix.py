@@ -8,7 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from app.core.models import User
-from tests.helpers import Portal, close_app, make_app, ome_tiff
+import converters
+from tests.helpers import Portal, close_app, make_app, ome_tiff, with_more
 from tests.sse_clients import read_stream
 from workers import pipeline
 
@@ -38,8 +39,8 @@ CASES = [
     ("GET", "/tokens", None, PAGE),
     ("GET", "/history", None, PAGE),
     ("GET", "/api/history?state=failed&q=f.ome", None, API),
-    ("POST", "/tokens", None, {"anonymous": 302, "owner": 200, "other": 200, "staff": 200}),
-    ("POST", "/tokens/{token}/revoke", None, {"anonymous": 302, "owner": 200, "other": 404, "staff": 404}),
+    ("POST", "/tokens", None, {"anonymous": 302, "owner": 303, "other": 303, "staff": 303}),  # then GET /tokens
+    ("POST", "/tokens/{token}/revoke", None, {"anonymous": 302, "owner": 303, "other": 404, "staff": 404}),
     ("GET", "/api/me", None, API),
     ("POST", "/api/plan", {"files": [{"name": "a.tif", "size": 1}]}, API),
     # every user of the embedded store is in its one group; another group's id is refused in test_api
@@ -55,6 +56,8 @@ CASES = [
     ("GET", "/api/jobs/{imported}/confirm", None, MINE),
     ("GET", "/api/jobs/{imported}/files/{original}", None, MINE),
     ("GET", "/api/jobs/{imported}/images/{image}", None, MINE),
+    ("GET", "/api/jobs/{imported}/images/{image}/thumbnail", None, MINE | {"staff": 200}),  # the staff view shows them
+    ("GET", "/api/jobs/{imported}/plots/{plot}", None, MINE | {"staff": 200}),
     ("POST", "/api/jobs/{failed}/retry", None, MINE),  # staff retry {failed2}: each a failed job
     ("POST", "/api/jobs/{waiting}/check", {"files": [{"id": "{file}", "sha1": "0" * 40}]}, MINE),  # before cancel
     ("POST", "/api/jobs/{waiting}/cancel", None, MINE),
@@ -79,6 +82,7 @@ CASES = [
     ("POST", "/api/staff/jobs/{waiting2}/cancel", None, STAFF_API),
     ("POST", "/api/staff/jobs/{waiting2}/free", None, STAFF_API),  # cancelled just above
     ("GET", "/staff/microscopes", None, STAFF_PAGE),
+    ("POST", "/staff/digest", None, STAFF_PAGE | {"staff": 303}),
     ("POST", "/staff/microscopes", None, STAFF_PAGE | {"staff": 303}),  # no name given: told so
     ("POST", "/api/staff/import-as", {"on_behalf_of": "alice"}, STAFF_API),
     ("POST", "/api/staff/batches",
@@ -91,12 +95,15 @@ STREAMS = {"/api/events?after=0", "/api/staff/events?after=0"}
 
 @pytest.fixture
 def world(embedded_stack, monkeypatch):
-    """Alice's batch with a waiting, a failed and an imported job, her token and image; bob; staff sam."""
+    """Alice's batch with a waiting, a failed and an imported job (two images and a spectrum), her token and
+    image; bob; staff sam."""
     app = make_app(embedded_stack | {"PORTAL_STAFF_USERS": "sam"}, monkeypatch)
     alice = Portal(app.test_client(), "alice")
     imported = alice.send({"done.ome.tif": ome_tiff(seed=31)})["jobs"][0]
     failed, failed2 = alice.send({"f.ome.tif": ome_tiff(seed=34), "f2.ome.tif": ome_tiff(seed=35)})["jobs"]
-    with app.app_context():
+    real = converters.convert
+    with app.app_context(), monkeypatch.context() as patched:
+        patched.setattr(converters, "convert", lambda files, out, options: with_more(real(files, out, options), out))
         pipeline.run_job(app.extensions["services"], imported["id"], "matrix")
     with app.extensions["services"].db.session() as db:  # her OMERO session ends: failures Retry can fix
         db.execute(sa.update(User).where(User.username == "alice").values(omero_key=None))
@@ -112,7 +119,8 @@ def world(embedded_stack, monkeypatch):
            "token": tokens[0], "token2": tokens[1], "group": alice.me["groups"][0]["id"],
            "image": app.extensions["services"].omero.images_of("alice")[0]["id"],
            "stored_file": app.extensions["services"].omero.images_of("alice")[0]["files"][0].id,
-           "original": alice.get(f"/api/jobs/{imported['id']}").get_json()["originals"][0]["url"].rsplit("/", 1)[1]}
+           "original": alice.get(f"/api/jobs/{imported['id']}").get_json()["originals"][0]["url"].rsplit("/", 1)[1],
+           "plot": alice.get(f"/api/jobs/{imported['id']}").get_json()["plots"][0]["file_id"]}
     clients = {"anonymous": anonymous(app), "owner": alice, "other": Portal(app.test_client(), "bob"),
                "staff": Portal(app.test_client(), "sam")}
     yield app, clients, ids

@@ -68,7 +68,9 @@ def test_a_researcher_imports_a_folder_of_samples_and_watches_every_row(browser,
     assert "check: pixel size unknown" in row(page, "odd name.ome.tif").inner_text()
     label, symbol, colour = badge(page, "orphan_1.ser")
     assert (label, symbol) == ("Not sent", '"⊘"') and colour != "rgb(185, 230, 179)"
-    assert page.locator("#rows img").count() == 0  # a name is text, never markup
+    # a name is text, never markup: the only pictures are the thumbnails the page made
+    assert page.locator("#rows img").evaluate_all("imgs => imgs.every((i) => i.parentElement.className === 'thumbs')")
+    assert page.locator("#rows img[src*='/thumbnail']").count() >= 5
     assert "Sample = Grid 7" in page.inner_text("#batch-info") and "Folder = session-42" in page.inner_text("#batch-info")
     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scrolling
     shot(page, "upload-after")
@@ -301,3 +303,44 @@ def test_remove_clear_cancel_and_drop_with_the_keyboard(browser, served_without_
     assert len({frozenset(v) for v in by_name.values()}) == len(by_name) == 6  # gray yellow cyan green orange red
     assert "28 days" in page.inner_text("#retention")
     shot(page, "help")
+
+
+def test_each_imported_image_and_spectrum_shows_its_picture_in_rows_history_and_staff(browser, served, embedded_stack,
+                                                                                     tmp_path):
+    from tests.browser_helpers import make_staff
+
+    folder = copy_samples(tmp_path / "pictures", {"stack.emd": "fei_example_tem_stack.emd",
+                                                  "eds.emd": "SI_empty_selection.emd", "carbon.dm3": "08_carbon.dm3"})
+    page = sign_in(browser, served, "pia")
+    page.set_input_files("#folder", str(folder))
+    page.locator(ROWS).nth(2).wait_for()
+    page.click("#import")
+    page.locator("#batch-summary:not([hidden])").wait_for(timeout=180_000)
+    loaded = "imgs => imgs.length > 0 && imgs.every((i) => i.complete && i.naturalWidth > 0)"
+
+    def pictures(where, name):
+        shown = where.locator("tr", has_text=name).locator(".thumbs img")
+        shown.first.wait_for()
+        where.wait_for_function(f"() => ({loaded})([...document.querySelectorAll('tr .thumbs img')])")
+        return shown.evaluate_all("imgs => imgs.map((i) => [i.getAttribute('src'), i.naturalWidth, i.naturalHeight])")
+
+    stack = pictures(page, "stack.emd")
+    assert len(stack) == 1 and "/thumbnail" in stack[0][0] and max(stack[0][1:]) == 96  # OMERO's size, its shape
+    eds = pictures(page, "eds.emd")  # an image and its spectra: their plots beside it
+    assert any("/thumbnail" in src for src, *_ in eds) and any("/plots/" in src for src, *_ in eds)
+    assert pictures(page, "carbon.dm3")  # a spectrum alone: its plot
+    shot(page, "thumbnails-rows")
+
+    page.goto(served + "/history")
+    page.wait_for_selector("body[data-ready=true]")
+    page.locator("#history details.batch summary").first.click()
+    assert pictures(page, "stack.emd")[0][0] == stack[0][0]
+    shot(page, "thumbnails-history")
+
+    make_staff(embedded_stack, "pia")
+    page.goto(served + "/staff")
+    assert pictures(page, "stack.emd")[0][0] == stack[0][0]
+    shot(page, "thumbnails-staff")
+    other = sign_in(browser, served, "quinn")  # another researcher gets none of them
+    assert other.request.get(served + stack[0][0]).status == 404
+    assert page.errors == [] and other.errors == []

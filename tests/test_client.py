@@ -323,3 +323,19 @@ def test_push_and_watch_run_without_flask_numpy_or_h5py():
     assert "usage: upload-portal push" in run.stdout and "usage: upload-portal watch" in run.stdout
     assert run.stdout.strip().endswith("2")
     assert "pip install 'omero-upload-portal[server]'" in run.stderr
+
+
+@pytest.mark.parametrize("server, reason", [("http://portal.invalid", "no computer has that name"),
+                                            ("http://127.0.0.1:{port}", "nothing answers on that port")])
+def test_a_mistyped_server_fails_at_once_with_a_plain_message(server, reason, monkeypatch):
+    from app.client import ClientError
+    from tests.helpers import free_port
+
+    waited = []
+    monkeypatch.setattr(time, "sleep", waited.append)
+    client = PortalClient(server.format(port=free_port()), token="omp_x")
+    with pytest.raises(ClientError) as refused:
+        client.me()
+    message = str(refused.value)
+    assert reason in message and "check the address given with --server" in message
+    assert waited == [] and "urllib3" not in message and "HTTPConnection" not in message

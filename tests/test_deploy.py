@@ -51,3 +51,23 @@ def test_dockerfile_installs_with_files_that_exist():
     dockerfile = (ROOT / "Dockerfile").read_text()
     for path in ("scripts/install-omero.sh", "constraints.txt"):
         assert path in dockerfile and (ROOT / path).exists(), path
+
+
+def test_two_portals_on_one_host_leave_no_shared_control_socket(embedded_stack, tmp_path):
+    import requests
+
+    from tests.helpers import start_served
+
+    home = tmp_path / "home"
+    home.mkdir()
+    served = []
+    try:
+        for n in (1, 2):  # each its own data; the same user's home, as two instances or a portal and its tests
+            stack = embedded_stack | {"PORTAL_DATA_DIR": str(tmp_path / f"data{n}"), "HOME": str(home), "XDG_RUNTIME_DIR": str(home)}
+            served.append(start_served(stack, tmp_path, "--no-worker"))
+        assert not list(home.rglob("*.ctl"))  # gunicorn's per-user control socket is not made at all
+        served[0][1].stop()
+        assert requests.get(served[1][0] + "/login", timeout=10).status_code == 200
+    finally:
+        for _url, process in served:
+            process.stop()

@@ -5,6 +5,8 @@ import re
 
 import pytest
 
+from app.core.staging import safe_name
+from converters.grouping import group_files
 from tests.converters import broken_files as broken
 from tests.helpers import ome_tiff, wait_until
 
@@ -13,7 +15,8 @@ FINAL = {"imported", "duplicate", "failed", "cancelled"}
 # Content the converters refuse (tests/converters/broken_files.py), sent through the portal.
 CONTENT = [(build.__name__, build, message) for build, message in broken.CORPUS if build is not broken.missing_file]
 # Pairs the grouping rule already refuses are refused when the import is created, in its words.
-AT_CREATION = {"ser_alone": r"^t_1\.ser needs its t\.emi in the same folder$",
+AT_CREATION = {"empty": r"^x\.emd is empty \(0 bytes\): there is nothing to import; copy it again",
+               "ser_alone": r"^t_1\.ser needs its t\.emi in the same folder$",
                "ser_of_another_emi": r"^t\.emi has no \.ser file \(expected t_1\.ser beside it\)$"}
 
 GOOD_TIFF = ome_tiff(seed=7)
@@ -135,3 +138,18 @@ def test_a_damaged_transfer_is_dropped_and_sent_again(alice_waiting):
     alice_waiting.put(f"/api/files/{file_id}?offset=0", data=data)
     assert alice_waiting.post(f"/api/files/{file_id}/complete",
                               json={"sha1": hashlib.sha1(data).hexdigest()}).status_code == 200
+
+
+LONG = "session " + "é" * 120 + " overview"  # 250 bytes in UTF-8: over the 200 a staged name may take
+
+
+@pytest.mark.parametrize("name, ends", [(f"{LONG}.ome.tiff", ".ome.tiff"), (f"{LONG}.dm4", ".dm4"),
+                                        (f"{LONG}_12.ser", "_12.ser")])
+def test_a_long_name_is_cut_before_its_extension(name, ends):
+    stored = safe_name(name)
+    assert len(stored.encode()) <= 200 and stored.endswith(ends) and stored.startswith("session éé")
+
+
+def test_a_long_tia_groups_files_still_belong_together_after_cutting():
+    stored = [safe_name(f"{LONG}{end}") for end in (".emi", "_1.ser", "_10.ser")]
+    assert [grp.files for grp in group_files(stored)] == [stored]

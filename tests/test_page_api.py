@@ -79,6 +79,17 @@ def test_a_batch_of_a_folder_makes_jobs_only_for_what_it_reads(alice):
     assert everything_skipped.status_code == 400 and "system files" in everything_skipped.get_json()["error"]
 
 
+def test_an_empty_file_is_not_ready_to_import_and_says_why_before_any_byte(alice):
+    body = plan(alice, {"s/empty.emd": 0, "s/a.emd": 10, "s/.DS_Store": 0}).get_json()
+    errors = {grp["files"][0]["name"]: grp["error"] for grp in body["groups"]}
+    assert errors["s/empty.emd"].startswith("empty.emd is empty (0 bytes): there is nothing to import")
+    assert errors["s/a.emd"] is None and errors["s/.DS_Store"] is None  # system files are skipped, not refused
+    assert (body["importable"], body["skipped"]) == (1, 1)
+    batch = alice.new_batch({"s/empty.emd": b"", "s/a.ome.tif": ome_tiff(seed=5)})
+    states = {job["files"][0]["name"]: (job["state"], job["can_retry"]) for job in batch["jobs"]}
+    assert states == {"s/a.ome.tif": ("uploading", False), "s/empty.emd": ("failed", False)}
+
+
 def test_plan_flags_a_file_over_the_limit_and_creates_nothing(alice, embedded_app):
     embedded_app.config["MAX_FILE_SIZE"] = 1000
     body = plan(alice, {"big.emd": 1001, "small.emd": 1000}).get_json()

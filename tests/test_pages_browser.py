@@ -4,9 +4,9 @@ test-artifacts/."""
 import sqlalchemy as sa
 
 from app.core.db import Database
-from app.core.models import User
-from tests.browser_helpers import ROWS, copy_samples, shot, sign_in, wait_for_state
-from tests.helpers import ome_tiff, wait_until
+from app.core.models import Job, User
+from tests.browser_helpers import ROWS, copy_samples, make_staff, shot, sign_in, wait_for_state
+from tests.helpers import ome_tiff
 
 LAPTOP = {"width": 1366, "height": 768}
 PHONE = {"width": 400, "height": 800}
@@ -14,14 +14,6 @@ PHONE = {"width": 400, "height": 800}
 
 def no_sideways_scrolling(page) -> bool:
     return page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
-
-
-def make_staff(stack, username):
-    db = Database(f"sqlite:///{stack['PORTAL_DATA_DIR']}/portal.sqlite")
-    with db.session() as session:
-        session.execute(sa.update(User).where(User.username == username).values(is_staff=True))
-        session.commit()
-    db.dispose()
 
 
 def test_a_session_folder_with_junk_imports_its_images_and_skips_the_rest(browser, served, tmp_path):  # noqa: F811
@@ -52,12 +44,16 @@ def test_a_session_folder_with_junk_imports_its_images_and_skips_the_rest(browse
 
 def test_history_lists_earlier_imports_with_their_jobs_filters_and_pages(browser, served, tmp_path):  # noqa: F811
     page = sign_in(browser, served, "fay", LAPTOP)
-    for name, data in (("first.ome.tif", ome_tiff(seed=61)), ("broken.tif", b"II*\x00" + b"\xff" * 64)):
+    # imported but to check is marked as its row is (never red); a failure is red
+    for name, data, tone, symbol in (("first.ome.tif", ome_tiff(seed=61), "to-check", '"⚠ "'),
+                                     ("broken.tif", b"II*\x00" + b"\xff" * 64, "with-problems", '"! "')):
         (tmp_path / name).write_bytes(data)
         page.set_input_files("#files", str(tmp_path / name))
         page.locator(f"{ROWS}[data-state=pending]").wait_for()
         page.click("#import")
         page.locator("#batch-summary:not([hidden])").wait_for(timeout=120_000)
+        assert page.get_attribute("#batch-summary", "class").split()[-1] == tone
+        assert page.locator("#batch-summary").evaluate("b => getComputedStyle(b, '::before').content") == symbol
 
     page.click("header >> text=History")
     page.wait_for_selector("body[data-ready=true]")
@@ -201,7 +197,114 @@ def test_retry_from_history_after_signing_in_again(browser, served, embedded_sta
     failed.wait_for()
     assert "sign in again" in failed.inner_text()
     failed.get_by_role("button", name="Retry later.ome.tif").click()
-    page.locator("#history tr[data-state=queued]").wait_for()
-    wait_until(lambda: page.request.get(served + "/api/history?state=imported").json()["total"] == 1,
-               timeout=120, interval=0.5, what="the retried job to import")
+    # the row and its import's counts follow the job live, without a reload
+    page.locator("#history tr[data-state=imported]").wait_for(timeout=120_000)
+    summary = page.locator("#history details.batch summary .counts").first
+    page.wait_for_function("() => !document.querySelector('#history details.batch summary .counts').textContent.includes('failed')")
+    assert "1 imported" in summary.inner_text() and "Open in OMERO" in page.inner_text("#history tr[data-state=imported]")
+    shot(page, "history-after-retry")
+    assert page.errors == []
+
+
+def test_a_long_name_imports_and_wraps_in_every_table_at_1366_and_400px(browser, served, embedded_stack, tmp_path):  # noqa: F811
+    long = "Liver3_grid7_" + "abcdefghij" * 22  # 233 characters without a space: over the 200 bytes a staged name may take
+    good_file, broken_file = tmp_path / f"{long}.ome.tif", tmp_path / f"{long}_broken.tif"
+    good_file.write_bytes(ome_tiff(seed=95, microscope="Thermo Scientific Talos F200X G2 (TITAN52336320, room B.204)"))
+    broken_file.write_bytes(b"II*\x00" + b"\xff" * 64)
+    page = sign_in(browser, served, "lena", LAPTOP)
+    page.set_input_files("#files", [str(good_file), str(broken_file)])
+    page.locator(ROWS).nth(1).wait_for()
+    page.click("#import")
+    page.locator("#batch-summary:not([hidden])").wait_for(timeout=120_000)
+    good, broken = page.locator(ROWS, has_text="Liver3").all()
+    assert good.get_attribute("data-state") == "imported"  # the extension survived the cut
+    link = good.locator("a", has_text="Open in OMERO").get_attribute("href")
+    assert broken.get_attribute("data-state") == "failed" and f"{long}_broken.tif is not a valid" in broken.inner_text()
+    assert good.locator(".names .primary").get_attribute("title") == f"{long}.ome.tif"
+
+    def fits(what):
+        widest = page.evaluate("() => Math.max(...[...document.querySelectorAll('table')].map((t) => t.getBoundingClientRect().right))")
+        assert no_sideways_scrolling(page) and widest <= page.viewport_size["width"], (what, widest)
+
+    fits("upload at 1366")
+    shot(page, "long-name-1366")
+    page.set_viewport_size(PHONE)
+    fits("upload at 400")
+    shot(page, "long-name-400")
+
+    page.set_viewport_size(LAPTOP)
+    page.goto(served + "/history")
+    page.wait_for_selector("body[data-ready=true]")
+    page.locator("#history details.batch summary").first.click()
+    page.locator("#history tr[data-state=failed]").wait_for()
+    fits("history at 1366")
+    shot(page, "long-name-history-1366")
+    page.set_viewport_size(PHONE)
+    fits("history at 400")
+    for path in ("/store", link):  # "My images": each value keeps its label in one block per image
+        page.goto(served + path)
+        fits(path)
+        assert page.locator("td[data-label=Project]").first.evaluate(
+            "c => getComputedStyle(c, '::before').content") == '"Project: "'
+    shot(page, "store-image-400")
+
+    make_staff(embedded_stack, "lena")
+    page.set_viewport_size(LAPTOP)
+    page.goto(served + "/staff")
+    page.locator("#jobs tbody tr", has_text="Liver3").nth(1).wait_for()
+    fits("staff at 1366")
+    actions = page.locator("#jobs tbody tr", has_text="_broken.tif").get_by_role("button", name="Free its bytes")
+    assert actions.evaluate("b => b.getBoundingClientRect().right") <= LAPTOP["width"]  # State and Actions in view
+    shot(page, "staff-long-name-1366")
+    page.set_viewport_size(PHONE)
+    fits("staff at 400")
+    microscope = page.locator("#filters select[name=microscope]").evaluate("s => s.getBoundingClientRect().right")
+    assert microscope <= PHONE["width"]
+    shot(page, "staff-long-name-400")
+    assert page.errors == []
+
+
+def test_a_cancel_that_lost_the_race_leaves_no_error_and_the_fields_come_back(browser, served_without_worker,
+                                                                              embedded_stack, tmp_path):  # noqa: F811
+    base = served_without_worker
+    (tmp_path / "raced.ome.tif").write_bytes(ome_tiff(seed=97))
+    page = sign_in(browser, base, "ray", LAPTOP)
+    page.set_input_files("#files", str(tmp_path / "raced.ome.tif"))
+    page.locator(f"{ROWS}[data-state=pending]").wait_for()
+    page.click("#import")
+    wait_for_state(page, "raced.ome.tif", "queued", timeout=60_000)
+    assert page.locator("#group").is_hidden()  # while the import runs, its settings are folded away
+    # meanwhile a worker found the file in OMERO already; its event has not reached the page when Cancel is pressed
+    db = Database(f"sqlite:///{embedded_stack['PORTAL_DATA_DIR']}/portal.sqlite")
+    with db.session() as session:
+        session.execute(sa.update(Job).values(state="duplicate", message="Already in OMERO as image 7"))
+        session.commit()
+    db.dispose()
+    page.get_by_role("button", name="Cancel raced.ome.tif").click()
+    wait_for_state(page, "raced.ome.tif", "duplicate")
+    assert page.locator("#message").is_hidden()  # the refusal is not left behind: the row says what happened
+    assert page.locator("#group").is_visible() and page.locator("#group").is_enabled()  # ready for the next import
+    assert page.locator("#pair-value-1").is_enabled()
+    page.goto(base + "/history")
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.locator("#history details.batch summary .counts").inner_text().strip() == "1 already in OMERO"
+    assert page.errors == []
+
+
+def test_files_chosen_by_hand_beside_a_folder_keep_the_folders_key_value(browser, served_without_worker, tmp_path):  # noqa: F811
+    base = served_without_worker
+    (tmp_path / "loose.ome.tif").write_bytes(ome_tiff(seed=98))
+    folder = tmp_path / "session-5"
+    folder.mkdir()
+    (folder / "inside.ome.tif").write_bytes(ome_tiff(seed=99))
+    page = sign_in(browser, base, "kai", LAPTOP)
+    page.set_input_files("#files", str(tmp_path / "loose.ome.tif"))
+    page.locator(ROWS).first.wait_for()
+    page.set_input_files("#folder", str(folder))  # added to the same import
+    page.locator(ROWS).nth(1).wait_for()
+    page.click("#import")
+    wait_for_state(page, "inside.ome.tif", "queued", timeout=60_000)
+    assert "Folder = session-5" in page.inner_text("#batch-info")
+    batch = page.request.get(base + "/api/batches").json()["batches"][0]
+    assert batch["folder"] == "session-5"  # the workers put it on the folder's images only (tests/test_pipeline.py)
     assert page.errors == []

@@ -234,7 +234,40 @@ def test_a_file_that_keeps_killing_workers_fails_instead_of_looping(embedded_app
     assert "stopped the worker" in job(embedded_app, job_id).message
 
 
-def test_an_empty_file_fails_with_its_own_message(embedded_app, alice):
+def test_an_empty_file_fails_with_its_own_message_before_it_reaches_a_worker(embedded_app, alice):
     batch = alice.send({"empty.emd": b""})
-    assert run(embedded_app, batch["jobs"][0]["id"]) == "failed"
-    assert "empty" in job(embedded_app, batch["jobs"][0]["id"]).message
+    assert batch["jobs"][0]["state"] == "failed"
+    assert run(embedded_app, batch["jobs"][0]["id"]) == "not claimable"
+    assert job(embedded_app, batch["jobs"][0]["id"]).message.startswith("empty.emd is empty (0 bytes)")
+
+
+def test_the_folder_is_kept_on_its_images_and_not_on_files_chosen_by_hand_beside_it(embedded_app, alice):
+    batch = alice.send({"run/a.ome.tif": ome_tiff(seed=11), "b.ome.tif": ome_tiff(seed=12)}, folder="run")
+    for sent in batch["jobs"]:
+        assert run(embedded_app, sent["id"]) == "imported"
+    kv = {image["name"]: image["annotations"]["key_values"].get("openmicroscopy.org/omero/client/mapAnnotation", [])
+          for image in images(embedded_app, "alice")}
+    assert kv == {"a.ome.tif": [["Folder", "run"]], "b.ome.tif": []}
+
+
+def test_an_imported_image_has_a_thumbnail_of_its_own_pixels(embedded_app, alice):
+    import io
+
+    import imagecodecs
+    import numpy as np
+    import tifffile
+
+    pixels = np.zeros((300, 600), np.uint16)
+    pixels[:, 300:] = 4000  # dark left half, bright right half, twice as wide as high
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, pixels, ome=True, metadata={"axes": "YX"})
+    batch = alice.send({"halves.ome.tif": buffer.getvalue()})
+    job_id = batch["jobs"][0]["id"]
+    assert run(embedded_app, job_id) == "imported"
+    (image,) = alice.get(f"/api/batches/{batch['id']}").get_json()["jobs"][0]["images"]
+    answer = alice.get(f"/api/jobs/{job_id}/images/{image['id']}/thumbnail")
+    assert answer.status_code == 200 and answer.mimetype == "image/png"
+    picture = imagecodecs.png_decode(answer.data)
+    assert picture.shape == (48, 96) and picture.dtype == np.uint8  # longest side 96, the image's shape kept
+    assert picture[:, :47].max() == 0 and picture[:, 49:].min() == 255  # the halves, stretched to black and white
+    assert alice.get(f"/api/jobs/{job_id}/images/{image['id'] + 1}/thumbnail").status_code == 404  # not this job's

@@ -1,33 +1,12 @@
 """Retention reminders through a real local SMTP server, the user's notice and the staff list."""
 from datetime import timedelta
 
-import pytest
 import sqlalchemy as sa
-from aiosmtpd.controller import Controller
-from aiosmtpd.handlers import Message
 
 from app.core.db import utcnow
 from app.core.models import Job, User
-from tests.helpers import Portal, free_port, ome_tiff
+from tests.helpers import Portal, ome_tiff
 from workers import pipeline
-
-
-class Inbox(Message):
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def handle_message(self, message):
-        self.messages.append(message)
-
-
-@pytest.fixture
-def smtp():
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield controller, inbox
-    controller.stop()
 
 
 def test_old_imports_trigger_one_reminder_a_week_and_a_notice(embedded_app, smtp, monkeypatch):

@@ -268,3 +268,24 @@ def test_staff_name_a_microscope_and_the_next_job_lands_in_that_project(embedded
 
 def unmapped(page: str) -> str:
     return page.split('id="microscope-unmapped"')[1]
+
+
+def test_the_job_page_shows_where_a_failed_import_was_going_a_red_badge_and_its_actions(app, people, monkeypatch):
+    from app.core.omero.base import OmeroError
+    from app.core.omero.embedded import EmbeddedSession
+
+    alice, staff = people
+    data = ome_tiff(seed=14, microscope="Talos L120C", acquired="2024-03-05T10:00:00+00:00")
+    job_id = alice.send({"a.ome.tif": data})["jobs"][0]["id"]
+
+    def refused(*args, **kwargs):
+        raise OmeroError("the dataset is read-only")
+    monkeypatch.setattr(EmbeddedSession, "import_image", refused)
+    with app.app_context():
+        assert pipeline.run_job(app.extensions["services"], job_id, "w:1") == "failed"
+    page = staff.get(f"/staff/jobs/{job_id}").get_data(as_text=True)
+    assert "<dd>Talos L120C / 2024-03-05" in page  # where it was going, as its history says
+    assert 'class="state state-failed colour-red' in page
+    assert '<button type="button" data-action="retry">Retry</button>' in page
+    assert 'data-action="cancel"' not in page  # a failed job has ended
+    assert '<button type="button" data-action="free">Free its bytes</button>' in page

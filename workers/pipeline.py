@@ -119,7 +119,7 @@ def _run_job(services: Services, job_id: int, worker: str) -> str | RetryLater:
         except job_states.LeaseLost:
             return "lease lost"
         except (JobFailed, converters.ConversionError) as e:
-            run.finish(JobState.FAILED, str(e), can_retry=False)  # the same content would fail the same way
+            run.finish(JobState.FAILED, _their_names(job, str(e)), can_retry=False)  # the same content would fail the same way
             return "failed"
         except OmeroError as e:
             if e.transient and job.attempts <= services.config["JOB_MAX_RETRIES"]:
@@ -138,6 +138,15 @@ def _run_job(services: Services, job_id: int, worker: str) -> str | RetryLater:
                                         "the facility staff can see the details",
                        detail=_noted(job, f"attempt {job.attempts} on {worker}:\n{traceback.format_exc()}"))
             return "failed"
+
+
+def _their_names(job: Job, message: str) -> str:
+    """A converter's message names the staged files: say the researcher's names (a long one was cut)."""
+    for f in job.files:
+        shown = f.name.rsplit("/", 1)[-1]
+        if f.stored_name != shown:
+            message = message.replace(f.stored_name, shown)
+    return message
 
 
 def _noted(job: Job, line: str) -> str:
@@ -201,7 +210,7 @@ def _import(services: Services, run: Run, job: Job, conversion: converters.Conve
             return _done(run, staging, job, JobState.DUPLICATE,
                          f"Already in OMERO as image {others[0].id} ({others[0].name})", common,
                          images=one_import(others, others[0]))
-        run.update(state=JobState.IMPORTING, message=f"Importing into {where}", progress=0.0)
+        run.update(state=JobState.IMPORTING, message=f"Importing into {where}", progress=0.0, **common)  # shown if it fails
         if len(ours) < len(conversion.images):
             placement = omero.get_or_create_dataset(group_id, project, dataset)
             ours = _import_images(omero, run, job, conversion, placement.dataset_id, ours, where, expected)
@@ -289,7 +298,7 @@ def _remove_unfinished(omero, job: Job, sha1: str) -> None:
 def _annotations(job: Job, conversion: converters.Conversion) -> Annotations:
     batch = job.batch
     pairs = [tuple(pair) for pair in batch.key_values]
-    if batch.folder:
+    if batch.folder and job.files[0].name.startswith(batch.folder + "/"):  # files chosen by hand came from no folder
         pairs.append(("Folder", batch.folder))
     return Annotations(
         key_values=pairs,

@@ -6,7 +6,7 @@ import os
 from celery import shared_task
 from celery.signals import worker_process_init, worker_ready
 
-from app.core import retention
+from app.core import mail, retention
 from app.core.jobs import TASK_NAME
 from workers import pipeline, recovery
 
@@ -23,6 +23,16 @@ def process_job(self, job_id: int) -> str:
 @shared_task(name="portal.retention_reminders", ignore_result=True)
 def retention_reminders() -> int:
     return retention.send_reminders(_services())
+
+
+@shared_task(name="portal.import_notices", ignore_result=True)
+def import_notices() -> int:
+    return mail.send_import_notices(_services())
+
+
+@shared_task(name="portal.failure_digests", ignore_result=True)
+def failure_digests() -> int:
+    return mail.send_failure_digests(_services())
 
 
 @shared_task(name="portal.free_staging", ignore_result=True)

@@ -76,7 +76,10 @@ def me():
 
     return {"username": g.user.username, "full_name": g.user.full_name, "groups": g.user.groups,
             "csrf_token": generate_csrf(), "max_file_size": current_app.config["MAX_FILE_SIZE"],
-            "batch_keys": current_app.config["BATCH_KEYS"]}
+            "batch_keys": current_app.config["BATCH_KEYS"],
+            # the e-mail box: shown ticked as last time; off without an address or a mail server
+            "notify_imports": g.user.notify_imports, "can_notify": bool(g.user.email and current_app.config["SMTP_HOST"]),
+            "notify_after_minutes": current_app.config["NOTIFY_AFTER_MINUTES"]}
 
 
 def _own_group(group_id, status: int, owner: User | None = None) -> dict:
@@ -101,14 +104,18 @@ def _validated_files(files) -> list[dict]:
     return files
 
 
-def _grouped(names) -> list[FileGroup]:
-    """The jobs these names make, by path; a group with a name the portal refuses cannot be imported.
-    A folder's system files and files the portal does not read are skipped, not refused."""
-    groups = group_files(sorted(names), skip_unread=True)
+def _grouped(sizes: dict[str, int]) -> list[FileGroup]:
+    """The jobs these files (name -> size) make, by path; a group with a name the portal refuses, or an
+    empty file, cannot be imported. A folder's system files and files the portal does not read are
+    skipped, not refused."""
+    groups = group_files(sorted(sizes), skip_unread=True)
     for grp in groups:
         grp.error = next(filter(None, map(name_problem, grp.files)), None) or grp.error
         if grp.error:
             grp.skipped = None
+        elif not grp.skipped:
+            grp.error = next((f"{shown_name(n.rsplit('/', 1)[-1])} is empty (0 bytes): there is nothing to "
+                              "import; copy it again from where it was made" for n in grp.files if sizes[n] == 0), None)
     return groups
 
 
@@ -224,8 +231,12 @@ def new_batch(owner: User, body):
                        f"({', '.join(sorted({s['reason'] for s in skipped}))}): choose the image files")
     _staging().check_room(sum(sizes[n] for grp in groups if not grp.error for n in grp.files))
     with _db() as db:
+        # the owner's own wish, kept as their setting; staff importing for them decide nothing for them
+        notify = body.get("notify") is True and owner.id == g.user.id
         batch = Batch(owner_id=owner.id, created_by_id=g.user.id, group_id=group["id"],
-                      group_name=group["name"], key_values=pairs, folder=folder)
+                      group_name=group["name"], key_values=pairs, folder=folder, notify=notify)
+        if owner.id == g.user.id and isinstance(body.get("notify"), bool):
+            db.get(User, owner.id).notify_imports = notify
         db.add(batch)
         db.flush()
         for grp in groups:

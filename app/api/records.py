@@ -76,9 +76,51 @@ def download_image(job_id: int, image_id: int):
     return _stream(owner, read)
 
 
-def _stream(owner: User, read: Callable[[Session], tuple[str, Iterator[bytes]]]) -> Response:
+THUMBNAIL_SIZE = 96  # pixels of a thumbnail's longest side (shown at 64 CSS pixels: sharp on HiDPI screens)
+PICTURE_CACHE = "private, max-age=86400"  # an image's picture does not change; only its viewer may keep it
+
+
+def _job_for_pictures(db, job_id: int) -> Job:
+    """The job whose pictures are asked for: the owner's, and any for staff (the staff view shows them)."""
+    job = db.get(Job, job_id) if g.user.is_staff else _own(db, Job, job_id)
+    if job is None:
+        raise ApiError("Not found", 404)
+    return job
+
+
+@bp.get("/jobs/<int:job_id>/images/<int:image_id>/thumbnail")
+@login_required
+def image_thumbnail(job_id: int, image_id: int):
+    """Send OMERO's thumbnail of one of the job's images (the embedded store makes its own)."""
+    with _db() as db:
+        job = _job_for_pictures(db, job_id)
+        if image_id not in {i["id"] for i in job.images or []}:
+            raise ApiError("Not found", 404)
+        owner, group_id = db.get(User, job.owner_id), job.batch.group_id
+    with _omero_errors(denied=404), _omero_session(owner) as omero:
+        picture = omero.thumbnail(group_id, image_id, THUMBNAIL_SIZE)
+    mimetype = "image/png" if picture.startswith(b"\x89PNG") else "image/jpeg"
+    return Response(picture, mimetype=mimetype, headers={"Cache-Control": PICTURE_CACHE})
+
+
+@bp.get("/jobs/<int:job_id>/plots/<int:file_id>")
+@login_required
+def spectrum_plot(job_id: int, file_id: int):
+    """Send the plot of a spectrum the job attached in OMERO, as a picture."""
+    with _db() as db:
+        job = _job_for_pictures(db, job_id)
+        if not any(a["file_id"] == file_id and a["kind"] == "spectrum-plot" for a in job.attachments or []):
+            raise ApiError("Not found", 404)
+        owner, group_id = db.get(User, job.owner_id), job.batch.group_id
+    response = _stream(owner, lambda omero: (f"plot-{file_id}.png", omero.read_file(group_id, file_id)), "image/png")
+    response.headers.set("Cache-Control", PICTURE_CACHE)
+    return response
+
+
+def _stream(owner: User, read: Callable[[Session], tuple[str, Iterator[bytes]]],
+            mimetype: str | None = None) -> Response:
     """Stream the blocks `read(session)` names while the OMERO session stays open; an error before
-    the first byte is answered as an API error."""
+    the first byte is answered as an API error. With a mimetype the bytes are shown, not downloaded."""
     stack = ExitStack()
     try:
         with _omero_errors(denied=404):
@@ -94,8 +136,8 @@ def _stream(owner: User, read: Callable[[Session], tuple[str, Iterator[bytes]]])
             yield first
             yield from blocks
 
-    response = Response(body(), mimetype="application/octet-stream")
-    response.headers.set("Content-Disposition", "attachment", filename=name)
+    response = Response(body(), mimetype=mimetype or "application/octet-stream")
+    response.headers.set("Content-Disposition", "inline" if mimetype else "attachment", filename=name)
     return response
 
 

@@ -21,6 +21,7 @@ from app.core.db import utcnow
 from app.core.models import Job, JobState, User, WebSession
 from app.core.omero.base import OmeroError, SessionExpired
 from app.errors import error_response
+from app.extensions import csrf
 
 bp = Blueprint("auth", __name__)
 log = logging.getLogger(__name__)
@@ -42,7 +43,6 @@ def _is_api() -> bool:
 def load_user() -> None:
     """Who is asking: a bearer token (scripts) or the session cookie (browsers); CSRF for the latter."""
     from app.auth.tokens import user_for_token
-    from app.factory import csrf
 
     g.user, g.auth = None, None
     if request.authorization and request.authorization.type == "bearer":
@@ -64,7 +64,7 @@ def csrf_refused(e: CSRFError):
     message = "This request lacks a valid security token: reload the page and try again"
     if _is_api():
         return error_response(f"{message} ({e.description})", 400, "csrf")
-    flash(message)
+    flash(message, "error")
     return render_template("login.html"), 400
 
 
@@ -78,7 +78,7 @@ def login_required(view):
                     return error_response("This API token is not valid (revoked?): create a new one at /tokens", 401)
                 return error_response("Sign in first", 401)
             if session.idled_out:
-                flash("You were signed out after a while without activity: sign in again")
+                flash("You were signed out after a while without activity: sign in again", "info")
             return redirect(url_for("auth.login", next=request.path))
         return view(*args, **kwargs)
     return wrapped
@@ -179,12 +179,12 @@ def login():
                 abort(404)
             username = request.form.get("username", "").strip()
             if not username or len(username) > 64 or not username.isprintable():
-                flash("Enter a user name (up to 64 characters)")
+                flash("Enter a user name (up to 64 characters)", "error")
                 return _login_page(400)
             gateway = current_app.extensions["services"].omero
             sign_in(gateway.create_session(username, OMERO_SESSION_TTL), source="portal")
     except (MalformedKey, OmeroError) as e:
-        flash(str(e))
+        flash(str(e), "error")
         return _login_page(400)
     return redirect(next_url(request.args.get("next")))
 
@@ -211,7 +211,7 @@ def logout():
                     _close_portal_key(user)
                     db.commit()
     session.end()
-    flash("You are signed out")
+    flash("You are signed out", "info")
     return redirect(url_for("auth.login"))
 
 

@@ -48,7 +48,7 @@ def _client():
 
 def _refuse(message: str, status: int):
     log.info("ADFS sign-in refused: %s", message)
-    flash(message)
+    flash(message, "error")
     return render_template("login.html"), status
 
 

@@ -11,10 +11,11 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from flask import abort, current_app, flash, g, render_template, request
+from flask import abort, current_app, flash, g, redirect, render_template, request, session, url_for
 from sqlalchemy import select
 
 from app.auth import bp, login_required
+from app.core import crypto
 from app.core.db import utcnow
 from app.core.models import ApiToken, User
 from app.errors import error_response
@@ -82,16 +83,22 @@ def _mine() -> list[ApiToken]:
 @bp.route("/tokens", methods=["GET", "POST"])
 @login_required
 def tokens_page():
-    """List the user's API tokens; create one (shown once)."""
+    """List the user's API tokens; create one (shown once).
+
+    A POST answers with a redirect to this page (a reload makes no second token); the new token waits
+    for that one GET in the server-side session, encrypted like an OMERO key."""
     _cookie_session_only()
-    new_token = None
+    key = current_app.config["ENCRYPTION_KEY"]
     if request.method == "POST":
         try:
-            _row, new_token = _create(request.form.get("name", ""))
+            _row, made = _create(request.form.get("name", ""))
         except ValueError as e:
-            flash(str(e))
-            return render_template("tokens.html", tokens=_mine()), 400
-    return render_template("tokens.html", tokens=_mine(), new_token=new_token)
+            flash(str(e), "error")
+        else:
+            session["new_token"] = crypto.encrypt(made, key)
+        return redirect(url_for("auth.tokens_page"), 303)
+    new_token = session.pop("new_token", None)
+    return render_template("tokens.html", tokens=_mine(), new_token=new_token and crypto.decrypt(new_token, key))
 
 
 @bp.post("/tokens/<int:token_id>/revoke")
@@ -101,8 +108,8 @@ def revoke_token_page(token_id: int):
     _cookie_session_only()
     if not _revoke(token_id):
         abort(404)
-    flash("The token is revoked: scripts using it are refused from now on")
-    return render_template("tokens.html", tokens=_mine())
+    flash("The token is revoked: scripts using it are refused from now on", "info")
+    return redirect(url_for("auth.tokens_page"), 303)
 
 
 @bp.get("/api/tokens")

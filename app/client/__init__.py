@@ -10,6 +10,8 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
+import socket
+import ssl
 import sys
 import time
 from collections import deque
@@ -51,6 +53,24 @@ def find_token(interactive: bool = True) -> str:
     return token
 
 
+def _plain(error: Exception) -> str:
+    """What went wrong with a connection, in words: requests wraps urllib3's error, which wraps the socket's."""
+    seen = []
+    while error is not None and error not in seen:
+        seen.append(error)
+        error = getattr(error, "reason", None) or error.__cause__ or error.__context__ or next(
+            (a for a in error.args if isinstance(a, BaseException)), None)
+    if any(isinstance(e, socket.gaierror) or type(e).__name__ == "NameResolutionError" for e in seen):
+        return "no computer has that name"
+    if any(isinstance(e, ssl.SSLError) for e in seen):
+        return "its certificate is not trusted or it does not speak HTTPS"
+    if any(isinstance(e, ConnectionRefusedError) for e in seen):
+        return "nothing answers on that port"
+    if any(isinstance(e, (TimeoutError, requests.Timeout)) for e in seen):
+        return "no answer in time"
+    return "the connection failed"
+
+
 class PortalClient:
     def __init__(self, server: str, token: str | None = None, session: requests.Session | None = None,
                  retries: int = 8):
@@ -59,17 +79,23 @@ class PortalClient:
         if token:
             self.http.headers["Authorization"] = f"Bearer {token}"
         self.retries = retries
+        self.reached = False  # a portal never reached is a wrong address, not a restart to wait out
 
     def _call(self, method: str, path: str, **kwargs) -> dict:
-        """One API call; network errors are retried with backoff, refusals raise ClientError."""
+        """One API call; network errors are retried with backoff once the portal has answered before,
+        refusals raise ClientError."""
         for attempt in range(self.retries + 1):
             try:
-                response = self.http.request(method, self.server + path, timeout=300, **kwargs)
+                response = self.http.request(method, self.server + path, timeout=(20, 300), **kwargs)
             except (requests.ConnectionError, requests.Timeout) as e:
+                if not self.reached:
+                    raise ClientError(f"The portal at {self.server} cannot be reached ({_plain(e)}): "
+                                      "check the address given with --server") from None
                 if attempt == self.retries:
-                    raise ClientError(f"The portal at {self.server} cannot be reached: {e}") from None
+                    raise ClientError(f"The portal at {self.server} cannot be reached ({_plain(e)})") from None
                 self._wait(attempt, "cannot be reached")
                 continue
+            self.reached = True
             if response.status_code >= 500 and attempt < self.retries:
                 self._wait(attempt, f"answered {response.status_code}")
                 continue

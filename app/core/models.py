@@ -47,6 +47,8 @@ class User(Base):
     groups: Mapped[list] = mapped_column(JSON, default=list)  # [{"id", "name"}], default group first
     email: Mapped[str] = mapped_column(String(255), default="")  # from OMERO, for retention reminders
     reminded_at: Mapped[datetime | None] = mapped_column(DateTime)  # last retention reminder sent
+    notify_imports: Mapped[bool] = mapped_column(Boolean, default=False)  # the page's e-mail box starts ticked
+    failure_digest: Mapped[bool] = mapped_column(Boolean, default=False)  # staff: a daily e-mail of failed jobs
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_login: Mapped[datetime | None] = mapped_column(DateTime)
 
@@ -93,6 +95,8 @@ class Batch(Base):
     key_values: Mapped[list] = mapped_column(JSON, default=list)  # [[key, value], ...]
     folder: Mapped[str | None] = mapped_column(String(1024))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    notify: Mapped[bool] = mapped_column(Boolean, default=False)  # e-mail the owner when it ends (if it took a while)
+    notified_at: Mapped[datetime | None] = mapped_column(DateTime)  # its end was handled (told, or too quick to tell)
 
     jobs: Mapped[list[Job]] = relationship(back_populates="batch", order_by="Job.id")
 
@@ -149,6 +153,9 @@ class Job(Base):
             "images": [{"id": i["id"], "name": i["name"], "url": i["url"]} for i in self.images or []],
             "can_retry": self.state == JobState.FAILED and self.can_retry,
             "warnings": self.warnings or [], "summary": self.summary(),
+            # the rows show each image's thumbnail and each spectrum's plot
+            "plots": [{"file_id": a["file_id"], "title": a["title"]} for a in self.attachments or []
+                      if a["kind"] == "spectrum-plot"],
         }
 
     def summary(self) -> str:

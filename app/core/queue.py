@@ -24,7 +24,9 @@ def make_celery(config: Mapping) -> Celery:
         include=["workers.tasks"],
         # `upload-portal worker --beat` (or a separate `celery beat`) sends this once a day
         beat_schedule={"retention-reminders": {"task": "portal.retention_reminders", "schedule": 24 * 3600.0},
-                       "staging-hygiene": {"task": "portal.free_staging", "schedule": 24 * 3600.0}},
+                       "staging-hygiene": {"task": "portal.free_staging", "schedule": 24 * 3600.0},
+                       "import-notices": {"task": "portal.import_notices", "schedule": 60.0},
+                       "failure-digests": {"task": "portal.failure_digests", "schedule": 24 * 3600.0}},
         beat_schedule_filename=str(config["DATA_DIR"] / "celerybeat-schedule"),
     )
     if celery.conf.broker_url.startswith("redis"):

@@ -8,7 +8,6 @@ job then says so, and Retry needs the files again."""
 from __future__ import annotations
 
 import logging
-import smtplib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -17,6 +16,7 @@ from email.message import EmailMessage
 from sqlalchemy import and_, func, or_, select
 
 from app.core import jobs as job_states
+from app.core import mail
 from app.core.db import utcnow
 from app.core.models import Job, JobFile, JobState, User
 from app.core.services import Services
@@ -80,14 +80,7 @@ def send_reminders(services: Services) -> int:
             user = entry.user
             if not user.email or (user.reminded_at and user.reminded_at > quiet_since):
                 continue
-            try:
-                with smtplib.SMTP(config["SMTP_HOST"], config["SMTP_PORT"], timeout=30) as smtp:
-                    if config["SMTP_USER"]:
-                        smtp.starttls()
-                        smtp.login(config["SMTP_USER"], config["SMTP_PASSWORD"])
-                    smtp.send_message(reminder(entry, days, config["MAIL_FROM"]))
-            except (OSError, smtplib.SMTPException) as e:
-                log.warning("retention reminder to user %s not sent: %s", user.id, e)
+            if not mail.send(config, reminder(entry, days, config["MAIL_FROM"])):
                 continue
             user.reminded_at = utcnow()
             db.commit()

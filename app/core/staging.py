@@ -34,12 +34,24 @@ class StagingError(Exception):
         self.status, self.code = status, code  # code: for the page to act on ("resume": ask where to go on)
 
 
+# What a long name keeps at its end: the extension (the format is read from it) and a TIA series
+# number (x_1.ser belongs to x.emi). At most 24 bytes, so the part before is always cut to the same
+# length and the files of one group still match after cutting.
+_TAIL = re.compile(r"(?:_\d{1,6})?(?:\.ome)?\.[A-Za-z0-9]{1,10}$", re.IGNORECASE)
+MAX_NAME_BYTES = 200
+
+
 def safe_name(name: str) -> str:
     """A file name that keeps what a person recognises and cannot escape the job's folder."""
     name = unicodedata.normalize("NFC", name.replace("\\", "/").rsplit("/", 1)[-1])
     name = re.sub(r"[\x00-\x1f\x7f:*?\"<>|]", "_", name).strip(" .")
-    while len(name.encode()) > 200:
-        name = name[:-1]
+    if len(name.encode()) > MAX_NAME_BYTES:
+        tail = _TAIL.search(name)
+        tail = tail.group(0) if tail and tail.start() else ""
+        head = name[:len(name) - len(tail)]
+        while len(head.encode()) > MAX_NAME_BYTES - 24:
+            head = head[:-1]
+        name = head + tail
     return name or "file"
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 from datetime import timedelta
 
-from flask import Blueprint, abort, current_app, g, render_template, request
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
@@ -100,6 +100,18 @@ def dashboard():
                            status=status)
 
 
+@bp.post("/staff/digest")
+@staff_required
+def digest():
+    """Turn this staff member's daily e-mail of failed jobs on or off."""
+    wanted = request.form.get("digest") == "on"
+    with _db() as db:
+        db.get(User, g.user.id).failure_digest = wanted
+        db.commit()
+    flash(f"You {'now get' if wanted else 'no longer get'} a daily e-mail of the jobs that failed", "info")
+    return redirect(url_for("staff.dashboard"), 303)
+
+
 @bp.get("/staff/jobs/<int:job_id>")
 @staff_required
 def job_page(job_id: int):
@@ -108,7 +120,8 @@ def job_page(job_id: int):
         job = _job_or_404(db, job_id)
         owner = db.get(User, job.owner_id)
         history = db.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)).all()
-        return render_template("staff_job.html", job=staff_job_json(job, owner.username), history=history)
+        return render_template("staff_job.html", job=staff_job_json(job, owner.username), history=history,
+                               states=page_states())
 
 
 @bp.get("/api/staff/jobs")

@@ -27,10 +27,10 @@ def save_microscope():
     """Save one mapping (an empty name removes the portal's entry)."""
     raw, name = request.form.get("raw", "").strip(), request.form.get("name", "").strip()
     if not raw or len(raw) > MAX_NAME or len(name) > MAX_NAME or not (raw + name).isprintable() or "/" in name:
-        flash(f"Give the instrument's name as files carry it and a Project name (up to {MAX_NAME} characters, no '/')")
+        flash(f"Give the instrument's name as files carry it and a Project name (up to {MAX_NAME} characters, no '/')", "error")
         return redirect(url_for("staff.microscopes_page"), 303)
     with current_app.extensions["services"].db.session() as db:
         microscopes.save(db, raw, name, g.user.username)
     flash(f"{raw} now goes to the Project {name}: from the next job on" if name
-          else f"The portal's name for {raw} was removed")
+          else f"The portal's name for {raw} was removed", "info")
     return redirect(url_for("staff.microscopes_page"), 303)

@@ -111,7 +111,7 @@ def retention_page():
 def remind():
     """Send the retention reminders now (the daily task does the same)."""
     sent = retention.send_reminders(current_app.extensions["services"])
-    flash(f"{sent} reminder(s) sent")
+    flash(f"{sent} reminder(s) sent", "info")
     return redirect(url_for("staff.retention_page"))
 
 

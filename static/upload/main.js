@@ -22,6 +22,7 @@ const state = {
   notSent: [],           // planned groups that were not sent with the batch, with their reasons
   skipped: [],           // a folder's files the portal leaves out (system files, formats it does not read)
   transfers: new Map(),  // job id -> what its transfer is doing
+  stops: new Map(),      // job id -> the AbortController of its transfer: a cancel stops it at once
   lastEvent: new Map(),  // job id -> newest event id applied (a replay may repeat events)
   sending: false,
   source: null,
@@ -49,7 +50,7 @@ function summarise() {
       + `${count(jobs, "imported")} imported, ${count(jobs, "duplicate")} already in OMERO, `
       + `${count(jobs, "failed")} failed, ${running} in progress`
       + (state.notSent.length ? `; ${state.notSent.length} not sent` : "");
-    const finished = jobs.length && running === 0;
+    const finished = batchFinished();
     done.hidden = !finished;
     if (finished) {
       const toCheck = jobs.filter((j) => j.state === "imported" && j.warnings && j.warnings.length);
@@ -60,7 +61,11 @@ function summarise() {
       if (toCheck.length) parts.push(`${toCheck.length} to check (${[...new Set(toCheck.flatMap((j) => j.warnings))].join(", ")})`);
       done.replaceChildren(el("strong", {}, "Import finished: "), parts.join(", ") + ".",
         el("span", { class: "hint" }, " Choose more files to start a new import."));
-      done.className = `card batch-summary ${count(jobs, "failed") || state.notSent.length || toCheck.length ? "with-problems" : "all-good"}`;
+      // red only for what did not arrive; imports to check are marked as their rows are; a cancelled
+      // job is not a success
+      const tone = count(jobs, "failed") || state.notSent.length ? "with-problems"
+        : toCheck.length ? "to-check" : count(jobs, "cancelled") ? "with-cancelled" : "all-good";
+      done.className = `card batch-summary ${tone}`;
     }
   } else {
     done.hidden = true;
@@ -76,12 +81,18 @@ function summarise() {
   $("import").disabled = state.sending || (batch ? !resuming || !readyToResume() : !(state.plan && state.plan.importable));
   $("clear").disabled = state.sending;
   $("resume-hint").hidden = !resuming || state.sending || readyToResume();
-  const locked = Boolean(batch);
+  // an import under way keeps its group and key-values; a finished one shows them again for the next
+  const locked = Boolean(batch) && !batchFinished();
   $("group").disabled = locked;
   $("add-pair").disabled = locked;
   pairs.lock(locked);
   // during an import the form shrinks to its pickers, so the list is in view (its summary is batch-info)
   $("batch-form").classList.toggle("collapsed", locked);
+}
+
+function batchFinished() {
+  const jobs = state.batch ? state.batch.jobs : [];
+  return jobs.length > 0 && count(jobs, "uploading", "queued", "converting", "importing") === 0;
 }
 
 function readyToResume() {
@@ -148,10 +159,11 @@ function removeGroup(group) {
   replan();
 }
 
-// The folder the files came from, when they all share one: kept as the images' "Folder" key-value.
+// The folder chosen, when one was (files chosen by hand beside it have none): kept as the "Folder"
+// key-value of the images from it.
 function commonFolder(names) {
-  const tops = new Set(names.map((n) => (n.includes("/") ? n.split("/")[0] : "")));
-  return tops.size === 1 && !tops.has("") ? [...tops][0] : null;
+  const tops = new Set(names.filter((n) => n.includes("/")).map((n) => n.split("/")[0]));
+  return tops.size === 1 ? [...tops][0] : null;
 }
 
 // -- the import ------------------------------------------------------------------------------------
@@ -162,7 +174,7 @@ async function startImport() {
   const sendable = plan.groups.filter((g) => !g.error && !g.skipped);
   const names = sendable.flatMap((g) => g.files.map((f) => f.name));
   const body = { group_id: Number($("group").value), key_values: pairs.values(), folder: commonFolder(names),
-    files: sendable.flatMap((g) => g.files) };
+    files: sendable.flatMap((g) => g.files), notify: $("notify").checked };
   $("import").disabled = true;
   if (importAs) body.on_behalf_of = importAs;
   try { state.batch = await api("POST", importAs ? "/api/staff/batches" : "/api/batches", body); }
@@ -227,6 +239,8 @@ async function sendJob(job) {
   const todo = job.files.filter((f) => !f.complete).map((remote) => [remote, matching(remote)]);
   const missing = todo.find(([, file]) => !file);
   if (missing) { show({ kind: "pending", note: `Choose ${missing[0].name} again to send it` }); return; }
+  const stop = new AbortController();
+  state.stops.set(job.id, stop);
   try {
     // OMERO may hold this content already (it holds something of its size): then hash it first and
     // ask, and a copy ends "duplicate" without a byte sent. Other jobs are sent at once, hashed meanwhile.
@@ -239,12 +253,14 @@ async function sendJob(job) {
       const sent = await sendFile(remote, file, (kind, sentBytes, total) => {
         if (kind === "sending") remote.received = sentBytes;
         show({ kind, sent: sentBytes, total, name: remote.name });
-      }, () => job.state !== "uploading");
+      }, stop.signal);
       if (!sent) return;
     }
   } catch (e) {
     if (job.state === "uploading") show({ kind: "failed", note: `Sending stopped: ${e.message}` });
     return;
+  } finally {
+    state.stops.delete(job.id);
   }
   show(null);
   if (job.state === "uploading") job.state = "queued";  // until the server's event says more
@@ -259,6 +275,7 @@ function applyJob(job, eventId) {
   const known = state.batch && state.batch.jobs.find((j) => j.id === job.id);
   if (!known) return;
   Object.assign(known, job);
+  if (known.state !== "uploading" && state.stops.has(known.id)) state.stops.get(known.id).abort();  // e.g. staff cancelled it
   rows.job(known, known.state === "uploading" ? state.transfers.get(known.id) : undefined);
   summarise();
 }
@@ -287,7 +304,15 @@ async function jobAction(job, verb) {
     // The live stream may already have brought newer states than this answer: then it wins.
     if (state.lastEvent.get(job.id) === seen) applyJob(answer);
     say("");
-  } catch (e) { say(e.message); }
+  } catch (e) {
+    // A Cancel that lost the race (the job started or even imported meanwhile): the row shows what
+    // happened, no error stays behind
+    if (e.code === "not_allowed" && verb === "cancel") {
+      const now = await api("GET", `/api/jobs/${job.id}`).catch(() => null);
+      if (now && now.state !== "uploading" && now.state !== "queued") { applyJob(now); say(""); return; }
+    }
+    say(e.message);
+  }
 }
 
 // -- leaving an import behind ---------------------------------------------------------------------
@@ -338,6 +363,15 @@ async function init() {
       ": the images will be theirs, in one of their groups; the import records that you made it.");
   }
   for (const group of groups) $("group").append(el("option", { value: group.id }, group.name));
+  // e-mail when a long import ends: as the user last chose; only for their own imports, with an address
+  const canNotify = state.me.can_notify && !importAs;
+  $("notify").checked = canNotify && state.me.notify_imports;
+  $("notify").disabled = !canNotify;
+  $("notify-after").textContent = state.me.notify_after_minutes;
+  if (!canNotify) {
+    $("notify-hint").textContent = importAs ? "(for the researcher's own imports only)"
+      : "(needs an e-mail address in your OMERO account and a mail server for the portal)";
+  }
   pairs = new Pairs($("pairs"), state.me.batch_keys, $("group"));
   pairs.add();
   rows = new Rows(document.querySelector("#rows tbody"), {

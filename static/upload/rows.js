@@ -1,5 +1,6 @@
 // The list: one row per file group, first as planned (before any byte is sent), then as the
 // server's job. Every state has a colour, an icon and a text label: colour is never the only signal.
+import { pictures } from "../thumbs.js";
 import { api, el, human } from "./util.js";
 
 // The labels come from the server's list of states (app/main), which the help page explains.
@@ -10,7 +11,7 @@ export const badgeClass = (state) => `state state-${state} colour-${STATES[state
 
 function namesCell(files) {
   const cell = el("td", { class: "names" });
-  files.forEach((f, i) => cell.append(el("div", { class: i ? "partner" : "primary" }, f.name)));
+  files.forEach((f, i) => cell.append(el("div", { class: i ? "partner" : "primary", title: f.name }, f.name)));
   return cell;
 }
 
@@ -83,6 +84,18 @@ function jobView(job, transfer) {
   return view;
 }
 
+// Once a job has images (imported, or found in OMERO already), its row shows them; made once per row.
+function showPictures(row, job) {
+  const names = row.querySelector(".names");
+  const shown = names.querySelector(".thumbs");
+  const key = JSON.stringify([job.images, job.plots]);
+  if (shown && shown.dataset.key === key) return;
+  const box = pictures(job);
+  if (box) box.dataset.key = key;
+  if (shown) shown.remove();
+  if (box) names.append(box);
+}
+
 export class Rows {
   // actions: {remove(group), cancel(job), retry(job)}
   constructor(tbody, actions) {
@@ -145,6 +158,7 @@ export class Rows {
       buttons.push(button("Retry", name, () => this.actions.retry(job)));
     }
     this.#render(row, jobView(job, transfer), buttons);
+    showPictures(row, job);
     return row;
   }
 }

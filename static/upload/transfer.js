@@ -63,9 +63,10 @@ export async function checkJob(job, files, progress) {
 }
 
 // progress(kind, sent, total): kind is "checking" (the checksum is being computed), "sending" or
-// "offline" (waiting for the network). stopped() says the user cancelled the job. The file's SHA-1
-// (remote.sha1, set by checkJob) is otherwise computed by the worker while the chunks travel.
-export async function sendFile(remote, file, progress, stopped = () => false) {
+// "offline" (waiting for the network). stop: an AbortSignal, aborted when the job was cancelled (by the
+// user or by staff); the chunks on their way are dropped at once. The file's SHA-1 (remote.sha1, set
+// by checkJob) is otherwise computed by the worker while the chunks travel.
+export async function sendFile(remote, file, progress, stop = new AbortController().signal) {
   if (!remote.sha1) hashFile(file).catch(() => {});  // hashing starts now (a read error is told at the end)
   let failures = 0;
   const offline = async () => {
@@ -79,7 +80,7 @@ export async function sendFile(remote, file, progress, stopped = () => false) {
     }
   };
   const put = (start) => api("PUT", `/api/files/${remote.id}?offset=${start}`,
-    file.slice(start, Math.min(start + CHUNK, file.size)), { "Content-Type": "application/octet-stream" });
+    file.slice(start, Math.min(start + CHUNK, file.size)), { "Content-Type": "application/octet-stream" }, stop);
 
   for (let attempt = 1; ; attempt++) {
     // a file the server held nothing of (a new import's) starts without asking; were bytes to have
@@ -87,7 +88,7 @@ export async function sendFile(remote, file, progress, stopped = () => false) {
     let offset = attempt === 1 && remote.received === 0 ? 0 : await held(), next = offset;
     const flying = [];  // the PUTs on their way, oldest first; their answers come in that order
     while (offset < file.size) {
-      if (stopped()) { await Promise.allSettled(flying); return false; }
+      if (stop.aborted) return false;
       for (; flying.length < IN_FLIGHT && next < file.size; next += CHUNK) {
         const request = put(next);
         request.catch(() => {});  // handled when its turn comes
@@ -99,6 +100,7 @@ export async function sendFile(remote, file, progress, stopped = () => false) {
         progress("sending", offset, file.size);
         continue;
       } catch (e) {
+        if (stop.aborted) return false;  // the others were stopped with it
         await Promise.allSettled(flying.splice(0));  // the later ones are refused or wait in vain
         if (e.status === undefined) await offline();                                // network gone
         else if (e.code !== "resume") throw e;                                      // cancelled, or refused

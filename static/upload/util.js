@@ -12,8 +12,9 @@ export class ApiError extends Error {
   }
 }
 
-export async function api(method, url, body, headers = {}) {
-  const init = { method, headers: { "X-CSRFToken": csrf, ...headers }, credentials: "same-origin" };
+// signal: an AbortSignal that stops the request (the answer is then an ApiError with code "stopped")
+export async function api(method, url, body, headers = {}, signal = undefined) {
+  const init = { method, headers: { "X-CSRFToken": csrf, ...headers }, credentials: "same-origin", signal };
   if (body !== undefined) {
     if (body instanceof Blob) init.body = body;
     else { init.body = JSON.stringify(body); init.headers["Content-Type"] = "application/json"; }
@@ -22,6 +23,7 @@ export async function api(method, url, body, headers = {}) {
   try {
     response = await fetch(url, init);
   } catch (e) {
+    if (signal && signal.aborted) throw new ApiError("Stopped", undefined, { code: "stopped" });
     throw new ApiError("The portal cannot be reached: check the network connection", undefined, null);
   }
   const data = await response.json().catch(() => ({}));

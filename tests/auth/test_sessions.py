@@ -77,7 +77,7 @@ def test_an_idle_session_ends(embedded_app):
         row.last_seen -= idle
         db.commit()
     page = ann.get("/", follow_redirects=True).get_data(as_text=True)
-    assert "signed out after a while without activity" in page
+    assert '<p class="flash-info" role="status">You were signed out after a while without activity' in page
     assert ann.get("/api/me").status_code == 401
     with embedded_app.extensions["services"].db.session() as db:
         assert db.query(WebSession).filter(WebSession.user_id.isnot(None)).count() == 0

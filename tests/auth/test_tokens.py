@@ -48,15 +48,22 @@ def test_a_token_is_shown_once_and_kept_only_as_a_hash(embedded_app, ann):
 def test_the_tokens_page_shows_a_new_token_once(ann):
     page = ann.get("/tokens").get_data(as_text=True)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    made = ann.client.post("/tokens", data={"name": "laptop", "csrf_token": csrf}).get_data(as_text=True)
+    posted = ann.client.post("/tokens", data={"name": "laptop", "csrf_token": csrf})
+    assert (posted.status_code, posted.location) == (303, "/tokens")  # a reload of the page makes no second token
+    made = ann.get("/tokens").get_data(as_text=True)
     token = re.search(r'<code class="token" id="new-token">(omp_[^<]+)</code>', made).group(1)
     assert 'data-copy="new-token"' in made and 'data-copy="push-command"' in made
     assert f'PORTAL_TOKEN={token} upload-portal push FOLDER --server http://localhost --group "Lab"' in made
     again = ann.get("/tokens").get_data(as_text=True)
     assert "laptop" in again and token not in again
     revoke = re.search(r'action="(/tokens/\d+/revoke)"', again).group(1)
-    assert ann.client.post(revoke, data={"csrf_token": csrf}).status_code == 200
-    assert "laptop" not in ann.get("/tokens").get_data(as_text=True)
+    assert ann.client.post(revoke, data={"csrf_token": csrf}).status_code == 303
+    after = ann.get("/tokens").get_data(as_text=True)
+    assert "laptop" not in after and len(ann.get("/api/tokens").get_json()["tokens"]) == 0
+    # a confirmation is a calm note, not an error box
+    assert '<p class="flash-info" role="status">The token is revoked' in after and 'class="flash"' not in after
+    refused = ann.client.post("/tokens", data={"name": "", "csrf_token": csrf}, follow_redirects=True)
+    assert '<p class="flash" role="alert">' in refused.get_data(as_text=True)
 
 
 def test_a_token_signs_in_a_script_without_a_cookie(embedded_app, ann):

@@ -243,6 +243,7 @@ class FakeOmero:
         sf.getConfigService.side_effect = lambda: self._config(session)
         sf.submit.side_effect = lambda req, _ctx=None: self._submit(session, state["commands"], req, _ctx)
         sf.createRawFileStore.side_effect = lambda _ctx=None: self.files.raw_file_store(lambda: self.live(session))
+        sf.createThumbnailStore.side_effect = lambda _ctx=None: self.files.thumbnail_store(lambda: self.live(session))
         return sf
 
     def _config(self, session):

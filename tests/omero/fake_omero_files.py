@@ -10,8 +10,11 @@ from __future__ import annotations
 import hashlib
 from unittest import mock
 
+import imagecodecs
+import numpy as np
+
 import omero
-from omero.api import RawFileStorePrx
+from omero.api import RawFileStorePrx, ThumbnailStorePrx
 from omero.model import FileAnnotationI, ImageAnnotationLinkI, OriginalFileI
 from omero.rtypes import rlong, rstring, unwrap
 
@@ -74,6 +77,43 @@ class FakeFiles:
         self.store.commit(rows)
         self.log.append(("update.saveAndReturnArray", len(links)))
         return [ImageAnnotationLinkI(r.id, False) for r in rows if r.kind == "ialink"]
+
+    def thumbnail_store(self, user_of) -> ThumbnailStorePrx:
+        """A ThumbnailStore (omero-blitz ThumbnailStoreI over ome.api.ThumbnailStore): setPixelsId answers
+        False while the pixels have no rendering settings (an import nobody has viewed), and a thumbnail
+        needs them: resetDefaults makes them. A thumbnail is a JPEG whose longest side is the size asked."""
+        prx = strict(ThumbnailStorePrx)
+        state = {"row": None}
+
+        def set_pixels_id(pixelsId, _ctx=None):
+            user = user_of()
+            row = self.store.rows.get(pixelsId)
+            if row is None or row.kind != "pixels" or row.group not in self.store.groups_in_scope(user, _ctx):
+                raise omero.SecurityViolation(None, None, f"No Pixels {pixelsId} in this context")
+            state["row"] = row
+            self.log.append(("thumbs.setPixelsId", pixelsId))
+            return bool(row.fields.get("rendering"))
+
+        def reset_defaults(_ctx=None):
+            user_of()
+            assert state["row"] is not None, "setPixelsId first"
+            state["row"].fields["rendering"] = True
+            self.log.append(("thumbs.resetDefaults",))
+
+        def by_longest_side(size, _ctx=None):
+            user_of()
+            row = state["row"]
+            assert row is not None, "setPixelsId first"
+            if not row.fields.get("rendering"):
+                raise omero.ResourceError(None, None, f"Pixels {row.id} have no rendering settings")
+            self.log.append(("thumbs.getThumbnailByLongestSide", unwrap(size)))
+            return imagecodecs.jpeg8_encode(np.full((unwrap(size), unwrap(size)), 128, np.uint8))
+
+        prx.setPixelsId.side_effect = set_pixels_id
+        prx.resetDefaults.side_effect = reset_defaults
+        prx.getThumbnailByLongestSide.side_effect = by_longest_side
+        prx.close.side_effect = lambda _ctx=None: self.log.append(("thumbs.close",))
+        return prx
 
     def raw_file_store(self, user_of) -> RawFileStorePrx:
         """A RawFileStore of the session whose live user `user_of()` answers."""

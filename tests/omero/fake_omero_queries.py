@@ -107,6 +107,7 @@ class FakeQuery:
             q.FILESET_IMAGES: self._fileset_images,
             q.UNUSED_FILESETS_BY_SHA1: self._unused_filesets,
             q.IMAGE_TAGS: self._image_tags,
+            q.IMAGE_PIXELS: self._image_pixels,
             q.FILESET_FILE_SIZES: self._fileset_file_sizes,
             q.PROVENANCE_CONTENT_SIZES: self._provenance_content_sizes,
         }
@@ -215,6 +216,9 @@ class FakeQuery:
         filesets = {r.fields["fileset"] for r in self.store.select("image", groups) if r.id in ids}
         return [[rlong(r.id), rlong(r.fields["fileset"])] for r in sorted(self.store.select("image", groups), key=lambda r: r.id)
                 if r.fields["fileset"] in filesets]
+
+    def _image_pixels(self, groups, iid, owner):
+        return [[rlong(p.id)] for p in self.store.select("pixels", groups, image=iid) if p.owner == owner]
 
     def _images_with_files(self, groups, ids):
         return [image(r, self.store, self.user, with_files=True)

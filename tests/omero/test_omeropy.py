@@ -372,3 +372,19 @@ def test_the_real_ice_client_maps_a_refused_connection():
     assert type(error.value.__cause__).__name__ == "ConnectionRefusedException"
     with pytest.raises(ServerUnreachable):
         gateway.keep_alive("any-key")
+
+
+def test_a_thumbnail_is_omeros_own_rendering_made_once_the_image_has_settings(imported, omero_gateway, fake_omero, alice):
+    refs, *_ = imported
+    fake_omero.log.clear()
+    with omero_gateway.session(alice) as s:
+        jpeg = s.thumbnail(lab_id(fake_omero), refs[0].id, 96)
+        again = s.thumbnail(lab_id(fake_omero), refs[0].id, 96)
+    assert jpeg[:2] == b"\xff\xd8" and again == jpeg  # a JPEG, as OMERO's ThumbnailStore renders
+    calls = [call[0] for call in fake_omero.log if call[0].startswith("thumbs.")]
+    assert calls == ["thumbs.setPixelsId", "thumbs.resetDefaults", "thumbs.setPixelsId",  # first: no settings yet
+                     "thumbs.getThumbnailByLongestSide", "thumbs.close",
+                     "thumbs.setPixelsId", "thumbs.getThumbnailByLongestSide", "thumbs.close"]
+    bob = omero_gateway.create_session("bob", 3600)
+    with omero_gateway.session(bob) as s, pytest.raises(PermissionDenied):
+        s.thumbnail(lab_id(fake_omero), refs[0].id, 96)  # another user's image: not found as theirs

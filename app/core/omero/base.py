@@ -182,6 +182,10 @@ class Session(Protocol):
     def image_tags(self, group_id: int, image_id: int) -> list[str]:
         """The texts of the tags on one of the user's images, sorted."""
 
+    def thumbnail(self, group_id: int, image_id: int, longest_side: int) -> bytes:
+        """A small picture (JPEG or PNG bytes) of one of the user's images, as OMERO renders it, its
+        longest side `longest_side` pixels (PermissionDenied if not theirs or OMERO has none)."""
+
     def delete_images(self, group_id: int, image_ids: Sequence[int]) -> None:
         """Remove these images of the user's and what their import made: fileset, original files,
         annotation links, and the annotations nothing else uses (a tag other images carry stays).

@@ -22,6 +22,7 @@ from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 
 from app import __version__
+from app.core.omero.thumbnail import NoThumbnail, png_thumbnail
 from app.core.omero.base import (
     CLIENT_KV_NAMESPACE, FILESET, KEY_VALUES_LIMIT, METADATA_NAMESPACE, ORIGINAL_NAMESPACE, PROVENANCE_NAMESPACE,
     COMPLETE_KEY, Annotations, FileToAttach, Group, Identity, ImageRef, OmeroError, PartOfFileset, PermissionDenied,
@@ -279,6 +280,25 @@ class EmbeddedSession:
                 "WHERE i.id = ? AND i.owner_id = ? AND i.group_id = ? ORDER BY t.text",
                 (image_id, self.user_id, group_id)).fetchall()
         return [text for (text,) in rows]
+
+    def thumbnail(self, group_id: int, image_id: int, longest_side: int) -> bytes:
+        # Made once from the image's file and kept in its folder, as OMERO keeps its thumbnails.
+        with self.store._db() as db:
+            folder = self.store.root / self._image_folder(db, group_id, image_id)
+            row = db.execute("SELECT f.path FROM image_files l JOIN files f ON f.id = l.file_id "
+                             "WHERE l.image_id = ? AND f.kind = ? ORDER BY f.id", (image_id, FILESET)).fetchone()
+        if row is None:
+            raise PermissionDenied(f"Image {image_id} has no file to make a thumbnail of")
+        kept = folder / f".thumbnail-{int(longest_side)}.png"
+        if not kept.exists():
+            try:
+                png = png_thumbnail(self.store.root / row[0], longest_side)
+            except NoThumbnail as e:
+                raise PermissionDenied(str(e)) from None
+            incoming = kept.with_name(f".{secrets.token_hex(8)}.png")
+            incoming.write_bytes(png)
+            os.replace(incoming, kept)  # two requests at once both write whole files; one wins
+        return kept.read_bytes()
 
     def delete_images(self, group_id: int, image_ids: Sequence[int]) -> None:
         # Each fileset is one folder, its images rows; a tag stays in the group's list for reuse.

@@ -25,14 +25,15 @@ import omero
 import omero.clients
 from omero.cmd import ERR, Delete2
 from omero.model import DatasetI, NamedValue, ProjectDatasetLinkI, ProjectI, TagAnnotationI
-from omero.rtypes import rstring, unwrap
+from omero.rtypes import rint, rstring, unwrap
 from omero.sys import Principal
 from omero_version import omero_version
 
 from app.core.omero import omeropy_files as files_io
 from app.core.omero import omeropy_queries as q
 from app.core.omero.base import (
-    COMPLETE_KEY, Annotations, FileToAttach, Group, Identity, ImageRef, OmeroError, PartOfFileset, Placement, Progress,
+    COMPLETE_KEY, Annotations, FileToAttach, Group, Identity, ImageRef, OmeroError, PartOfFileset, PermissionDenied,
+    Placement, Progress,
     SessionExpired, StoredFile,
 )
 from app.core.omero.omeropy_errors import command_failed, translate_errors
@@ -397,6 +398,24 @@ class OmeroPySession:
         with translate_errors(group=self._group_label(group_id)):
             rows = self._query.projection(q.IMAGE_TAGS, q.image_tags_params(image_id, self._uid), self._ctx(group_id))
         return [unwrap(row[0]) for row in rows]
+
+    def thumbnail(self, group_id: int, image_id: int, longest_side: int) -> bytes:
+        ctx = self._ctx(group_id)
+        with translate_errors(group=self._group_label(group_id)):
+            rows = self._query.projection(q.IMAGE_PIXELS, q.image_tags_params(image_id, self._uid), ctx)
+            if not rows:
+                raise PermissionDenied(f"Image {image_id} is not yours in this group, or has no pixels")
+            pixels_id = unwrap(rows[0][0])
+            store = self.sf.createThumbnailStore()
+            try:
+                # As BlitzGateway's _prepareTB: False means the image has no rendering settings yet (no
+                # one viewed it since the import); make the defaults, then ask again.
+                if not store.setPixelsId(pixels_id, ctx):
+                    store.resetDefaults(ctx)
+                    store.setPixelsId(pixels_id, ctx)
+                return store.getThumbnailByLongestSide(rint(longest_side), ctx)  # a JPEG
+            finally:
+                store.close()
 
     def import_image(
         self, group_id: int, dataset_id: int, files: Sequence[Path], *, name: str, description: str,

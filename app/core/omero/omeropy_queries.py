@@ -91,6 +91,9 @@ IMAGE_TAGS = (
     "where l.child.id = t.id and l.parent.id = :iid and l.parent.details.owner.id = :owner order by t.textValue"
 )
 
+# The primary pixels of one of the user's images: what OMERO's ThumbnailStore renders.
+IMAGE_PIXELS = "select p.id from Pixels p where p.image.id = :iid and p.image.details.owner.id = :owner"
+
 # The distinct values the user gave this key in editable (client namespace) key-value annotations of
 # the call's group. A projection, like the id queries above: only the strings travel.
 KEY_VALUES = (
