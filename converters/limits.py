@@ -40,8 +40,8 @@ def check_h5(dataset, name: str, what: str) -> None:
     as zeros), or whose bytes live outside the file (external storage or a virtual dataset could read
     any file on the server)."""
     if dataset.external or dataset.is_virtual:
-        raise ConversionError(f"{name}: {what} ({dataset.name}) is stored outside the file; refused (an upload "
-                              f"must hold its own data)")
+        raise ConversionError(f"{name}: {dataset.name} keeps its data outside the file (HDF5 external storage or "
+                              f"a virtual dataset); refused, as an upload must hold its own data")
     declared = math.prod(dataset.shape or ()) * dataset.dtype.itemsize
     refuse_inflated(name, declared, dataset.id.get_storage_size(), what, "stored data")
 

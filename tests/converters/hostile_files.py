@@ -215,3 +215,10 @@ def mrc_stamp_big_endian(tmp: Path) -> list[Path]:
     (tmp / "a.mrc").write_bytes(bytes(header) + bytes(127 + 16))
     (tmp / "a.xml").write_text("<MicroscopeImage></MicroscopeImage>")
     return [tmp / "a.mrc", tmp / "a.xml"]
+
+
+def berkeley_external(tmp: Path) -> list[Path]:
+    """A dataset whose bytes HDF5 reads from another file on the server (external storage)."""
+    secret = tmp / "secret.bin"
+    secret.write_bytes(b"not the uploader's" * 64)
+    return _berkeley(tmp, "image", shape=(8, 8), dtype=np.uint8, external=[(str(secret), 0, 64)])
