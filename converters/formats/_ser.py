@@ -87,7 +87,7 @@ def read_series(path: Path) -> Series:
             if start + _ELEMENT.size + nx * ny * dtype.itemsize > size:
                 raise _truncated(path, valid, frames, index, (nx, ny))
             if index == 0:
-                _apart(path, offsets, _ELEMENT.size + nx * ny * dtype.itemsize, "frame")
+                _apart(path, offsets, _ELEMENT.size + nx * ny * dtype.itemsize, "frames")
             if frames and (ny, nx, dtype) != frames[0][1:4]:
                 raise ConversionError(
                     f"{path.name}: frame {index} is {nx}x{ny} {dtype}, frame 0 is "
@@ -117,7 +117,7 @@ def _spectra(f, path: Path, valid: int, offsets: list[int], size: int, header: d
             raise ConversionError(f"{path.name} is truncated: header says {valid} spectra, file holds {index}")
         if first is None:
             check_channels(path.name, "its spectrum", length)
-            _apart(path, offsets, _SPECTRUM.size + length * dtype.itemsize, "spectrum")
+            _apart(path, offsets, _SPECTRUM.size + length * dtype.itemsize, "spectra")
             first = (length, dtype, offset, delta)
         elif (length, dtype) != first[:2]:
             raise ConversionError(f"{path.name}: spectrum {index} has {length} {dtype} channels, spectrum 0 has "
@@ -153,7 +153,7 @@ def _apart(path: Path, offsets: list[int], extent: int, what: str) -> None:
     close = np.flatnonzero(np.diff(order) < extent)
     if close.size:
         a, b = int(order[close[0]]), int(order[close[0] + 1])
-        raise ConversionError(f"{path.name}: its {what}s overlap: one of {extent:,} bytes starts at byte {a:,}, "
+        raise ConversionError(f"{path.name}: its {what} overlap: one of {extent:,} bytes starts at byte {a:,}, "
                               f"another at byte {b:,}; the file's index is damaged")
 
 

@@ -87,6 +87,11 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage | SourceFile
 
 
 def _signals(path: Path) -> list[dict]:
+    try:
+        check_tags(path)  # before rsciio is imported (a second) or trusts any count in the tags
+    except ConversionError:
+        _refuse_truncated(path)
+        raise
     from rsciio import exceptions as rsciio_errors  # imported when used: rsciio pulls in dask
     from rsciio.digitalmicrograph import file_reader
 
@@ -97,11 +102,6 @@ def _signals(path: Path) -> list[dict]:
                 struct.error, UnboundLocalError, RecursionError, OverflowError, OSError, KeyError, IndexError,
                 TypeError, AttributeError, EOFError, UnicodeError)
 
-    try:
-        check_tags(path)  # before rsciio trusts any count in the tags
-    except ConversionError:
-        _refuse_truncated(path)
-        raise
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

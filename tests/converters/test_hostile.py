@@ -71,7 +71,7 @@ REFUSED = [
     ("velox_int64_sparse", r"^x\.emd declares 137\.4 GB of pixels in 0 bytes of stored data"),
     ("berkeley_int64_sparse", r"^x\.emd declares 12\.8 GB of data /data/image/data in 0 bytes of stored data"),
     # 5: every element of a .ser pointing at the same bytes
-    ("ser_spectra_one_offset", r"^t_1\.ser: its spectrums overlap: one of 16,026 bytes starts at byte"),
+    ("ser_spectra_one_offset", r"^t_1\.ser: its spectra overlap: one of 16,026 bytes starts at byte"),
     ("ser_frames_one_offset", r"^t_1\.ser: its frames overlap: one of 16,434 bytes starts at byte"),
     # 10: the TIFF header of a passed-through OME-TIFF, and an MRC header read in mrcfile's byte order
     ("ome_tiff_header_lies", r"^x\.ome\.tif declares 10\.0 GB of pixels in 880 bytes of file: refused"),
