@@ -98,6 +98,7 @@ def test_twenty_thousand_siblings_are_named_in_linear_time(tmp_path, builder, ke
 
 
 def test_unclosed_object_info_is_read_in_one_pass(tmp_path):
-    """5: 20,000 unclosed <ObjectInfo> made the regular expression search quadratic; the .ser converts."""
+    """5: 100,000 unclosed <ObjectInfo> (1.2 MB) made the regular expression search quadratic (about 40
+    minutes: far past the time-out); found in one pass, the .ser converts."""
     report = convert_capped("emi_unclosed", tmp_path)
     assert report["outcome"] == "converted", report
