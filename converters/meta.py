@@ -44,6 +44,20 @@ def flatten(tree: object, prefix: str = "", out: dict[str, str] | None = None) -
     return out
 
 
+def fresh_key(name: str, taken: Mapping, seen: dict[str, int]) -> str:
+    """`name`, or the first of "name (2)", "name (3)"... not in `taken`. `seen` remembers per name how far
+    it got, so that N siblings of one name cost N steps, not N squared."""
+    if name not in taken:
+        return name
+    n = seen.get(name, 1)
+    while True:
+        n += 1
+        candidate = f"{name} ({n})"
+        if candidate not in taken:
+            seen[name] = n
+            return candidate
+
+
 def to_metres(value: float, unit: str) -> float | None:
     factor = _METRES.get(unit.strip()) if isinstance(unit, str) else None
     return None if factor is None else float(value) * factor

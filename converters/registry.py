@@ -31,7 +31,8 @@ from converters import formats, ometiff, spectra
 from converters.base import (
     Accounted, Conversion, ConversionError, ConvertOptions, OutputImage, Passthrough, SourceFile, SourceImage,
 )
-from converters.meta import DATE_UNKNOWN, MICROSCOPE_UNKNOWN, PIXEL_SIZE_UNKNOWN, friendly_name, human_size
+from converters.limits import refuse_inflated
+from converters.meta import DATE_UNKNOWN, MICROSCOPE_UNKNOWN, PIXEL_SIZE_UNKNOWN, friendly_name
 
 log = logging.getLogger(__name__)
 HEAD_BYTES = 65536
@@ -211,21 +212,11 @@ def _safe(title: str) -> str:
     return re.sub(r'[<>:"/\\|?*\x00-\x1f]+', "_", title).strip(" .") or "image"
 
 
-# Microscope images compress a few times at most; pixels a thousand times the file's size are a
-# decompression bomb (or sparse HDF5 with no data), which would fill the disk or OMERO with nothing.
-MAX_INFLATION = 1000
-BOMB_FLOOR = 64 * 2**20  # below this, any ratio is harmless
-
-
 def _refuse_bomb(files: list[Path], result: SourceImage | Passthrough) -> None:
     """Refuse an image whose pixels would be far more than the whole file group could hold."""
     itemsize = result.dtype.itemsize if isinstance(result, SourceImage) else 1  # pass-through: a lower bound
-    declared = math.prod(result.shape.values()) * itemsize
-    stored = sum(path.stat().st_size for path in files)
-    if declared > BOMB_FLOOR and declared > MAX_INFLATION * stored:
-        raise ConversionError(
-            f"{files[0].name} declares {human_size(declared)} of pixels in {human_size(stored)} of file: refused as a "
-            f"decompression bomb (real images are never {declared // stored:,} times smaller than their pixels)")
+    refuse_inflated(files[0].name, math.prod(result.shape.values()) * itemsize,
+                    sum(path.stat().st_size for path in files))
 
 
 def _stem(path: Path) -> str:

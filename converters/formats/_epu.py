@@ -8,7 +8,8 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 
 from converters.base import ConversionError, PixelSize
-from converters.meta import clean, localize, pixel_size
+from converters.limits import parse_xml
+from converters.meta import clean, fresh_key, localize, pixel_size
 
 MAX_XML_BYTES = 32 * 2**20
 # .NET escapes "<PrefixExponent>k__BackingField" as "_x003C_PrefixExponent_x003E_k__BackingField"
@@ -34,13 +35,13 @@ def read_xml(path: Path, zone: tzinfo) -> EpuImage:
     if path.stat().st_size > MAX_XML_BYTES:
         raise ConversionError(f"{path.name} is too large for a MicroscopeImage XML ({path.stat().st_size} bytes)")
     try:
-        root = ET.parse(path).getroot()
+        root = parse_xml(path.read_bytes(), path.name)
     except ET.ParseError as e:
         raise ConversionError(f"{path.name} is not valid XML ({e})") from None
     if _local(root.tag) != "MicroscopeImage":
         raise ConversionError(f"{path.name} is not an ATLAS/EPU MicroscopeImage XML (its root is <{_local(root.tag)}>)")
     metadata: dict[str, str] = {}
-    _flatten(root, "", metadata)
+    _flatten(root, "", metadata, {})
     image = EpuImage(metadata=metadata)
 
     stamp = _find(root, "microscopeData/acquisition/acquisitionDateTime")
@@ -81,7 +82,7 @@ def _number(text: str) -> float | None:
         return None
 
 
-def _flatten(node: ET.Element, prefix: str, out: dict[str, str]) -> None:
+def _flatten(node: ET.Element, prefix: str, out: dict[str, str], seen: dict[str, int]) -> None:
     children = list(node)
     if not children:
         if prefix:
@@ -93,11 +94,8 @@ def _flatten(node: ET.Element, prefix: str, out: dict[str, str]) -> None:
             key = next((clean(c.text or "") for c in child if _local(c.tag) == "Key"), "")
             value = next((c for c in child if _local(c.tag) == "Value"), None)
             if value is not None:
-                _flatten(value, f"{prefix}.{key}" if prefix else key, out)
+                _flatten(value, f"{prefix}.{key}" if prefix else key, out, seen)
             continue
         match = _BACKING.match(tag)
         tag = match.group(1) if match else tag.lstrip("_")
-        name = f"{prefix}.{tag}" if prefix else tag
-        while name in out:
-            name += "+"
-        _flatten(child, name, out)
+        _flatten(child, fresh_key(f"{prefix}.{tag}" if prefix else tag, out, seen), out, seen)

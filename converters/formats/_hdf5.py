@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 
 from converters.base import ConversionError
+from converters.limits import blocks, check_h5
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 CHUNK_CACHE = 64 * 2**20  # one frame-sized chunk stays cached while its bands are read
@@ -78,7 +79,9 @@ def channels_of(name: str, data: h5py.Dataset) -> list[tuple[str, np.dtype, Call
 def _pixel_type(data: h5py.Dataset) -> np.dtype:
     dtype = np.dtype(data.dtype).newbyteorder("=")
     if dtype.itemsize == 8 and dtype.kind in "iu":
-        # OME has no 64-bit integer pixels: the narrowest type that holds this array's values
+        # OME has no 64-bit integer pixels: the narrowest type that holds this array's values, scanned
+        # only once the array is known to hold what it declares (a sparse one would read zeros for hours)
+        check_h5(data, Path(data.file.filename).name, "pixels")
         low, high = _range(data)
         for candidate in ("u1", "i1", "u2", "i2", "u4", "i4"):
             if np.iinfo(candidate).min <= low and high <= np.iinfo(candidate).max:
@@ -89,11 +92,10 @@ def _pixel_type(data: h5py.Dataset) -> np.dtype:
 
 
 def _range(data: h5py.Dataset) -> tuple[int, int]:
-    """Minimum and maximum of an array, read one slab of its first axis at a time."""
+    """Minimum and maximum of an array, read a bounded block at a time."""
     low, high = 0, 0
-    step = max(1, 2**24 // max(1, int(np.prod(data.shape[1:]))))
-    for i in range(0, data.shape[0], step):
-        block = data[i:i + step]
+    for index in blocks(data.shape):
+        block = data[index]
         if block.size:
             low, high = min(low, int(block.min())), max(high, int(block.max()))
     return low, high

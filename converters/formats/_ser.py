@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.base import ConversionError
+from converters.limits import check_channels
 
 SER_MAGIC = b"II\x97\x01"
 IMAGE_TYPE, SPECTRUM_TYPE = 0x4122, 0x4120
@@ -85,6 +86,8 @@ def read_series(path: Path) -> Series:
             dtype = np.dtype(_DTYPES[dtype_code])
             if start + _ELEMENT.size + nx * ny * dtype.itemsize > size:
                 raise _truncated(path, valid, frames, index, (nx, ny))
+            if index == 0:
+                _apart(path, offsets, _ELEMENT.size + nx * ny * dtype.itemsize, "frames")
             if frames and (ny, nx, dtype) != frames[0][1:4]:
                 raise ConversionError(
                     f"{path.name}: frame {index} is {nx}x{ny} {dtype}, frame 0 is "
@@ -113,6 +116,8 @@ def _spectra(f, path: Path, valid: int, offsets: list[int], size: int, header: d
         if start + _SPECTRUM.size + length * dtype.itemsize > size:
             raise ConversionError(f"{path.name} is truncated: header says {valid} spectra, file holds {index}")
         if first is None:
+            check_channels(path.name, "its spectrum", length)
+            _apart(path, offsets, _SPECTRUM.size + length * dtype.itemsize, "spectra")
             first = (length, dtype, offset, delta)
         elif (length, dtype) != first[:2]:
             raise ConversionError(f"{path.name}: spectrum {index} has {length} {dtype} channels, spectrum 0 has "
@@ -139,6 +144,17 @@ def _first_time(f, tag_table: int, wide: bool, tag_type: int) -> int | None:
         return None
     stored_type, _, time = struct.unpack("<HHI", tag)
     return time if stored_type == tag_type else None
+
+
+def _apart(path: Path, offsets: list[int], extent: int, what: str) -> None:
+    """Refuse elements that overlap (a damaged index, or one that points every element at the same
+    bytes): each element is then read once, and reading a series never reads more than the file."""
+    order = np.sort(np.asarray(offsets, np.int64))
+    close = np.flatnonzero(np.diff(order) < extent)
+    if close.size:
+        a, b = int(order[close[0]]), int(order[close[0] + 1])
+        raise ConversionError(f"{path.name}: its {what} overlap: one of {extent:,} bytes starts at byte {a:,}, "
+                              f"another at byte {b:,}; the file's index is damaged")
 
 
 def sum_spectrum(series: Series) -> np.ndarray:

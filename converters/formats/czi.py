@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from converters.base import ConversionError, ConvertOptions, Passthrough
-from converters.meta import clean, flatten, pixel_size
+from converters.limits import parse_xml
+from converters.meta import clean, flatten, fresh_key, pixel_size
 
 NAME = "Zeiss CZI"
 EXTENSIONS = (".czi",)
@@ -26,7 +27,7 @@ def identify(head: bytes, path: Path) -> bool:
 def read(files: list[Path], options: ConvertOptions) -> Passthrough:
     path = files[0]
     try:
-        root = ET.fromstring(_metadata_xml(path))
+        root = parse_xml(_metadata_xml(path), path.name, "CZI metadata XML")
     except ET.ParseError as e:
         raise ConversionError(f"{path.name}: the CZI metadata XML is damaged ({e})") from None
     image = root.find("Metadata/Information/Image")
@@ -101,12 +102,11 @@ def _metadata_xml(path: Path) -> str:
 def _tree(element: ET.Element) -> dict | str:
     if len(element) == 0:
         return clean(element.text or "")
-    out = {}
+    out: dict = {}
+    seen: dict[str, int] = {}
     for child in element:
         name = child.tag + (f"[{child.get('Id') or child.get('Name')}]" if child.get("Id") or child.get("Name") else "")
-        while name in out:
-            name += "+"
-        out[name] = _tree(child)
+        out[fresh_key(name, out, seen)] = _tree(child)
     return out
 
 

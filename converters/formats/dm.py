@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from converters.base import Accounted, ConversionError, ConvertOptions, SourceFile, SourceImage, Spectrum
+from converters.formats._dm_tags import check_tags
 from converters.formats._hdf5 import complex_parts
 from converters.formats._raw import stacked_planes
+from converters.limits import check_channels
 from converters.meta import calibration, clean, flatten, from_filetime, localize, unknowns
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,11 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage | SourceFile
 
 
 def _signals(path: Path) -> list[dict]:
+    try:
+        check_tags(path)  # before rsciio is imported (a second) or trusts any count in the tags
+    except ConversionError:
+        _refuse_truncated(path)
+        raise
     from rsciio import exceptions as rsciio_errors  # imported when used: rsciio pulls in dask
     from rsciio.digitalmicrograph import file_reader
 
@@ -106,10 +113,7 @@ def _signals(path: Path) -> list[dict]:
                 raise ConversionError(f"{path.name}: RGB DigitalMicrograph images are not supported") from None
             raise ConversionError(f"{path.name} is not a readable DigitalMicrograph file: {e}") from None
         except _DAMAGED as e:
-            declared, held = _declared_size(path), path.stat().st_size
-            if held < declared:
-                raise ConversionError(f"{path.name} is truncated: its header says {declared} bytes, the file holds "
-                                      f"{held} (an interrupted copy?)") from None
+            _refuse_truncated(path)
             raise ConversionError(f"{path.name} is not a readable DigitalMicrograph file: its tags are damaged "
                                   f"({type(e).__name__}: {e})") from None
     for warning in caught:
@@ -119,13 +123,19 @@ def _signals(path: Path) -> list[dict]:
     return signals
 
 
-def _declared_size(path: Path) -> int:
-    """The whole file's size by its header: 12 (DM3) or 16 (DM4) header bytes, the tags it counts, 8 closing zeros."""
+def _refuse_truncated(path: Path) -> None:
+    """Refuse a file shorter than its header says: 12 (DM3) or 16 (DM4) header bytes, the tags it
+    counts, 8 closing zeros. Damage in a cut file is the cut's."""
     with open(path, "rb") as f:
         head = f.read(16)
     if int.from_bytes(head[:4], "big") == 3:
-        return 12 + int.from_bytes(head[4:8], "big") + 8
-    return 16 + int.from_bytes(head[4:12], "big") + 8
+        declared = 12 + int.from_bytes(head[4:8], "big") + 8
+    else:
+        declared = 16 + int.from_bytes(head[4:12], "big") + 8
+    held = path.stat().st_size
+    if held < declared:
+        raise ConversionError(f"{path.name} is truncated: its header says {declared} bytes, the file holds "
+                              f"{held} (an interrupted copy?)") from None
 
 
 def _kind(signal: dict, tags: dict) -> str:
@@ -208,6 +218,7 @@ def _spectrum(path: Path, signal: dict, tags: dict, name: str, kind: str) -> Spe
     else:
         energy_index = next(i for i, a in enumerate(signal["axes"]) if not a["navigate"] and a["size"] > 1)
     energy = signal["axes"][energy_index]
+    check_channels(path.name, f"the spectrum {name}", shape[energy_index])
     counts = np.zeros(shape[energy_index], np.float64)
     rest = math.prod(shape[1:])
     step = max(1, BAND_BYTES // max(1, rest * stored.itemsize))

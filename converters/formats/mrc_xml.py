@@ -11,7 +11,7 @@ from pathlib import Path
 
 import mrcfile
 import numpy as np
-from mrcfile.utils import data_dtype_from_header
+from mrcfile.utils import byte_order_from_machine_stamp, data_dtype_from_header
 
 from converters.base import ConversionError, ConvertOptions, SourceImage
 from converters.formats._epu import read_xml
@@ -103,22 +103,30 @@ def _number(text: str | None) -> float | None:
 
 
 def _precheck(path: Path) -> None:
-    """Check the header's sizes against the file before mrcfile allocates anything from them."""
+    """Check the header's sizes against the file before mrcfile allocates anything from them, in the
+    byte order mrcfile will read them in: the machine stamp's (little-endian when it is unknown),
+    turned round when the mode only makes sense the other way (mrcinterpreter._read_header)."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(1024)
     if len(head) < 1024:
         raise ConversionError(f"{path.name} is truncated: an MRC header is 1024 bytes, the file holds {size}")
-    for order in "<>":
-        nx, ny, nz, mode = struct.unpack_from(order + "4i", head)
-        nsymbt = struct.unpack_from(order + "i", head, 92)[0]
-        if mode in _MODES | {101} and all(0 < n <= MAX_SIDE for n in (nx, ny, nz)):
-            if not 0 <= nsymbt <= size - 1024:
-                raise ConversionError(
-                    f"{path.name}: the header's extended header of {nsymbt} bytes does not fit in the {size}-byte file"
-                )
-            return
-    raise ConversionError(f"{path.name}: the MRC header's image size or mode is invalid")
+    try:
+        order = byte_order_from_machine_stamp(head[212:216])
+    except ValueError:
+        order = "<"
+    if struct.unpack_from(order + "i", head, 12)[0] not in _MODES | {101}:
+        other = ">" if order == "<" else "<"
+        order = other if struct.unpack_from(other + "i", head, 12)[0] in _MODES | {101} else order
+    nx, ny, nz, mode = struct.unpack_from(order + "4i", head)
+    nsymbt = struct.unpack_from(order + "i", head, 92)[0]
+    endian = "big" if order == ">" else "little"
+    if mode not in _MODES | {101} or not all(0 < n <= MAX_SIDE for n in (nx, ny, nz)):
+        raise ConversionError(f"{path.name}: the MRC header (read {endian}-endian, by its machine stamp and mode) "
+                              f"declares {nx}x{ny}x{nz} pixels of mode {mode}: not a valid image size or mode")
+    if not 0 <= nsymbt <= size - 1024:
+        raise ConversionError(f"{path.name}: the header's extended header of {nsymbt} bytes does not fit in the "
+                              f"{size}-byte file")
 
 
 def _check_size(path: Path, offset: int, needed: int, what: str) -> None:

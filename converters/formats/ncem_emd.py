@@ -20,6 +20,7 @@ import numpy as np
 from converters.base import Accounted, ConversionError, ConvertOptions, SourceFile, SourceImage, Spectrum
 from converters.formats._hdf5 import channels_of, h5_kind, open_h5, pixel_kind
 from converters.formats._rsciio import axis_size, has_unit, read_signals, seconds, unix_time, z_step
+from converters.limits import check_channels, check_h5
 from converters.meta import flatten, pixel_size, to_metres
 from converters.planes import FuncPlane, common_dtype
 from converters.registry import unique_names
@@ -59,6 +60,11 @@ def _read(f: h5py.File, path: Path) -> SourceFile:
     datasets = _datasets(f)
     if not datasets:
         raise ConversionError(f"{path.name} holds no EMD data group (emd_group_type 1 with a 'data' array)")
+    for data in datasets:  # before rsciio reads any of them (and their axes) or we scan one
+        for item in [data, *(v for k, v in data.parent.items() if k.startswith("dim") and isinstance(v, h5py.Dataset))]:
+            check_h5(item, path.name, f"data {item.name}")
+        if data.ndim == 1:
+            check_channels(path.name, f"the spectrum {data.name}", data.shape[0])
     # one rsciio signal per dataset, in our order, so that each maps to the array we read pixels from
     refs = read_signals(f, path, dataset_path=[d.name.lstrip("/") for d in datasets], stack_group=False)
     if len(refs) != len(datasets):

@@ -1,6 +1,7 @@
 """OME-TIFF is imported as it is; its microscope, date and channels come from its OME-XML."""
 from __future__ import annotations
 
+import math
 from datetime import UTC
 from pathlib import Path
 from xml.etree import ElementTree
@@ -10,6 +11,7 @@ from ome_types import from_xml
 
 from converters.base import ConversionError, ConvertOptions, Passthrough, PixelSize
 from converters.formats._tiff import TIFF_MAGIC
+from converters.limits import parse_xml, refuse_inflated
 from converters.meta import clean
 
 NAME = "OME-TIFF"
@@ -32,6 +34,8 @@ def read(files: list[Path], options: ConvertOptions) -> Passthrough:
     try:
         with tifffile.TiffFile(path) as tif:
             xml = tif.ome_metadata
+            _refuse_bomb(path, tif)
+        parse_xml(xml, path.name, "OME-XML")  # bounded before ome-types builds its model
         ome = from_xml(xml, validate=False)
     except (tifffile.TiffFileError, ValueError, OSError, ElementTree.ParseError) as e:  # pydantic's ValidationError is a ValueError
         raise ConversionError(f"{path.name}: the OME-XML of this OME-TIFF cannot be read ({e})") from None
@@ -63,3 +67,13 @@ def read(files: list[Path], options: ConvertOptions) -> Passthrough:
         channels=[c.name or f"C{i}" for i, c in enumerate(pixels.channels)], pixel_size=size,
         acquired=acquired, microscope=microscope, detector=detector, metadata=metadata, notes=notes,
     )
+
+
+def _refuse_bomb(path: Path, tif: tifffile.TiffFile) -> None:
+    """Judge the pixels by the TIFF pages Bio-Formats reads, not only by the OME-XML, which may say less.
+
+    Each page takes a dozen bytes of file at the least, so walking them is bounded by the file's size."""
+    declared = 0
+    for page in tif.pages:
+        declared += math.prod(page.shape) * (page.dtype.itemsize if page.dtype is not None else 1)
+    refuse_inflated(path.name, declared, path.stat().st_size)

@@ -23,6 +23,7 @@ import numpy as np
 from converters.base import Accounted, ConversionError, ConvertOptions, SourceFile, SourceImage, Spectrum
 from converters.formats._hdf5 import complex_parts
 from converters.formats._ser import SPECTRUM_TYPE, Series, read_series, sum_spectrum
+from converters.limits import parse_xml
 from converters.meta import Calibration, calibration, clean, flatten, localize, unknowns
 from converters.planes import FilePlane, FlippedPlane, FuncPlane, common_dtype
 
@@ -31,7 +32,6 @@ NAME = "TIA EMI"
 EXTENSIONS = (".emi",)
 READERS = ("rsciio.tia._api",)
 SCAN_LIMIT = 64 * 2**20  # .emi files are small; never read more than this looking for the XML
-_OBJECT = re.compile(rb"<ObjectInfo>.*?</ObjectInfo>", re.S)
 _SER_NAME = re.compile(r"^(?P<stem>.+)_(?P<index>\d+)\.ser$", re.IGNORECASE)
 _STEM_DETECTOR = re.compile(rb"Acquire ([\w+-]+) Scanning Display")
 
@@ -47,12 +47,12 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage | SourceFile
     emi = files[0]
     with open(emi, "rb") as f:
         raw = f.read(SCAN_LIMIT)
-    xmls = [m.group(0) for m in _OBJECT.finditer(raw)]
-    objects = [_parse_object(xml, emi) for xml in xmls]
+    xmls = _objects(raw)
     # an object with only an id, or one pointing at a reference image (a spectrum image's survey),
     # has no .ser of its own: the others each describe one
     described = sum(1 for xml in xmls if b"<AcquireDate>" in xml and b"<ReferenceImagePath>" not in xml)
     sers = _sers(emi, files[1:], described)
+    objects = [_parse_object(xml, emi) for xml in xmls[:len(sers)]]  # only the .ser files' are read
 
     every = [read_series(ser) for ser in sers]
     series = [s for s in every if s.data_type != SPECTRUM_TYPE]
@@ -80,6 +80,19 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage | SourceFile
     if not spectra:
         return image
     return SourceFile(images=[image], spectra=spectra, accounted=accounted)
+
+
+def _objects(raw: bytes) -> list[bytes]:
+    """Each <ObjectInfo>...</ObjectInfo> in the .emi, found in one pass: a regular expression would
+    look for the end again from every unclosed start, in time quadratic in the file's size."""
+    found, at = [], 0
+    while (start := raw.find(b"<ObjectInfo>", at)) >= 0:
+        end = raw.find(b"</ObjectInfo>", start)
+        if end < 0:
+            break
+        at = end + len(b"</ObjectInfo>")
+        found.append(raw[start:at])
+    return found
 
 
 def _spectrum(s: Series) -> tuple[Spectrum, Accounted]:
@@ -201,13 +214,15 @@ def _sers(emi: Path, given: list[Path], expected: int) -> list[Path]:
     if not indexed:
         raise ConversionError(f"{emi.name} has no .ser file: expected {stem}_1.ser beside it")
     if missing:
-        raise ConversionError(f"{emi.name} is incomplete: {', '.join(missing)} is missing")
+        more = f" and {len(missing) - 5:,} more" if len(missing) > 5 else ""
+        raise ConversionError(f"{emi.name} is incomplete: {', '.join(missing[:5])}{more} "
+                              f"{'is' if len(missing) == 1 else 'are'} missing")
     return [indexed[i] for i in sorted(indexed)]
 
 
 def _parse_object(xml: bytes, emi: Path) -> dict:
     try:
-        root = ET.fromstring(xml.decode("utf-8", errors="replace"))
+        root = parse_xml(xml.decode("utf-8", errors="replace"), emi.name)
     except ET.ParseError as e:
         raise ConversionError(f"{emi.name}: its metadata XML is damaged ({e})") from None
     return _tree(root)

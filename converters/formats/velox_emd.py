@@ -24,6 +24,7 @@ import numpy as np
 from converters.base import Accounted, ConversionError, ConvertOptions, SourceFile, SourceImage, Spectrum
 from converters.formats._hdf5 import channels_of, h5_kind, open_h5, pixel_kind
 from converters.formats._rsciio import axis_size, read_signals, seconds, unix_time
+from converters.limits import blocks, check_channels, check_h5
 from converters.meta import flatten
 from converters.planes import FuncPlane, common_dtype
 from converters.registry import unique_names
@@ -73,12 +74,16 @@ def _read(f: h5py.File, path: Path) -> SourceFile:
             # rsciio reads a Metadata column whole: a damaged header must not make that gigabytes
             if group["Metadata"].ndim != 2 or group["Metadata"].shape[0] > MAX_METADATA:
                 raise ConversionError(f"{path.name}: the metadata of {label} {n} is not a Velox JSON record")
+            check_h5(group["Metadata"], path.name, f"metadata of {label} {n}")
+            check_h5(group["Data"], path.name, "pixels" if kind == "Image" else f"spectrum {n}")
             if kind == "Spectrum" and group["Data"].size * group["Data"].dtype.itemsize > MAX_WHOLE:
                 raise ConversionError(f"{path.name}: spectrum {n} is too large to be a spectrum; the file is damaged")
+            if kind == "Spectrum" and group["Data"].ndim:
+                check_channels(path.name, f"spectrum {n}", group["Data"].shape[-1])
     accounted: list[Accounted] = []
     images, image_accounts = _images(f, path)
     spectra = _spectra(f, path, accounted)
-    spectra += _spectrum_image_sums(f, accounted)
+    spectra += _spectrum_image_sums(f, path, accounted)
     log = _acquisition_log(f, accounted)
     for kind in data:
         if kind not in ("Image", "Spectrum", "SpectrumStream", "SpectrumImage", "EelsSpectrumImage", "Text"):
@@ -239,7 +244,7 @@ def _spectra(f: h5py.File, path: Path, accounted: list[Accounted]) -> list[Spect
     return found
 
 
-def _spectrum_image_sums(f: h5py.File, accounted: list[Accounted]) -> list[Spectrum]:
+def _spectrum_image_sums(f: h5py.File, path: Path, accounted: list[Accounted]) -> list[Spectrum]:
     """The sum spectrum of each spectrum image, read by our own code in bounded memory.
 
     rsciio decodes a whole EDS spectrum stream into memory and reads EELS spectrum images whole;
@@ -252,7 +257,7 @@ def _spectrum_image_sums(f: h5py.File, accounted: list[Accounted]) -> list[Spect
         total, meta = None, {}
         for key in streams:
             meta = _json_column(streams[key]["Metadata"])
-            counts = _stream_sum(streams[key])
+            counts = _stream_sum(streams[key], path.name)
             total = counts if total is None else _add(total, counts)
             detector = meta.get("BinaryResult", {}).get("Detector", "")
             accounted.append(Accounted(f"spectrum stream {detector}".strip(), "attachment",
@@ -268,16 +273,18 @@ def _spectrum_image_sums(f: h5py.File, accounted: list[Accounted]) -> list[Spect
         calibration = _json_column(group["AcquisitionMetadata"]).get("Data", {})
         offset, scale = float(calibration.get("offset", 0.0)), float(calibration.get("dispersion", 0.0))
         eels = f"EELS from {offset:.4g} eV (sum of the spectrum image)" if scale else "EELS (sum of the spectrum image)"
-        found.append(Spectrum(eels, _cube_sum(group["Data"]), offset if scale else 0.0, scale or 1.0,
+        found.append(Spectrum(eels, _cube_sum(group["Data"], path.name), offset if scale else 0.0, scale or 1.0,
                               "eV" if scale else "", "EELS spectrum image"))
         accounted.append(Accounted(eels.replace(" (sum of the spectrum image)", " spectrum image"), "attachment",
                                    f"{eels}; the full spectrum image stays in the original file"))
     return found
 
 
-def _stream_sum(group: h5py.Group) -> np.ndarray:
+def _stream_sum(group: h5py.Group, name: str) -> np.ndarray:
     channels = int(json.loads(bytes(np.asarray(group["AcquisitionSettings"][0]).item()))["bincount"])
     data = group["Data"]
+    check_channels(name, "a spectrum stream", channels)
+    check_h5(data, name, "spectrum stream")
     total = np.zeros(channels, np.int64)
     for start in range(0, data.shape[0], STREAM_BLOCK):
         values = data[start:start + STREAM_BLOCK, 0]
@@ -288,15 +295,16 @@ def _stream_sum(group: h5py.Group) -> np.ndarray:
     return total
 
 
-def _cube_sum(data: h5py.Dataset) -> np.ndarray:
-    """Sum of an EELS cube stored (x, energy, y) or (x, energy), one x slab at a time."""
+def _cube_sum(data: h5py.Dataset, name: str) -> np.ndarray:
+    """Sum of an EELS cube stored (x, energy, y) or (x, energy), a bounded block at a time."""
     if data.ndim not in (2, 3):
         raise ConversionError(f"an EELS spectrum image is {data.ndim}-D, expected 2-D or 3-D")
+    check_h5(data, name, "EELS spectrum image")
+    check_channels(name, "an EELS spectrum image", data.shape[1])
     total = np.zeros(data.shape[1], np.float64 if data.dtype.kind == "f" else np.int64)
-    slab = max(1, 2**24 // max(1, data.shape[1] * (data.shape[2] if data.ndim == 3 else 1)))
-    for x in range(0, data.shape[0], slab):
-        block = data[x:x + slab]
-        total += block.sum(axis=(0, 2) if data.ndim == 3 else 0, dtype=total.dtype)
+    for index in blocks(data.shape):
+        energies = index[1] if len(index) > 1 else slice(None)  # a block of fewer channels than all
+        total[energies] += data[index].sum(axis=(0, 2) if data.ndim == 3 else 0, dtype=total.dtype)
     return total
 
 
