@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import re
+import struct
 import warnings
 from collections.abc import Callable
 from datetime import datetime, tzinfo
@@ -33,7 +34,7 @@ def read_signals(module: str, path: Path, what: str, **options) -> list[dict]:
         try:
             signals = reader(str(path), **options)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError, EOFError, OSError, UnicodeError,
-                NotImplementedError, ZeroDivisionError) as e:
+                NotImplementedError, ZeroDivisionError, struct.error) as e:
             raise ConversionError(f"{path.name} is not a readable {what} file ({type(e).__name__}: {e}); it may be "
                                   f"damaged or incomplete") from None
     for warning in caught:  # rsciio's advice to interactive users
