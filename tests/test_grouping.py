@@ -16,7 +16,7 @@ def test_emi_takes_all_its_ser_files_in_numeric_order_wherever_they_stand():
 
 
 def test_mrc_pairs_with_its_xml():
-    assert summary(["Atlas_1.xml", "Atlas_1.mrc"]) == [("mrc", ["Atlas_1.mrc", "Atlas_1.xml"], False)]
+    assert summary(["Atlas_1.xml", "Atlas_1.mrc"]) == [("mrc_xml", ["Atlas_1.mrc", "Atlas_1.xml"], False)]
 
 
 @pytest.mark.parametrize("names, needle", [

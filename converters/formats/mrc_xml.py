@@ -21,6 +21,8 @@ from converters.meta import clean, pixel_size, unknowns
 
 NAME = "MRC"
 EXTENSIONS = (".mrc",)
+HELP = "cryo-EM images and stacks; the ATLAS/EPU XML beside it gives the metadata"
+SIDECARS = ({"name": "{stem}.xml", "what": "ATLAS/EPU metadata file", "required": True},)
 _MODES = {0, 1, 2, 3, 4, 6, 12}  # 101 (4-bit packed) is refused by its own message
 MAX_SIDE = 2**20
 
