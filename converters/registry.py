@@ -7,6 +7,8 @@ A plugin is any module in `converters.formats` with:
   READERS: tuple[str, ...] (optional)  modules it imports only when reading (RosettaSciIO's): warm_up
   identify(head: bytes, path) -> bool   decides from the content only (head = first 64 KiB)
   read(files, options) -> SourceImage | SourceFile | Passthrough
+  HELP, PARTNERS, SIDECARS: its help line and the files that go with it (see converters.declared,
+                            which reads NAME, EXTENSIONS, PRIORITY and these as literals, unimported)
 Dropping a module in that package is all it takes to add a format. A SourceFile's images become one
 OME-TIFF each (the primary `<stem>.ome.tiff`, the others `<stem> [<title>].ome.tiff`), its spectra a
 CSV and a PNG plot each; a file with spectra and no image gets the first spectrum's plot as its image.

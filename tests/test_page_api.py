@@ -30,7 +30,7 @@ def test_plan_groups_partners_and_names_what_is_missing(alice):
     groups = {tuple(f["name"] for f in grp["files"]): grp for grp in body["groups"]}
     assert groups[("run/acq.emi", "run/acq_1.ser", "run/acq_2.ser")]["error"] is None
     assert groups[("run/acq.emi", "run/acq_1.ser", "run/acq_2.ser")]["size"] == 3100
-    assert groups[("run/grid.mrc", "run/grid.xml")]["kind"] == "mrc"
+    assert groups[("run/grid.mrc", "run/grid.xml")]["kind"] == "mrc_xml"
     assert "orphan.emi" in groups[("run/orphan_1.ser",)]["error"]
     assert "acq.emi" in groups[("other/acq_3.ser",)]["error"]
     assert "lonely_1.ser" in groups[("run/lonely.emi",)]["error"]

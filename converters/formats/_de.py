@@ -2,7 +2,7 @@
 
 DE's server writes `<prefix>_movie.mrc` (every frame; a 4D-STEM scan's diffraction patterns), a
 `<prefix>_final.mrc` (their sum) and virtual images (`<prefix>_<n>_<name>_<calculation>.mrc`, made
-from a scan), with one `<prefix>_info.txt` of "key = value" lines for all of them. The keys and what
+from a scan), with one `<prefix>_info.txt` of "key = value" lines, which goes with the movie. The keys and what
 they mean are RosettaSciIO's (rsciio/mrc/_api.py, read_de_metadata_file and find_related_de_files):
 "Timestamp (seconds since Epoch)", "Specimen Pixel Size X (nanometers)", "Diffraction Pixel Size X"
 (1/nm), "Camera Model", -1 for "not set". A DE file names its camera, not the microscope: the camera
@@ -25,11 +25,10 @@ _MARKERS = (b"Timestamp (seconds since Epoch)", b"Server Software Version", b"Ca
 
 @dataclass
 class DeInfo:
-    prefix: str  # the name part the info file shares with its images ("20250429_06699")
     acquired: datetime | None = None
     camera: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
-    specimen: PixelSize | None = None  # the scan step, or a TEM image's pixel
+    specimen: PixelSize | None = None  # a TEM image's pixel (in a scan: the scan's step)
     diffraction: dict[str, str] = field(default_factory=dict)  # {"Calibration X": "0.01 1/nm"}
     diffracting: bool = False  # the frames are diffraction patterns (STEM scan or a camera length)
     frame_seconds: float | None = None
@@ -57,8 +56,7 @@ def read_info(path: Path) -> DeInfo:
     if not any(marker.decode() in pairs for marker in _MARKERS):
         raise ConversionError(f"{path.name} is not a Direct Electron info file (no 'Timestamp (seconds since "
                               f"Epoch)', 'Server Software Version' or 'Camera Model' line)")
-    info = DeInfo(prefix=path.name[: -len(SUFFIX)] if path.name.lower().endswith(SUFFIX) else path.stem,
-                  metadata={f"DE.{k}": v for k, v in pairs.items()})
+    info = DeInfo(metadata={f"DE.{k}": v for k, v in pairs.items()})
     info.acquired = unix_time(pairs.get("Timestamp (seconds since Epoch)"))
     info.camera = pairs.get("Camera Model") or pairs.get("Camera Name") or None
     nm = [_number(pairs.get(f"Specimen Pixel Size {a} (nanometers)")) for a in "XY"]
@@ -75,19 +73,6 @@ def read_info(path: Path) -> DeInfo:
     fps, summed = _number(pairs.get("Frames Per Second")), _number(pairs.get("Autosave Movie Sum Count")) or 1
     info.frame_seconds = summed / fps if fps and fps > 0 and summed > 0 else None
     return info
-
-
-def is_virtual(path: Path, info: DeInfo) -> bool:
-    """A virtual or external-detector image: made from the scan, so its pixels are scan steps."""
-    rest = path.stem[len(info.prefix) + 1:].lower()
-    return rest not in ("final", "sum") and not rest.endswith("movie")
-
-
-def title(path: Path, info: DeInfo | None) -> str:
-    """An image's name beside the others of its acquisition: what follows the prefix ("final")."""
-    if info is None or not path.stem.lower().startswith(info.prefix.lower() + "_"):
-        return path.stem
-    return path.stem[len(info.prefix) + 1:] or path.stem
 
 
 def _number(text: str | None) -> float | None:

@@ -26,6 +26,7 @@ from converters.registry import unique_names
 NAME = "Bruker Esprit"
 EXTENSIONS = (".bcf", ".spx")
 READERS = ("rsciio.bruker",)
+HELP = "EDS maps and spectra: the map's images become images, its sum spectrum a CSV and plot; a spectrum alone imports its plot"
 BCF_MAGIC = b"AAMVHFSS"  # Bruker's SFS container
 MIN_BCF_BYTES = 0x148  # the SFS header and its first block table
 SUM_TITLE = "EDS (sum of the spectrum image)"

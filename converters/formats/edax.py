@@ -18,6 +18,7 @@ from converters.meta import localize
 NAME = "EDAX spectrum"
 EXTENSIONS = (".spc",)
 READERS = ("rsciio.edax",)
+HELP = "an EDS spectrum: imported as its plot, with the spectrum as a CSV"
 HEADER_BYTES = 40  # version, dates, file size, data start, channel count
 MAX_CHANNELS = 2**20
 

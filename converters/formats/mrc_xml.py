@@ -2,8 +2,7 @@
 
 Pixels come from the MRC; the facts from the best source present: the EPU XML (calibrated pixel,
 date, microscope), then the FEI extended header, then a Direct Electron info file (camera, Unix
-time, pixel size; its other MRCs of the same acquisition become further images), then the standard
-header's voxel size when it is a real one. mrcfile (permissive) reads the headers; the pixels are
+time, pixel size), then the standard header's voxel size when it is a real one. mrcfile (permissive) reads the headers; the pixels are
 read section by section at their offset, after the header's sizes have been checked against the file.
 """
 from __future__ import annotations
@@ -16,8 +15,8 @@ import mrcfile
 import numpy as np
 from mrcfile.utils import data_dtype_from_header
 
-from converters.base import Accounted, ConversionError, ConvertOptions, SourceFile, SourceImage
-from converters.formats._de import DeInfo, is_virtual, read_info, title
+from converters.base import ConversionError, ConvertOptions, SourceImage
+from converters.formats._de import DeInfo, read_info
 from converters.formats._epu import EpuImage, read_xml
 from converters.formats._hdf5 import complex_parts
 from converters.formats._raw import stacked_planes
@@ -25,6 +24,16 @@ from converters.meta import clean, pixel_size, unknowns
 
 NAME = "MRC"
 EXTENSIONS = (".mrc", ".mrcs")
+HELP = ("cryo-EM images, stacks and Direct Electron movies; the ATLAS/EPU XML or the Direct Electron info file "
+        "beside it gives the metadata, else the header's voxel size")
+# Direct Electron names the info file after the acquisition, without the movie's number (rsciio's MOVIE_RE):
+# 20250429_06699_0_movie.mrc goes with 20250429_06699_info.txt. Only the movie takes it: a file is in
+# one job, and the movie is the acquisition's data (its _final sum and virtual images import alone).
+SIDECARS = (
+    {"name": "{stem}.xml", "what": "ATLAS/EPU metadata file"},
+    {"primary": "{prefix}_movie.mrc", "name": "{prefix}_info.txt", "what": "Direct Electron info file"},
+    {"primary": "{prefix}_{n}_movie.mrc", "name": "{prefix}_info.txt", "what": "Direct Electron info file"},
+)
 _MODES = {0, 1, 2, 3, 4, 6, 12}  # 101 (4-bit packed) is refused by its own message
 MAX_SIDE = 2**20
 DEFAULT_VOXEL = 1.0  # Å: what many writers put in a header that was never calibrated
@@ -43,21 +52,12 @@ def identify(head: bytes, path: Path) -> bool:
     return False
 
 
-def read(files: list[Path], options: ConvertOptions) -> SourceImage | SourceFile:
-    """The group's MRCs (the primary first), with the XML or the DE info file when one came with them."""
-    mrcs = [f for f in files if f.suffix.lower() in EXTENSIONS]
+def read(files: list[Path], options: ConvertOptions) -> SourceImage:
+    """The MRC (first), with the EPU XML or the Direct Electron info file when one came with it."""
     xmls = [f for f in files[1:] if f.suffix.lower() == ".xml"]
     infos = [f for f in files[1:] if f.suffix.lower() == ".txt"]
     xml = read_xml(xmls[0], options.timezone) if xmls else EpuImage()
-    info = read_info(infos[0]) if infos else None
-    images = [_image(path, xml, info) for path in mrcs]
-    if len(images) == 1:
-        return images[0]
-    accounted = []
-    for n, (path, image) in enumerate(zip(mrcs, images)):
-        image.title = title(path, info) if n else None
-        accounted.append(Accounted(f"image {path.name}", "image", image.title or mrcs[0].stem))
-    return SourceFile(images, accounted=accounted)
+    return _image(files[0], xml, read_info(infos[0]) if infos else None)
 
 
 def _image(mrc_path: Path, xml: EpuImage, info: DeInfo | None) -> SourceImage:
@@ -99,9 +99,9 @@ def _image(mrc_path: Path, xml: EpuImage, info: DeInfo | None) -> SourceImage:
     calibration: dict[str, str] = {}
     size = xml.pixel_size or pixel_size(_number(fei.get("FEI.Pixel size X")), _number(fei.get("FEI.Pixel size Y")))
     if size is None and info is not None:
-        if info.diffracting and not is_virtual(mrc_path, info):  # diffraction patterns: reciprocal space
+        if info.diffracting:  # the frames are diffraction patterns: reciprocal space
             calibration = dict(info.diffraction)
-        else:  # a TEM image, or a virtual image whose pixels are the scan's steps
+        else:
             size = info.specimen
     if size is None and not calibration:
         size = _header_size(voxel, axis)

@@ -14,6 +14,7 @@ from converters.formats._eds import check_text_size, local_time, read_signals, s
 NAME = "EMSA/MSA spectrum"
 EXTENSIONS = (".msa", ".emsa")
 READERS = ("rsciio.msa",)
+HELP = "a spectrum in the EMSA/MSA text standard: imported as its plot, with the spectrum as a CSV"
 
 
 def identify(head: bytes, path: Path) -> bool:

@@ -32,6 +32,7 @@ from converters.registry import unique_names
 
 NAME = "Berkeley EMD"
 EXTENSIONS = (".emd", ".h5")  # HyperSpy and ncempy write Berkeley EMD under both
+HELP = "NCEM, HyperSpy and py4DSTEM files: images, stacks and 4-D data become images, 1-D data spectra"
 PRIORITY = 20
 READERS = ("rsciio.emd",)
 UNIX_2000 = 946684800  # a time axis starting later than 2000-01-01 counts Unix seconds, not a duration

@@ -14,6 +14,7 @@ from converters.meta import clean
 
 NAME = "OME-TIFF"
 EXTENSIONS = (".tif", ".tiff", ".btf")  # the suffixes group_files accepts
+HELP = "imported as it is; microscope, date and channels from its OME-XML"
 PRIORITY = 5  # before the SEM plugins: an OME-TIFF that kept its SEM tags is still an OME-TIFF
 
 

@@ -30,6 +30,7 @@ from converters.registry import unique_names
 
 NAME = "Velox EMD"
 EXTENSIONS = (".emd",)
+HELP = "Thermo Fisher Velox: every image, spectrum and map becomes an image or a CSV and PNG attachment"
 PRIORITY = 10
 READERS = ("rsciio.emd",)
 STREAM_BLOCK = 2**22  # spectrum stream values summed per read: 8 MiB of uint16

@@ -74,10 +74,10 @@ def test_unknown_extension_and_content(tmp_path):
 
 
 def test_plugins_only_claim_extensions_the_portal_accepts():
-    from converters.grouping import SUPPORTED_SUFFIXES
+    from converters import declared
 
     for plugin in registry.plugins():
-        assert set(plugin.EXTENSIONS) <= set(SUPPORTED_SUFFIXES), plugin.NAME
+        assert set(plugin.EXTENSIONS) <= set(declared.suffixes()), plugin.NAME
 
 
 def test_progress_is_told_over_every_image_and_ends_at_one(tmp_path):
