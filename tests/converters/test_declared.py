@@ -22,7 +22,7 @@ def test_the_declarations_read_from_source_are_the_plugins_own_constants():
 def test_every_format_a_researcher_sends_has_a_help_line():
     assert all(f.help for f in declared.readers())
     # the plugins that only explain what is missing (a SER or an EPU XML alone) are not listed
-    assert {f.name for f in declared.formats()} - {f.name for f in declared.readers()} == {"TIA SER", "ATLAS/EPU XML"}
+    assert {f.name for f in declared.formats()} - {f.name for f in declared.readers()} == {"TIA SER", "ATLAS/EPU XML", "Direct Electron info"}
 
 
 def test_the_readme_table_is_the_declarations():
@@ -79,9 +79,11 @@ def test_a_new_format_s_sidecar_is_grouped_when_present_and_optional_when_not(ne
 
 def test_a_sidecar_alone_is_named_with_its_image_or_skipped_in_a_folder(new_format):
     [alone] = group_files(["e_info.txt"])
-    assert alone.error == "e_info.txt needs its e_movie.mov5 or e_info.pgm in the same folder"
+    # the MRC plugin's Direct Electron rules name their movies too (a real DE info file is named so)
+    assert alone.error == ("e_info.txt needs its e_movie.mov5 or e_movie.mrc or e_1_movie.mrc or e_info.pgm in the "
+                           "same folder")
     [in_folder] = group_files(["run/notes.txt"], skip_unread=True)
-    assert in_folder.error is None and in_folder.skipped == ".txt files without an .mov5 or .pgm"
+    assert in_folder.error is None and in_folder.skipped == ".txt files without an .mov5 or .mrc or .pgm"
 
 
 def test_a_partner_alone_is_an_error_even_in_a_folder():
