@@ -88,3 +88,61 @@ def page_plane(path: Path, page: tifffile.TiffPage, rows: int | None = None):
         return decoded[0][y0:y1]
 
     return FuncPlane((rows, width), dtype.newbyteorder("="), read)
+
+
+class SegmentPlane:
+    """One sample of a TIFF page (or frame of a series), decoded strip by strip or tile row by tile
+    row: a band of rows costs the segments that cover it, never the whole page."""
+
+    def __init__(self, path: Path, keyframe: tifffile.TiffPage, offsets, counts, sample: int = 0):
+        self.path, self.page, self.sample = Path(path), keyframe, sample
+        self.offsets, self.counts = tuple(offsets), tuple(counts)
+        self.shape = (keyframe.imagelength, keyframe.imagewidth)
+        self.dtype = np.dtype("u1" if keyframe.dtype == np.bool_ else keyframe.dtype).newbyteorder("=")
+        height, width = self.shape
+        if keyframe.is_tiled:
+            self.segment = (keyframe.tilelength, keyframe.tilewidth)
+        else:
+            self.segment = (min(keyframe.rowsperstrip or height, height), width)
+        self.down, self.across = -(-height // self.segment[0]), -(-width // self.segment[1])
+        separate = keyframe.planarconfig == 2 and keyframe.samplesperpixel > 1
+        self.first = sample * self.down * self.across if separate else 0  # planar: one set of segments per sample
+        self.pick = None if separate or keyframe.samplesperpixel == 1 else sample
+        if len(self.offsets) < self.first + self.down * self.across:
+            raise ConversionError(f"{self.path.name}: a page lists {len(self.offsets)} data segments where its "
+                                  f"size needs {self.first + self.down * self.across}: the file is damaged")
+
+    def rows(self, y0: int, y1: int) -> np.ndarray:
+        out = np.zeros((y1 - y0, self.shape[1]), self.dtype)
+        step_y, step_x = self.segment
+        with open(self.path, "rb") as f:
+            for row in range(y0 // step_y, (y1 - 1) // step_y + 1):
+                for col in range(self.across):
+                    top, left = row * step_y, col * step_x
+                    block = self._segment(f, self.first + row * self.across + col)
+                    if block is None:
+                        continue  # a segment the writer left out reads as zeros (TIFF's sparse files)
+                    lo, hi = max(y0, top), min(y1, top + step_y, self.shape[0])
+                    right = min(left + step_x, self.shape[1])
+                    out[lo - y0:hi - y0, left:right] = block[lo - top:hi - top, :right - left]
+        return out
+
+    def _segment(self, f, index: int) -> np.ndarray | None:
+        offset, count = self.offsets[index], self.counts[index]
+        if not count:
+            return None
+        f.seek(offset)
+        data = f.read(count)
+        if len(data) < count:
+            raise ConversionError(
+                f"{self.path.name} is truncated: its pixels need bytes {offset}-{offset + count - 1}, the file ends "
+                f"at byte {self.path.stat().st_size}")
+        try:
+            block = self.page.decode(data, index, jpegtables=self.page.jpegtables)[0]
+        except (ValueError, RuntimeError, tifffile.TiffFileError, NotImplementedError) as e:  # codecs raise RuntimeErrors
+            raise ConversionError(f"{self.path.name}: its pixel data cannot be decoded ({type(e).__name__}: {e}); "
+                                  f"the file is damaged or uses a compression we cannot read") from None
+        if block is None:
+            raise ConversionError(f"{self.path.name}: its pixel data uses a compression we cannot read")
+        block = block[0]  # (rows, columns, samples) of the segment's one depth plane
+        return block[..., 0 if self.pick is None else self.pick]

@@ -14,7 +14,7 @@ def test_every_format_module_is_found():
     names = {p.NAME for p in registry.plugins()}
     assert names == {
         "Velox EMD", "Berkeley EMD", "TIA EMI", "TIA SER", "MRC", "ATLAS/EPU XML", "Zeiss SEM TIFF",
-        "Thermo Fisher/FEI SEM TIFF", "OME-TIFF", "Zeiss CZI", "Gatan DigitalMicrograph",
+        "Thermo Fisher/FEI SEM TIFF", "OME-TIFF", "Zeiss CZI", "Gatan DigitalMicrograph", "TIFF",
     }
 
 
