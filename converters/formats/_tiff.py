@@ -6,6 +6,7 @@ whole image.
 """
 from __future__ import annotations
 
+import struct
 from datetime import datetime, tzinfo
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def has_tag(head: bytes, path: Path, *codes: int) -> bool:
         with tifffile.TiffFile(path) as tif:
             tags = tif.pages.first.tags
             return any(code in tags for code in codes)
-    except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError):
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError, struct.error):
         return False
 
 
@@ -41,10 +42,26 @@ def tiff_datetime(page: tifffile.TiffPage, zone: tzinfo) -> datetime | None:
 
 
 def open_tiff(path: Path) -> tifffile.TiffFile:
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(16)
+    big = head[2:4] in (b"+\x00", b"\x00+")
+    order = "<" if head[:2] == b"II" else ">"
+    need = 16 if big else 8
+    if head[:4] in TIFF_MAGIC and len(head) >= need:
+        first = struct.unpack(order + ("Q" if big else "I"), head[8:16] if big else head[4:8])[0]
+        if first + 2 > size:
+            raise ConversionError(f"{path.name} is truncated: its first image directory is at byte {first}, "
+                                  f"the file holds {size} bytes")
     try:
-        return tifffile.TiffFile(path)
-    except (tifffile.TiffFileError, ValueError, OSError, IndexError) as e:
-        raise ConversionError(f"{path.name} is not a readable TIFF file: {e}") from None
+        tif = tifffile.TiffFile(path)
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError, struct.error) as e:
+        raise ConversionError(f"{path.name} is truncated or damaged: its TIFF structure cannot be read ({e}); "
+                              f"the file holds {size} bytes") from None
+    if not len(tif.pages):
+        tif.close()
+        raise ConversionError(f"{path.name} is truncated or damaged: it holds no readable image directory")
+    return tif
 
 
 def page_plane(path: Path, page: tifffile.TiffPage, rows: int | None = None):

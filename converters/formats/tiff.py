@@ -66,7 +66,9 @@ def read(files: list[Path], options: ConvertOptions) -> SourceFile:
         image.metadata = {**found.metadata, **(known.metadata if same_grid else {})}
         image.time_increment = step if image.shape["T"] > 1 else None
         image.warnings = [] if found.writer else [UNKNOWN_WRITER]  # the registry adds date, microscope, pixel size
-    accounted += [Accounted(image.title or "image", "image", image.title or path.name) for image in images]
+    stem = path.stem
+    accounted += [Accounted(image.title, "image", stem if n == 0 else f"{stem} [{image.title}]")
+                  for n, image in enumerate(images)]
     return SourceFile(images=images, accounted=accounted)
 
 
@@ -105,7 +107,7 @@ def _image(path: Path, series: tifffile.TiffPageSeries, index: int) -> SourceIma
 
     first = SegmentPlane(path, keyframe, keyframe.dataoffsets, keyframe.databytecounts)
     channels = _channels(keyframe, channels_c, samples)
-    title = None if index == 0 else f"series {index + 1}" + (" (thumbnail)" if keyframe.is_reduced else "")
+    title = f"series {index + 1}" + (" (thumbnail)" if keyframe.is_reduced else "")  # the primary is named after the file
     notes = ["palette image: raw pixel indices kept, the display palette is not applied"] \
         if keyframe.photometric == tifffile.PHOTOMETRIC.PALETTE else []
     return SourceImage(shape={"T": planes_t, "C": channels_c * samples, "Z": planes_z, "Y": ny, "X": nx},
