@@ -117,10 +117,14 @@ class SegmentPlane:
         self.shape = (keyframe.imagelength, keyframe.imagewidth)
         self.dtype = np.dtype("u1" if keyframe.dtype == np.bool_ else keyframe.dtype).newbyteorder("=")
         height, width = self.shape
+        if not height or not width:
+            raise ConversionError(f"{self.path.name}: its image is {width}x{height} pixels: there is nothing to import")
         if keyframe.is_tiled:
             self.segment = (keyframe.tilelength, keyframe.tilewidth)
         else:
             self.segment = (min(keyframe.rowsperstrip or height, height), width)
+        if min(self.segment) < 1:
+            raise ConversionError(f"{self.path.name}: its tiles or strips are {self.segment} pixels: the file is damaged")
         self.down, self.across = -(-height // self.segment[0]), -(-width // self.segment[1])
         separate = keyframe.planarconfig == 2 and keyframe.samplesperpixel > 1
         self.first = sample * self.down * self.across if separate else 0  # planar: one set of segments per sample
@@ -128,6 +132,16 @@ class SegmentPlane:
         if len(self.offsets) < self.first + self.down * self.across:
             raise ConversionError(f"{self.path.name}: a page lists {len(self.offsets)} data segments where its "
                                   f"size needs {self.first + self.down * self.across}: the file is damaged")
+        # uncompressed strips (what most instruments write) are read row by row, however tall the strip
+        self.raw = (keyframe.compression == 1 and not keyframe.is_tiled and keyframe.predictor == 1
+                    and keyframe.fillorder == 1 and keyframe.bitspersample in (8, 16, 32, 64))
+        samples = 1 if separate else keyframe.samplesperpixel
+        if not self.raw and self.segment[0] * self.segment[1] * samples * self.dtype.itemsize > MAX_BAND_BYTES:
+            raise ConversionError(f"{self.path.name}: one compressed strip holds more than "
+                                  f"{MAX_BAND_BYTES // 2**20} MiB of pixels; such files are not supported")
+        self.stored = np.dtype(keyframe.dtype).newbyteorder(keyframe.parent.byteorder)
+        self.samples = samples
+        self.cached: tuple[int, np.ndarray] | None = None  # the last segment decoded: bands share it
 
     def rows(self, y0: int, y1: int) -> np.ndarray:
         out = np.zeros((y1 - y0, self.shape[1]), self.dtype)
@@ -136,15 +150,44 @@ class SegmentPlane:
             for row in range(y0 // step_y, (y1 - 1) // step_y + 1):
                 for col in range(self.across):
                     top, left = row * step_y, col * step_x
-                    block = self._segment(f, self.first + row * self.across + col)
+                    lo, hi = max(y0, top), min(y1, top + step_y, self.shape[0])
+                    index = self.first + row * self.across + col
+                    if self.raw:
+                        if self.counts[index]:  # a strip the writer left out reads as zeros
+                            self._raw_rows(f, index, lo - top, hi - top, out[lo - y0:hi - y0])
+                        continue
+                    block = self._segment(f, index)
                     if block is None:
                         continue  # a segment the writer left out reads as zeros (TIFF's sparse files)
-                    lo, hi = max(y0, top), min(y1, top + step_y, self.shape[0])
                     right = min(left + step_x, self.shape[1])
                     out[lo - y0:hi - y0, left:right] = block[lo - top:hi - top, :right - left]
         return out
 
+    def _raw_rows(self, f, index: int, r0: int, r1: int, into: np.ndarray) -> None:
+        """Rows r0..r1 of an uncompressed strip, read at their offset into `into` (straight into it
+        when the file holds one sample in this machine's byte order: no copy of the band)."""
+        row_bytes = self.shape[1] * self.samples * self.stored.itemsize
+        start, size = self.offsets[index] + r0 * row_bytes, (r1 - r0) * row_bytes
+        if r1 * row_bytes > self.counts[index]:
+            raise ConversionError(f"{self.path.name}: a strip holds {self.counts[index]} bytes where its rows need "
+                                  f"{r1 * row_bytes}: the file is damaged")
+        f.seek(start)
+        direct = self.samples == 1 and self.stored == self.dtype
+        data = into if direct else np.empty((r1 - r0, self.shape[1], self.samples), self.stored)
+        if f.readinto(memoryview(data).cast("B")) < size:
+            raise ConversionError(f"{self.path.name} is truncated: its pixels need bytes {start}-{start + size - 1}, "
+                                  f"the file ends at byte {self.path.stat().st_size}")
+        if not direct:
+            into[:] = data[..., 0 if self.pick is None else self.pick]
+
     def _segment(self, f, index: int) -> np.ndarray | None:
+        if self.cached is not None and self.cached[0] == index:
+            return self.cached[1]
+        block = self._decoded(f, index)
+        self.cached = (index, block)
+        return block
+
+    def _decoded(self, f, index: int) -> np.ndarray | None:
         offset, count = self.offsets[index], self.counts[index]
         if not count:
             return None

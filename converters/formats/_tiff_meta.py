@@ -35,40 +35,49 @@ class Described:
     detector: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what a researcher must check
 
 
 def describe(tif: tifffile.TiffFile, files: list[Path], zone: tzinfo) -> Described:
     page = tif.pages.first
-    tags = page.tags
-    sidecars = {p.suffix.lower(): p for p in files[1:]}
-    found = None
-    if FIBICS_TAG in tags:
-        found = _fibics(tags[FIBICS_TAG].value, files[0])
-    elif TESCAN_TAG in tags or ".hdr" in sidecars:
-        text = tags[TESCAN_TAG].value if TESCAN_TAG in tags else _text(sidecars[".hdr"])
-        found = _tescan(text, files[0], zone)
-    elif ".txt" in sidecars:
-        found = _sem_text(_text(sidecars[".txt"]), page.imagewidth, zone)
-    elif clean(_tag(tags, 271)) == "JEOL Ltd." and "<TemReporter" in _tag(tags, 270):
-        found = _sightx(tags, files[0])
-    elif tif.is_tvips:
-        found = _tvips(tif.tvips_metadata or {})
-    elif tif.is_sis:
-        sis = tif.sis_metadata or {}
-        found = Described("Olympus SIS", x=(float(sis.get("pixelsizex", 0)), "m"),
-                          y=(float(sis.get("pixelsizey", 0)), "m"), metadata=flatten(sis))
-    elif _tag(tags, 315).startswith("Copyright Hamamatsu") and _tag(tags, 305).startswith("HPD-TA"):
-        found = Described("Hamamatsu HPD-TA", metadata=_streak(_tag(tags, 270)),
-                          notes=["streak image: its axes are time and wavelength, not lengths: no pixel size"])
-    elif 65009 in tags or 65003 in tags:
-        found = _dm(tags)
-    elif tif.is_imagej:
-        found = _imagej(tif.imagej_metadata or {}, tags)
-    found = found or Described()
+    try:
+        found = _vendor(tif, page.tags, files, zone) or Described()
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, ZeroDivisionError, OverflowError,
+            UnicodeError, configparser.Error) as e:  # fields of unexpected type or shape in a damaged block
+        found = Described("a vendor block it could not read", warnings=[f"its vendor metadata could not be read ({type(e).__name__}: {e}): "
+                                                f"imported without it"])
     found.acquired = found.acquired or _written(page, zone)
-    found.microscope = found.microscope or clean(_tag(tags, 272)) or None
-    found.metadata = {**_baseline(tags), **found.metadata}
+    found.microscope = found.microscope or clean(_tag(page.tags, 272)) or None
+    found.metadata = {**_baseline(page.tags), **found.metadata}
     return found
+
+
+def _vendor(tif: tifffile.TiffFile, tags, files: list[Path], zone: tzinfo) -> Described | None:
+    """What the writer says, from the first vendor block found (None: a writer we do not recognise)."""
+    sidecars = {p.suffix.lower(): p for p in files[1:]}
+    if FIBICS_TAG in tags:
+        return _fibics(tags[FIBICS_TAG].value, files[0])
+    if TESCAN_TAG in tags or ".hdr" in sidecars:
+        text = tags[TESCAN_TAG].value if TESCAN_TAG in tags else _text(sidecars[".hdr"])
+        return _tescan(text, files[0], zone)
+    if ".txt" in sidecars:
+        return _sem_text(_text(sidecars[".txt"]), tif.pages.first.imagewidth, zone)
+    if clean(_tag(tags, 271)) == "JEOL Ltd." and "<TemReporter" in _tag(tags, 270):
+        return _sightx(tags, files[0])
+    if tif.is_tvips:
+        return _tvips(tif.tvips_metadata or {})
+    if tif.is_sis:
+        sis = tif.sis_metadata or {}
+        return Described("Olympus SIS", x=(float(sis.get("pixelsizex", 0)), "m"),
+                         y=(float(sis.get("pixelsizey", 0)), "m"), metadata=flatten(sis))
+    if _tag(tags, 315).startswith("Copyright Hamamatsu") and _tag(tags, 305).startswith("HPD-TA"):
+        return Described("Hamamatsu HPD-TA", metadata=_streak(_tag(tags, 270)),
+                         notes=["streak image: its axes are time and wavelength, not lengths: no pixel size"])
+    if 65009 in tags or 65003 in tags:
+        return _dm(tags)
+    if tif.is_imagej:
+        return _imagej(tif.imagej_metadata or {}, tags)
+    return None
 
 
 def _tag(tags, code: int) -> str:
@@ -94,10 +103,11 @@ def _baseline(tags) -> dict[str, str]:
     """The standard tags that describe the image (not its layout)."""
     names = {271: "Make", 272: "Model", 305: "Software", 306: "DateTime", 315: "Artist", 316: "HostComputer"}
     out = {f"TIFF {name}": clean(tags[code].value) for code, name in names.items() if code in tags}
-    if 282 in tags and 296 in tags:
-        x = tags[282].value
-        out["TIFF resolution (not a pixel size)"] = f"{x[0] / x[1]:.6g} per {tags[296].value.name.lower()}" \
-            if x[1] else ""
+    x = tags[282].value if 282 in tags else None
+    if isinstance(x, tuple) and len(x) == 2 and x[1] and 296 in tags:
+        code = tags[296].value
+        unit = {1: "(no unit)", 2: "inch", 3: "centimetre"}.get(code if isinstance(code, int) else 0, str(code))
+        out["TIFF resolution (not a pixel size)"] = f"{x[0] / x[1]:.6g} per {unit}"
     return out
 
 

@@ -65,7 +65,8 @@ def read(files: list[Path], options: ConvertOptions) -> SourceFile:
         image.detector, image.notes = found.detector, [*image.notes, *found.notes]
         image.metadata = {**found.metadata, **(known.metadata if same_grid else {})}
         image.time_increment = step if image.shape["T"] > 1 else None
-        image.warnings = [] if found.writer else [UNKNOWN_WRITER]  # the registry adds date, microscope, pixel size
+        # the registry adds date, microscope and pixel size unknown
+        image.warnings = [*([] if found.writer else [UNKNOWN_WRITER]), *found.warnings]
     stem = path.stem
     accounted += [Accounted(image.title, "image", stem if n == 0 else f"{stem} [{image.title}]")
                   for n, image in enumerate(images)]

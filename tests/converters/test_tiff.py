@@ -113,6 +113,15 @@ def test_a_plain_rgb_tiff_at_72_dpi_imports_with_what_is_unknown(tmp_path, plana
     assert np.array_equal(np.moveaxis(written(result)[0], 0, -1), rgb)
 
 
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+def test_uncompressed_strips_are_read_in_either_byte_order(tmp_path, byteorder):
+    data = np.random.default_rng(2).integers(0, 60000, (2, 45, 33), np.uint16)
+    path = tmp_path / "raw.tif"
+    tifffile.imwrite(path, data, byteorder=byteorder, rowsperstrip=7, photometric="minisblack")
+    result = convert([path], tmp_path / "out", ConvertOptions())
+    assert np.array_equal(written(result)[0].reshape(data.shape), data)
+
+
 def test_every_page_of_a_multipage_tiff_is_an_image_or_accounted(tmp_path):
     data = np.arange(3 * 50 * 60, dtype=np.uint16).reshape(3, 50, 60)
     thumb = np.full((10, 12), 9, np.uint8)
@@ -222,3 +231,12 @@ def test_a_foreign_hdf5_is_not_called_damaged(tmp_path):
         convert([tmp_path / "other.h5"], tmp_path / "out", ConvertOptions())
     assert "damaged" not in str(error.value) and "written by another program" in str(error.value)
     assert "Velox EMD .emd" in str(error.value)
+
+
+def test_a_damaged_vendor_block_imports_the_pixels_with_a_warning(tmp_path):
+    path = tmp_path / "atlas.tif"
+    tifffile.imwrite(path, np.ones((8, 9), np.uint16), extratags=xml_tag(51023, "<Fibics><Scan><Ux>0.1"))
+    result = convert([path], tmp_path / "out", ConvertOptions())
+    assert result.pixel_size is None and np.array_equal(written(result)[0], np.ones((8, 9), np.uint16))
+    assert any(w.startswith("its vendor metadata could not be read (ValueError: atlas.tif: the Fibics XML")
+               for w in result.warnings)
