@@ -38,9 +38,10 @@ def written(result) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("name", ["JEOL-SightX-TEM-mag-dummy.tif", "test_loading_image_saved_with_imageJ_stack.tif",
                                   "test_loading_image_saved_with_DM_stack.tif"])
-def test_a_vendor_calibration_is_the_one_rosettasciio_reads(tmp_path, name):
+def test_a_vendor_calibration_is_the_one_rosettasciio_reads(tmp_path, name, check_output):
     path = sample(name)
     result = convert([path], tmp_path, ConvertOptions())
+    check_output(result)  # valid OME-XML, and Bio-Formats (OMERO's reader) sees the same
     axes = rsciio_axes(path)
     for ours, theirs in (("x", "width"), ("y", "height")):
         expected = to_metres(axes[theirs]["scale"], axes[theirs]["units"])
@@ -100,13 +101,14 @@ def test_the_imagej_stack_is_z(tmp_path):
 
 
 @pytest.mark.parametrize("planar", ["contig", "separate"])
-def test_a_plain_rgb_tiff_at_72_dpi_imports_with_what_is_unknown(tmp_path, planar):
+def test_a_plain_rgb_tiff_at_72_dpi_imports_with_what_is_unknown(tmp_path, planar, check_output):
     rgb = np.random.default_rng(1).integers(0, 255, (40, 30, 3), np.uint8)
     path = tmp_path / "photo.tif"
     stored = rgb if planar == "contig" else np.moveaxis(rgb, -1, 0)
     tifffile.imwrite(path, stored, photometric="rgb", planarconfig=planar, resolution=(72, 72),
                      resolutionunit="INCH", compression="zlib", rowsperstrip=7)
     result = convert([path], tmp_path / "out", ConvertOptions())
+    check_output(result)
     assert result.pixel_size is None and result.channels == ["red", "green", "blue"]
     assert result.warnings[0] == UNKNOWN_WRITER
     assert {"acquisition date unknown", "microscope unknown", "pixel size unknown"} <= set(result.warnings)
