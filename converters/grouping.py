@@ -155,8 +155,9 @@ def _alone(name: str, skip_unread: bool) -> FileGroup:
     kind = rules[0].format
     if skip_unread and dirname(name) and all(rule.sidecar for rule in rules):
         # a folder's other XML or text (exports, settings, notes) is not an image's metadata
-        primaries = " or ".join(dict.fromkeys(t[t.rfind("."):] for rule in rules for t in rule.primaries))
-        return FileGroup([name], kind, skipped=f"{ext} files without an {primaries}")
+        primaries = set(t[t.rfind("."):] for rule in rules for t in rule.primaries)
+        # the image it would describe, when there is one kind ("without an .mrc"); a .txt is mostly notes
+        return FileGroup([name], kind, skipped=f"{ext} files" + (f" without an {primaries.pop()}" if len(primaries) == 1 else ""))
     wanted = [fill(rule.primaries[0], fields) for rule in rules if (fields := rule.partner_fields(base)) is not None]
     if wanted:
         return FileGroup([name], kind, f"{base} needs its {' or '.join(dict.fromkeys(wanted))} in the same folder")

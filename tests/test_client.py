@@ -146,7 +146,7 @@ def test_the_push_command_with_an_api_token_reports_json_and_fails_on_a_failed_j
     jobs = {(job := json.loads(line))["files"][0].rsplit("/", 1)[-1]: job for line in result.stdout.splitlines()}
     assert {name: job["state"] for name, job in jobs.items()} == {
         "sample6_001.tif": "imported", "16x16_STEM_BF_DF_acquire_1.ser": "failed"}
-    assert "skipped session-7/notes.txt (.txt files without an .mrc)" in result.stderr
+    assert "skipped session-7/notes.txt (.txt files)" in result.stderr
     assert jobs["sample6_001.tif"]["link"].startswith(f"{portal}/store/image/")  # usable outside the portal
     refused = run_cli("push", str(folder), "--server", portal, token="omp_not-a-token")
     assert refused.returncode == 1 and "upload-portal push:" in refused.stderr

@@ -62,7 +62,7 @@ def test_each_malformed_file_fails_its_own_row_and_the_good_ones_import(portal, 
 
     files["pair/b.xml"] = b"<MicroscopeImage/>"  # another MRC's XML: not an image of its own, so skipped
     batch = alice.send(files, folder=None)
-    assert {"name": "pair/b.xml", "reason": ".xml files without an .mrc or .mrcs"} in batch["skipped"]
+    assert {"name": "pair/b.xml", "reason": ".xml files without an .mrc"} in batch["skipped"]
     worker.start()
     jobs = wait_until(lambda: finished(alice, batch["id"]), timeout=300, interval=0.5, what="every job to end")
     by_name = {job["files"][0]["name"]: job for job in jobs}

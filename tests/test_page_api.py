@@ -34,7 +34,7 @@ def test_plan_groups_partners_and_names_what_is_missing(alice):
     assert "orphan.emi" in groups[("run/orphan_1.ser",)]["error"]
     assert "acq.emi" in groups[("other/acq_3.ser",)]["error"]
     assert "lonely_1.ser" in groups[("run/lonely.emi",)]["error"]
-    assert groups[("run/notes.txt",)]["error"] is None and groups[("run/notes.txt",)]["skipped"] == ".txt files without an .mrc"
+    assert groups[("run/notes.txt",)]["error"] is None and groups[("run/notes.txt",)]["skipped"] == ".txt files"
     assert groups[("run/a.tif",)]["error"] is None
     assert (body["count"], body["total_size"], body["importable"], body["skipped"]) == (10, 8183, 3, 1)
 
@@ -52,8 +52,8 @@ def test_a_folders_system_files_and_other_formats_are_skipped_not_failed(alice):
     assert skipped == {
         "s/.DS_Store": "system files", "s/Thumbs.db": "system files", "s/desktop.ini": "system files",
         "s/._a.emd": "system files", "s/~$notes.docx": "system files", "s/__MACOSX/a.emd": "system files",
-        "s/.hidden/b.emd": "system files", "s/notes.txt": ".txt files without an .mrc", "s/export.csv": ".csv files",
-        "s/README": "files without an extension", "s/settings.xml": ".xml files without an .mrc or .mrcs",
+        "s/.hidden/b.emd": "system files", "s/notes.txt": ".txt files", "s/export.csv": ".csv files",
+        "s/README": "files without an extension", "s/settings.xml": ".xml files without an .mrc",
     }
     assert all(grp["error"] is None for grp in body["groups"] if grp["skipped"])
     assert not [grp for grp in body["groups"] if grp["error"]]  # an MRC alone is the researcher's data, read alone
@@ -63,7 +63,8 @@ def test_a_folders_system_files_and_other_formats_are_skipped_not_failed(alice):
 def test_files_chosen_by_hand_keep_their_reason(alice):
     body = plan(alice, {"notes.txt": 4, "Thumbs.db": 20, "a.emd": 100}).get_json()
     errors = {grp["files"][0]["name"]: grp["error"] for grp in body["groups"]}
-    assert "notes.txt needs its .mrc file" in errors["notes.txt"] and "not supported" in errors["Thumbs.db"]
+    # chosen by hand, a .txt is taken for an image's sidecar and says which image it lacks
+    assert "notes.txt needs its notes.tif" in errors["notes.txt"] and "not supported" in errors["Thumbs.db"]
     assert body["skipped"] == 0
 
 
@@ -71,7 +72,7 @@ def test_a_batch_of_a_folder_makes_jobs_only_for_what_it_reads(alice):
     batch = alice.new_batch({"s/.DS_Store": b"x" * 10, "s/notes.txt": b"grid 7", "s/b.ome.tif": ome_tiff(seed=3),
                              "s/a.ome.tif": ome_tiff(seed=4)})
     assert [job["files"][0]["name"] for job in batch["jobs"]] == ["s/a.ome.tif", "s/b.ome.tif"]  # by path
-    assert batch["skipped"] == [{"name": "s/notes.txt", "reason": ".txt files without an .mrc"},  # a sidecar alone
+    assert batch["skipped"] == [{"name": "s/notes.txt", "reason": ".txt files"},  # a sidecar alone, then the rest
                                 {"name": "s/.DS_Store", "reason": "system files"}]
     everything_skipped = alice.post("/api/batches", json={"group_id": alice.me["groups"][0]["id"],
                                                           "files": [{"name": "s/Thumbs.db", "size": 3}]})

@@ -30,7 +30,7 @@ HELP = ("cryo-EM images, stacks and Direct Electron movies; the ATLAS/EPU XML or
 # 20250429_06699_0_movie.mrc goes with 20250429_06699_info.txt. Only the movie takes it: a file is in
 # one job, and the movie is the acquisition's data (its _final sum and virtual images import alone).
 SIDECARS = (
-    {"name": "{stem}.xml", "what": "ATLAS/EPU metadata file"},
+    {"primary": "{stem}.mrc", "name": "{stem}.xml", "what": "ATLAS/EPU metadata file"},  # EPU writes .mrc
     {"primary": "{prefix}_movie.mrc", "name": "{prefix}_info.txt", "what": "Direct Electron info file"},
     {"primary": "{prefix}_{n}_movie.mrc", "name": "{prefix}_info.txt", "what": "Direct Electron info file"},
 )

@@ -1,6 +1,7 @@
 """OME-TIFF is imported as it is; its microscope, date and channels come from its OME-XML."""
 from __future__ import annotations
 
+import struct
 from datetime import UTC
 from pathlib import Path
 from xml.etree import ElementTree
@@ -24,7 +25,7 @@ def identify(head: bytes, path: Path) -> bool:
     try:
         with tifffile.TiffFile(path) as tif:
             return tif.is_ome
-    except (tifffile.TiffFileError, ValueError, OSError, IndexError):
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError, struct.error):  # struct: a header cut short
         return False
 
 

@@ -14,8 +14,8 @@ def test_every_format_module_is_found():
     names = {p.NAME for p in registry.plugins()}
     assert names == {
         "Velox EMD", "Berkeley EMD", "TIA EMI", "TIA SER", "MRC", "ATLAS/EPU XML", "Zeiss SEM TIFF",
-        "Thermo Fisher/FEI SEM TIFF", "OME-TIFF", "Zeiss CZI", "Gatan DigitalMicrograph", "Direct Electron info",
-        "Bruker Esprit", "EDAX spectrum", "EMSA/MSA spectrum",
+        "Thermo Fisher/FEI SEM TIFF", "OME-TIFF", "Zeiss CZI", "Gatan DigitalMicrograph", "TIFF",
+        "Direct Electron info", "Bruker Esprit", "EDAX spectrum", "EMSA/MSA spectrum",
     }
 
 
