@@ -148,8 +148,26 @@ def build_fei(work: Path, size: int, side: int) -> list[Path]:
     return _sem(work, size, "FEI-Helios-Ebeam-8bits.tif", 34682, "fei.tif")
 
 
+def build_plain_tiff(work: Path, size: int, side: int) -> list[Path]:
+    """A TIFF of a writer no plugin knows (no vendor tag, the 72 dpi default, uncompressed strips of 16
+    rows as cameras write them), 16-bit texture from the JEOL SightX sample."""
+    sample = tifffile.imread(SAMPLES / "JEOL-SightX-TEM-mag-dummy.tif")
+    side = max(1024, int(np.sqrt(size // 2)) // 16 * 16)
+    path = work / "plain.tif"
+    with tifffile.TiffWriter(path, bigtiff=size >= 2**31) as tif:
+        tif.write(shape=(side, side), dtype=sample.dtype, photometric="minisblack", rowsperstrip=16,
+                  resolution=(72, 72), resolutionunit="INCH")  # space for the pixels; filled below
+    with tifffile.TiffFile(path) as tif:
+        offset = tif.pages.first.dataoffsets[0]
+    with open(path, "r+b") as out:
+        out.seek(offset)
+        for y0 in range(0, side, 2048):
+            out.write(np.ascontiguousarray(tiled(sample, min(2048, side - y0), side, y0)).tobytes())
+    return [path]
+
+
 BUILDERS = {"Velox EMD": build_velox, "TIA": build_tia, "MRC+XML": build_mrc, "Zeiss SEM": build_zeiss,
-            "FEI SEM": build_fei}
+            "FEI SEM": build_fei, "TIFF": build_plain_tiff}
 
 CHILD = """
 import json, os, sys, time

@@ -1,4 +1,5 @@
-"""Group file names into import jobs: one job per file, or per EMI + SERs and MRC + XML.
+"""Group file names into import jobs: one job per file, or per file with its partners (EMI + SERs,
+MRC + XML), as the format plugins declare them (converters.declared).
 
 Works on names only ('/'-separated relative paths), so the web API, the command-line tools and the
 browser (through the API) share one rule. Partners must sit in the same folder.
@@ -11,14 +12,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from posixpath import basename, dirname
 
-SUPPORTED_SUFFIXES = (".emd", ".h5", ".emi", ".ser", ".mrc", ".xml", ".tif", ".tiff", ".btf", ".czi", ".dm3", ".dm4")
-_SER_NAME = re.compile(r"^(?P<stem>.+)_(?P<index>\d+)\.ser$", re.IGNORECASE)
+import converters.declared as declared
+from converters.declared import fill
+
 
 
 @dataclass
 class FileGroup:
     files: list[str]  # the primary file first
-    kind: str  # "tia" | "mrc" | "single"
+    kind: str  # "single", or the module of the plugin whose partners the group holds or misses ("tia")
     error: str | None = None  # why this group cannot be imported (missing partner, unsupported)
     notes: list[str] = field(default_factory=list)
     skipped: str | None = None  # why a file found in a folder is left out (not an error): "system files"
@@ -40,7 +42,7 @@ def skip_reason(name: str) -> str | None:
             or any(part.startswith(".") or part.lower() in _SYSTEM_FOLDERS for part in parts)):
         return "system files"
     ext = suffix(name)
-    if ext not in SUPPORTED_SUFFIXES:
+    if ext not in declared.suffixes():
         return f"{ext} files" if ext else "files without an extension"
     return None
 
@@ -87,62 +89,79 @@ def stem(name: str) -> str:
 def group_files(names: Iterable[str], skip_unread: bool = False) -> list[FileGroup]:
     """Return the jobs these files make, in the order the files were given.
 
-    skip_unread: the names are relative to what a user chose (the web API, push); files that came
-    with a folder and that the portal does not read become skipped groups (see skip_reason).
+    Each primary file takes the partners and sidecars its plugins declare (converters.declared),
+    wherever they stand in the list. skip_unread: the names are relative to what a user chose (the web
+    API, push); files that came with a folder and that the portal does not read become skipped groups
+    (see skip_reason), and so do sidecars without their image.
     """
     names = list(dict.fromkeys(names))  # a name given twice is one file
     skipped = {name: reason for name in names if skip_unread and (reason := skip_reason(name))}
     names = [name for name in names if name not in skipped]
-    by_key: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    in_folder: dict[str, dict[str, str]] = defaultdict(dict)  # folder -> lower-case base name -> name
     for name in names:
-        ser = _SER_NAME.match(basename(name))
-        if ser:
-            by_key[(dirname(name), ser["stem"].lower(), "ser")].append(name)
-        else:
-            by_key[(dirname(name), stem(name).lower(), suffix(name))].append(name)
+        in_folder[dirname(name)].setdefault(basename(name).lower(), name)
+    owner: dict[str, str] = {}  # partner -> its primary
+    taken: dict[str, tuple[list[str], str, str | None]] = {}  # primary -> (partners, kind, error)
+    primaries = declared.primary_suffixes()
+    for name in names:
+        if suffix(name) in primaries and name not in owner:
+            taken[name] = _take_partners(name, in_folder[dirname(name)], owner)
 
     groups: list[FileGroup] = []
-    claimed: set[str] = set()
     for name in names:
-        if name in claimed:
+        if name in owner:
             continue
-        folder, key, ext = dirname(name), stem(name).lower(), suffix(name)
-        ser = _SER_NAME.match(basename(name))
-        if ser:
-            emis = by_key.get((folder, ser["stem"].lower(), ".emi"))
-            if emis:
-                continue  # taken by its .emi, wherever that stands in the list
-            group = FileGroup([name], "tia", f"{basename(name)} needs its {ser['stem']}.emi in the same folder")
-        elif ext == ".ser":
-            group = FileGroup([name], "tia", f"{basename(name)} needs its .emi file (named like "
-                                             f"{stem(name)}.emi, with the .ser as {stem(name)}_1.ser)")
-        elif ext == ".emi":
-            sers = sorted(by_key.get((folder, key, "ser"), []), key=_ser_index)
-            error = None if sers else f"{basename(name)} has no .ser file (expected {stem(name)}_1.ser beside it)"
-            group = FileGroup([name, *sers], "tia", error)
-        elif ext == ".mrc":
-            xmls = by_key.get((folder, key, ".xml"), [])
-            error = None if xmls else f"{basename(name)} needs its ATLAS/EPU metadata file {stem(name)}.xml beside it"
-            group = FileGroup([name, *xmls[:1]], "mrc", error)
-        elif ext == ".xml":
-            if by_key.get((folder, key, ".mrc")):
-                continue
-            group = FileGroup([name], "mrc", f"{basename(name)} needs its image {stem(name)}.mrc beside it")
-            if skip_unread and folder:  # a folder's other XML (exports, settings) is not an image's metadata
-                group.error, group.skipped = None, ".xml files without an .mrc"
-        elif ext in SUPPORTED_SUFFIXES:
-            group = FileGroup([name], "single")
+        if name in taken:
+            partners, kind, error = taken[name]
+            group = FileGroup([name, *partners], kind, error)
+        elif suffix(name) in declared.partner_suffixes():
+            group = _alone(name, skip_unread)
         else:
-            shown = ext or "without an extension"
-            group = FileGroup(
-                [name], "single",
-                f"{basename(name)}: files {shown} are not supported (EMD, EMI+SER, MRC+XML, DM3/DM4, TIFF, OME-TIFF and CZI are)",
-            )
-        claimed.update(group.files)
+            shown = suffix(name) or "without an extension"
+            group = FileGroup([name], "single", f"{basename(name)}: files {shown} are not supported "
+                                                f"(the portal reads {declared.summary()})")
         groups.append(group)
     return groups + [FileGroup([name], "single", skipped=reason) for name, reason in skipped.items()]
 
 
-def _ser_index(name: str) -> int:
-    match = _SER_NAME.match(basename(name))
-    return int(match["index"]) if match else 0
+def _take_partners(name: str, folder: dict[str, str], owner: dict[str, str]) -> tuple[list[str], str, str | None]:
+    """The partners a primary file takes from its folder, its kind and what required one is missing."""
+    base, found, kinds, error = basename(name), [], [], None
+    for rule in declared.rules():
+        fields = rule.primary_fields(base)
+        if fields is None:
+            continue
+        wanted = rule.partners(fields)
+        mine = [other for lower, other in folder.items() if other not in owner and wanted.fullmatch(lower)]
+        if rule.many:
+            mine.sort(key=lambda other: int(wanted.fullmatch(basename(other))["n"]))
+        else:
+            mine = mine[:1]
+        if mine or rule.required:
+            kinds.append(rule.format)
+        found += mine
+        owner.update(dict.fromkeys(mine, name))
+        if not mine and rule.required and error is None:
+            expected = fill(rule.name, fields)
+            error = (f"{base} has no {rule.what} (expected {expected} beside it)" if rule.many
+                     else f"{base} needs its {rule.what} {expected} beside it")
+    return found, kinds[0] if kinds else "single", error
+
+
+def _alone(name: str, skip_unread: bool) -> FileGroup:
+    """A partner or sidecar without its primary file: an error, or skipped when a folder brought it."""
+    base, ext = basename(name), suffix(name)
+    rules = [rule for rule in declared.rules() if rule.suffix == ext]
+    kind = rules[0].format
+    if skip_unread and dirname(name) and all(rule.sidecar for rule in rules):
+        # a folder's other XML or text (exports, settings, notes) is not an image's metadata
+        primaries = set(t[t.rfind("."):] for rule in rules for t in rule.primaries)
+        # the image it would describe, when there is one kind ("without an .mrc"); a .txt is mostly notes
+        return FileGroup([name], kind, skipped=f"{ext} files" + (f" without an {primaries.pop()}" if len(primaries) == 1 else ""))
+    wanted = [fill(rule.primaries[0], fields) for rule in rules if (fields := rule.partner_fields(base)) is not None]
+    if wanted:
+        return FileGroup([name], kind, f"{base} needs its {' or '.join(dict.fromkeys(wanted))} in the same folder")
+    rule, own = rules[0], {"stem": stem(name), "prefix": stem(name)}
+    primary = rule.primaries[0]
+    return FileGroup([name], kind, f"{base} needs its {primary[primary.rfind('.'):]} file (named like "
+                                   f"{fill(primary, own)}, with the {ext} as {fill(rule.name, own)})")

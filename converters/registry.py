@@ -7,6 +7,8 @@ A plugin is any module in `converters.formats` with:
   READERS: tuple[str, ...] (optional)  modules it imports only when reading (RosettaSciIO's): warm_up
   identify(head: bytes, path) -> bool   decides from the content only (head = first 64 KiB)
   read(files, options) -> SourceImage | SourceFile | Passthrough
+  HELP, PARTNERS, SIDECARS: its help line and the files that go with it (see converters.declared,
+                            which reads NAME, EXTENSIONS, PRIORITY and these as literals, unimported)
 Dropping a module in that package is all it takes to add a format. A SourceFile's images become one
 OME-TIFF each (the primary `<stem>.ome.tiff`, the others `<stem> [<title>].ome.tiff`), its spectra a
 CSV and a PNG plot each; a file with spectra and no image gets the first spectrum's plot as its image.
@@ -27,7 +29,7 @@ from pathlib import Path
 from types import ModuleType
 from xml.etree import ElementTree
 
-from converters import formats, ometiff, spectra
+from converters import declared, formats, ometiff, spectra
 from converters.base import (
     Accounted, Conversion, ConversionError, ConvertOptions, OutputImage, Passthrough, SourceFile, SourceImage,
 )
@@ -71,13 +73,32 @@ def identify(path: Path) -> ModuleType:
                     f"file; rename it to {plugin.EXTENSIONS[0]} if that is what it is"
                 )
             return plugin
-    expected = [p.NAME for p in plugins() if ext in p.EXTENSIONS]
+    expected = " or ".join(dict.fromkeys(p.NAME for p in plugins() if ext in p.EXTENSIONS))
     if not expected:
-        raise ConversionError(f"{path.name} is not in a format we read: its content {_describe(head)}")
+        raise ConversionError(f"{path.name} is not in a format we read: its content {_describe(head)} "
+                              f"(the portal reads {_readable()})")
+    if head.startswith(_HDF5) and _opens_as_hdf5(path):  # a sound file another program wrote: never "damaged"
+        raise ConversionError(f"{path.name} is an HDF5 file in none of the layouts we read ({expected}): "
+                              f"it was written by another program (the portal reads {_readable()})")
     raise ConversionError(
-        f"{path.name} is not a valid {' or '.join(dict.fromkeys(expected))} file: its content {_describe(head)}; "
+        f"{path.name} is not a valid {expected} file: its content {_describe(head)}; "
         f"it may be damaged, incomplete, or not what its name says"
     )
+
+
+def _readable() -> str:
+    """The formats read and their suffixes, from the plugins' declarations."""
+    return "; ".join(f"{f.name} {'/'.join(f.extensions)}" for f in declared.readers())
+
+
+def _opens_as_hdf5(path: Path) -> bool:
+    import h5py  # imported when needed: most files are not HDF5
+
+    try:
+        with h5py.File(path, "r"):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def convert(files: Sequence[Path], out_dir: Path, options: ConvertOptions = ConvertOptions()) -> Conversion:
@@ -224,8 +245,9 @@ def _stem(path: Path) -> str:
     return name[: -len(".ome.tiff")] if name.lower().endswith(".ome.tiff") else path.stem
 
 
+_HDF5 = b"\x89HDF\r\n\x1a\n"
 _SIGNATURES = [
-    (b"\x89HDF\r\n\x1a\n", "is an HDF5 file"), (b"II*\x00", "is a TIFF file"), (b"MM\x00*", "is a TIFF file"),
+    (_HDF5, "is an HDF5 file"), (b"II*\x00", "is a TIFF file"), (b"MM\x00*", "is a TIFF file"),
     (b"II+\x00", "is a BigTIFF file"), (b"MM\x00+", "is a BigTIFF file"), (b"ZISRAWFILE", "is a CZI file"),
     (b"PK\x03\x04", "is a ZIP archive"), (b"\x89PNG", "is a PNG image"), (b"\xff\xd8\xff", "is a JPEG image"),
     (b"%PDF", "is a PDF document"), (b"<?xml", "is an XML document"),

@@ -1,7 +1,8 @@
 """Dependencies point one way: app/core (settings, models, jobs, staging, secrets, the OMERO boundary)
 imports neither Flask nor the web side nor workers/; workers/ uses the core and converters/ only, never
 Flask; the web side (app/ outside core) sends work by task name and never imports workers/; the light
-client (app/client) and the grouping rule it uses import only the standard library and requests."""
+client (app/client) and the grouping rule it uses (with the plugins' declarations, read as text) import only
+the standard library and requests."""
 import ast
 import sys
 
@@ -9,8 +10,9 @@ import pytest
 
 from tests.helpers import ROOT
 
-CLIENT_ALLOWED = {"requests", "app", "converters"}  # app.client and converters.grouping only, checked below
-CLIENT_MODULES = ("app.client", "converters.grouping")
+CLIENT_ALLOWED = {"requests", "app", "converters"}  # app.client and the CLIENT_CONVERTERS only, checked below
+CLIENT_CONVERTERS = ("converters.grouping", "converters.declared")
+CLIENT_MODULES = ("app.client", *CLIENT_CONVERTERS)
 APP_PACKAGE = ("app", "app.__version__")  # app/__init__.py holds the version and imports nothing
 
 
@@ -49,7 +51,7 @@ def broken_rules(module: str, imported: set[str]) -> list[str]:
     if within(module, *CLIENT_MODULES):
         bad = [i for i in imported if i.split(".")[0] not in sys.stdlib_module_names | CLIENT_ALLOWED
                or (within(i, "app") and not within(i, "app.client", "app.__version__"))
-               or (within(i, "converters") and not within(i, "converters.grouping"))]
+               or (within(i, "converters") and not within(i, *CLIENT_CONVERTERS))]
         return [f"{module} (the light client) imports {i}" for i in bad]
     if within(module, "app"):
         # only the entry points build an app: a blueprint importing the factory makes an import circle
@@ -74,6 +76,7 @@ def test_every_module_keeps_its_side_of_the_dependency_rules():
     ("app.auth", "def f():\n    from app.factory import csrf", "(the web side) imports app.factory"),
     ("app.client.push", "import numpy", "(the light client) imports numpy"),
     ("converters.grouping", "from converters.registry import convert", "(the light client) imports converters.registry"),
+    ("converters.declared", "from converters.formats import tia", "(the light client) imports converters.formats.tia"),
 ])
 def test_the_rules_catch_an_import_the_wrong_way(tmp_path, module, source, rule):
     path = tmp_path / "m.py"

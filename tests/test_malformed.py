@@ -34,7 +34,7 @@ NAMES = [
     ("not UTF-8", "caf\udce9.tif", "caf\\xe9.tif", r"the name is not valid UTF-8"),
     ("unsupported", "notes.docx", None, r"^notes\.docx: files \.docx are not supported"),
     ("no extension", "README", None, r"^README: files without an extension are not supported"),
-    ("mrc with another's xml", "pair/a.mrc", None, r"^a\.mrc needs its ATLAS/EPU metadata file a\.xml beside it$"),
+    ("not an mrc", "pair/a.mrc", None, r"^a\.mrc is not a valid MRC file: its content starts with the bytes"),
 ]
 
 

@@ -23,6 +23,15 @@ def test_the_help_page_is_open_linked_and_explains_colours_places_and_retention(
     assert "at most 21 days" in re.sub(r"\s+", " ", text)
 
 
+def test_the_help_page_lists_every_format_its_plugin_declares(embedded_app):
+    from converters import declared
+
+    text = embedded_app.test_client().get("/help").get_data(as_text=True)
+    for f in declared.readers():
+        assert f"<td>{f.name}</td>" in text and f.help.replace("'", "&#39;") in text, f.name
+    assert "(with &lt;stem&gt;_&lt;n&gt;.ser)" in text
+
+
 @pytest.mark.parametrize("path", ["/", "/help", "/history", "/tokens"])
 def test_pages_have_no_inline_script_or_handler_and_load_nothing_from_elsewhere(embedded_app, path):
     alice = Portal(embedded_app.test_client(), "alice")

@@ -29,7 +29,7 @@ def test_a_session_folder_with_junk_imports_its_images_and_skips_the_rest(browse
     assert page.locator(ROWS).count() == 2  # only the images are rows, sorted by path
     assert [n.split("/", 1)[1] for n in page.locator(f"{ROWS} td.names .primary").all_inner_texts()] == ["a/ceta.emd", "b.emd"]
     skipped = page.locator("#skipped")
-    assert skipped.locator("summary").inner_text() == "5 files skipped: system files, .csv files, .txt files"
+    assert skipped.locator("summary").inner_text() == "5 files skipped: .txt files, system files, .csv files"
     assert not skipped.locator("li").first.is_visible()  # collapsed: one line
     assert page.inner_text("#summary").endswith("2 to import, 5 skipped")
     page.click("#import")

@@ -109,7 +109,7 @@ class Job(Base):
     uid: Mapped[str] = mapped_column(String(36), unique=True, default=lambda: str(uuid.uuid4()))
     batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"), index=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # "single" | "tia" | "mrc"
+    kind: Mapped[str] = mapped_column(String(16))  # "single" or a plugin module: converters.grouping
     state: Mapped[str] = mapped_column(String(16), default=JobState.UPLOADING)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     message: Mapped[str] = mapped_column(Text, default="")

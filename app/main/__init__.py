@@ -6,6 +6,7 @@ from flask import Blueprint, abort, current_app, g, render_template, send_file
 from app.auth import login_required
 from app.core import retention
 from app.core.jobs import STATES, page_states
+from converters import declared
 
 bp = Blueprint("main", __name__)
 
@@ -23,8 +24,9 @@ def index():
 
 @bp.get("/help", endpoint="help")
 def help_page():
-    """Explain signing in, uploading, the states and where images land; open to everyone."""
-    return render_template("help.html", states=[s for s in STATES if s.in_legend])
+    """Explain signing in, uploading, the states, where images land and the formats read; open to everyone."""
+    return render_template("help.html", states=[s for s in STATES if s.in_legend], formats=declared.readers(),
+                           files_read=declared.files_read)
 
 
 @bp.get("/store")

@@ -2,6 +2,7 @@
 amplitude and phase, 64-bit integers narrowed)."""
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from converters.limits import blocks, check_h5
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 CHUNK_CACHE = 64 * 2**20  # one frame-sized chunk stays cached while its bands are read
+MIRRORED_BYTES = 2**20  # datasets up to this size are copied into a normalised view; larger ones are shapes only
 
 
 def open_h5(path: Path) -> h5py.File:
@@ -99,3 +101,53 @@ def _range(data: h5py.Dataset) -> tuple[int, int]:
         if block.size:
             low, high = min(low, int(block.min())), max(high, int(block.max()))
     return low, high
+
+
+def attr_value(value):
+    """An HDF5 attribute (or small dataset) value as plain Python, whatever form its writer chose: text
+    as str (from str, bytes, numpy bytes or str), numbers as int or float (from numpy scalars), and a
+    one-element array as its element. Longer arrays stay arrays."""
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(-1)[0]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value
+
+
+def attr_text(value) -> str | None:
+    """An attribute as text; None when absent or not text."""
+    value = attr_value(value)
+    return value if isinstance(value, str) else None
+
+
+def normalised_view(f: h5py.File) -> h5py.File:
+    """An in-memory copy of the file's layout with every attribute in plain form (see attr_value), for
+    readers that expect one form only (rsciio.emd calls .decode() on any non-str unit and fails on a
+    one-element array). Small datasets (axis vectors, metadata) are copied; larger ones keep their
+    shape and type but no data: pixels are read from the file itself, never from the view."""
+    view = h5py.File(f"{uuid.uuid4().hex}.h5", "w", driver="core", backing_store=False)
+    _mirror(f, view)
+    return view
+
+
+def _mirror(source: h5py.Group, target: h5py.Group) -> None:
+    _copy_attrs(source, target)
+    for name in source:
+        if isinstance(source.get(name, getlink=True), h5py.ExternalLink):
+            continue  # another file: not ours to open
+        item = source[name]
+        if isinstance(item, h5py.Group):
+            _mirror(item, target.create_group(name))
+        elif isinstance(item, h5py.Dataset):
+            if item.size * item.dtype.itemsize <= MIRRORED_BYTES:
+                source.file.copy(item, target, name=name, without_attrs=True)
+            else:
+                target.create_dataset(name, shape=item.shape, dtype=item.dtype, chunks=True)
+            _copy_attrs(item, target[name])
+
+
+def _copy_attrs(source, target) -> None:
+    for key, value in source.attrs.items():
+        target.attrs[key] = attr_value(value)

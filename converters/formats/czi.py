@@ -16,6 +16,7 @@ from converters.meta import clean, flatten, fresh_key, pixel_size
 
 NAME = "Zeiss CZI"
 EXTENSIONS = (".czi",)
+HELP = "Zeiss ZEN: imported as it is (OMERO reads it); microscope and date from its XML"
 MAGIC = b"ZISRAWFILE"
 MAX_XML_BYTES = 64 * 2**20
 

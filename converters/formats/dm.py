@@ -27,6 +27,7 @@ from converters.meta import calibration, clean, flatten, from_filetime, localize
 log = logging.getLogger(__name__)
 NAME = "Gatan DigitalMicrograph"
 EXTENSIONS = (".dm3", ".dm4")
+HELP = "Gatan DigitalMicrograph images, stacks and spectrum images (their sum spectrum attached)"
 READERS = ("rsciio.digitalmicrograph",)
 BAND_BYTES = 16 * 2**20  # spectrum images are summed this many bytes at a time
 # Microscope names, most specific first: the session's, the one the facility typed in the Microscope

@@ -17,6 +17,7 @@ from converters.meta import clean, flatten, localize, pixel_size, unknowns
 
 NAME = "Thermo Fisher/FEI SEM TIFF"
 EXTENSIONS = (".tif", ".tiff", ".btf")
+HELP = "SEM and FIB images with their metadata tag; the data bar is cropped"
 PRIORITY = 20
 FEI_TAGS = (34680, 34682)
 

@@ -1,7 +1,9 @@
-"""MRC with its ATLAS/EPU `MicroscopeImage` XML: pixels from the MRC, metadata from the XML.
+"""MRC and MRCS, with an optional ATLAS/EPU `MicroscopeImage` XML or Direct Electron `_info.txt`.
 
-mrcfile (permissive) reads the header and the FEI extended header; the pixels are read section by
-section at their offset, after the header's sizes have been checked against the file size.
+Pixels come from the MRC; the facts from the best source present: the EPU XML (calibrated pixel,
+date, microscope), then the FEI extended header, then a Direct Electron info file (camera, Unix
+time, pixel size), then the standard header's voxel size when it is a real one. mrcfile (permissive) reads the headers; the pixels are
+read section by section at their offset, after the header's sizes have been checked against the file.
 """
 from __future__ import annotations
 
@@ -14,15 +16,27 @@ import numpy as np
 from mrcfile.utils import byte_order_from_machine_stamp, data_dtype_from_header
 
 from converters.base import ConversionError, ConvertOptions, SourceImage
-from converters.formats._epu import read_xml
+from converters.formats._de import DeInfo, read_info
+from converters.formats._epu import EpuImage, read_xml
 from converters.formats._hdf5 import complex_parts
 from converters.formats._raw import stacked_planes
 from converters.meta import clean, pixel_size, unknowns
 
 NAME = "MRC"
-EXTENSIONS = (".mrc",)
+EXTENSIONS = (".mrc", ".mrcs")
+HELP = ("cryo-EM images, stacks and Direct Electron movies; the ATLAS/EPU XML or the Direct Electron info file "
+        "beside it gives the metadata, else the header's voxel size")
+# Direct Electron names the info file after the acquisition, without the movie's number (rsciio's MOVIE_RE):
+# 20250429_06699_0_movie.mrc goes with 20250429_06699_info.txt. Only the movie takes it: a file is in
+# one job, and the movie is the acquisition's data (its _final sum and virtual images import alone).
+SIDECARS = (
+    {"primary": "{stem}.mrc", "name": "{stem}.xml", "what": "ATLAS/EPU metadata file"},  # EPU writes .mrc
+    {"primary": "{prefix}_movie.mrc", "name": "{prefix}_info.txt", "what": "Direct Electron info file"},
+    {"primary": "{prefix}_{n}_movie.mrc", "name": "{prefix}_info.txt", "what": "Direct Electron info file"},
+)
 _MODES = {0, 1, 2, 3, 4, 6, 12}  # 101 (4-bit packed) is refused by its own message
 MAX_SIDE = 2**20
+DEFAULT_VOXEL = 1.0  # Å: what many writers put in a header that was never calibrated
 
 
 def identify(head: bytes, path: Path) -> bool:
@@ -39,10 +53,14 @@ def identify(head: bytes, path: Path) -> bool:
 
 
 def read(files: list[Path], options: ConvertOptions) -> SourceImage:
-    mrc_path = files[0]
+    """The MRC (first), with the EPU XML or the Direct Electron info file when one came with it."""
     xmls = [f for f in files[1:] if f.suffix.lower() == ".xml"]
-    if not xmls:
-        raise ConversionError(f"{mrc_path.name} needs its ATLAS/EPU metadata file {mrc_path.stem}.xml beside it")
+    infos = [f for f in files[1:] if f.suffix.lower() == ".txt"]
+    xml = read_xml(xmls[0], options.timezone) if xmls else EpuImage()
+    return _image(files[0], xml, read_info(infos[0]) if infos else None)
+
+
+def _image(mrc_path: Path, xml: EpuImage, info: DeInfo | None) -> SourceImage:
     _precheck(mrc_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -64,10 +82,9 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
     offset = 1024 + int(header.nsymbt)
     _check_size(mrc_path, offset, nx * ny * nz * stored.itemsize, f"{nz} sections of {nx}x{ny} {stored}")
 
-    xml = read_xml(xmls[0], options.timezone)
     # A volume (space group 1-230) is Z; a stack of images (0, 401+) is a series in time. Direct
     # Electron movies say "volume" but hold frames: RosettaSciIO knows them by name (rsciio/mrc/_api.py,
-    # "*_movie.mrc"), and so do we.
+    # "*_movie.mrc"), and so do we; a 4D-STEM movie keeps every frame, one per scan point, in T.
     volume = 1 <= int(header.ispg) <= 230 and not mrc_path.name.lower().endswith("_movie.mrc")
     axis = "Z" if volume and nz > 1 else "T"
     if stored.kind == "c":
@@ -75,24 +92,44 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage:
         channels = ["amplitude", "phase"]
     else:
         dtype = np.dtype("f4") if stored == np.dtype("f2") else stored.newbyteorder("=")
-        channels = [xml.detector or "MRC"]
+        channels = [xml.detector or (info.camera if info else None) or "MRC"]
 
     # the XML knows the calibrated pixel; then the FEI extended header (metres; where RosettaSciIO
-    # reads FEI files' scale), then the standard header (Å); each only when it is a real size
-    size = (xml.pixel_size
-            or pixel_size(_number(fei.get("FEI.Pixel size X")), _number(fei.get("FEI.Pixel size Y")))
-            or pixel_size(*(float(v) * 1e-10 for v in (voxel.x, voxel.y)),
-                          float(voxel.z) * 1e-10 if axis == "Z" else None))
+    # reads FEI files' scale), then the DE info file, then the standard header (Å); each only when real
+    calibration: dict[str, str] = {}
+    size = xml.pixel_size or pixel_size(_number(fei.get("FEI.Pixel size X")), _number(fei.get("FEI.Pixel size Y")))
+    if size is None and info is not None:
+        if info.diffracting:  # the frames are diffraction patterns: reciprocal space
+            calibration = dict(info.diffraction)
+        else:
+            size = info.specimen
+    if size is None and not calibration:
+        size = _header_size(voxel, axis)
     metadata = dict(xml.metadata)
     metadata.update({f"MRC.{k}": v for k, v in _header_fields(header).items()})
     metadata.update(fei)
-    microscope = xml.microscope or fei.get("FEI.Microscope type") or None  # the XML's, else the FEI header's
+    if info is not None:
+        metadata.update(info.metadata)
+    metadata.update(calibration)
+    # the XML's microscope, else the FEI header's, else the DE camera (see _de.py)
+    microscope = xml.microscope or fei.get("FEI.Microscope type") or (info.camera if info else None) or None
+    acquired = xml.acquired or (info.acquired if info else None)
     return SourceImage(
         shape={"T": nz if axis == "T" else 1, "C": len(channels), "Z": nz if axis == "Z" else 1, "Y": ny, "X": nx},
         dtype=np.dtype(dtype), planes=lambda: stacked_planes(mrc_path, offset, nz, (ny, nx), stored, dtype),
-        channels=channels, pixel_size=size, acquired=xml.acquired, microscope=microscope, detector=xml.detector, metadata=metadata, notes=notes,
-        warnings=unknowns(xml.acquired, microscope, size is not None),
+        channels=channels, pixel_size=size, acquired=acquired, microscope=microscope,
+        detector=xml.detector or (info.camera if info else None), metadata=metadata, notes=notes,
+        time_increment=info.frame_seconds if info and axis == "T" and nz > 1 else None,
+        warnings=unknowns(acquired, microscope, size is not None or bool(calibration)),
     )
+
+
+def _header_size(voxel, axis: str):
+    """The standard header's voxel size (Å), unless it is 0, negative or the uncalibrated 1 Å."""
+    x, y, z = (float(v) for v in (voxel.x, voxel.y, voxel.z))
+    if x == y == DEFAULT_VOXEL:
+        return None
+    return pixel_size(x * 1e-10, y * 1e-10, z * 1e-10 if axis == "Z" else None)
 
 
 def _number(text: str | None) -> float | None:

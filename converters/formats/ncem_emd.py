@@ -5,8 +5,14 @@ Berkeley's spelled-apart units, "[n_m]" is nm) and the original metadata. Images
 time or depth) and 4-D data (its two outer axes as time and depth) become images; several of one
 shape are channels of one image, other shapes images of their own; 1-D data is a spectrum.
 
-Acquisition time, tried in this order: a time axis whose values are Unix seconds (its first value).
-Berkeley EMD has no other date field; without one the date is unknown.
+Acquisition time, tried in this order: a time axis whose values are Unix seconds (its first value),
+then an attribute or a small dataset of Unix seconds named like a time ("start_time", "timestamp",
+"date") in the microscope, comments, user or sample group. Berkeley EMD defines no date field; without
+one the date is unknown.
+
+Writers store attributes as str, bytes, numpy scalars or one-element arrays; RosettaSciIO reads one
+form, so it is given a normalised view of the layout (_hdf5.normalised_view) and we read pixels and
+spectra from the file itself.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ import h5py
 import numpy as np
 
 from converters.base import Accounted, ConversionError, ConvertOptions, SourceFile, SourceImage, Spectrum
-from converters.formats._hdf5 import channels_of, h5_kind, open_h5, pixel_kind
+from converters.formats._hdf5 import attr_value, channels_of, h5_kind, normalised_view, open_h5, pixel_kind
 from converters.formats._rsciio import axis_size, has_unit, read_signals, seconds, unix_time, z_step
 from converters.limits import check_channels, check_h5
 from converters.meta import flatten, pixel_size, to_metres
@@ -27,9 +33,12 @@ from converters.registry import unique_names
 
 NAME = "Berkeley EMD"
 EXTENSIONS = (".emd", ".h5")  # HyperSpy and ncempy write Berkeley EMD under both
+HELP = "NCEM, HyperSpy and py4DSTEM files: images, stacks and 4-D data become images, 1-D data spectra"
 PRIORITY = 20
 READERS = ("rsciio.emd",)
 UNIX_2000 = 946684800  # a time axis starting later than 2000-01-01 counts Unix seconds, not a duration
+_METADATA_GROUPS = ("microscope", "comments", "user", "sample")
+_TIME_WORDS = ("time", "date")
 
 
 def identify(head: bytes, path: Path) -> bool:
@@ -52,7 +61,7 @@ def read(files: list[Path], options: ConvertOptions) -> SourceFile:
 def _datasets(f: h5py.File) -> list[h5py.Dataset]:
     found = []
     f.visititems(lambda name, obj: found.append(obj["data"]) if isinstance(obj, h5py.Group)
-                 and obj.attrs.get("emd_group_type") == 1 and isinstance(obj.get("data"), h5py.Dataset) else None)
+                 and attr_value(obj.attrs.get("emd_group_type")) == 1 and isinstance(obj.get("data"), h5py.Dataset) else None)
     return found
 
 
@@ -66,14 +75,15 @@ def _read(f: h5py.File, path: Path) -> SourceFile:
         if data.ndim == 1:
             check_channels(path.name, f"the spectrum {data.name}", data.shape[0])
     # one rsciio signal per dataset, in our order, so that each maps to the array we read pixels from
-    refs = read_signals(f, path, dataset_path=[d.name.lstrip("/") for d in datasets], stack_group=False)
+    with normalised_view(f) as view:
+        refs = read_signals(view, path, dataset_path=[d.name.lstrip("/") for d in datasets], stack_group=False)
     if len(refs) != len(datasets):
         raise ConversionError(f"{path.name}: RosettaSciIO reads {len(refs)} of its {len(datasets)} data arrays")
     titles = unique_names([_title(ref, d) for ref, d in zip(refs, datasets)])
     signals, spectra, accounted = [], [], []
     for title, data, ref in zip(titles, datasets, refs):
         if data.ndim == 1 and pixel_kind(data.dtype) == "real":
-            spectra.append(_spectrum(title, ref))
+            spectra.append(_spectrum(title, ref, data))
             accounted.append(Accounted(f"spectrum {title}", "attachment", f"{title} spectrum (CSV and plot)"))
         elif 2 <= data.ndim <= 4 and pixel_kind(data.dtype) != "other":
             signals.append((title, data, ref))
@@ -93,7 +103,10 @@ def _read(f: h5py.File, path: Path) -> SourceFile:
                 images.append(_image([signal], signal[0], f))
                 accounted.append(Accounted(f"data {signal[0]}", "image", f"{stem} [{signal[0]}]"))
     om = refs[0]["original_metadata"]
-    source = SourceFile(images, spectra, accounted, microscope=_microscope(om), metadata=flatten(om))
+    stamp = _metadata_time(f)
+    for image in images:
+        image.acquired = image.acquired or stamp
+    source = SourceFile(images, spectra, accounted, acquired=stamp, microscope=_microscope(om), metadata=flatten(om))
     if not images:
         f.close()  # no pixels to read later
     return source
@@ -105,10 +118,10 @@ def _title(ref: dict, data: h5py.Dataset) -> str:
     return "data" if title in ("", "__unnamed__") else title
 
 
-def _spectrum(title: str, ref: dict) -> Spectrum:
+def _spectrum(title: str, ref: dict, data: h5py.Dataset) -> Spectrum:
     axis = ref["axes"][0]
     unit = str(axis["units"]) if has_unit(axis.get("units")) else ""
-    counts = np.asarray(ref["data"][...])
+    counts = np.asarray(data[...])
     return Spectrum(title, counts, float(axis["offset"]) if unit else 0.0, float(axis["scale"]) if unit else 1.0,
                     unit, f"data {title}")
 
@@ -165,6 +178,21 @@ def _acquired(time: dict | None) -> datetime | None:
         return None
     start = seconds(time["offset"], time["units"])
     return unix_time(start) if start and start > UNIX_2000 else None
+
+
+def _metadata_time(f: h5py.File) -> datetime | None:
+    """Unix seconds kept as an attribute or a small dataset of a metadata group (see the module's note)."""
+    for group in (f.get(name) for name in _METADATA_GROUPS):
+        if not isinstance(group, h5py.Group):
+            continue
+        values = list(group.attrs.items()) + [(k, v[()]) for k, v in group.items()
+                                               if isinstance(v, h5py.Dataset) and v.size == 1]
+        for key, value in values:
+            value = attr_value(value)
+            if any(word in key.lower() for word in _TIME_WORDS) and isinstance(value, (int, float)) \
+                    and value > UNIX_2000:
+                return unix_time(value)
+    return None
 
 
 def _microscope(om: dict) -> str | None:

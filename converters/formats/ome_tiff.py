@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from datetime import UTC
 from pathlib import Path
 from xml.etree import ElementTree
@@ -16,6 +17,7 @@ from converters.meta import clean
 
 NAME = "OME-TIFF"
 EXTENSIONS = (".tif", ".tiff", ".btf")  # the suffixes group_files accepts
+HELP = "imported as it is; microscope, date and channels from its OME-XML"
 PRIORITY = 5  # before the SEM plugins: an OME-TIFF that kept its SEM tags is still an OME-TIFF
 
 
@@ -25,7 +27,7 @@ def identify(head: bytes, path: Path) -> bool:
     try:
         with tifffile.TiffFile(path) as tif:
             return tif.is_ome
-    except (tifffile.TiffFileError, ValueError, OSError, IndexError):
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError, struct.error):  # struct: a header cut short
         return False
 
 

@@ -30,6 +30,8 @@ from converters.planes import FilePlane, FlippedPlane, FuncPlane, common_dtype
 log = logging.getLogger(__name__)
 NAME = "TIA EMI"
 EXTENSIONS = (".emi",)
+HELP = "FEI/Thermo TIA: the .emi holds the metadata, its .ser files the images and spectra"
+PARTNERS = ({"name": "{stem}_{n}.ser", "what": ".ser file", "required": True},)
 READERS = ("rsciio.tia._api",)
 SCAN_LIMIT = 64 * 2**20  # .emi files are small; never read more than this looking for the XML
 _SER_NAME = re.compile(r"^(?P<stem>.+)_(?P<index>\d+)\.ser$", re.IGNORECASE)

@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from converters.base import Accounted, ConversionError, ConvertOptions, SourceFile, SourceImage, Spectrum
-from converters.formats._hdf5 import channels_of, h5_kind, open_h5, pixel_kind
+from converters.formats._hdf5 import attr_text, channels_of, h5_kind, open_h5, pixel_kind
 from converters.formats._rsciio import axis_size, read_signals, seconds, unix_time
 from converters.limits import blocks, check_channels, check_h5
 from converters.meta import flatten
@@ -31,6 +31,7 @@ from converters.registry import unique_names
 
 NAME = "Velox EMD"
 EXTENSIONS = (".emd",)
+HELP = "Thermo Fisher Velox: every image, spectrum and map becomes an image or a CSV and PNG attachment"
 PRIORITY = 10
 READERS = ("rsciio.emd",)
 STREAM_BLOCK = 2**22  # spectrum stream values summed per read: 8 MiB of uint16
@@ -44,7 +45,10 @@ _FILE_WIDE = ("Operations", "Features", "Displays", "SharedProperties", "Detecto
 
 def identify(head: bytes, path: Path) -> bool:
     def is_velox(f: h5py.File) -> bool:
-        return "Version" in f and "Data" in f and b"Velox" in bytes(np.asarray(f["Version"][0]).item())
+        # Velox writes a one-element array of bytes; other writers a scalar or a str
+        version = f.get("Version")
+        return isinstance(version, h5py.Dataset) and version.size == 1 and "Data" in f \
+            and "Velox" in (attr_text(version[()]) or "")
     return h5_kind(head, path, is_velox)
 
 

@@ -20,6 +20,7 @@ from converters.meta import clean, localize, pixel_size, to_metres, unknowns
 
 NAME = "Zeiss SEM TIFF"
 EXTENSIONS = (".tif", ".tiff", ".btf")
+HELP = "SmartSEM images with their metadata tag"
 PRIORITY = 20
 CZ_SEM = 34118
 _MICROSCOPE = ("dp_sem", "sv_serial_number", "dp_column_type")

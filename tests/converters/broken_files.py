@@ -219,7 +219,7 @@ CORPUS = [
     (emd_named_tif, r"^stack\.tif is named \.tif but its content is a Velox EMD file; rename it to \.emd"),
     (sem_named_emd, r"^sem\.emd is named \.emd but its content is a Zeiss SEM TIFF file"),
     (tiff_named_mrc, r"^a\.mrc is named \.mrc but its content is a Thermo Fisher/FEI SEM TIFF file"),
-    (pdf_named_tif, r"^x\.tif is not a valid OME-TIFF or Thermo Fisher/FEI SEM TIFF or Zeiss SEM TIFF file: its content is a PDF"),
+    (pdf_named_tif, r"^x\.tif is not a valid OME-TIFF or Thermo Fisher/FEI SEM TIFF or Zeiss SEM TIFF or TIFF file: its content is a PDF"),
     (truncated_tiff, r"^x\.tif"),
     (mrc_dimensions_lie, r"^a\.mrc is truncated: header says 1000 sections of 100000x100000 float32 \(40000000000000 bytes\)"),
     (mrc_extended_header_lies, r"^a\.mrc: the header's extended header of 2147483647 bytes does not fit"),

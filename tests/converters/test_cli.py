@@ -39,12 +39,12 @@ def test_groups_converts_and_reports_json(tmp_path, capsys):
 
 
 def test_failed_job_exits_1_and_names_missing_partner(tmp_path, capsys):
-    mrc = tmp_path / "grid.mrc"
-    shutil.copy(sample("temp.mrc"), mrc)
-    code, jobs = run(capsys, str(mrc), str(sample("sample6_001.tif")), "--out", str(tmp_path / "o"), "--json")
+    emi = tmp_path / "acq.emi"
+    shutil.copy(sample("128x128-TEM_search.emi"), emi)
+    code, jobs = run(capsys, str(emi), str(sample("sample6_001.tif")), "--out", str(tmp_path / "o"), "--json")
     assert code == 1
     assert jobs[0]["status"] == "failed" and jobs[0]["output"] is None and jobs[0]["outputs"] == []
-    assert jobs[0]["error"] == "grid.mrc needs its ATLAS/EPU metadata file grid.xml beside it"
+    assert jobs[0]["error"] == "acq.emi has no .ser file (expected acq_1.ser beside it)"
     assert jobs[1]["status"] == "converted"
 
 
