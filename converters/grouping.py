@@ -92,9 +92,9 @@ def group_files(names: Iterable[str], skip_unread: bool = False) -> list[FileGro
     Each primary file takes the partners and sidecars its plugins declare (converters.declared),
     wherever they stand in the list. skip_unread: the names are relative to what a user chose (the web
     API, push); files that came with a folder and that the portal does not read become skipped groups
-    (see skip_reason), and so do sidecars without their image.
+    (see skip_reason), and so do sidecars without their image; skipped groups come last, in the order given.
     """
-    names = list(dict.fromkeys(names))  # a name given twice is one file
+    names = given = list(dict.fromkeys(names))  # a name given twice is one file
     skipped = {name: reason for name in names if skip_unread and (reason := skip_reason(name))}
     names = [name for name in names if name not in skipped]
     in_folder: dict[str, dict[str, str]] = defaultdict(dict)  # folder -> lower-case base name -> name
@@ -121,7 +121,9 @@ def group_files(names: Iterable[str], skip_unread: bool = False) -> list[FileGro
             group = FileGroup([name], "single", f"{basename(name)}: files {shown} are not supported "
                                                 f"(the portal reads {declared.summary()})")
         groups.append(group)
-    return groups + [FileGroup([name], "single", skipped=reason) for name, reason in skipped.items()]
+    groups += [FileGroup([name], "single", skipped=reason) for name, reason in skipped.items()]
+    order = {name: i for i, name in enumerate(given)}
+    return [g for g in groups if not g.skipped] + sorted((g for g in groups if g.skipped), key=lambda g: order[g.files[0]])
 
 
 def _take_partners(name: str, folder: dict[str, str], owner: dict[str, str]) -> tuple[list[str], str, str | None]:
@@ -159,6 +161,9 @@ def _alone(name: str, skip_unread: bool) -> FileGroup:
         # the image it would describe, when there is one kind ("without an .mrc"); a .txt is mostly notes
         return FileGroup([name], kind, skipped=f"{ext} files" + (f" without an {primaries.pop()}" if len(primaries) == 1 else ""))
     wanted = [fill(rule.primaries[0], fields) for rule in rules if (fields := rule.partner_fields(base)) is not None]
+    if wanted and all(rule.sidecar for rule in rules):  # metadata only: most likely not meant as an image's
+        return FileGroup([name], kind, f"{base}: files {ext} are not supported on their own, only as the metadata "
+                                       f"beside an image ({' or '.join(dict.fromkeys(wanted))} in the same folder)")
     if wanted:
         return FileGroup([name], kind, f"{base} needs its {' or '.join(dict.fromkeys(wanted))} in the same folder")
     rule, own = rules[0], {"stem": stem(name), "prefix": stem(name)}

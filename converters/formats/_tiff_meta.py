@@ -158,16 +158,19 @@ def _tescan(text, path: Path, zone: tzinfo) -> Described:
     except configparser.Error as e:
         raise ValueError(f"{path.name}: the TESCAN metadata cannot be read ({e.message})") from None
     main = ini["MAIN"] if ini.has_section("MAIN") else {}
-    acquired = None
-    try:
-        acquired = localize(datetime.strptime(f"{main.get('Date', '')} {main.get('Time', '')}", "%Y-%m-%d %H:%M:%S"),
-                            zone)
-    except ValueError:
-        pass
+    acquired = _local(main.get("Date"), main.get("Time"), "%Y-%m-%d %H:%M:%S", zone)
     return Described("TESCAN", x=_number(main.get("PixelSizeX"), "m"), y=_number(main.get("PixelSizeY"), "m"),
                      acquired=acquired, microscope=clean(main.get("Device", "")) or None,
                      detector=clean(main.get("Detector", "")) or None,
                      metadata={f"{s}.{k}": clean(v) for s in ini.sections() for k, v in ini[s].items()})
+
+
+def _local(date: str | None, time: str | None, form: str, zone: tzinfo) -> datetime | None:
+    """A date and a time of the instrument PC's clock, in the facility's zone; None when absent or unreadable."""
+    try:
+        return localize(datetime.strptime(f"{date} {time}", form), zone)
+    except ValueError:
+        return None
 
 
 def _number(value, unit: str) -> tuple[float, str] | None:
@@ -184,12 +187,7 @@ def _sem_text(text: str, width: int, zone: tzinfo) -> Described:
     """The .txt a JEOL SEM ($CM_ keys) or a Hitachi SEM (INI, [SemImageFile]) writes beside its TIFF."""
     if "[SemImageFile]" in text:
         image = _ini(text)["SemImageFile"]
-        when = None
-        try:
-            when = localize(datetime.strptime(f"{image.get('Date', '')} {image.get('Time', '')}", "%Y/%m/%d %H:%M:%S"),
-                            zone)
-        except ValueError:
-            pass
+        when = _local(image.get("Date"), image.get("Time"), "%Y/%m/%d %H:%M:%S", zone)
         return Described("Hitachi SEM", x=_number(image.get("PixelSize"), "nm"), y=_number(image.get("PixelSize"), "nm"),
                          acquired=when, microscope=clean(image.get("InstructName", "")) or None,
                          metadata={k: clean(v) for k, v in image.items()})
@@ -200,12 +198,7 @@ def _sem_text(text: str, width: int, zone: tzinfo) -> Described:
             keys.setdefault(match[1], clean(match[2]))
     if "CM_FORMAT" not in keys and "CM_INSTRUMENT" not in keys:
         return Described(notes=["the .txt beside the image is not a JEOL or Hitachi SEM metadata file: not read"])
-    when = None
-    try:
-        when = localize(datetime.strptime(f"{keys.get('CM_DATE', '')} {keys.get('CM_TIME', '')}", "%Y/%m/%d %H:%M:%S"),
-                        zone)
-    except ValueError:
-        pass
+    when = _local(keys.get("CM_DATE"), keys.get("CM_TIME"), "%Y/%m/%d %H:%M:%S", zone)
     x = None
     marker = _MARKER.match(keys.get("SM_MICRON_MARKER", keys.get("CM_MICRON_MARKER", "")))
     bar = _number(keys.get("SM_MICRON_BAR", keys.get("CM_MICRON_BAR")), "")
