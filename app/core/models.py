@@ -127,6 +127,7 @@ class Job(Base):
     link: Mapped[str | None] = mapped_column(Text)
     # False once Retry cannot help: the content itself failed, or its staged bytes were removed
     can_retry: Mapped[bool] = mapped_column(Boolean, default=True)
+    limit_hit: Mapped[str | None] = mapped_column(String(16))  # "time" | "memory": its conversion was stopped
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_expires: Mapped[datetime | None] = mapped_column(DateTime)
