@@ -77,7 +77,7 @@ def convert(paths: list[Path], out: Path, options: converters.ConvertOptions, li
             if now - started > limits.seconds:
                 peak = _peak_rss(child.pid)
                 raise LimitExceeded(
-                    "time", f"Converting {name} stopped after {limits.seconds:.0f} s, the longest a conversion of "
+                    "time", f"Converting {name} stopped after {round(limits.seconds, 1):g} s, the longest a conversion of "
                             f"its size may take here: the file may be damaged or built to exhaust the server; "
                             f"the facility staff can see the details",
                     f"time limit {limits.seconds:.1f} s exceeded; peak memory {human_size(peak)}")
