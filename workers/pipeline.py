@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 import converters
 from app import __version__
-from app.core import crypto
+from app.core import claims, crypto
 from app.core import jobs as job_states
 from app.core.db import utcnow
 from app.core.microscopes import microscope_names
@@ -124,6 +124,8 @@ def _run_job(services: Services, job_id: int, worker: str) -> str | RetryLater:
             return "cancelled"
         except job_states.LeaseLost:
             return "lease lost"
+        finally:
+            _release_claim(services, job.id, worker)
 
 
 def _settle(services: Services, run: Run, job: Job, worker: str) -> str | RetryLater:
@@ -137,6 +139,11 @@ def _settle(services: Services, run: Run, job: Job, worker: str) -> str | RetryL
     except (JobFailed, converters.ConversionError) as e:
         run.finish(JobState.FAILED, str(e), can_retry=False)  # the same content would fail the same way
         return "failed"
+    except claims.Busy as e:  # back in the queue, not counted as an attempt; then likely a duplicate
+        delay = min(60.0, max(2.0, e.seconds / 4))
+        run.update(message=f"{e}: trying again in {delay:.0f} s", lease_owner=None, lease_expires=None,
+                   enqueued_at=utcnow(), attempts=job.attempts - 1)
+        return RetryLater(delay)
     except limits.LimitExceeded as e:
         run.finish(JobState.FAILED, str(e), can_retry=False, limit_hit=e.kind,
                    detail=_noted(job, f"attempt {job.attempts} on {worker}: {e.detail}"))
@@ -158,6 +165,14 @@ def _settle(services: Services, run: Run, job: Job, worker: str) -> str | RetryL
                                     "the facility staff can see the details",
                    detail=_noted(job, f"attempt {job.attempts} on {worker}:\n{traceback.format_exc()}"))
         return "failed"
+
+
+def _release_claim(services: Services, job_id: int, worker: str) -> None:
+    try:
+        with services.db.session() as db:
+            claims.release(db, job_id, worker)
+    except SQLAlchemyError as e:  # the claim is taken over once the job no longer runs
+        log.warning("job %s: its content claim was not released: %s", job_id, e)
 
 
 def _take_back(services: Services, job: Job) -> None:
@@ -190,6 +205,8 @@ def _process(services: Services, run: Run, job: Job) -> str:
         if not path.is_file() or path.stat().st_size != f.size or hash_file(path).hexdigest() != f.sha1:
             raise JobFailed(f"{f.name} is no longer intact on the transfer server: import it again")
 
+    with services.db.session() as db:  # from here to its end, no other job checks for or imports this content
+        claims.hold(db, job, job.batch.group_id, run.worker)
     run.update(state=JobState.CONVERTING, message="Converting", progress=0.0, started_at=utcnow())
     work = staging.job_dir(job.id) / "converted"
     shutil.rmtree(work, ignore_errors=True)

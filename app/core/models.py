@@ -193,6 +193,19 @@ class JobEvent(Base):
     data: Mapped[dict] = mapped_column(JSON)  # Job.public() at that moment
 
 
+class ContentClaim(Base):
+    """One job at a time checks for and imports one content of one user in one group (app.core.claims)."""
+
+    __tablename__ = "content_claims"
+
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    group_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    content_sha1: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    worker: Mapped[str] = mapped_column(String(255))  # the run holding it (a job may be run again elsewhere)
+    claimed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class WorkerBeat(Base):
     """A worker says it is alive; the staff view shows who is online and what each runs."""
 
