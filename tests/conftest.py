@@ -115,6 +115,31 @@ def served(embedded_stack, tmp_path):
     process.stop()
 
 
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Mount a small disk: tmpfs("24m") gives its path; unmounted afterwards whatever happens."""
+    import subprocess
+
+    mounts = []
+
+    def mount(size: str) -> Path:
+        path = tmp_path / f"disk{len(mounts)}"
+        path.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
+                              text=True)
+        if done.returncode != 0:
+            message = f"cannot mount a small disk here: {done.stderr.strip()}"
+            if IN_CI:
+                pytest.fail(message + ": CI must allow it (run as root)")
+            pytest.skip(message)
+        mounts.append(path)
+        return path
+
+    yield mount
+    for path in mounts:
+        subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     """A failing test shows the end of each process log it wrote (serve.log, worker.log...): in CI

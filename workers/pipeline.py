@@ -27,6 +27,7 @@ from app.core.models import Job, JobState, User
 from app.core.omero.base import Annotations, ImageRef, OmeroError, SessionExpired
 from app.core.services import Services
 from app.core.staging import hash_file
+from converters.meta import human_size
 from workers import custody, limits
 
 log = logging.getLogger(__name__)
@@ -152,8 +153,9 @@ def _settle(services: Services, run: Run, job: Job, worker: str) -> str | RetryL
         transient = isinstance(e, limits.OutOfSpace) or e.transient  # room comes back; the file is fine
         if transient and job.attempts <= services.config["JOB_MAX_RETRIES"]:
             delay = min(300, 5 * 2 ** (job.attempts - 1))
-            run.update(message=f"{e}: trying again in {delay} s", lease_owner=None, lease_expires=None,
-                       enqueued_at=utcnow(), detail=_noted(job, f"attempt {job.attempts}: {e!r}"))
+            run.update(state=JobState.QUEUED, message=f"{e}: trying again in {delay} s", progress=0.0,
+                       lease_owner=None, lease_expires=None, enqueued_at=utcnow(),
+                       detail=_noted(job, f"attempt {job.attempts}: {e!r}"))
             return RetryLater(delay)
         run.finish(JobState.FAILED, str(e), detail=_noted(job, f"attempt {job.attempts}: {e!r}"))
         return "failed"
@@ -207,6 +209,10 @@ def _process(services: Services, run: Run, job: Job) -> str:
 
     with services.db.session() as db:  # from here to its end, no other job checks for or imports this content
         claims.hold(db, job, job.batch.group_id, run.worker)
+        room = staging.room_for_output(staging.promised(db))
+    if room < job.total_size:  # the output is about as large as the files (the disk fills up anyway: below)
+        raise limits.OutOfSpace(f"The transfer server has no room to convert {job.files[0].name} now (it needs "
+                                f"about {human_size(job.total_size)}; {human_size(max(room, 0))} free)")
     run.update(state=JobState.CONVERTING, message="Converting", progress=0.0, started_at=utcnow())
     work = staging.job_dir(job.id) / "converted"
     shutil.rmtree(work, ignore_errors=True)

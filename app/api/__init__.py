@@ -8,7 +8,7 @@ import hashlib
 from contextlib import contextmanager
 
 from flask import Blueprint, current_app, g, request
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, text
 
 from app.auth import login_required
 from app.core import crypto
@@ -222,8 +222,9 @@ def new_batch(owner: User, body):
     if not groups:
         raise ApiError(f"None of these {len(skipped)} files is one the portal imports "
                        f"({', '.join(sorted({s['reason'] for s in skipped}))}): choose the image files")
-    _staging().check_room(sum(sizes[n] for grp in groups if not grp.error for n in grp.files))
+    needed = sum(sizes[n] for grp in groups if not grp.error for n in grp.files)
     with _db() as db:
+        _one_at_a_time(db)
         batch = Batch(owner_id=owner.id, created_by_id=g.user.id, group_id=group["id"],
                       group_name=group["name"], key_values=pairs, folder=folder)
         db.add(batch)
@@ -242,12 +243,24 @@ def new_batch(owner: User, body):
                 taken.add(stored.lower())
                 db.add(JobFile(job_id=job.id, name=shown_name(name), stored_name=stored, size=sizes[name]))
             job_states.record(db, job)
+        db.flush()
+        _staging().check_room(needed, _staging().promised(db) - needed)  # the new jobs promise `needed`
         db.commit()
         answer = {**_batch_json(db, batch), "skipped": skipped}
     sending = [job for job in answer["jobs"] if job["state"] == JobState.UPLOADING]
     for job, maybe in zip(sending, duplicates.may_be_in_omero(owner, [job["total_size"] for job in sending])):
         job["may_be_in_omero"] = maybe  # if not, the client sends at once and hashes meanwhile
     return answer, 201
+
+
+def _one_at_a_time(db) -> None:
+    """Accept batches one at a time, so two cannot both count on the same free bytes. SQLite lets one
+    writer at a time anyway (the first insert waits for the other's commit); PostgreSQL is told to."""
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ROOM_LOCK})
+
+
+ROOM_LOCK = 0x706F7274616C  # any constant: the key of the advisory lock on the staging disk's room
 
 
 @bp.get("/batches")
