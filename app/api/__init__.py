@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 from flask import Blueprint, current_app, g, request
 from sqlalchemy import func, or_, select, text
+from werkzeug.exceptions import ClientDisconnected
 
 from app.auth import login_required
 from app.core import crypto
@@ -334,7 +335,7 @@ def _body_blocks(length: int):
     while remaining > 0:
         try:
             block = stream_.read(min(BLOCK, remaining))
-        except OSError:  # the connection broke
+        except (OSError, ClientDisconnected):  # the connection broke, or went silent (app.slow_clients)
             block = b""
         if not block:
             break  # the client went away: keep what arrived

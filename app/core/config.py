@@ -74,6 +74,7 @@ SETTINGS = [
     Setting("PORTAL_HOST", "127.0.0.1", "`serve` listens here"),
     Setting("PORTAL_PORT", "5000", "and on this port"),
     Setting("PORTAL_WEB_THREADS", "256", "threads of the web process; each open live-status stream holds one"),
+    Setting("PORTAL_BODY_TIMEOUT", "30", "seconds a request's body may stay silent (an upload chunk) or take to arrive whole (forms, JSON); a client past it is cut off and its thread freed"),
     Setting("PORTAL_SSE_HEARTBEAT", "15", "seconds between keep-alive comments on idle live-status streams"),
     Setting("PORTAL_BATCH_KEYS", "Sample", "keys a researcher may give the images of an import (key-value and tag), separated by `,`"),
 ]
@@ -158,6 +159,7 @@ def load(environ=None, overrides: dict | None = None) -> dict:
         "PORT": int(get("PORTAL_PORT")),
         "WEB_THREADS": int(get("PORTAL_WEB_THREADS")),
         "SSE_HEARTBEAT": float(get("PORTAL_SSE_HEARTBEAT")),
+        "BODY_TIMEOUT": float(get("PORTAL_BODY_TIMEOUT")),
         "BATCH_KEYS": list(dict.fromkeys(k.strip() for k in get("PORTAL_BATCH_KEYS").split(",") if k.strip())),
         "MAX_CONTENT_LENGTH": None,  # upload bodies are streamed and limited by MAX_CHUNK per request
         "SESSION_COOKIE_NAME": "portal_session",
