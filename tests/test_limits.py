@@ -119,3 +119,41 @@ def test_cancel_kills_a_running_conversion(limited, monkeypatch, by):
     assert app.extensions["services"].omero.images_of("alice") == []
     with app.extensions["services"].db.session() as db:
         assert db.scalar(sa.select(Job.state).where(Job.id == job_id)) == "cancelled"
+
+
+def test_a_conversion_dies_with_its_worker(tmp_path):
+    """A worker process killed outright (SIGKILL, the OOM killer) takes its conversion with it: no
+    orphan goes on converting, holding memory and the disk. The property is the processes' lifetime,
+    so the conversion here is one that never ends by itself (a reader stuck in a loop)."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import wait_until
+
+    script = (
+        "import multiprocessing, time\n"
+        "from pathlib import Path\n"
+        "import converters\n"
+        "from converters.base import ConvertOptions\n"
+        "from workers import limits\n"
+        "converters.convert = lambda *args: time.sleep(3600)\n"
+        "limits.POLL_SECONDS = 0.01\n"
+        "def tell():\n"
+        "    print(*[c.pid for c in multiprocessing.active_children()], flush=True)\n"
+        "    time.sleep(3600)\n"  # busy when it is killed
+        f"limits.convert([Path('x.tif')], Path({str(tmp_path)!r}), ConvertOptions(), limits.Limits(600, 1 << 30), tell)\n")
+    worker = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    with worker.stdout:
+        (child,) = map(int, worker.stdout.readline().split())
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=30)
+
+    def gone():
+        try:
+            with open(f"/proc/{child}/status") as f:
+                return "\nState:\tZ" in f.read()  # a zombie has stopped; only its exit status is left
+        except FileNotFoundError:
+            return True
+
+    wait_until(gone, timeout=30, what="the conversion to stop with its worker")

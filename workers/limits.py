@@ -10,11 +10,13 @@ worker on either broker, or a test. The fork inherits the readers the worker war
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import multiprocessing
 import os
 import resource
+import signal
 import time
 import traceback
 from collections.abc import Callable
@@ -28,6 +30,7 @@ from converters.meta import human_size
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0  # how often a running conversion asks whether its job was cancelled
 PROGRESS_EVERY = 0.2  # the child tells its progress at most this often
+PR_SET_PDEATHSIG = 1  # prctl(2), Linux
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ def convert(paths: list[Path], out: Path, options: converters.ConvertOptions, li
     name = paths[0].name
     receive, send = multiprocessing.Pipe(duplex=False)
     child = multiprocessing.get_context("fork").Process(
-        target=_child, args=(send, paths, out, options, _data_bytes() + limits.memory), daemon=True,
+        target=_child, args=(send, paths, out, options, _data_bytes() + limits.memory, os.getpid()), daemon=True,
         name=f"convert {name}")
     started = time.monotonic()
     child.start()
@@ -122,7 +125,9 @@ def _outcome(kind: str, value, name: str, limits: Limits, took: float) -> conver
     raise ConversionCrashed(value)  # "crash": a bug, with its traceback for the staff
 
 
-def _child(send, paths: list[Path], out: Path, options: converters.ConvertOptions, data_limit: int) -> None:
+def _child(send, paths: list[Path], out: Path, options: converters.ConvertOptions, data_limit: int,
+           parent: int) -> None:
+    _die_with(parent)
     resource.setrlimit(resource.RLIMIT_DATA, (data_limit, data_limit))
     last = 0.0
 
@@ -139,6 +144,13 @@ def _child(send, paths: list[Path], out: Path, options: converters.ConvertOption
         answer = _failure(e)
     send.send(answer)
     send.close()
+
+
+def _die_with(parent: int) -> None:
+    """Be killed when the worker process dies (SIGKILL, the OOM killer): no orphan converts on."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
 
 
 def _failure(error: BaseException) -> tuple[str, object]:
