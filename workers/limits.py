@@ -155,7 +155,8 @@ def _die_with(parent: int) -> None:
 
 def _failure(error: BaseException) -> tuple[str, object]:
     chain = _chain(error)
-    if any(isinstance(e, MemoryError) for e in chain):
+    # thread stacks count against RLIMIT_DATA too: a thread that cannot start is memory running out
+    if any(isinstance(e, MemoryError) or "can't start new thread" in str(e) for e in chain):
         return "memory", _own_peak()
     if any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in chain):
         return "space", None
