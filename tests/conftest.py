@@ -82,6 +82,20 @@ def embedded_app(embedded_stack, monkeypatch):
 
 
 @pytest.fixture
+def configured_app(embedded_stack, monkeypatch):
+    """Embedded portals with settings of the test's own: configured_app(PORTAL_X="1", ...)."""
+    apps = []
+
+    def make(**settings):
+        apps.append(make_app(embedded_stack | settings, monkeypatch))
+        return apps[-1]
+
+    yield make
+    for app in apps:
+        close_app(app)
+
+
+@pytest.fixture
 def portal(app):
     """Sign in as a named user on the test app: portal('alice')."""
     return lambda username: Portal(app.test_client(), username)

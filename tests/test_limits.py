@@ -7,56 +7,21 @@ TIFF whose zstd-compressed 8000x8000 image (64 MB of pixels, inside the decompre
 takes seconds and a 64 MB decode to convert."""
 from __future__ import annotations
 
-import io
 import multiprocessing
 
-import numpy as np
 import pytest
 import sqlalchemy as sa
 import tifffile
 
 from app.core.models import Job
-from tests.helpers import SAMPLES, Portal, close_app, make_app, make_staff, ome_tiff
+from tests.helpers import Portal, costly_sem_tiff, job_row, make_staff, ome_tiff, run_job
 from workers import limits, pipeline
 
 
-def costly_sem_tiff() -> bytes:
-    """A valid FEI SEM TIFF of 8000x8000 pixels in about 7 KB (zstd over a striped image)."""
-    with tifffile.TiffFile(SAMPLES / "FEI-Helios-Ebeam-8bits.tif") as tif:
-        tag = tif.pages.first.tags[34682]
-        tif.filehandle.seek(tag.valueoffset)
-        fei = tif.filehandle.read(tag.count).decode("ascii")
-    pixels = np.zeros((8000, 8000), np.uint8)
-    pixels[::64] = 200
-    out = io.BytesIO()
-    tifffile.imwrite(out, pixels, compression="zstd", rowsperstrip=8000, extratags=[(34682, 2, len(fei), fei, False)])
-    assert len(out.getvalue()) < 16 << 10
-    return out.getvalue()
-
-
 @pytest.fixture
-def limited(embedded_stack, monkeypatch):
-    """An embedded portal whose limits each test sets: app(**settings)."""
-    apps = []
-
-    def make(**settings):
-        env = embedded_stack | {"PORTAL_CONVERT_TIME_PER_GIB": "0"} | {f"PORTAL_{k}": str(v) for k, v in settings.items()}
-        apps.append(make_app(env, monkeypatch))
-        return apps[-1]
-
-    yield make
-    for app in apps:
-        close_app(app)
-
-
-def job_row(app, job_id) -> Job:
-    with app.extensions["services"].db.session() as db:
-        return db.get(Job, job_id)
-
-
-def run(app, job_id):
-    with app.app_context():
-        return pipeline.run_job(app.extensions["services"], job_id, "w:1")
+def limited(configured_app):
+    """An embedded portal with the limits the test sets: limited(CONVERT_TIME_LIMIT="0.5")."""
+    return lambda **settings: configured_app(PORTAL_CONVERT_TIME_PER_GIB="0", **{f"PORTAL_{k}": v for k, v in settings.items()})
 
 
 @pytest.mark.parametrize("limit, settings, said", [
@@ -71,13 +36,13 @@ def test_a_conversion_past_its_limit_fails_plainly_frees_its_slot_and_staff_see_
     alice, sam = Portal(app.test_client(), "alice"), Portal(app.test_client(), "sam")
     make_staff(app, "sam")
     costly, small = (job["id"] for job in alice.send({"costly.tif": costly_sem_tiff(), "small.ome.tif": ome_tiff(seed=1)})["jobs"])
-    assert run(app, costly) == "failed"
+    assert run_job(app, costly) == "failed"
     row = job_row(app, costly)
     assert re.search(said, row.message), row.message
     assert row.limit_hit == limit and row.can_retry is False and f"{limit} limit" in row.detail
     assert multiprocessing.active_children() == []  # the conversion's process is gone
     app.extensions["services"].config.update(CONVERT_TIME_LIMIT=600.0, CONVERT_MEMORY_LIMIT=1 << 30)
-    assert run(app, small) == "imported", job_row(app, small).message  # the same process takes the next job
+    assert run_job(app, small) == "imported", job_row(app, small).message  # the same process takes the next job
     (listed,) = sam.get("/api/staff/jobs?state=limit").get_json()["jobs"]
     assert listed["id"] == costly and listed["limit_hit"] == limit
     assert f"exceeded the {limit} limit" in sam.get(f"/staff/jobs/{costly}").get_data(as_text=True)
@@ -87,7 +52,7 @@ def test_within_its_limits_the_same_file_converts(limited):
     app = limited(CONVERT_TIME_LIMIT="600", CONVERT_MEMORY_LIMIT=str(1 << 30))
     alice = Portal(app.test_client(), "alice")
     job_id = alice.send({"costly.tif": costly_sem_tiff()})["jobs"][0]["id"]
-    assert run(app, job_id) == "imported"
+    assert run_job(app, job_id) == "imported"
     (image,) = app.extensions["services"].omero.images_of("alice")
     with tifffile.TiffFile(app.extensions["services"].omero.root / image["path"] / "costly.ome.tiff") as tif:
         assert tif.pages.first.shape == (7971, 8000)  # the data bar (29 rows) cropped, as the sample's header says
@@ -112,7 +77,7 @@ def test_cancel_kills_a_running_conversion(limited, monkeypatch, by):
         real_check(self)
 
     monkeypatch.setattr(pipeline.Run, "check", cancel_at_first_look)
-    assert run(app, job_id) == "cancelled"
+    assert run_job(app, job_id) == "cancelled"
     assert len(children) == 1 and children[0].exitcode is not None and children[0].exitcode < 0  # killed
     assert job_row(app, job_id).state == "cancelled" and job_row(app, job_id).limit_hit is None
     assert not app.extensions["services"].staging.job_dir(job_id).exists()

@@ -8,36 +8,19 @@ import shutil
 
 import pytest
 
-from app.core.models import Job
-from tests.helpers import SAMPLES, Portal, close_app, make_app
-from tests.test_limits import costly_sem_tiff
+from tests.helpers import SAMPLES, Portal, costly_sem_tiff, job_row, run_job
 from workers import pipeline
 
 
 @pytest.fixture
-def small(tmpfs, embedded_stack, monkeypatch):
+def small(tmpfs, configured_app):
     """An embedded portal whose staging disk is a small tmpfs (1 MiB unless the test says), no reserve kept."""
-    apps = []
 
     def make(size="1m"):
         disk = tmpfs(size)
-        apps.append(make_app(embedded_stack | {"PORTAL_STAGING_DIR": str(disk), "PORTAL_STAGING_RESERVE": "0",
-                                               "PORTAL_JOB_MAX_RETRIES": "1"}, monkeypatch))
-        return apps[-1], disk
+        return configured_app(PORTAL_STAGING_DIR=str(disk), PORTAL_STAGING_RESERVE="0", PORTAL_JOB_MAX_RETRIES="1"), disk
 
-    yield make
-    for app in apps:
-        close_app(app)
-
-
-def job_row(app, job_id) -> Job:
-    with app.extensions["services"].db.session() as db:
-        return db.get(Job, job_id)
-
-
-def run(app, job_id):
-    with app.app_context():
-        return pipeline.run_job(app.extensions["services"], job_id, "w:1")
+    return make
 
 
 def fill(disk, leave: int):
@@ -72,7 +55,7 @@ def test_a_disk_that_fills_while_converting_pauses_the_job_and_keeps_its_files(s
     data = costly_sem_tiff()  # 7 KB that need 16 MB of room while converting (the pyramid's scratch)
     job_id = alice.send({"costly.tif": data})["jobs"][0]["id"]
     filler = fill(disk, leave=24 << 10)  # room for the file (the check before converting), not its output
-    assert isinstance(run(app, job_id), pipeline.RetryLater)
+    assert isinstance(run_job(app, job_id), pipeline.RetryLater)
     paused = job_row(app, job_id)
     assert paused.state == "queued" and paused.lease_owner is None
     assert paused.message.startswith("The transfer server's disk filled while converting costly.tif: trying again in")
@@ -80,7 +63,7 @@ def test_a_disk_that_fills_while_converting_pauses_the_job_and_keeps_its_files(s
     assert hashlib.sha1(staged.path(job_id, "costly.tif").read_bytes()).hexdigest() == hashlib.sha1(data).hexdigest()
     assert not (staged.job_dir(job_id) / "converted").exists()  # the partial output is gone
     filler.unlink()  # room again: the worker's next try finishes
-    assert run(app, job_id) == "imported", job_row(app, job_id).message
+    assert run_job(app, job_id) == "imported", job_row(app, job_id).message
     assert not staged.job_dir(job_id).exists()
 
 
@@ -90,13 +73,13 @@ def test_no_room_for_the_output_waits_then_fails_with_retry_offered(small):
     data = (SAMPLES / "FEI-Helios-Ebeam-8bits.tif").read_bytes()  # 252 KB, converted
     job_id = alice.send({"sem.tif": data})["jobs"][0]["id"]
     filler = fill(disk, leave=100 << 10)
-    assert isinstance(run(app, job_id), pipeline.RetryLater)  # the worker tries again (PORTAL_JOB_MAX_RETRIES=1)...
+    assert isinstance(run_job(app, job_id), pipeline.RetryLater)  # the worker tries again (PORTAL_JOB_MAX_RETRIES=1)...
     assert job_row(app, job_id).message.startswith("The transfer server has no room to convert sem.tif now")
-    assert run(app, job_id) == "failed"  # ...then gives up, but the files stay and Retry is offered
+    assert run_job(app, job_id) == "failed"  # ...then gives up, but the files stay and Retry is offered
     failed = alice.get(f"/api/batches/{job_row(app, job_id).batch_id}").get_json()["jobs"][0]
     assert failed["can_retry"] is True and failed["message"].startswith("The transfer server has no room")
     filler.unlink()
     assert alice.post(f"/api/jobs/{job_id}/retry").get_json()["state"] == "queued"
-    assert run(app, job_id) == "imported"
+    assert run_job(app, job_id) == "imported"
     (image,) = app.extensions["services"].omero.images_of("alice")
     assert image["name"] == "sem.tif"
