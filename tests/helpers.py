@@ -277,3 +277,17 @@ def costly_sem_tiff() -> bytes:
     tifffile.imwrite(out, pixels, compression="zstd", rowsperstrip=8000, extratags=[(34682, 2, len(fei), fei, False)])
     assert len(out.getvalue()) < 16 << 10
     return out.getvalue()
+
+
+def child_pids(parent: int | None = None) -> list[int]:
+    """The processes whose parent is `parent` (this process by default), read from /proc."""
+    parent = os.getpid() if parent is None else parent
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):  # it ended meanwhile
+            continue
+        if int(fields[1]) == parent:
+            found.append(int(stat.parent.name))
+    return found

@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import logging
-import multiprocessing
 import os
 import resource
 import signal
@@ -21,7 +20,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 import converters
@@ -66,24 +65,33 @@ def convert(paths: list[Path], out: Path, options: converters.ConvertOptions, li
     """converters.convert in a limited child. stop_check is called every POLL_SECONDS and raises to
     stop the conversion (the job was cancelled or given to another worker); the child is killed then."""
     name = paths[0].name
-    receive, send = multiprocessing.Pipe(duplex=False)
-    child = multiprocessing.get_context("fork").Process(
-        target=_child, args=(send, paths, out, options, _data_bytes() + limits.memory, os.getpid()), daemon=True,
-        name=f"convert {name}")
-    started = time.monotonic()
-    child.start()
-    send.close()  # the child holds the writing end: EOF once it is gone
+    data_limit, parent = _data_bytes() + limits.memory, os.getpid()
+    read_end, write_end = os.pipe()
+    # os.fork, not multiprocessing: a Celery pool process is "daemonic", and multiprocessing refuses
+    # to start children there
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the worker's code
+        status = 1
+        try:
+            os.close(read_end)
+            _child(Connection(write_end), paths, out, options, data_limit, parent)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    receive, started, reaped = Connection(read_end), time.monotonic(), None
     try:
         next_poll = started + POLL_SECONDS
         while True:
             now = time.monotonic()
             if now - started > limits.seconds:
-                peak = _peak_rss(child.pid)
+                os.kill(pid, signal.SIGKILL)
+                reaped = os.wait4(pid, 0)
                 raise LimitExceeded(
-                    "time", f"Converting {name} stopped after {round(limits.seconds, 1):g} s, the longest a conversion of "
-                            f"its size may take here: the file may be damaged or built to exhaust the server; "
+                    "time", f"Converting {name} stopped after {round(limits.seconds, 1):g} s, the longest a conversion "
+                            f"of its size may take here: the file may be damaged or built to exhaust the server; "
                             f"the facility staff can see the details",
-                    f"time limit {limits.seconds:.1f} s exceeded; peak memory {human_size(peak)}")
+                    f"time limit {limits.seconds:.1f} s exceeded; peak memory {human_size(_peak(reaped))}")
             if now >= next_poll:
                 stop_check()
                 next_poll = now + POLL_SECONDS
@@ -92,32 +100,35 @@ def convert(paths: list[Path], out: Path, options: converters.ConvertOptions, li
             try:
                 kind, value = receive.recv()
             except EOFError:
-                child.join()
+                reaped = os.wait4(pid, 0)
                 raise ConversionCrashed(f"the conversion of {name} ended without an answer "
-                                        f"(exit status {child.exitcode})") from None
+                                        f"(wait status {reaped[1]})") from None
             if kind == "progress":
                 if options.progress:
                     options.progress(value)
                 continue
-            child.join()
-            return _outcome(kind, value, name, limits, time.monotonic() - started)
+            reaped = os.wait4(pid, 0)
+            return _outcome(kind, value, name, limits, time.monotonic() - started, _peak(reaped))
     finally:
-        if child.is_alive():
-            child.kill()
-            child.join()
+        if reaped is None:  # stopped from here (cancelled, lease lost, an error): kill it and reap it
+            os.kill(pid, signal.SIGKILL)
+            os.wait4(pid, 0)
         receive.close()
 
 
-def _outcome(kind: str, value, name: str, limits: Limits, took: float) -> converters.Conversion:
+def _peak(reaped: tuple[int, int, resource.struct_rusage]) -> int:
+    return reaped[2].ru_maxrss * 1024  # kilobytes on Linux
+
+
+def _outcome(kind: str, value, name: str, limits: Limits, took: float, peak: int) -> converters.Conversion:
     if kind == "done":
-        conversion, peak = value
         log.info("converted %s in %.1f s, peak memory %s", name, took, human_size(peak))
-        return conversion
+        return value
     if kind == "memory":
         raise LimitExceeded(
             "memory", f"Converting {name} stopped: it needed more than the {human_size(limits.memory)} of memory a "
                       f"conversion may use here; the file may be damaged or built to exhaust the server",
-            f"memory limit {human_size(limits.memory)} exceeded after {took:.1f} s; peak memory {human_size(value)}")
+            f"memory limit {human_size(limits.memory)} exceeded after {took:.1f} s; peak memory {human_size(peak)}")
     if kind == "space":
         raise OutOfSpace(f"The transfer server's disk filled while converting {name}")
     if kind == "refused":
@@ -138,8 +149,7 @@ def _child(send, paths: list[Path], out: Path, options: converters.ConvertOption
             send.send(("progress", share))
 
     try:
-        conversion = converters.convert(paths, out, replace(options, progress=progress))
-        answer = ("done", (conversion, _own_peak()))
+        answer = ("done", converters.convert(paths, out, replace(options, progress=progress)))
     except BaseException as e:  # noqa: BLE001 - every ending is told to the parent, which decides
         answer = _failure(e)
     send.send(answer)
@@ -157,7 +167,7 @@ def _failure(error: BaseException) -> tuple[str, object]:
     chain = _chain(error)
     # thread stacks count against RLIMIT_DATA too: a thread that cannot start is memory running out
     if any(isinstance(e, MemoryError) or "can't start new thread" in str(e) for e in chain):
-        return "memory", _own_peak()
+        return "memory", None
     if any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in chain):
         return "space", None
     if isinstance(error, converters.ConversionError):
@@ -177,14 +187,6 @@ def _chain(error: BaseException) -> list[BaseException]:
 def _data_bytes() -> int:
     """What this process has allocated (VmData, what RLIMIT_DATA counts): the child starts from it."""
     return _status_kib(os.getpid(), "VmData") * 1024
-
-
-def _own_peak() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _peak_rss(pid: int) -> int:
-    return _status_kib(pid, "VmHWM") * 1024
 
 
 def _status_kib(pid: int, field: str) -> int:
