@@ -121,3 +121,18 @@ def test_a_conversion_dies_with_its_worker(tmp_path):
             return True
 
     wait_until(gone, timeout=30, what="the conversion to stop with its worker")
+
+
+@pytest.mark.parametrize("stack", ["embedded"], indirect=True)
+def test_a_celery_worker_stops_a_conversion_past_its_limit_and_takes_the_next_job(app, portal, worker, stack):
+    """The same through a real worker with one slot: the costly file fails at the memory limit, and
+    the small file queued behind it is imported by the same slot."""
+    from tests.helpers import wait_until
+
+    worker.env = stack | {"PORTAL_CONVERT_MEMORY_LIMIT": str(32 << 20), "PORTAL_WORKER_CONCURRENCY": "1"}
+    alice = portal("alice")
+    costly, small = (job["id"] for job in alice.send({"costly.tif": costly_sem_tiff(), "small.ome.tif": ome_tiff(seed=2)})["jobs"])
+    worker.start()
+    wait_until(lambda: job_row(app, small).state in ("imported", "failed"), timeout=120, what="the small file's job")
+    assert (job_row(app, costly).state, job_row(app, costly).limit_hit) == ("failed", "memory")
+    assert job_row(app, small).state == "imported", job_row(app, small).message
