@@ -203,10 +203,12 @@ def test_an_empty_file_fails_with_its_own_message(embedded_app, alice):
     assert "empty" in job(embedded_app, batch["jobs"][0]["id"]).message
 
 
-def test_the_same_new_content_in_two_batches_run_together_is_imported_once(embedded_app, alice, monkeypatch):
+def test_the_same_new_content_in_two_batches_run_together_is_imported_once(app, monkeypatch):
     """Job B runs while job A is sending the same content to OMERO (B is run from inside A's import,
     on another worker: the interleaving that imported it twice). B waits in the queue instead, not
-    counting an attempt; once A has ended, B finds A's image: one imported, one duplicate."""
+    counting an attempt; once A has ended, B finds A's image: one imported, one duplicate. Both
+    databases: the claim is a row whose key is the content."""
+    embedded_app, alice = app, Portal(app.test_client(), "alice")
     data = ome_tiff((1024, 1024), seed=61)
     first = alice.send({"a.ome.tif": data})["jobs"][0]["id"]
     second = alice.send({"copy of a.ome.tif": data})["jobs"][0]["id"]

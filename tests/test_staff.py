@@ -279,3 +279,20 @@ def test_staff_cancel_during_an_import_stops_it_and_leaves_no_partial_copy(app, 
     store = app.extensions["services"].omero
     assert job_row(app, job_id).state == "cancelled" and store.images_of("alice") == []
     assert list((store.root / "incoming").iterdir()) == []
+
+
+def test_a_cancel_that_lands_while_a_failure_is_recorded_ends_the_job_quietly(app, people, monkeypatch):
+    """The run meets the cancel when it writes the failure (its lease is gone): it returns, no
+    LeaseLost escapes the failure handler as a traceback in the worker."""
+    alice, staff = people
+    job_id = alice.send({"broken.ome.tif": b"II*\x00" + bytes(60)})["jobs"][0]["id"]
+    real_finish = pipeline.Run.finish
+
+    def cancelled_first(run, state, message, **changes):
+        assert staff.post(f"/api/staff/jobs/{job_id}/cancel").get_json()["state"] == "cancelled"
+        return real_finish(run, state, message, **changes)
+
+    monkeypatch.setattr(pipeline.Run, "finish", cancelled_first)
+    with app.app_context():
+        assert pipeline.run_job(app.extensions["services"], job_id, "w:1") == "cancelled"
+    assert job_row(app, job_id).state == "cancelled" and job_row(app, job_id).message == "Cancelled by the facility staff"
