@@ -1,6 +1,6 @@
 """Room on the staging disk is accounted: an accepted batch keeps room for the bytes it has still to
-send, a conversion checks there is room for its output, and a disk that fills up while converting
-pauses the job (the worker tries again with back-off, Retry works too) without losing its files."""
+send, and a disk that fills up while converting pauses the job (the worker tries again with back-off,
+Retry works too) without losing its files; a file passed through needs no room at all."""
 from __future__ import annotations
 
 import hashlib
@@ -70,16 +70,27 @@ def test_a_disk_that_fills_while_converting_pauses_the_job_and_keeps_its_files(s
 def test_no_room_for_the_output_waits_then_fails_with_retry_offered(small):
     app, disk = small()
     alice = Portal(app.test_client(), "alice")
-    data = (SAMPLES / "FEI-Helios-Ebeam-8bits.tif").read_bytes()  # 252 KB, converted
+    data = (SAMPLES / "FEI-Helios-Ebeam-8bits.tif").read_bytes()  # 252 KB, converted (to 7 KB)
     job_id = alice.send({"sem.tif": data})["jobs"][0]["id"]
-    filler = fill(disk, leave=100 << 10)
+    filler = fill(disk, leave=0)
     assert isinstance(run_job(app, job_id), pipeline.RetryLater)  # the worker tries again (PORTAL_JOB_MAX_RETRIES=1)...
-    assert job_row(app, job_id).message.startswith("The transfer server has no room to convert sem.tif now")
+    assert job_row(app, job_id).message.startswith("The transfer server's disk filled while converting sem.tif")
     assert run_job(app, job_id) == "failed"  # ...then gives up, but the files stay and Retry is offered
     failed = alice.get(f"/api/batches/{job_row(app, job_id).batch_id}").get_json()["jobs"][0]
-    assert failed["can_retry"] is True and failed["message"].startswith("The transfer server has no room")
+    assert failed["can_retry"] is True and failed["message"] == "The transfer server's disk filled while converting sem.tif"
     filler.unlink()
     assert alice.post(f"/api/jobs/{job_id}/retry").get_json()["state"] == "queued"
     assert run_job(app, job_id) == "imported"
     (image,) = app.extensions["services"].omero.images_of("alice")
     assert image["name"] == "sem.tif"
+
+
+def test_a_file_passed_through_needs_no_room_to_convert(small):
+    """An OME-TIFF is imported as it is: a disk with no room left beside it does not hold it up."""
+    from tests.helpers import ome_tiff
+
+    app, disk = small()
+    alice = Portal(app.test_client(), "alice")
+    job_id = alice.send({"a.ome.tif": ome_tiff((512, 512), seed=3)})["jobs"][0]["id"]
+    fill(disk, leave=0)
+    assert run_job(app, job_id) == "imported"

@@ -27,7 +27,6 @@ from app.core.models import Job, JobState, User
 from app.core.omero.base import Annotations, ImageRef, OmeroError, SessionExpired
 from app.core.services import Services
 from app.core.staging import hash_file
-from converters.meta import human_size
 from workers import custody, limits
 
 log = logging.getLogger(__name__)
@@ -209,16 +208,14 @@ def _process(services: Services, run: Run, job: Job) -> str:
 
     with services.db.session() as db:  # from here to its end, no other job checks for or imports this content
         claims.hold(db, job, job.batch.group_id, run.worker)
-        room = staging.room_for_output(staging.promised(db))
-    if room < job.total_size:  # the output is about as large as the files (the disk fills up anyway: below)
-        raise limits.OutOfSpace(f"The transfer server has no room to convert {job.files[0].name} now (it needs "
-                                f"about {human_size(job.total_size)}; {human_size(max(room, 0))} free)")
     run.update(state=JobState.CONVERTING, message="Converting", progress=0.0, started_at=utcnow())
     work = staging.job_dir(job.id) / "converted"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     options = converters.ConvertOptions(timezone=services.config["TZ"], microscope_names=microscope_names(services),
                                         progress=lambda share: run.progress(share, "Converting"))
+    # The room a conversion needs is known only as it writes (an OME-TIFF passes through with none, a
+    # compressed source may need many times its size): a disk that fills is a pause, not a failure.
     try:
         conversion = limits.convert(paths, work, options, limits.Limits.for_job(services.config, job.total_size),
                                     run.check)

@@ -78,11 +78,6 @@ class Staging:
                 f"The transfer server has room for {human_size(max(free, 0))} now and this batch needs "
                 f"{human_size(needed)}: import fewer files, or ask the facility staff to free space", 507)
 
-    def room_for_output(self, promised: int) -> int:
-        """Bytes a conversion may write now: what is free, less what accepted batches are still to send
-        (the reserve exists for work in flight like this)."""
-        return shutil.disk_usage(self.root).free - promised
-
     def promised(self, session, now: datetime | None = None) -> int:
         """Bytes accepted batches are still to send: each unfinished file's declared size less what
         arrived. A transfer silent for PROMISE_HOURS keeps no room from others (it may never come back)."""
