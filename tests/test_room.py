@@ -54,7 +54,7 @@ def test_a_disk_that_fills_while_converting_pauses_the_job_and_keeps_its_files(s
     alice = Portal(app.test_client(), "alice")
     data = costly_sem_tiff()  # 7 KB that need 16 MB of room while converting (the pyramid's scratch)
     job_id = alice.send({"costly.tif": data})["jobs"][0]["id"]
-    filler = fill(disk, leave=24 << 10)  # room for the file (the check before converting), not its output
+    filler = fill(disk, leave=24 << 10)  # room to start, not for the output
     assert isinstance(run_job(app, job_id), pipeline.RetryLater)
     paused = job_row(app, job_id)
     assert paused.state == "queued" and paused.lease_owner is None
