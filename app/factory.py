@@ -17,6 +17,7 @@ def create_app(overrides: dict | None = None, *, check_schema: bool = True) -> F
     from app.core.queue import make_celery
     from app.core.services import Services
     from app.events import EventHub
+    from app.slow_clients import BodyTimeout
 
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
     app.config.update(portal_config.load(overrides=overrides))
@@ -32,6 +33,7 @@ def create_app(overrides: dict | None = None, *, check_schema: bool = True) -> F
     csrf.init_app(app)
     oidc.init_app(app)
     errors.register(app)
+    app.wsgi_app = BodyTimeout(app.wsgi_app, app.config["BODY_TIMEOUT"])
 
     from app.api import bp as api_bp
     from app.auth import bp as auth_bp

@@ -82,6 +82,20 @@ def embedded_app(embedded_stack, monkeypatch):
 
 
 @pytest.fixture
+def configured_app(embedded_stack, monkeypatch):
+    """Embedded portals with settings of the test's own: configured_app(PORTAL_X="1", ...)."""
+    apps = []
+
+    def make(**settings):
+        apps.append(make_app(embedded_stack | settings, monkeypatch))
+        return apps[-1]
+
+    yield make
+    for app in apps:
+        close_app(app)
+
+
+@pytest.fixture
 def portal(app):
     """Sign in as a named user on the test app: portal('alice')."""
     return lambda username: Portal(app.test_client(), username)
@@ -113,6 +127,31 @@ def served(embedded_stack, tmp_path):
     url, process = start_served(embedded_stack, tmp_path)
     yield url
     process.stop()
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Mount a small disk: tmpfs("24m") gives its path; unmounted afterwards whatever happens."""
+    import subprocess
+
+    mounts = []
+
+    def mount(size: str) -> Path:
+        path = tmp_path / f"disk{len(mounts)}"
+        path.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
+                              text=True)
+        if done.returncode != 0:
+            message = f"cannot mount a small disk here: {done.stderr.strip()}"
+            if IN_CI:
+                pytest.fail(message + ": CI must allow it (run as root)")
+            pytest.skip(message)
+        mounts.append(path)
+        return path
+
+    yield mount
+    for path in mounts:
+        subprocess.run(["umount", "--lazy", str(path)], check=True)
 
 
 @pytest.hookimpl(wrapper=True)

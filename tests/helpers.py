@@ -242,3 +242,52 @@ def sample(name: str) -> Path:
     if not path.is_file():
         pytest.fail(f"sample {name} is missing from {SAMPLES.resolve()}")
     return path
+
+
+def job_row(app, job_id: int):
+    from app.core.models import Job
+
+    with app.extensions["services"].db.session() as db:
+        return db.get(Job, job_id)
+
+
+def run_job(app, job_id: int, worker: str = "w:1"):
+    """Run one job through the pipeline in this process, as a worker would."""
+    from workers import pipeline
+
+    with app.app_context():
+        return pipeline.run_job(app.extensions["services"], job_id, worker)
+
+
+def costly_sem_tiff() -> bytes:
+    """A valid Thermo/FEI SEM TIFF of 8000x8000 pixels in about 7 KB (zstd over a striped image, 64 MB
+    of pixels: inside the decompression-bomb guard), genuinely slow and memory-hungry to convert."""
+    import io
+
+    import numpy as np
+    import tifffile
+
+    with tifffile.TiffFile(SAMPLES / "FEI-Helios-Ebeam-8bits.tif") as tif:
+        tag = tif.pages.first.tags[34682]
+        tif.filehandle.seek(tag.valueoffset)
+        fei = tif.filehandle.read(tag.count).decode("ascii")
+    pixels = np.zeros((8000, 8000), np.uint8)
+    pixels[::64] = 200
+    out = io.BytesIO()
+    tifffile.imwrite(out, pixels, compression="zstd", rowsperstrip=8000, extratags=[(34682, 2, len(fei), fei, False)])
+    assert len(out.getvalue()) < 16 << 10
+    return out.getvalue()
+
+
+def child_pids(parent: int | None = None) -> list[int]:
+    """The processes whose parent is `parent` (this process by default), read from /proc."""
+    parent = os.getpid() if parent is None else parent
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):  # it ended meanwhile
+            continue
+        if int(fields[1]) == parent:
+            found.append(int(stat.parent.name))
+    return found

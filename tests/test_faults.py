@@ -316,21 +316,8 @@ def test_a_postgresql_restart_mid_batch_loses_no_job_and_the_web_answers_again(p
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A 24 MiB tmpfs, unmounted afterwards whatever happens."""
-    mount = tmp_path / "staging"
-    mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True,
-                             text=True)
-    if mounted.returncode != 0:
-        message = f"cannot mount a small disk here: {mounted.stderr.strip()}"
-        if IN_CI:
-            pytest.fail(message + ": CI must allow it (run as root)")
-        pytest.skip(message)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount)], check=True)
+def small_disk(tmpfs):
+    return tmpfs("24m")
 
 
 def test_a_full_staging_disk_answers_507_keeps_what_it_holds_and_the_transfer_resumes(embedded_stack, small_disk,

@@ -271,3 +271,48 @@ def test_an_imported_image_has_a_thumbnail_of_its_own_pixels(embedded_app, alice
     assert picture.shape == (48, 96) and picture.dtype == np.uint8  # longest side 96, the image's shape kept
     assert picture[:, :47].max() == 0 and picture[:, 49:].min() == 255  # the halves, stretched to black and white
     assert alice.get(f"/api/jobs/{job_id}/images/{image['id'] + 1}/thumbnail").status_code == 404  # not this job's
+
+
+
+def test_the_same_new_content_in_two_batches_run_together_is_imported_once(app, monkeypatch):
+    """Job B runs while job A is sending the same content to OMERO (B is run from inside A's import,
+    on another worker: the interleaving that imported it twice). B waits in the queue instead, not
+    counting an attempt; once A has ended, B finds A's image: one imported, one duplicate. Both
+    databases: the claim is a row whose key is the content."""
+    embedded_app, alice = app, Portal(app.test_client(), "alice")
+    data = ome_tiff((1024, 1024), seed=61)
+    first = alice.send({"a.ome.tif": data})["jobs"][0]["id"]
+    second = alice.send({"copy of a.ome.tif": data})["jobs"][0]["id"]
+    outcomes, real_progress = {}, pipeline.Run.progress
+
+    def second_runs_meanwhile(run_, fraction, message):
+        if run_.job_id == first and message.startswith("Importing") and second not in outcomes:
+            outcomes[second] = run(embedded_app, second, worker="w2")
+        real_progress(run_, fraction, message)
+
+    monkeypatch.setattr(pipeline.Run, "progress", second_runs_meanwhile)
+    assert run(embedded_app, first) == "imported"
+    assert isinstance(outcomes[second], pipeline.RetryLater)
+    waiting = job(embedded_app, second)
+    assert waiting.state == "queued" and f"Waiting for job {first}, which imports the same content" in waiting.message
+    assert waiting.attempts == 0 and waiting.lease_owner is None
+    assert run(embedded_app, second, worker="w2") == "duplicate"
+    (image,) = images(embedded_app, "alice")
+    assert image["name"] == "a.ome.tif" and job(embedded_app, second).image_ids == [image["id"]]
+
+
+def test_a_content_claim_left_by_a_dead_worker_is_taken_over(embedded_app, alice):
+    """A worker that died holding a claim does not block the content for ever: once its job's lease
+    ran out (here: the job was run again by the recovery sweep), the claim is taken over."""
+    from app.core.db import utcnow
+    from app.core.models import ContentClaim
+
+    job_id = alice.send({"a.ome.tif": ome_tiff(seed=62)})["jobs"][0]["id"]
+    with embedded_app.extensions["services"].db.session() as db:
+        row = db.get(Job, job_id)
+        db.add(ContentClaim(owner_id=row.owner_id, group_id=row.batch.group_id, content_sha1=row.content_sha1,
+                            job_id=job_id, worker="dead:1", claimed_at=utcnow()))
+        db.commit()
+    assert run(embedded_app, job_id) == "imported"
+    with embedded_app.extensions["services"].db.session() as db:
+        assert db.query(ContentClaim).count() == 0  # released at the end of the run

@@ -88,7 +88,8 @@ def test_staff_retry_a_failed_job_after_the_user_signs_in_again(app, people):
         assert pipeline.run_job(app.extensions["services"], job_id, "w:1") == "imported"
 
 
-def test_staff_cancel_a_running_job_and_its_worker_stops_at_the_next_step(app, people):
+@pytest.mark.parametrize("by", ["owner", "staff"])
+def test_the_owner_or_staff_cancel_a_running_job_and_its_worker_stops_at_the_next_step(app, people, by):
     alice, staff = people
     job_id = alice.send({"a.ome.tif": ome_tiff(seed=4)})["jobs"][0]["id"]
     from app.core import jobs as job_states
@@ -98,12 +99,15 @@ def test_staff_cancel_a_running_job_and_its_worker_stops_at_the_next_step(app, p
         job.batch, job.files  # noqa: B018 - loaded while the session is open
     run = pipeline.Run(app.extensions["services"], job, "node@host:7")
     run.update(state="converting")
-    assert alice.post(f"/api/jobs/{job_id}/cancel").status_code == 409  # users cannot stop a running job
-    assert staff.post(f"/api/staff/jobs/{job_id}/cancel").get_json()["state"] == "cancelled"
-    with pytest.raises(job_states.LeaseLost):
+    cancel = alice.post(f"/api/jobs/{job_id}/cancel") if by == "owner" else staff.post(f"/api/staff/jobs/{job_id}/cancel")
+    assert cancel.get_json()["state"] == "cancelled"
+    with pytest.raises(job_states.Cancelled):
+        run.check()
+    with pytest.raises(job_states.Cancelled):
         run.update(state="importing")
     assert job_row(app, job_id).state == "cancelled"
     assert staff.post(f"/api/staff/jobs/{job_id}/front").status_code == 409
+    assert alice.post(f"/api/jobs/{job_id}/cancel").status_code == 409  # ended: nothing left to cancel
 
 
 @pytest.mark.parametrize("stack", ["services"], indirect=True)
@@ -289,3 +293,40 @@ def test_the_job_page_shows_where_a_failed_import_was_going_a_red_badge_and_its_
     assert '<button type="button" data-action="retry">Retry</button>' in page
     assert 'data-action="cancel"' not in page  # a failed job has ended
     assert '<button type="button" data-action="free">Free its bytes</button>' in page
+
+
+def test_staff_cancel_during_an_import_stops_it_and_leaves_no_partial_copy(app, people, monkeypatch):
+    """The copy into the embedded store is cut at its next block, and its half-written folder in
+    incoming/ goes with it (it stayed there forever)."""
+    alice, staff = people
+    job_id = alice.send({"big.ome.tif": ome_tiff((3072, 4096), seed=5)})["jobs"][0]["id"]  # 12 MiB: 3 blocks
+    real_progress = pipeline.Run.progress
+
+    def cancelled_while_importing(run, fraction, message):
+        if message.startswith("Importing") and job_row(app, job_id).state == "importing":
+            assert staff.post(f"/api/staff/jobs/{job_id}/cancel").get_json()["state"] == "cancelled"
+        real_progress(run, fraction, message)
+
+    monkeypatch.setattr(pipeline.Run, "progress", cancelled_while_importing)
+    with app.app_context():
+        assert pipeline.run_job(app.extensions["services"], job_id, "w:1") == "cancelled"
+    store = app.extensions["services"].omero
+    assert job_row(app, job_id).state == "cancelled" and store.images_of("alice") == []
+    assert list((store.root / "incoming").iterdir()) == []
+
+
+def test_a_cancel_that_lands_while_a_failure_is_recorded_ends_the_job_quietly(app, people, monkeypatch):
+    """The run meets the cancel when it writes the failure (its lease is gone): it returns, no
+    LeaseLost escapes the failure handler as a traceback in the worker."""
+    alice, staff = people
+    job_id = alice.send({"broken.ome.tif": b"II*\x00" + bytes(60)})["jobs"][0]["id"]
+    real_finish = pipeline.Run.finish
+
+    def cancelled_first(run, state, message, **changes):
+        assert staff.post(f"/api/staff/jobs/{job_id}/cancel").get_json()["state"] == "cancelled"
+        return real_finish(run, state, message, **changes)
+
+    monkeypatch.setattr(pipeline.Run, "finish", cancelled_first)
+    with app.app_context():
+        assert pipeline.run_job(app.extensions["services"], job_id, "w:1") == "cancelled"
+    assert job_row(app, job_id).state == "cancelled" and job_row(app, job_id).message == "Cancelled by the facility staff"

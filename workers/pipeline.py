@@ -14,12 +14,12 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 import converters
 from app import __version__
-from app.core import crypto
+from app.core import claims, crypto
 from app.core import jobs as job_states
 from app.core.db import utcnow
 from app.core.microscopes import microscope_names
@@ -27,7 +27,7 @@ from app.core.models import Job, JobState, User
 from app.core.omero.base import Annotations, ImageRef, OmeroError, SessionExpired, one_import
 from app.core.services import Services
 from app.core.staging import hash_file
-from workers import custody
+from workers import custody, limits
 
 log = logging.getLogger(__name__)
 DB_RETRY_SECONDS = 5  # a job picked up while the database restarts waits this long, then tries again
@@ -71,12 +71,18 @@ class Run:
             except SQLAlchemyError as e:
                 log.warning("job %s: lease renewal failed: %s", self.job_id, e)
 
+    def check(self) -> None:
+        """Raise Cancelled or LeaseLost when the job is no longer ours."""
+        with self.db.session() as db:
+            if db.scalar(select(Job.lease_owner).where(Job.id == self.job_id)) != self.worker:
+                raise job_states.lost(db, self.job_id)
+
     def update(self, **changes) -> Job:
         with self.db.session() as db:
             owned = db.execute(update(Job).where(Job.id == self.job_id, Job.lease_owner == self.worker)
                                .values(lease_owner=self.worker)).rowcount
             if owned != 1:
-                raise job_states.LeaseLost(self.job_id)
+                raise job_states.lost(db, self.job_id)
             job = db.get(Job, self.job_id)
             job_states.record(db, job, **changes)
             db.commit()
@@ -112,32 +118,81 @@ def _run_job(services: Services, job_id: int, worker: str) -> str | RetryLater:
         job.batch, job.files  # noqa: B018 - load what the run needs while the session is open
     with Run(services, job, worker) as run:
         try:
-            if job.attempts > services.config["JOB_MAX_ATTEMPTS"]:
-                raise JobFailed(f"Processing this file stopped the worker {job.attempts - 1} times; "
-                                "the facility staff have the details")
-            return _process(services, run, job)
+            return _settle(services, run, job, worker)
+        except job_states.Cancelled:  # also when it came while a failure below was being recorded
+            _take_back(services, job)
+            return "cancelled"
         except job_states.LeaseLost:
             return "lease lost"
-        except (JobFailed, converters.ConversionError) as e:
-            run.finish(JobState.FAILED, _their_names(job, str(e)), can_retry=False)  # the same content would fail the same way
-            return "failed"
-        except OmeroError as e:
-            if e.transient and job.attempts <= services.config["JOB_MAX_RETRIES"]:
-                delay = min(300, 5 * 2 ** (job.attempts - 1))
-                run.update(message=f"{e}: trying again in {delay} s", lease_owner=None, lease_expires=None,
-                           enqueued_at=utcnow(), detail=_noted(job, f"attempt {job.attempts}: {e!r}"))
-                return RetryLater(delay)
-            run.finish(JobState.FAILED, str(e), can_retry=e.retry_helps,
+        finally:
+            _release_claim(services, job.id, worker)
+
+
+def _settle(services: Services, run: Run, job: Job, worker: str) -> str | RetryLater:
+    """Process the job and record how it ended; LeaseLost (from any write) goes to the caller."""
+    job_id = job.id
+    try:
+        if job.attempts > services.config["JOB_MAX_ATTEMPTS"]:
+            raise JobFailed(f"Processing this file stopped the worker {job.attempts - 1} times; "
+                            "the facility staff have the details")
+        return _process(services, run, job)
+    except (JobFailed, converters.ConversionError) as e:
+        run.finish(JobState.FAILED, _their_names(job, str(e)), can_retry=False)  # the same content would fail the same way
+        return "failed"
+    except claims.Busy as e:  # back in the queue, not counted as an attempt; then likely a duplicate
+        delay = min(60.0, max(2.0, e.seconds / 4))
+        run.update(message=f"{e}: trying again in {delay:.0f} s", lease_owner=None, lease_expires=None,
+                   enqueued_at=utcnow(), attempts=job.attempts - 1)
+        return RetryLater(delay)
+    except limits.LimitExceeded as e:
+        run.finish(JobState.FAILED, str(e), can_retry=False, limit_hit=e.kind,
+                   detail=_noted(job, f"attempt {job.attempts} on {worker}: {e.detail}"))
+        return "failed"
+    except (OmeroError, limits.OutOfSpace) as e:
+        transient = isinstance(e, limits.OutOfSpace) or e.transient  # room comes back; the file is fine
+        if transient and job.attempts <= services.config["JOB_MAX_RETRIES"]:
+            delay = min(300, 5 * 2 ** (job.attempts - 1))
+            run.update(state=JobState.QUEUED, message=f"{e}: trying again in {delay} s", progress=0.0,
+                       lease_owner=None, lease_expires=None, enqueued_at=utcnow(),
                        detail=_noted(job, f"attempt {job.attempts}: {e!r}"))
-            return "failed"
-        except OperationalError:
-            raise  # the database, not this job, failed: run_job tries again
-        except Exception:  # noqa: BLE001 - a bug fails its own row, never the worker or the batch
-            log.exception("job %s failed unexpectedly", job_id)
-            run.finish(JobState.FAILED, f"The portal hit an internal error on this file (job {job_id}); "
-                                        "the facility staff can see the details",
-                       detail=_noted(job, f"attempt {job.attempts} on {worker}:\n{traceback.format_exc()}"))
-            return "failed"
+            return RetryLater(delay)
+        run.finish(JobState.FAILED, str(e), can_retry=transient or e.retry_helps,
+                   detail=_noted(job, f"attempt {job.attempts}: {e!r}"))
+        return "failed"
+    except OperationalError:
+        raise  # the database, not this job, failed: run_job tries again
+    except Exception:  # noqa: BLE001 - a bug fails its own row, never the worker or the batch
+        log.exception("job %s failed unexpectedly", job_id)
+        run.finish(JobState.FAILED, f"The portal hit an internal error on this file (job {job_id}); "
+                                    "the facility staff can see the details",
+                   detail=_noted(job, f"attempt {job.attempts} on {worker}:\n{traceback.format_exc()}"))
+        return "failed"
+
+
+def _release_claim(services: Services, job_id: int, worker: str) -> None:
+    try:
+        with services.db.session() as db:
+            claims.release(db, job_id, worker)
+    except SQLAlchemyError as e:  # the claim is taken over once the job no longer runs
+        log.warning("job %s: its content claim was not released: %s", job_id, e)
+
+
+def _take_back(services: Services, job: Job) -> None:
+    """A job cancelled while it ran: delete what it imported (a half import included) and its
+    staged bytes (the cancel removed them, the run may have written more since)."""
+    services.staging.remove_job(job.id)
+    with services.db.session() as db:
+        owner = db.get(User, job.owner_id)
+        key = owner.omero_key and crypto.decrypt(owner.omero_key, services.config["ENCRYPTION_KEY"])
+    if not (key and job.content_sha1):
+        return
+    try:
+        with services.omero.session(key) as omero:
+            group_id = job.batch.group_id
+            omero.delete_images(group_id, [i.id for i in omero.find_images(group_id, job.content_sha1)
+                                           if i.job_uid == job.uid])
+    except OmeroError as e:  # the job says cancelled; its images carry its uid for staff to find
+        log.warning("job %s was cancelled, but its images could not be deleted: %s", job.id, e)
 
 
 def _their_names(job: Job, message: str) -> str:
@@ -161,13 +216,22 @@ def _process(services: Services, run: Run, job: Job) -> str:
         if not path.is_file() or path.stat().st_size != f.size or hash_file(path).hexdigest() != f.sha1:
             raise JobFailed(f"{f.name} is no longer intact on the transfer server: import it again")
 
+    with services.db.session() as db:  # from here to its end, no other job checks for or imports this content
+        claims.hold(db, job, job.batch.group_id, run.worker)
     run.update(state=JobState.CONVERTING, message="Converting", progress=0.0, started_at=utcnow())
     work = staging.job_dir(job.id) / "converted"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     options = converters.ConvertOptions(timezone=services.config["TZ"], microscope_names=microscope_names(services),
                                         progress=lambda share: run.progress(share, "Converting"))
-    conversion = converters.convert(paths, work, options)
+    # The room a conversion needs is known only as it writes (an OME-TIFF passes through with none, a
+    # compressed source may need many times its size): a disk that fills is a pause, not a failure.
+    try:
+        conversion = limits.convert(paths, work, options, limits.Limits.for_job(services.config, job.total_size),
+                                    run.check)
+    except limits.OutOfSpace:
+        shutil.rmtree(work, ignore_errors=True)  # the staged files stay for the next attempt
+        raise
     return _import(services, run, job, conversion, paths)
 
 

@@ -45,8 +45,9 @@ def load_user() -> None:
     from app.auth.tokens import user_for_token
 
     g.user, g.auth = None, None
-    if request.authorization and request.authorization.type == "bearer":
+    if request.authorization and request.authorization.type == "bearer" and _is_api():
         # No cookie is involved, so a cross-site page cannot make this request: no CSRF check.
+        # Tokens stand for their user on /api/ only: a leaked script token opens no page or form.
         with current_app.extensions["services"].db.session() as db:
             g.user = user_for_token(db, request.authorization.token or "")
         g.auth = "token" if g.user else None

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from celery import current_app as current_celery
 from kombu.exceptions import OperationalError as KombuOperationalError
-from sqlalchemy import String, cast, or_, update
+from sqlalchemy import String, cast, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
@@ -24,6 +24,16 @@ log = logging.getLogger(__name__)
 
 class LeaseLost(Exception):
     """Another worker owns this job now (our lease expired); stop without touching it."""
+
+
+class Cancelled(LeaseLost):
+    """The job was cancelled while it ran: stop, and take back what this run made."""
+
+
+def lost(session: Session, job_id: int) -> LeaseLost:
+    """Why a job is no longer ours: cancelled, or given to another worker."""
+    state = session.scalar(select(Job.state).where(Job.id == job_id))
+    return Cancelled(job_id) if state == JobState.CANCELLED else LeaseLost(job_id)
 
 
 def record(session: Session, job: Job, **changes) -> None:
@@ -54,10 +64,10 @@ class NotAllowed(Exception):
 
 
 def cancel(session: Session, job: Job, staging, by_staff: bool = False) -> None:
-    """Cancel a job that has not started (staff: also a running one, which stops at its next step)."""
-    startable = job.state in (JobState.UPLOADING, JobState.QUEUED) and not job.lease_owner
-    if not (startable or (by_staff and job.state in JobState.CLAIMABLE)):
-        raise NotAllowed(f"Only a job that has not started can be cancelled (this one is {job.state})")
+    """Cancel a job that has not ended. One that runs is stopped by its worker: a conversion at once
+    (its process is killed), an import at its next block, and what it imported is deleted."""
+    if job.state not in (JobState.UPLOADING, *JobState.CLAIMABLE):
+        raise NotAllowed(f"Only a job that has not ended can be cancelled (this one is {job.state})")
     record(session, job, state=JobState.CANCELLED, message="Cancelled" + (" by the facility staff" if by_staff else ""),
            finished_at=utcnow(), lease_owner=None, lease_expires=None)
     session.commit()
@@ -101,7 +111,7 @@ def renew(session: Session, job_id: int, worker: str, lease_seconds: int) -> Non
     )
     session.commit()
     if result.rowcount != 1:
-        raise LeaseLost(job_id)
+        raise lost(session, job_id)
 
 
 def beat_period(config) -> float:
@@ -151,7 +161,7 @@ STATES = [
     State("imported", "Imported", "green", "in OMERO, with a link to the image"),
     State("duplicate", "Already in OMERO", "orange", "the same content is already among your images: nothing was added; the link opens it"),
     State("failed", "Failed", "red", "not imported; the reason is shown, and Retry is offered when the files are still on the server"),
-    State("cancelled", "Cancelled", "gray", "you cancelled it before it started"),
+    State("cancelled", "Cancelled", "gray", "cancelled by you or the facility staff; nothing of it stays in OMERO"),
     State("uploading", "Not sent completely", "gray", "created, but not every byte arrived yet", in_legend=False),
 ]
 

@@ -131,6 +131,7 @@ class Job(Base):
     link: Mapped[str | None] = mapped_column(Text)
     # False once Retry cannot help: the content itself failed, or its staged bytes were removed
     can_retry: Mapped[bool] = mapped_column(Boolean, default=True)
+    limit_hit: Mapped[str | None] = mapped_column(String(16))  # "time" | "memory": its conversion was stopped
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_expires: Mapped[datetime | None] = mapped_column(DateTime)
@@ -199,6 +200,19 @@ class JobEvent(Base):
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     data: Mapped[dict] = mapped_column(JSON)  # Job.public() at that moment
+
+
+class ContentClaim(Base):
+    """One job at a time checks for and imports one content of one user in one group (app.core.claims)."""
+
+    __tablename__ = "content_claims"
+
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    group_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    content_sha1: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    worker: Mapped[str] = mapped_column(String(255))  # the run holding it (a job may be run again elsewhere)
+    claimed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class WorkerBeat(Base):

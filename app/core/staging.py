@@ -18,13 +18,19 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import select
+
+from app.core.db import utcnow
+from app.core.models import Job, JobFile, JobState
 from converters.meta import human_size
 
 BLOCK = 1 << 20
 TURN_WAIT = 10.0  # seconds a chunk sent ahead waits without the file growing before it is refused
 TURN_POLL = 0.002
+PROMISE_HOURS = 24
 _HASH_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="staging-sha1")
 
 
@@ -75,12 +81,32 @@ class Staging:
         except FileNotFoundError:
             return 0
 
-    def check_room(self, needed: int) -> None:
-        free = shutil.disk_usage(self.root).free - self.reserve
+    def check_room(self, needed: int, promised: int) -> None:
+        """Refuse a batch of `needed` bytes unless the disk holds them beside the bytes accepted batches
+        are still to send (`promised`) and the reserve: two batches accepted at once must both fit."""
+        free = shutil.disk_usage(self.root).free - self.reserve - promised
         if needed > free:
             raise StagingError(
                 f"The transfer server has room for {human_size(max(free, 0))} now and this batch needs "
                 f"{human_size(needed)}: import fewer files, or ask the facility staff to free space", 507)
+
+    def promised(self, session, now: datetime | None = None) -> int:
+        """Bytes accepted batches are still to send: each unfinished file's declared size less what
+        arrived. A transfer silent for PROMISE_HOURS keeps no room from others (it may never come back)."""
+        now = now or utcnow()
+        rows = session.execute(select(JobFile.job_id, JobFile.stored_name, JobFile.size, Job.created_at)
+                               .join(Job, Job.id == JobFile.job_id)
+                               .where(Job.state == JobState.UPLOADING, JobFile.completed_at.is_(None)))
+        quiet_since, total = time.time() - PROMISE_HOURS * 3600, 0
+        for job_id, stored_name, size, created_at in rows:
+            try:
+                stat = self.path(job_id, stored_name).stat()
+                held, touched = stat.st_size, stat.st_mtime
+            except FileNotFoundError:
+                held, touched = 0, 0.0
+            if created_at > now - timedelta(hours=PROMISE_HOURS) or touched > quiet_since:
+                total += max(0, size - held)
+        return total
 
     def write(self, file_id: int, job_id: int, stored_name: str, offset: int, blocks: Iterable[bytes],
               limit: int) -> int:

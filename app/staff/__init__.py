@@ -26,6 +26,7 @@ bp = Blueprint("staff", __name__)
 
 OFFLINE_AFTER_SECONDS = 30  # a worker silent this long is shown offline (workers beat every 10 s at most)
 IMPORT_AS_SESSION_SECONDS = 7 * 24 * 3600  # kept alive while its jobs wait (workers.recovery)
+LIMIT_HIT = "limit"  # the lists' filter for jobs whose conversion a time or memory limit stopped
 
 
 def _db():
@@ -38,7 +39,7 @@ def _job_or_404(db, job_id: int) -> Job:
 
 def staff_job_json(job: Job, username: str) -> dict:
     return {**job.public(), "user": username, "group": job.batch.group_name, "detail": job.detail,
-            "attempts": job.attempts, "worker": (job.lease_owner or "").rsplit(":", 1)[0] or None,
+            "attempts": job.attempts, "limit_hit": job.limit_hit, "worker": (job.lease_owner or "").rsplit(":", 1)[0] or None,
             "created_at": job.created_at.isoformat() + "Z",
             "finished_at": job.finished_at.isoformat() + "Z" if job.finished_at else None,
             "files": [f.name for f in job.files],
@@ -48,8 +49,12 @@ def staff_job_json(job: Job, username: str) -> dict:
 def filtered_jobs(db, args, limit: int = 500) -> list[dict]:
     query = (select(Job, User.username).join(User, User.id == Job.owner_id).join(Batch, Batch.id == Job.batch_id)
              .options(selectinload(Job.files), selectinload(Job.batch)).order_by(Job.id.desc()).limit(limit))
-    if args.get("state"):
-        query = query.where(job_states.to_check() if args["state"] == job_states.TO_CHECK else Job.state == args["state"])
+    if args.get("state") == job_states.TO_CHECK:
+        query = query.where(job_states.to_check())
+    elif args.get("state") == LIMIT_HIT:
+        query = query.where(Job.limit_hit.is_not(None))
+    elif args.get("state"):
+        query = query.where(Job.state == args["state"])
     if args.get("user"):
         query = query.where(User.username == args["user"])
     if args.get("group"):

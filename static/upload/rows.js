@@ -151,7 +151,7 @@ export class Rows {
       this.tbody.insertBefore(row, before);
     }
     const name = job.files[0].name, buttons = [];
-    if (job.state === "uploading" || job.state === "queued") {
+    if (!STATES[job.state].final) {  // a running job too: its conversion or import is stopped
       buttons.push(button("Cancel", name, () => this.actions.cancel(job)));
     }
     if (job.can_retry) {  // the server knows: the files are still staged and the failure was not their content

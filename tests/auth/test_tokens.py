@@ -114,3 +114,22 @@ def test_a_token_cannot_make_or_revoke_tokens(embedded_app, ann):
     assert script.post("/api/tokens", json={"name": "more"}).status_code == 403
     (listed,) = ann.get("/api/tokens").get_json()["tokens"]
     assert script.client.delete(f"/api/tokens/{listed['id']}", headers=script.headers).status_code == 403
+
+
+def test_a_staff_token_opens_the_staff_api_but_no_staff_page(embedded_app):
+    """Tokens are for /api/ only: one that leaks from a script must not open the pages or change the
+    microscope mapping (a form with no CSRF check for bearer requests)."""
+    from app.core.models import MicroscopeName
+    from tests.helpers import make_staff
+
+    sam = Portal(embedded_app.test_client(), "sam")
+    make_staff(embedded_app, "sam")
+    script = Script(embedded_app, new_token(sam))
+    assert script.get("/api/staff/jobs").status_code == 200
+    for page in ("/staff", "/staff/microscopes", "/staff/usage", "/tokens", "/"):
+        response = script.get(page)
+        assert response.status_code == 302 and "/login" in response.headers["Location"], page
+    changed = script.client.post("/staff/microscopes", data={"raw": "TITAN1", "name": "Stolen"}, headers=script.headers)
+    assert changed.status_code in (302, 400) and "/staff" not in changed.headers.get("Location", "")
+    with embedded_app.extensions["services"].db.session() as db:
+        assert db.get(MicroscopeName, "TITAN1") is None

@@ -57,6 +57,9 @@ _PROVENANCE = f'$.maps."{PROVENANCE_NAMESPACE}"'
 _COMPLETE = f'{_PROVENANCE}."{COMPLETE_KEY}"'
 
 
+INCOMING_STALE_SECONDS = 3600
+
+
 def _safe_segment(name: str) -> str:
     """One path segment a person can read, that cannot climb out of the tree."""
     name = re.sub(r"[\x00-\x1f\x7f/\\:*?\"<>|]", "_", name).strip(" .")
@@ -70,6 +73,7 @@ class EmbeddedGateway:
         self.groups = list(groups) or ["Lab"]
         (self.root / "files").mkdir(parents=True, exist_ok=True)
         (self.root / "incoming").mkdir(exist_ok=True)
+        self._sweep_incoming()
         with closing(sqlite3.connect(self.root / "store.sqlite", timeout=30)) as db:
             db.execute("PRAGMA journal_mode=WAL")  # workers read while another imports
             db.executescript(_SCHEMA)
@@ -85,6 +89,16 @@ class EmbeddedGateway:
                 db.execute("UPDATE images SET annotations = json_set(annotations, ?, 'before marks') "
                            "WHERE json_extract(annotations, ?) IS NOT NULL", (_COMPLETE, _PROVENANCE))
                 db.execute("PRAGMA user_version = 1")
+
+    def _sweep_incoming(self) -> None:
+        """Remove copies a killed worker left half-written in incoming/ (a copy under way writes
+        every few milliseconds, so an hour without a write means nobody is writing it)."""
+        stale = time.time() - INCOMING_STALE_SECONDS
+        for entry in (self.root / "incoming").iterdir():
+            with suppress(FileNotFoundError):  # another process swept or renamed it meanwhile
+                parts = [entry, *entry.iterdir()] if entry.is_dir() else [entry]
+                if max(p.stat().st_mtime for p in parts) < stale:
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
     def _record_older_filesets(self) -> None:
         """Images imported before files were recorded: their fileset file is the one beside
@@ -383,6 +397,9 @@ class EmbeddedSession:
         except OSError as e:
             shutil.rmtree(incoming, ignore_errors=True)
             raise OmeroError(f"The embedded store could not take {name}: {e.strerror or e}") from None
+        except BaseException:  # stopped half-way (the job was cancelled): no partial copy stays behind
+            shutil.rmtree(incoming, ignore_errors=True)
+            raise
         folder_in_store = str(final.relative_to(self.store.root))
         with self.store._db() as db:
             image_ids = [db.execute(
@@ -440,6 +457,9 @@ class EmbeddedSession:
             except OSError as e:
                 incoming.unlink(missing_ok=True)
                 raise OmeroError(f"The embedded store could not keep {f.name}: {e.strerror or e}") from None
+            except BaseException:
+                incoming.unlink(missing_ok=True)
+                raise
             sent += size
             with self.store._db() as db:
                 file_id = self._add_file(db, image_ids[0], group_id, f.name, size, sha1, target, namespace, f.kind)
