@@ -64,7 +64,8 @@ def test_files_chosen_by_hand_keep_their_reason(alice):
     body = plan(alice, {"notes.txt": 4, "Thumbs.db": 20, "a.emd": 100}).get_json()
     errors = {grp["files"][0]["name"]: grp["error"] for grp in body["groups"]}
     # chosen by hand, a .txt is taken for an image's sidecar and says which image it lacks
-    assert "notes.txt needs its notes.tif" in errors["notes.txt"] and "not supported" in errors["Thumbs.db"]
+    assert "only as the metadata beside an image (notes.tif in the same folder)" in errors["notes.txt"]
+    assert "not supported" in errors["Thumbs.db"]
     assert body["skipped"] == 0
 
 
@@ -72,8 +73,8 @@ def test_a_batch_of_a_folder_makes_jobs_only_for_what_it_reads(alice):
     batch = alice.new_batch({"s/.DS_Store": b"x" * 10, "s/notes.txt": b"grid 7", "s/b.ome.tif": ome_tiff(seed=3),
                              "s/a.ome.tif": ome_tiff(seed=4)})
     assert [job["files"][0]["name"] for job in batch["jobs"]] == ["s/a.ome.tif", "s/b.ome.tif"]  # by path
-    assert batch["skipped"] == [{"name": "s/notes.txt", "reason": ".txt files"},  # a sidecar alone, then the rest
-                                {"name": "s/.DS_Store", "reason": "system files"}]
+    assert batch["skipped"] == [{"name": "s/.DS_Store", "reason": "system files"},  # in the order given
+                                {"name": "s/notes.txt", "reason": ".txt files"}]
     everything_skipped = alice.post("/api/batches", json={"group_id": alice.me["groups"][0]["id"],
                                                           "files": [{"name": "s/Thumbs.db", "size": 3}]})
     assert everything_skipped.status_code == 400 and "system files" in everything_skipped.get_json()["error"]
