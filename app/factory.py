@@ -28,18 +28,25 @@ def create_app(overrides: dict | None = None, *, check_schema: bool = True) -> F
     app.extensions["events"] = EventHub(services.db)
     app.extensions["celery"] = make_celery(app.config)  # to send jobs; the workers run them
     app.session_interface = ServerSessionInterface()
-    # CSRF is checked in app.auth.load_user, which knows whether a cookie or a bearer token is used.
+    # CSRF is checked in app.auth.identify.load_user, which knows whether a cookie or a bearer token is used.
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     csrf.init_app(app)
     oidc.init_app(app)
     errors.register(app)
     app.wsgi_app = BodyTimeout(app.wsgi_app, app.config["BODY_TIMEOUT"])
 
+    # A blueprint package's __init__ only makes its bp; importing its modules adds their routes to it
+    # (tests/test_layering.py checks every such module is named here).
+    from app.api import batches, duplicates, files, jobs, records  # noqa: F401
     from app.api import bp as api_bp
+    from app.auth import identify, signin, tokens  # noqa: F401
     from app.auth import bp as auth_bp
     from app.history import bp as history_bp
     from app.main import bp as main_bp
+    from app.main import pages  # noqa: F401
     from app.staff import bp as staff_bp
+    from app.staff import import_as, microscopes, usage  # noqa: F401
+    from app.staff import jobs as staff_jobs  # noqa: F401
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(main_bp)

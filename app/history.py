@@ -9,8 +9,8 @@ from flask import Blueprint, current_app, g, render_template, request
 from sqlalchemy import String, cast, func, or_, select
 from sqlalchemy.orm import selectinload
 
-from app.api import count_states, count_to_check
-from app.auth import login_required
+from app.api.batches import count_states, count_to_check
+from app.auth.guards import login_required
 from app.core.models import Batch, Job, JobFile, JobState
 from app.errors import ApiError
 from app.core.jobs import TO_CHECK, page_states, to_check

@@ -6,8 +6,10 @@ import re
 
 from flask import current_app, request
 
-from app.api import _db, _own, _staging, bp, content_sha1
-from app.auth import login_required
+from app.api import bp
+from app.api.common import _db, _own, _staging
+from app.api.files import content_sha1
+from app.auth.guards import login_required
 from app.core import crypto
 from app.core import jobs as job_states
 from app.core.db import utcnow

@@ -11,8 +11,9 @@ from contextlib import ExitStack
 
 from flask import Response, current_app, g
 
-from app.api import _db, _job_json, _omero_errors, _omero_session, _own, bp
-from app.auth import login_required
+from app.api import bp
+from app.api.common import _db, _job_json, _omero_errors, _omero_session, _own
+from app.auth.guards import login_required
 from app.core.models import Job, User
 from app.core.omero.base import FILESET, PermissionDenied, Session, missing_files
 from app.errors import ApiError

@@ -14,7 +14,8 @@ from authlib.integrations.flask_client import OAuth
 from flask import Flask, abort, current_app, flash, redirect, render_template, request, session, url_for
 from joserfc.errors import ClaimError, ExpiredTokenError, JoseError
 
-from app.auth import OMERO_SESSION_TTL, bp, log, next_url, sign_in
+from app.auth import bp
+from app.auth.signin import OMERO_SESSION_TTL, log, next_url, sign_in
 from app.core.omero.base import OmeroError
 
 CLAIM_MESSAGES = {

@@ -14,7 +14,8 @@ from datetime import timedelta
 from flask import abort, current_app, flash, g, redirect, render_template, request, session, url_for
 from sqlalchemy import select
 
-from app.auth import bp, login_required
+from app.auth import bp
+from app.auth.guards import login_required
 from app.core import crypto
 from app.core.db import utcnow
 from app.core.models import ApiToken, User

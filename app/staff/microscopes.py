@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import current_app, flash, g, redirect, render_template, request, url_for
 
-from app.auth import staff_required
+from app.auth.guards import staff_required
 from app.core import microscopes
 from app.staff import bp
 

@@ -12,11 +12,12 @@ from flask import Response, current_app, flash, g, redirect, render_template, re
 from markupsafe import Markup, escape
 from sqlalchemy import func, select
 
-from app.auth import staff_required
+from app.auth.guards import staff_required
 from app.core import retention
 from app.core.db import utcnow
 from app.core.models import Batch, Job, JobFile, JobState, User
-from app.staff import bp, queue_status
+from app.staff import bp
+from app.staff.jobs import queue_status
 
 DIMENSIONS = ("day", "microscope", "group", "user")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.auth import staff_required
+from app.auth.guards import staff_required
 from app.core.models import User
 from tests.helpers import Portal, close_app, make_app
 

@@ -1,0 +1,103 @@
+"""Resumable file transfer: how many bytes the server holds, appending a chunk, and the SHA-1 check
+that completes a file (a job whose files all arrived is queued)."""
+from __future__ import annotations
+
+import hashlib
+
+from flask import current_app, request
+from werkzeug.exceptions import ClientDisconnected
+
+from app.api import bp
+from app.api.common import _db, _file_json, _own, _staging
+from app.auth.guards import login_required
+from app.core import jobs as job_states
+from app.core.db import utcnow
+from app.core.models import JobFile, JobState
+from app.core.staging import BLOCK
+from app.errors import ApiError
+
+
+@bp.get("/files/<int:file_id>")
+@login_required
+def get_file(file_id: int):
+    """Say how many bytes of the file the server holds: resume from there."""
+    with _db() as db:
+        return _file_json(_own(db, JobFile, file_id))
+
+
+@bp.put("/files/<int:file_id>")
+@login_required
+def put_file(file_id: int):
+    """Append one chunk at ?offset=, which must be the number of bytes the server holds."""
+    offset = request.args.get("offset", type=int)
+    length = request.content_length
+    if offset is None or offset < 0:
+        raise ApiError("Give ?offset= (bytes already sent)")
+    if length is None:
+        raise ApiError("Send a Content-Length", 411)
+    if length > current_app.config["MAX_CHUNK"]:
+        raise ApiError(f"Send chunks of at most {current_app.config['MAX_CHUNK']:,} bytes", 413)
+    with _db() as db:
+        f = _own(db, JobFile, file_id)
+        if f.job.state != JobState.UPLOADING or f.completed_at:
+            raise ApiError(f"This file is not waiting for bytes (its job is {f.job.state})", 409, "not_waiting")
+        if offset + length > f.size:
+            raise ApiError("More bytes were sent than the file's declared size", 400)
+        job_id, stored_name, size = f.job_id, f.stored_name, f.size
+    held = _staging().write(file_id, job_id, stored_name, offset, _body_blocks(length), size)
+    return {"id": file_id, "received": held, "size": size}
+
+
+def _body_blocks(length: int):
+    # The server's input stream itself, read no further than Content-Length (as WSGI allows):
+    # request.stream would wrap it and copy every block twice more
+    stream_ = request.environ["wsgi.input"]
+    remaining = length
+    while remaining > 0:
+        try:
+            block = stream_.read(min(BLOCK, remaining))
+        except (OSError, ClientDisconnected):  # the connection broke, or went silent (app.slow_clients)
+            block = b""
+        if not block:
+            break  # the client went away: keep what arrived
+        remaining -= len(block)
+        yield block
+
+
+@bp.post("/files/<int:file_id>/complete")
+@login_required
+def complete_file(file_id: int):
+    """Check the whole file against the client's SHA-1; a job whose files all arrived is queued."""
+    claimed = str((request.get_json(silent=True) or {}).get("sha1", "")).lower()
+    with _db() as db:
+        f = _own(db, JobFile, file_id)
+        job = f.job
+        if f.completed_at:
+            return _file_json(f)
+        if job.state != JobState.UPLOADING:
+            raise ApiError(f"This file's job is {job.state}", 409, "not_waiting")
+        if f.size == 0:  # nothing was PUT, but the job still needs the (empty) file
+            _staging().path(job.id, f.stored_name).parent.mkdir(parents=True, exist_ok=True)
+            _staging().path(job.id, f.stored_name).touch()
+        held = _staging().received(job.id, f.stored_name)
+        if held != f.size:
+            raise ApiError(f"The server holds {held:,} of {f.size:,} bytes: send the rest first", 409, "incomplete")
+        actual = _staging().sha1(f.id, job.id, f.stored_name)
+        if claimed != actual:
+            _staging().reset(f.id, job.id, f.stored_name)
+            raise ApiError("The file arrived damaged (its SHA-1 does not match): it will be sent again", 422)
+        f.sha1, f.completed_at = actual, utcnow()
+        if all(other.completed_at for other in job.files):
+            job.content_sha1 = content_sha1([other.sha1 for other in job.files])
+            job_states.record(db, job, state=JobState.QUEUED, message="Waiting for a worker")
+            db.commit()
+            job_states.enqueue(db, [job])
+        db.commit()
+        return _file_json(f)
+
+
+def content_sha1(file_sha1s: list[str]) -> str:
+    """What a job's content is known by: the file's SHA-1, or for a group a SHA-1 over its files'."""
+    if len(file_sha1s) == 1:
+        return file_sha1s[0]
+    return hashlib.sha1("\n".join(file_sha1s).encode()).hexdigest()
