@@ -83,6 +83,20 @@ def test_a_depth_label_makes_z_and_outer_axes_are_flattened_into_t(tmp_path):
     assert any("flattened into 6 time points" in note for note in result.notes)
 
 
+def test_rgb_is_channels_and_64_bit_integers_are_narrowed(tmp_path):
+    path = tmp_path / "colour.h5"
+    with h5py.File(path, "w") as f:
+        f["photo"] = np.random.default_rng(1).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+        f["counts"] = np.arange(20 * 30, dtype=np.int64).reshape(20, 30)
+    result = run(path, tmp_path)
+    with h5py.File(path) as f:
+        photo, counts = f["photo"][()], f["counts"][()]
+    assert result.shape == {"T": 1, "C": 3, "Z": 1, "Y": 40, "X": 50} and result.channels == ["red", "green", "blue"]
+    assert np.array_equal(tifffile.imread(result.images[0].path), photo.transpose(2, 0, 1))
+    narrowed = tifffile.imread(result.images[1].path)
+    assert narrowed.dtype == np.uint16 and np.array_equal(narrowed, counts)
+
+
 def test_a_file_with_no_image_says_so(tmp_path):
     path = tmp_path / "table.h5"
     with h5py.File(path, "w") as f:
@@ -135,3 +149,17 @@ def test_a_truncated_hdf5_may_be_damaged(tmp_path):
                                           ("emd_type1_stringDims.h5", "ncem_emd")])
 def test_emd_files_still_go_to_their_own_plugins(name, plugin):
     assert registry.identify(sample(name)).__name__.endswith(plugin)
+
+
+def test_a_damaged_group_says_so(tmp_path):
+    path = tmp_path / "heap.h5"
+    with h5py.File(path, "w") as f:
+        for i in range(3):
+            f[f"g{i}/img"] = np.ones((40, 50), np.uint16)
+    data = bytearray(path.read_bytes())
+    heap = data.rfind(b"HEAP")  # the signature of a group's local heap (its member names)
+    data[heap:heap + 4] = b"XXXX"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ConversionError, match=r"^heap\.h5: its HDF5 structure cannot be read \(RuntimeError: .*\); "
+                                              r"it may be damaged or incomplete$"):
+        run(path, tmp_path)
