@@ -1,8 +1,8 @@
 """Any other HDF5: each numeric array of two or more dimensions becomes an image, attributes its metadata.
 
-Asked after Velox and Berkeley EMD. A file another program wrote (a plain h5py or MATLAB file) still
-imports, with warnings naming what is unknown: HDF5 has no standard date, instrument or pixel size,
-so none is guessed. The largest array is the primary image, the others images titled by their path.
+Asked after Velox and Berkeley EMD. A file another program wrote (a plain h5py file) still imports,
+with warnings naming what is unknown: HDF5 has no standard date, instrument or pixel size, so none is
+guessed. The largest array is the primary image, the others (up to MAX_IMAGES) images titled by their path.
 A 3-D array's first axis becomes Z when its dimension label says depth, else T (or RGB channels for a
 last axis of 3 or 4); more outer axes are flattened into T. A 1-D array becomes a spectrum only when
 its name says it is one; small arrays and scalars become metadata. Every array is checked against
@@ -31,6 +31,7 @@ HELP = ("any other HDF5 file: each numeric array of 2 or more dimensions becomes
 UNKNOWN_WRITER = ("HDF5 written by a program we do not recognise: its arrays were read as images and its "
                   "attributes as metadata")
 MAX_PLANES = 2**20  # a million planes of one image is a table, not an acquisition
+MAX_IMAGES = 100  # beyond this the file is a collection (training patches), not one acquisition's images
 METADATA_VALUES = 64  # arrays up to this many values are kept as metadata text
 _SPECTRUM_WORDS = ("spectrum", "spectra", "eds", "edx", "eels")
 _DEPTH_LABELS = ("z", "depth", "slice", "section")
@@ -82,6 +83,10 @@ def _read(f: h5py.File, path: Path) -> SourceFile:
         raise ConversionError(f"{path.name} is an HDF5 file that holds no image: no numeric array of two or more "
                               f"dimensions" + (f" ({why})" if why else ""))
     images.sort(key=lambda image: -math.prod(image.shape.values()))
+    accounted += [Accounted(f"data {image.title}", "not kept", f"one of {len(images):,} arrays: the {MAX_IMAGES} "
+                            f"largest became images, more would flood the dataset; it stays in the original file")
+                  for image in images[MAX_IMAGES:]]
+    del images[MAX_IMAGES:]
     for n, image in enumerate(images):
         image.metadata = metadata
         accounted.append(Accounted(f"data {image.title}", "image",

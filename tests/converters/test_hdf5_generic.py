@@ -97,6 +97,18 @@ def test_rgb_is_channels_and_64_bit_integers_are_narrowed(tmp_path):
     assert narrowed.dtype == np.uint16 and np.array_equal(narrowed, counts)
 
 
+def test_a_collection_of_arrays_imports_the_largest(tmp_path, monkeypatch):
+    monkeypatch.setattr(hdf5, "MAX_IMAGES", 2)
+    path = tmp_path / "patches.h5"
+    with h5py.File(path, "w") as f:
+        for i in range(4):
+            f[f"patch{i}"] = np.full((10 + i, 12), i, np.uint8)
+    result = run(path, tmp_path)
+    assert [i.shape["Y"] for i in result.images] == [13, 12]
+    went = {a.source: a.went for a in result.accounted}
+    assert went["data patch1"] == went["data patch0"] == "not kept" and went["data patch3"] == "image"
+
+
 def test_a_file_with_no_image_says_so(tmp_path):
     path = tmp_path / "table.h5"
     with h5py.File(path, "w") as f:
