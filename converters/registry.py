@@ -77,9 +77,6 @@ def identify(path: Path) -> ModuleType:
     if not expected:
         raise ConversionError(f"{path.name} is not in a format we read: its content {_describe(head)} "
                               f"(the portal reads {_readable()})")
-    if head.startswith(_HDF5) and _opens_as_hdf5(path):  # a sound file another program wrote: never "damaged"
-        raise ConversionError(f"{path.name} is an HDF5 file in none of the layouts we read ({expected}): "
-                              f"it was written by another program (the portal reads {_readable()})")
     raise ConversionError(
         f"{path.name} is not a valid {expected} file: its content {_describe(head)}; "
         f"it may be damaged, incomplete, or not what its name says"
@@ -89,16 +86,6 @@ def identify(path: Path) -> ModuleType:
 def _readable() -> str:
     """The formats read and their suffixes, from the plugins' declarations."""
     return "; ".join(f"{f.name} {'/'.join(f.extensions)}" for f in declared.readers())
-
-
-def _opens_as_hdf5(path: Path) -> bool:
-    import h5py  # imported when needed: most files are not HDF5
-
-    try:
-        with h5py.File(path, "r"):
-            return True
-    except (OSError, ValueError):
-        return False
 
 
 def convert(files: Sequence[Path], out_dir: Path, options: ConvertOptions = ConvertOptions()) -> Conversion:

@@ -225,17 +225,6 @@ def test_a_truncated_tiff_says_so(tmp_path, cut, message):
         convert([tmp_path / "cut.tif"], tmp_path / "out", ConvertOptions())
 
 
-def test_a_foreign_hdf5_is_not_called_damaged(tmp_path):
-    import h5py
-
-    with h5py.File(tmp_path / "other.h5", "w") as f:
-        f["data"] = np.zeros((3, 3))
-    with pytest.raises(ConversionError) as error:
-        convert([tmp_path / "other.h5"], tmp_path / "out", ConvertOptions())
-    assert "damaged" not in str(error.value) and "written by another program" in str(error.value)
-    assert "Velox EMD .emd" in str(error.value)
-
-
 def test_a_damaged_vendor_block_imports_the_pixels_with_a_warning(tmp_path):
     path = tmp_path / "atlas.tif"
     tifffile.imwrite(path, np.ones((8, 9), np.uint16), extratags=xml_tag(51023, "<Fibics><Scan><Ux>0.1"))
