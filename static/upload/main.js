@@ -250,8 +250,8 @@ async function sendJob(job) {
       if (job.state !== "uploading") { show(null); return; }
     }
     for (const [remote, file] of todo) {
-      const sent = await sendFile(remote, file, (kind, sentBytes, total) => {
-        if (kind === "sending") remote.received = sentBytes;
+      const sent = await sendFile(remote, file, (kind, sentBytes, total, held) => {
+        if (kind === "sending") remote.received = held;
         show({ kind, sent: sentBytes, total, name: remote.name });
       }, stop.signal);
       if (!sent) return;

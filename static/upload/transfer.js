@@ -4,7 +4,7 @@
 // while the worker hashes. Chunked PUTs go straight from the file (no copy on this thread), several in
 // flight, resumed where the server left off after a reload or a dropped connection, and completed
 // with the SHA-1.
-import { api, sleep } from "./util.js";
+import { api, putBytes, sleep } from "./util.js";
 
 const CHUNK = 8 * 1024 * 1024;
 const IN_FLIGHT = 3;  // the server takes a chunk sent ahead once the ones before it have arrived
@@ -62,10 +62,12 @@ export async function checkJob(job, files, progress) {
   return api("POST", `/api/jobs/${job.id}/check`, { files: sha1s });
 }
 
-// progress(kind, sent, total): kind is "checking" (the checksum is being computed), "sending" or
-// "offline" (waiting for the network). stop: an AbortSignal, aborted when the job was cancelled (by the
-// user or by staff); the chunks on their way are dropped at once. The file's SHA-1 (remote.sha1, set
-// by checkJob) is otherwise computed by the worker while the chunks travel.
+// progress(kind, sent, total, held): kind is "checking" (the checksum is being computed), "sending" or
+// "offline" (waiting for the network). While sending, `sent` counts the bytes that left the browser
+// (so a slow link shows progress long before a chunk is acknowledged) and `held` those the server
+// acknowledged. stop: an AbortSignal, aborted when the job was cancelled (by the user or by staff);
+// the chunks on their way are dropped at once. The file's SHA-1 (remote.sha1, set by checkJob) is
+// otherwise computed by the worker while the chunks travel.
 export async function sendFile(remote, file, progress, stop = new AbortController().signal) {
   if (!remote.sha1) hashFile(file).catch(() => {});  // hashing starts now (a read error is told at the end)
   let failures = 0;
@@ -79,29 +81,33 @@ export async function sendFile(remote, file, progress, stop = new AbortControlle
       catch (e) { if (e.status !== undefined) throw e; await offline(); }
     }
   };
-  const put = (start) => api("PUT", `/api/files/${remote.id}?offset=${start}`,
-    file.slice(start, Math.min(start + CHUNK, file.size)), { "Content-Type": "application/octet-stream" }, stop);
 
   for (let attempt = 1; ; attempt++) {
     // a file the server held nothing of (a new import's) starts without asking; were bytes to have
     // arrived since, the server answers "resume" and the loop asks then
     let offset = attempt === 1 && remote.received === 0 ? 0 : await held(), next = offset;
-    const flying = [];  // the PUTs on their way, oldest first; their answers come in that order
+    // the PUTs on their way, oldest first, each with its bytes sent so far; answers come in that order
+    const flying = [];
+    const tell = () => progress("sending", flying.reduce((sum, put) => sum + put.sent, offset), file.size, offset);
+    const put = (start) => {
+      const chunk = { sent: 0 };
+      chunk.request = putBytes(`/api/files/${remote.id}?offset=${start}`, file.slice(start, start + CHUNK),
+        (sent) => { chunk.sent = sent; if (flying.includes(chunk)) tell(); }, stop);
+      chunk.request.catch(() => {});  // handled when its turn comes
+      return chunk;
+    };
     while (offset < file.size) {
       if (stop.aborted) return false;
-      for (; flying.length < IN_FLIGHT && next < file.size; next += CHUNK) {
-        const request = put(next);
-        request.catch(() => {});  // handled when its turn comes
-        flying.push(request);
-      }
+      for (; flying.length < IN_FLIGHT && next < file.size; next += CHUNK) flying.push(put(next));
       try {
-        offset = (await flying.shift()).received;
+        offset = (await flying[0].request).received;
+        flying.shift();
         failures = 0;
-        progress("sending", offset, file.size);
+        tell();
         continue;
       } catch (e) {
         if (stop.aborted) return false;  // the others were stopped with it
-        await Promise.allSettled(flying.splice(0));  // the later ones are refused or wait in vain
+        await Promise.allSettled(flying.splice(0).map((chunk) => chunk.request));  // refused, or wait in vain
         if (e.status === undefined) await offline();                                // network gone
         else if (e.code !== "resume") throw e;                                      // cancelled, or refused
       }

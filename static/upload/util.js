@@ -12,22 +12,55 @@ export class ApiError extends Error {
   }
 }
 
-// signal: an AbortSignal that stops the request (the answer is then an ApiError with code "stopped")
-export async function api(method, url, body, headers = {}, signal = undefined) {
-  const init = { method, headers: { "X-CSRFToken": csrf, ...headers }, credentials: "same-origin", signal };
+// body: sent as JSON. (Bytes go with putBytes.)
+export async function api(method, url, body) {
+  const init = { method, headers: { "X-CSRFToken": csrf }, credentials: "same-origin" };
   if (body !== undefined) {
-    if (body instanceof Blob) init.body = body;
-    else { init.body = JSON.stringify(body); init.headers["Content-Type"] = "application/json"; }
+    init.body = JSON.stringify(body);
+    init.headers["Content-Type"] = "application/json";
   }
   let response;
   try {
     response = await fetch(url, init);
   } catch (e) {
-    if (signal && signal.aborted) throw new ApiError("Stopped", undefined, { code: "stopped" });
-    throw new ApiError("The portal cannot be reached: check the network connection", undefined, null);
+    throw unanswered();
   }
-  const data = await response.json().catch(() => ({}));
-  if (!response.ok) throw new ApiError(data.error || `${response.status} ${response.statusText}`, response.status, data);
+  return answer(response.ok, response.status, response.statusText, await response.json().catch(() => ({})));
+}
+
+// PUT bytes and tell sent(bytes) as they leave: fetch has no upload progress, XMLHttpRequest has.
+// The same answers and errors as api(); signal (an AbortSignal) stops the request, which then fails
+// with code "stopped".
+export function putBytes(url, blob, sent, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(unanswered(signal));
+    const request = new XMLHttpRequest();
+    const stop = () => request.abort();
+    signal.addEventListener("abort", stop);
+    request.onloadend = () => signal.removeEventListener("abort", stop);
+    request.open("PUT", url);
+    request.setRequestHeader("X-CSRFToken", csrf);
+    request.setRequestHeader("Content-Type", "application/octet-stream");
+    request.upload.onprogress = (event) => sent(event.loaded);  // set before send(), or none are told
+    request.onload = () => {
+      let data;
+      try { data = JSON.parse(request.responseText); } catch (e) { data = {}; }
+      try {
+        resolve(answer(request.status >= 200 && request.status < 300, request.status, request.statusText, data));
+      } catch (e) { reject(e); }
+    };
+    request.onerror = request.onabort = () => reject(unanswered(signal));
+    request.send(blob);
+  });
+}
+
+function unanswered(signal = undefined) {
+  if (signal && signal.aborted) return new ApiError("Stopped", undefined, { code: "stopped" });
+  return new ApiError("The portal cannot be reached: check the network connection", undefined, null);
+}
+
+function answer(ok, status, statusText, data) {
+  if (!ok) throw new ApiError(data.error || `${status} ${statusText}`, status, data);
   return data;
 }
 
