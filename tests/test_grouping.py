@@ -37,8 +37,9 @@ def test_direct_electron_info_goes_with_its_movie_only():
 def test_direct_electron_info_without_its_movie():
     (chosen,) = group_files(["Custom_info.txt"])
     # both names a DE movie takes (Custom_1_movie.mrc: a numbered one, as DE's server writes them)
-    assert chosen.error == ("Custom_info.txt needs its Custom_movie.mrc or Custom_1_movie.mrc or Custom_info.tif in the "
-                            "same folder")  # a .txt is also a JEOL/Hitachi SEM TIFF's sidecar
+    assert chosen.error == ("Custom_info.txt: files .txt are not supported on their own, only as the metadata beside "
+                            "an image (Custom_movie.mrc or Custom_1_movie.mrc or Custom_info.tif in the same folder)"
+                            )  # a .txt is also a JEOL/Hitachi SEM TIFF's sidecar
     (in_folder,) = group_files(["session/Custom_info.txt"], skip_unread=True)
     assert in_folder.skipped and not in_folder.error
 

@@ -63,7 +63,7 @@ def test_a_long_import_tells_its_owner_once_with_counts_what_to_check_and_links(
     assert "ended after 12 minutes" in text and "into group Lab" in text
     assert "2 imported (2 to check), 0 already in OMERO, 1 failed." in text
     assert "run/check.ome.tif: acquisition date unknown, microscope unknown, pixel size unknown" in text
-    assert "run/broken.tif: broken.tif is not a valid" in text
+    assert "run/broken.tif: broken.tif is truncated" in text
     with embedded_app.extensions["services"].db.session() as db:
         links = db.scalars(sa.select(Job.link).where(Job.batch_id == long["id"], Job.link.is_not(None))).all()
         assert all(db.get(Batch, b).notified_at for b in (long["id"], quick["id"]))  # the quick one: nothing to say

@@ -88,7 +88,7 @@ def convert(paths: list[Path], out: Path, options: converters.ConvertOptions, li
                 os.kill(pid, signal.SIGKILL)
                 reaped = os.wait4(pid, 0)
                 raise LimitExceeded(
-                    "time", f"Converting {name} stopped after {round(limits.seconds, 1):g} s, the longest a conversion "
+                    "time", f"Converting {name} stopped after {limits.seconds:.3g} s, the longest a conversion "
                             f"of its size may take here: the file may be damaged or built to exhaust the server; "
                             f"the facility staff can see the details",
                     f"time limit {limits.seconds:.1f} s exceeded; peak memory {human_size(_peak(reaped))}")
