@@ -14,7 +14,7 @@ from app.events import sse_response
 @bp.post("/jobs/<int:job_id>/cancel")
 @login_required
 def cancel_job(job_id: int):
-    """Cancel a job that is still being sent or waiting in the queue."""
+    """Cancel a job that is being sent, waits in the queue or runs (its conversion is stopped)."""
     with _db() as db:
         job = _own(db, Job, job_id)
         job_states.cancel(db, job, _staging())

@@ -158,6 +158,26 @@ def test_czi_passes_through_with_metadata(tmp_path):
     assert (result.pixel_size.x, result.pixel_size.unit, result.pixel_size.z) == (pytest.approx(110.0), "nm", 500.0)
 
 
+@pytest.mark.parametrize("name, microscope, warnings", [
+    ("Al2O3_SE_020_sp.czi", "Crossbeam 550", []),  # a FIB-SEM's CZI (SOURCES.md); Bio-Formats names no microscope
+    ("DAPI_GFP.czi", None, ["acquisition date unknown", "microscope unknown", "pixel size unknown"]),
+])
+def test_real_czis_pass_through_as_bio_formats_reads_them(tmp_path, bioformats, name, microscope, warnings):
+    path = sample(name)
+    seen = bioformats(path)  # what OMERO will import
+    result = convert([path], tmp_path / "out", ConvertOptions())
+    assert result.status == "passthrough" and result.output == path
+    assert result.shape == seen.sizes and len(result.channels) == seen.sizes["C"]
+    if "X" in seen.physical:
+        size, unit = seen.physical["X"]
+        assert unit == "µm" and result.pixel_size.x * {"nm": 1e-3, "µm": 1}[result.pixel_size.unit] == pytest.approx(size)
+    else:
+        assert result.pixel_size is None
+    acquired = result.acquired and result.acquired.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    assert acquired == (seen.date[:19] if seen.date else None)
+    assert result.microscope == microscope and result.warnings == warnings
+
+
 def test_czi_metadata_pointer_outside_file(tmp_path):
     path = tmp_path / "cut.czi"
     write_czi(path, metadata_position=512)
