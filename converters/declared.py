@@ -15,8 +15,11 @@ XML, a SEM's .txt). Either may be required (the group is refused without it) or 
 present). A lone partner is an error; a lone sidecar found in a chosen folder is skipped. `name` is a
 template of the partner's file name: `{n}` is a number (any count of such files, in numeric order), any
 other `{field}` is text taken from the primary's name through `primary` (default "{stem}" + each of
-EXTENSIONS), e.g. {"primary": "{prefix}_movie.mrc", "name": "{prefix}_info.txt", ...}. Names match
-case-insensitively, in the same folder. A plugin whose EXTENSIONS are all partners' suffixes (a SER or
+EXTENSIONS), e.g. {"primary": "{prefix}_movie.mrc", "name": "{prefix}_info.txt", ...}; the fields are
+read from the partner's name, so "{prefix}_{image}.mrc" finds its prefix however many '_' it holds (the
+longest partner name that fits wins). Names match case-insensitively, in the same folder. A file is in one
+job, except a sidecar declared `"shared": True`: it goes with every primary it describes (a Direct
+Electron info file with each MRC of its acquisition), and each of those jobs gets its own copy of it. A plugin whose EXTENSIONS are all partners' suffixes (a SER or
 XML on its own) only explains what is missing; it needs no HELP.
 """
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 
 _FIELD = re.compile(r"\{(\w+)\}")
 _KEYS = ("NAME", "EXTENSIONS", "PRIORITY", "HELP", "PARTNERS", "SIDECARS")
-_RULE_KEYS = {"name", "what", "required", "primary"}
+_RULE_KEYS = {"name", "what", "required", "primary", "shared"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class Rule:
     what: str  # "ATLAS/EPU metadata file"
     required: bool
     sidecar: bool
+    shared: bool = False  # a sidecar that goes with every primary it describes, not only the first
+
 
     @property
     def many(self) -> bool:
@@ -63,9 +68,10 @@ class Rule:
         match = pattern(self.name).fullmatch(base)
         return match.groupdict() if match else None
 
-    def partners(self, fields: dict[str, str]) -> re.Pattern[str]:
-        """The names of this primary's partners (fields filled in, {n} any number)."""
-        return pattern(self.name, tuple(sorted(fields.items())))
+    def describes(self, base: str, partner_fields: dict[str, str]) -> bool:
+        """Whether the partner whose name gave these fields goes with the primary named `base`."""
+        known = tuple(sorted((k, v) for k, v in partner_fields.items() if k != "n"))
+        return any(pattern(template, known).fullmatch(base) for template in self.primaries)
 
 
 @dataclass(frozen=True)
@@ -136,9 +142,12 @@ def _format(module: str, path: Path, found: dict) -> Format:
         for rule in found.get(key, ()):
             if set(rule) - _RULE_KEYS or not {"name", "what"} <= set(rule):
                 raise ValueError(f"{path.name}: each of {key} needs 'name' and 'what' and may have "
-                                 f"'required' and 'primary' ({rule!r})")
+                                 f"'required', 'primary' and 'shared' ({rule!r})")
+            if rule.get("shared") and not sidecar:
+                raise ValueError(f"{path.name}: only a sidecar can be shared: a partner's data is one image's ({rule!r})")
             primaries = (rule["primary"],) if "primary" in rule else tuple("{stem}" + e for e in extensions)
-            rules.append(Rule(module, primaries, rule["name"], rule["what"], bool(rule.get("required")), sidecar))
+            rules.append(Rule(module, primaries, rule["name"], rule["what"], bool(rule.get("required")), sidecar,
+                              bool(rule.get("shared"))))
     return Format(module, found["NAME"], extensions, found.get("PRIORITY", 50), found.get("HELP"), tuple(rules))
 
 

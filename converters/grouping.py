@@ -97,15 +97,17 @@ def group_files(names: Iterable[str], skip_unread: bool = False) -> list[FileGro
     names = given = list(dict.fromkeys(names))  # a name given twice is one file
     skipped = {name: reason for name in names if skip_unread and (reason := skip_reason(name))}
     names = [name for name in names if name not in skipped]
-    in_folder: dict[str, dict[str, str]] = defaultdict(dict)  # folder -> lower-case base name -> name
+    # folder -> suffix -> lower-case base name -> name: a primary looks only at its rules' suffixes
+    in_folder: dict[str, dict[str, dict[str, str]]] = defaultdict(lambda: defaultdict(dict))
     for name in names:
-        in_folder[dirname(name)].setdefault(basename(name).lower(), name)
-    owner: dict[str, str] = {}  # partner -> its primary
+        in_folder[dirname(name)][suffix(name)].setdefault(basename(name).lower(), name)
+    owner: dict[str, str] = {}  # partner -> its (first) primary
+    shared: set[str] = set()  # sidecars taken by a shared rule: other primaries may take them too
     taken: dict[str, tuple[list[str], str, str | None]] = {}  # primary -> (partners, kind, error)
     primaries = declared.primary_suffixes()
     for name in names:
         if suffix(name) in primaries and name not in owner:
-            taken[name] = _take_partners(name, in_folder[dirname(name)], owner)
+            taken[name] = _take_partners(name, in_folder[dirname(name)], owner, shared)
 
     groups: list[FileGroup] = []
     for name in names:
@@ -126,23 +128,28 @@ def group_files(names: Iterable[str], skip_unread: bool = False) -> list[FileGro
     return [g for g in groups if not g.skipped] + sorted((g for g in groups if g.skipped), key=lambda g: order[g.files[0]])
 
 
-def _take_partners(name: str, folder: dict[str, str], owner: dict[str, str]) -> tuple[list[str], str, str | None]:
+def _take_partners(name: str, folder: dict[str, dict[str, str]], owner: dict[str, str],
+                   shared: set[str]) -> tuple[list[str], str, str | None]:
     """The partners a primary file takes from its folder, its kind and what required one is missing."""
     base, found, kinds, error = basename(name), [], [], None
     for rule in declared.rules():
         fields = rule.primary_fields(base)
         if fields is None:
             continue
-        wanted = rule.partners(fields)
-        mine = [other for lower, other in folder.items() if other not in owner and wanted.fullmatch(lower)]
+        mine = [(n, other) for lower, other in folder[rule.suffix].items()
+                if (other not in owner or (rule.shared and other in shared))
+                and (n := rule.partner_fields(lower)) is not None and rule.describes(base, n)]
         if rule.many:
-            mine.sort(key=lambda other: int(wanted.fullmatch(basename(other))["n"]))
-        else:
-            mine = mine[:1]
+            mine = [other for n, other in sorted(mine, key=lambda pair: int(pair[0]["n"]))]
+        else:  # the most specific name: A_B_info.txt before A_info.txt for A_B_movie.mrc
+            mine = [max(mine, key=lambda pair: len(pair[1]))[1]] if mine else []
         if mine or rule.required:
             kinds.append(rule.format)
         found += mine
-        owner.update(dict.fromkeys(mine, name))
+        for other in mine:
+            owner.setdefault(other, name)
+        if rule.shared:
+            shared.update(mine)
         if not mine and rule.required and error is None:
             expected = fill(rule.name, fields)
             error = (f"{base} has no {rule.what} (expected {expected} beside it)" if rule.many
@@ -160,7 +167,7 @@ def _alone(name: str, skip_unread: bool) -> FileGroup:
         primaries = set(t[t.rfind("."):] for rule in rules for t in rule.primaries)
         # the image it would describe, when there is one kind ("without an .mrc"); a .txt is mostly notes
         return FileGroup([name], kind, skipped=f"{ext} files" + (f" without an {primaries.pop()}" if len(primaries) == 1 else ""))
-    wanted = [fill(rule.primaries[0], fields) for rule in rules if (fields := rule.partner_fields(base)) is not None]
+    wanted = [declared.shown(fill(rule.primaries[0], fields)) for rule in rules if (fields := rule.partner_fields(base)) is not None]
     if wanted and all(rule.sidecar for rule in rules):  # metadata only: most likely not meant as an image's
         return FileGroup([name], kind, f"{base}: files {ext} are not supported on their own, only as the metadata "
                                        f"beside an image ({' or '.join(dict.fromkeys(wanted))} in the same folder)")

@@ -23,22 +23,35 @@ def test_mrc_alone_is_a_job_of_its_own():
     assert summary(["grid.mrc", "stack.mrcs"]) == [("single", ["grid.mrc"], False), ("single", ["stack.mrcs"], False)]
 
 
-def test_direct_electron_info_goes_with_its_movie_only():
-    names = ["20250429_06699_0_movie.mrc", "20250429_06699_1_HAADF_sum.mrc", "20250429_06699_final.mrc",
-             "20250429_06699_info.txt", "Custom_info.txt", "Custom_movie.mrc"]
+def test_direct_electron_info_goes_with_every_mrc_of_its_acquisition():
+    names = ["20250429_06699_0_movie.mrc", "20250429_06699_0_Virt #0_total_sum.mrc", "20250429_06699_final.mrc",
+             "20250429_06699_info.txt", "20250429_06700_final.mrc", "Custom_info.txt", "Custom_movie.mrc", "grid.mrc"]
+    info = "20250429_06699_info.txt"
     assert summary(sorted(names)) == [
-        ("mrc_xml", ["20250429_06699_0_movie.mrc", "20250429_06699_info.txt"], False),
-        ("single", ["20250429_06699_1_HAADF_sum.mrc"], False),  # its own image: a file is in one job
-        ("single", ["20250429_06699_final.mrc"], False),
+        ("mrc_xml", ["20250429_06699_0_Virt #0_total_sum.mrc", info], False),  # each job has its own copy
+        ("mrc_xml", ["20250429_06699_0_movie.mrc", info], False),
+        ("mrc_xml", ["20250429_06699_final.mrc", info], False),
+        ("single", ["20250429_06700_final.mrc"], False),  # another acquisition: its info was not chosen
         ("mrc_xml", ["Custom_movie.mrc", "Custom_info.txt"], False),
+        ("single", ["grid.mrc"], False),
+    ]
+
+
+def test_the_most_specific_direct_electron_info_wins_and_a_folder_keeps_them_apart():
+    names = ["a/20250429_06699_info.txt", "a/20250429_06699_tilt_info.txt", "a/20250429_06699_tilt_movie.mrc",
+             "a/20250429_06699_final.mrc", "b/20250429_06699_0_movie.mrc"]
+    assert summary(names) == [
+        ("mrc_xml", ["a/20250429_06699_tilt_movie.mrc", "a/20250429_06699_tilt_info.txt"], False),
+        ("mrc_xml", ["a/20250429_06699_final.mrc", "a/20250429_06699_info.txt"], False),
+        ("single", ["b/20250429_06699_0_movie.mrc"], False),
     ]
 
 
 def test_direct_electron_info_without_its_movie():
     (chosen,) = group_files(["Custom_info.txt"])
-    # both names a DE movie takes (Custom_1_movie.mrc: a numbered one, as DE's server writes them)
+    # any MRC of the acquisition takes it (its movie, _final sum, virtual images)
     assert chosen.error == ("Custom_info.txt: files .txt are not supported on their own, only as the metadata beside "
-                            "an image (Custom_movie.mrc or Custom_1_movie.mrc or Custom_info.tif in the same folder)"
+                            "an image (Custom_<image>.mrc or Custom_info.tif in the same folder)"
                             )  # a .txt is also a JEOL/Hitachi SEM TIFF's sidecar
     (in_folder,) = group_files(["session/Custom_info.txt"], skip_unread=True)
     assert in_folder.skipped and not in_folder.error

@@ -316,3 +316,30 @@ def test_a_content_claim_left_by_a_dead_worker_is_taken_over(embedded_app, alice
     assert run(embedded_app, job_id) == "imported"
     with embedded_app.extensions["services"].db.session() as db:
         assert db.query(ContentClaim).count() == 0  # released at the end of the run
+
+
+def test_a_direct_electron_info_file_listed_once_is_staged_and_kept_with_each_image(embedded_app, alice, tmp_path):
+    """The page lists the info file once; the server gives each MRC of the acquisition a job holding its
+    own staged copy, so each image lands under the camera and the info's date, and keeps the info file."""
+    from datetime import UTC, datetime
+
+    from tests.converters.test_mrc import de_acquisition
+
+    de_acquisition(tmp_path / "s")
+    files = {f"s/{p.name}": p.read_bytes() for p in sorted((tmp_path / "s").iterdir())}
+    batch = alice.send(files)
+    assert [[f["name"] for f in j["files"]] for j in batch["jobs"]] == [
+        [f"s/{n}", "s/Custom_info.txt"] for n in ("Custom_0_HAADF_sum.mrc", "Custom_final.mrc", "Custom_movie.mrc")]
+    from app.core.models import JobFile
+
+    services = embedded_app.extensions["services"]
+    with services.db.session() as db:
+        copies = [services.staging.path(f.job_id, f.stored_name) for f in db.query(JobFile).order_by(JobFile.id)
+                  if f.name == "s/Custom_info.txt"]
+    assert len(set(copies)) == 3 and all(p.read_bytes() == files["s/Custom_info.txt"] for p in copies)
+    day = datetime.fromtimestamp(1745955900, UTC).astimezone(services.config["TZ"]).date().isoformat()
+    for j in batch["jobs"]:
+        assert run(embedded_app, j["id"]) == "imported"
+        done = job(embedded_app, j["id"])
+        assert (done.project, done.dataset) == ("DESim", day)  # Camera Model and Timestamp of Custom_info.txt
+        assert "Custom_info.txt" in [o["name"] for o in done.originals]

@@ -7,9 +7,14 @@ they mean are RosettaSciIO's (rsciio/mrc/_api.py, read_de_metadata_file and find
 "Timestamp (seconds since Epoch)", "Specimen Pixel Size X (nanometers)", "Diffraction Pixel Size X"
 (1/nm), "Camera Model", -1 for "not set". A DE file names its camera, not the microscope: the camera
 is the instrument (staff map its name to the microscope's Project name).
+
+In a scan, the movie's frames and their _final sum are diffraction patterns (reciprocal space), while
+virtual and external-detector images (`<prefix>_[virt]<n>_<name>_<calculation>.mrc`, `<prefix>_ext<n>[_<name>].mrc`,
+rsciio's VIRTUAL_RE and ext_re) hold one value per scan point: their pixel is the scan's step.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +25,8 @@ from converters.meta import clean, pixel_size
 
 SUFFIX = "_info.txt"
 MAX_INFO_BYTES = 4 * 2**20  # real ones are about 24 KB
+# what follows "<prefix>_" in the name of an image of the scan (one value per scan point)
+_SCAN_IMAGE = re.compile(r"(?:.+?_)?(?:(?:\d+|virt\d+)_[^_]+_[^.]+|ext\d+(?:_[^.]+)?)\.mrc", re.IGNORECASE)
 _MARKERS = (b"Timestamp (seconds since Epoch)", b"Server Software Version", b"Camera Model")
 
 
@@ -32,6 +39,13 @@ class DeInfo:
     diffraction: dict[str, str] = field(default_factory=dict)  # {"Calibration X": "0.01 1/nm"}
     diffracting: bool = False  # the frames are diffraction patterns (STEM scan or a camera length)
     frame_seconds: float | None = None
+    prefix: str = ""  # the acquisition's, from the info file's name ("20250429_06699")
+
+    def scan_image(self, name: str) -> bool:
+        """Whether the MRC named so is a virtual or external image of this acquisition's scan."""
+        head = f"{self.prefix}_".lower()
+        tail = name[len(head):] if name.lower().startswith(head) else ""
+        return bool(_SCAN_IMAGE.fullmatch(tail)) and not tail.lower().endswith("_movie.mrc")
 
 
 def is_info(head: bytes) -> bool:
@@ -56,7 +70,9 @@ def read_info(path: Path) -> DeInfo:
     if not any(marker.decode() in pairs for marker in _MARKERS):
         raise ConversionError(f"{path.name} is not a Direct Electron info file (no 'Timestamp (seconds since "
                               f"Epoch)', 'Server Software Version' or 'Camera Model' line)")
-    info = DeInfo(metadata={f"DE.{k}": v for k, v in pairs.items()})
+    name = path.name
+    info = DeInfo(metadata={f"DE.{k}": v for k, v in pairs.items()},
+                  prefix=name[: -len(SUFFIX)] if name.lower().endswith(SUFFIX) else path.stem)
     info.acquired = unix_time(pairs.get("Timestamp (seconds since Epoch)"))
     info.camera = pairs.get("Camera Model") or pairs.get("Camera Name") or None
     nm = [_number(pairs.get(f"Specimen Pixel Size {a} (nanometers)")) for a in "XY"]

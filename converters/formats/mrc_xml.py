@@ -26,13 +26,13 @@ NAME = "MRC"
 EXTENSIONS = (".mrc", ".mrcs")
 HELP = ("cryo-EM images, stacks and Direct Electron movies; the ATLAS/EPU XML or the Direct Electron info file "
         "beside it gives the metadata, else the header's voxel size")
-# Direct Electron names the info file after the acquisition, without the movie's number (rsciio's MOVIE_RE):
-# 20250429_06699_0_movie.mrc goes with 20250429_06699_info.txt. Only the movie takes it: a file is in
-# one job, and the movie is the acquisition's data (its _final sum and virtual images import alone).
+# Direct Electron writes one info file per acquisition, named without the movie's number (rsciio's MOVIE_RE):
+# 20250429_06699_info.txt describes 20250429_06699_0_movie.mrc, its _final sum and its virtual images
+# (20250429_06699_0_Virt #0_total_sum.mrc): shared, each MRC's job gets a copy of it.
 SIDECARS = (
     {"primary": "{stem}.mrc", "name": "{stem}.xml", "what": "ATLAS/EPU metadata file"},  # EPU writes .mrc
-    {"primary": "{prefix}_movie.mrc", "name": "{prefix}_info.txt", "what": "Direct Electron info file"},
-    {"primary": "{prefix}_{n}_movie.mrc", "name": "{prefix}_info.txt", "what": "Direct Electron info file"},
+    {"primary": "{prefix}_{image}.mrc", "name": "{prefix}_info.txt", "what": "Direct Electron info file",
+     "shared": True},
 )
 _MODES = {0, 1, 2, 3, 4, 6, 12}  # 101 (4-bit packed) is refused by its own message
 MAX_SIDE = 2**20
@@ -98,10 +98,11 @@ def _image(mrc_path: Path, xml: EpuImage, info: DeInfo | None) -> SourceImage:
     # reads FEI files' scale), then the DE info file, then the standard header (Å); each only when real
     calibration: dict[str, str] = {}
     size = xml.pixel_size or pixel_size(_number(fei.get("FEI.Pixel size X")), _number(fei.get("FEI.Pixel size Y")))
+    scan_image = info is not None and info.scan_image(mrc_path.name)
     if size is None and info is not None:
-        if info.diffracting:  # the frames are diffraction patterns: reciprocal space
+        if info.diffracting and not scan_image:  # the frames are diffraction patterns: reciprocal space
             calibration = dict(info.diffraction)
-        else:
+        else:  # a TEM frame, or a virtual image of a scan (its pixel is the scan's step)
             size = info.specimen
     if size is None and not calibration:
         size = _header_size(voxel, axis)
@@ -119,7 +120,7 @@ def _image(mrc_path: Path, xml: EpuImage, info: DeInfo | None) -> SourceImage:
         dtype=np.dtype(dtype), planes=lambda: stacked_planes(mrc_path, offset, nz, (ny, nx), stored, dtype),
         channels=channels, pixel_size=size, acquired=acquired, microscope=microscope,
         detector=xml.detector or (info.camera if info else None), metadata=metadata, notes=notes,
-        time_increment=info.frame_seconds if info and axis == "T" and nz > 1 else None,
+        time_increment=info.frame_seconds if info and axis == "T" and nz > 1 and not scan_image else None,
         warnings=unknowns(acquired, microscope, size is not None or bool(calibration)),
     )
 

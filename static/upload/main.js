@@ -172,9 +172,11 @@ async function startImport() {
   if (state.batch) return sendAll();
   const plan = state.plan;
   const sendable = plan.groups.filter((g) => !g.error && !g.skipped);
-  const names = sendable.flatMap((g) => g.files.map((f) => f.name));
-  const body = { group_id: Number($("group").value), key_values: pairs.values(), folder: commonFolder(names),
-    files: sendable.flatMap((g) => g.files), notify: $("notify").checked };
+  // a shared sidecar (a Direct Electron info file) is in each of its images' groups: listed once here,
+  // the server gives each of their jobs a copy, and it is sent once per job
+  const files = [...new Map(sendable.flatMap((g) => g.files).map((f) => [f.name, f])).values()];
+  const body = { group_id: Number($("group").value), key_values: pairs.values(),
+    folder: commonFolder(files.map((f) => f.name)), files, notify: $("notify").checked };
   $("import").disabled = true;
   if (importAs) body.on_behalf_of = importAs;
   try { state.batch = await api("POST", importAs ? "/api/staff/batches" : "/api/batches", body); }

@@ -81,8 +81,7 @@ def test_a_sidecar_alone_is_named_with_its_image_or_skipped_in_a_folder(new_form
     [alone] = group_files(["e_info.txt"])
     # the MRC plugin's Direct Electron rules name their movies too (a real DE info file is named so)
     assert alone.error == ("e_info.txt: files .txt are not supported on their own, only as the metadata beside an "
-                           "image (e_movie.mov5 or e_movie.mrc or e_1_movie.mrc or e_info.pgm or e_info.tif in the "
-                           "same folder)")
+                           "image (e_movie.mov5 or e_<image>.mrc or e_info.pgm or e_info.tif in the same folder)")
     [in_folder] = group_files(["run/notes.txt"], skip_unread=True)
     assert in_folder.error is None and in_folder.skipped == ".txt files"
 

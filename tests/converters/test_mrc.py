@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from converters import ConversionError, ConvertOptions, convert
+from converters import ConversionError, ConvertOptions, convert, group_files
 from tests.helpers import sample
 
 
@@ -89,13 +89,34 @@ def test_direct_electron_movie_with_its_info_keeps_every_frame(tmp_path, check_o
 
 
 def _info(tmp_path, **changes) -> str:
+    return write_info(tmp_path / "Custom_info.txt", **changes)
+
+
+def write_info(path, **changes):
+    """Custom_info.txt as `path`, with some values changed (the sample's pixel sizes are -1, unset)."""
     text = sample("Custom_info.txt").read_text(encoding="utf-8")
     lines = []
     for line in text.splitlines():
         key = line.split("=")[0].strip()
         lines.append(f"{key} = {changes[key]}" if key in changes else line)
-    (tmp_path / "Custom_info.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return tmp_path / "Custom_info.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def de_acquisition(folder, **changes) -> dict[str, object]:
+    """A DE acquisition folder: the sample movie, its _final sum (16x16, the movie's frames summed), a
+    virtual image of the 5x5 scan and the info file; returns each MRC's pixels as mrcfile reads them."""
+    folder.mkdir()
+    movie = folder / "Custom_movie.mrc"
+    movie.write_bytes(sample("Custom_movie.mrc").read_bytes())
+    frames, _ = header(movie)
+    made = {"Custom_final.mrc": frames.sum(axis=0, dtype=np.float32), "Custom_0_HAADF_sum.mrc":
+            np.arange(25, dtype=np.float32).reshape(5, 5)}
+    for name, data in made.items():
+        with mrcfile.new(folder / name) as m:
+            m.set_data(data)
+    write_info(folder / "Custom_info.txt", **changes)
+    return {"Custom_movie.mrc": frames, **made}
 
 
 def test_de_tem_movie_takes_the_specimen_pixel_size(tmp_path):
@@ -124,3 +145,41 @@ def test_de_info_without_its_images_is_refused_by_name(tmp_path):
     with pytest.raises(ConversionError, match=r"^Custom_info\.txt is a Direct Electron info file: it needs its "
                                               r"images \(Custom_movie\.mrc or another Custom_\*\.mrc\)"):
         convert([sample("Custom_info.txt")], tmp_path, ConvertOptions())
+
+
+def test_every_mrc_of_a_de_acquisition_takes_its_info(tmp_path):
+    """One info file, three images: the movie's frames and their sum are diffraction patterns of the
+    scan, the virtual image is the scan itself (its pixel is the scan's step)."""
+    folder = tmp_path / "session"
+    pixels = de_acquisition(folder, **{"Diffraction Pixel Size X": "0.02", "Diffraction Pixel Size Y": "0.02",
+                                       "Specimen Pixel Size X (nanometers)": "1.5",
+                                       "Specimen Pixel Size Y (nanometers)": "2.5"})
+    facts = {k.strip(): v.strip() for k, _, v in (line.partition("=") for line in
+                                                   (folder / "Custom_info.txt").read_text().splitlines())}
+    groups = group_files(sorted(p.relative_to(tmp_path).as_posix() for p in folder.iterdir()))
+    assert [g.files for g in groups] == [[f"session/{n}", "session/Custom_info.txt"] for n in sorted(pixels)]
+    results = {}
+    for g in groups:
+        name = g.files[0].split("/")[1]
+        results[name] = convert([tmp_path / f for f in g.files], tmp_path / "out" / name, ConvertOptions())
+        assert np.array_equal(tifffile.imread(results[name].output).reshape(pixels[name].shape), pixels[name])
+    when = datetime.fromtimestamp(int(facts["Timestamp (seconds since Epoch)"]), UTC)
+    for name, result in results.items():
+        assert (result.acquired, result.microscope, result.detector) == (when, facts["Camera Model"], "DESim"), name
+        assert result.metadata["DE.Scan - Size X"] == facts["Scan - Size X"] == "5"
+    for name in ("Custom_movie.mrc", "Custom_final.mrc"):  # camera frames of a scan: reciprocal space
+        assert results[name].pixel_size is None and results[name].warnings == []
+        assert results[name].metadata["Calibration X"] == f"{float(facts['Diffraction Pixel Size X']):g} 1/nm"
+    virtual = results["Custom_0_HAADF_sum.mrc"]
+    assert (virtual.pixel_size.x, virtual.pixel_size.y, virtual.pixel_size.unit) == (
+        float(facts["Specimen Pixel Size X (nanometers)"]), float(facts["Specimen Pixel Size Y (nanometers)"]), "nm")
+    assert "Calibration X" not in virtual.metadata and virtual.warnings == []
+
+
+def test_every_mrc_of_a_de_tem_acquisition_takes_its_pixel_size(tmp_path):
+    folder = tmp_path / "tem"
+    de_acquisition(folder, **{"Scan - Enable": "Disable", "Instrument Project TEMorSTEM Mode": "0",
+                              "Specimen Pixel Size X (nanometers)": "0.25", "Specimen Pixel Size Y (nanometers)": "0.25"})
+    for name in ("Custom_movie.mrc", "Custom_final.mrc"):
+        result = convert([folder / name, folder / "Custom_info.txt"], tmp_path / name, ConvertOptions())
+        assert (result.pixel_size.x, result.pixel_size.unit) == (250.0, "pm") and result.warnings == []
