@@ -382,3 +382,32 @@ def test_each_imported_image_and_spectrum_shows_its_picture_in_rows_history_and_
     other = sign_in(browser, served, "quinn")  # another researcher gets none of them
     assert other.request.get(served + stack[0][0]).status == 404
     assert page.errors == [] and other.errors == []
+
+
+def test_a_direct_electron_folder_gives_its_info_file_to_each_image(browser, served, tmp_path):
+    """One info file beside three MRCs of its acquisition: three rows each showing it, the selection
+    counted once, each job sent its own copy and each image under the camera and the info's date."""
+    from datetime import UTC, datetime
+
+    from tests.converters.test_mrc import de_acquisition
+
+    folder = tmp_path / "de-run"
+    de_acquisition(folder)
+    page = sign_in(browser, served, "erin")
+    puts = []
+    page.on("request", lambda r: r.method == "PUT" and "/api/files/" in r.url and puts.append(r.url))
+    page.set_input_files("#folder", str(folder))
+    page.locator(ROWS).nth(2).wait_for()
+    assert page.locator(ROWS).count() == 3
+    summary = page.inner_text("#summary")  # the info file counted once
+    assert summary.startswith("4 files, ") and summary.endswith(": 3 to import"), summary
+    for name in ("Custom_movie.mrc", "Custom_final.mrc", "Custom_0_HAADF_sum.mrc"):
+        assert row(page, name).locator(".names div").all_inner_texts() == [f"de-run/{name}", "de-run/Custom_info.txt"]
+    page.click("#import")
+    page.locator("#batch-summary:not([hidden])").wait_for(timeout=180_000)
+    assert page.inner_text("#batch-summary").startswith("Import finished: 3 imported, 0 already in OMERO, 0 failed")
+    day = datetime.fromtimestamp(1745955900, UTC).date().isoformat()  # Custom_info.txt's Timestamp
+    for name in ("Custom_movie.mrc", "Custom_final.mrc", "Custom_0_HAADF_sum.mrc"):
+        assert state(page, name) == "imported" and f"DESim / {day}" in row(page, name).inner_text(), name
+    assert len(set(puts)) == 6  # each job's two files: the info file went once per job
+    assert page.errors == []
