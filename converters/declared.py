@@ -19,8 +19,12 @@ EXTENSIONS), e.g. {"primary": "{prefix}_movie.mrc", "name": "{prefix}_info.txt",
 read from the partner's name, so "{prefix}_{image}.mrc" finds its prefix however many '_' it holds (the
 longest partner name that fits wins). Names match case-insensitively, in the same folder. A file is in one
 job, except a sidecar declared `"shared": True`: it goes with every primary it describes (a Direct
-Electron info file with each MRC of its acquisition), and each of those jobs gets its own copy of it. A plugin whose EXTENSIONS are all partners' suffixes (a SER or
-XML on its own) only explains what is missing; it needs no HELP.
+Electron info file with each MRC of its acquisition), and each of those jobs gets its own copy of it.
+
+A plugin without HELP only explains what is missing (a SER or an EPU XML on its own): its suffixes are
+read only beside their primary. A suffix that is a partner's and also a reader's (an EDAX .spc: the
+energy calibration of its .spd map, or a spectrum on its own) makes a job of its own when no primary
+of its folder takes it.
 """
 from __future__ import annotations
 
@@ -176,8 +180,7 @@ def partner_suffixes() -> set[str]:
 
 def primary_suffixes() -> tuple[str, ...]:
     """Suffixes of files read on their own (a SER or an EPU XML is read only with its primary)."""
-    partners = partner_suffixes()
-    return tuple(dict.fromkeys(e for f in formats() for e in f.extensions if e not in partners))
+    return tuple(dict.fromkeys(e for f in readers() for e in f.extensions))
 
 
 def suffixes() -> tuple[str, ...]:
@@ -187,8 +190,7 @@ def suffixes() -> tuple[str, ...]:
 
 def readers() -> tuple[Format, ...]:
     """The formats a researcher can send (not the partner-only plugins that explain what is missing)."""
-    partners = partner_suffixes()
-    return tuple(f for f in formats() if not set(f.extensions) <= partners)
+    return tuple(f for f in formats() if f.help)
 
 
 def files_read(f: Format) -> str:

@@ -104,10 +104,13 @@ def group_files(names: Iterable[str], skip_unread: bool = False) -> list[FileGro
     owner: dict[str, str] = {}  # partner -> its (first) primary
     shared: set[str] = set()  # sidecars taken by a shared rule: other primaries may take them too
     taken: dict[str, tuple[list[str], str, str | None]] = {}  # primary -> (partners, kind, error)
-    primaries = declared.primary_suffixes()
-    for name in names:
-        if suffix(name) in primaries and name not in owner:
-            taken[name] = _take_partners(name, in_folder[dirname(name)], owner, shared)
+    primaries, partners = declared.primary_suffixes(), declared.partner_suffixes()
+    # a file that may be another's partner (an .spc beside its .spd) is a primary once none has taken it
+    for maybe_partner in (False, True):
+        for name in names:
+            ext = suffix(name)
+            if ext in primaries and (ext in partners) == maybe_partner and name not in owner:
+                taken[name] = _take_partners(name, in_folder[dirname(name)], owner, shared)
 
     groups: list[FileGroup] = []
     for name in names:

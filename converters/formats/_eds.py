@@ -82,6 +82,17 @@ def local_time(general: dict, zone: tzinfo) -> datetime | None:
         return None
 
 
+def spc_collected(header: dict, zone: tzinfo) -> datetime | None:
+    """An EDAX .spc header's collection date (year, month, day, hour, minute, second: the acquiring PC's
+    wall clock) in the facility's zone."""
+    try:
+        return localize(datetime(int(header["collectDateYear"]), int(header["collectDateMon"]),
+                                 int(header["collectDateDay"]), int(header["collectTimeHour"]),
+                                 int(header["collectTimeMin"]), int(header["collectTimeSec"])), zone)
+    except (KeyError, ValueError, TypeError):
+        return None  # not written (zeros) or out of range
+
+
 def spectrum_file(path: Path, signal: dict, kind: str, acquired: datetime | None,
                   detector: Callable[[dict], str | None] = lambda om: None) -> SourceFile:
     """A file that holds one spectrum: the spectrum, its facts and its metadata (the registry plots it)."""

@@ -1,19 +1,17 @@
 """EDAX (TEAM, Genesis) single spectra (.spc), read by rsciio.edax.
 
-The header's collection date (year, month, day, hour, minute, second: the acquiring PC's wall clock)
-is read in the facility's zone; EDAX writes no microscope name. The file holds no image: the
-registry makes the spectrum's plot the image, with the spectrum kept as CSV and plot.
+The header's collection date is read in the facility's zone (_eds.spc_collected); EDAX writes no
+microscope name. The file holds no image: the registry makes the spectrum's plot the image, with the
+spectrum kept as CSV and plot. An .spc beside its .spd map of the same stem goes with the map (edax_map).
 """
 from __future__ import annotations
 
 import math
 import struct
-from datetime import datetime
 from pathlib import Path
 
 from converters.base import ConversionError, ConvertOptions, SourceFile
-from converters.formats._eds import read_signals, spectrum_file
-from converters.meta import localize
+from converters.formats._eds import read_signals, spc_collected, spectrum_file
 
 NAME = "EDAX spectrum"
 EXTENSIONS = (".spc",)
@@ -44,13 +42,5 @@ def read(files: list[Path], options: ConvertOptions) -> SourceFile:
         raise ConversionError(f"{path.name} is truncated: its header says {channels} channels from byte {start} "
                               f"({start + 4 * channels} bytes), the file holds {size}")
     signal = read_signals("edax", path, "EDAX .spc", load_all_spc=True)[0]
-    return spectrum_file(path, signal, "EDS", _collected(signal["original_metadata"]["spc_header"], options))
+    return spectrum_file(path, signal, "EDS", spc_collected(signal["original_metadata"]["spc_header"], options.timezone))
 
-
-def _collected(header: dict, options: ConvertOptions) -> datetime | None:
-    try:
-        return localize(datetime(int(header["collectDateYear"]), int(header["collectDateMon"]),
-                                 int(header["collectDateDay"]), int(header["collectTimeHour"]),
-                                 int(header["collectTimeMin"]), int(header["collectTimeSec"])), options.timezone)
-    except (KeyError, ValueError, TypeError):
-        return None  # not written (zeros) or out of range

@@ -20,9 +20,13 @@ def test_the_declarations_read_from_source_are_the_plugins_own_constants():
 
 
 def test_every_format_a_researcher_sends_has_a_help_line():
-    assert all(f.help for f in declared.readers())
-    # the plugins that only explain what is missing (a SER or an EPU XML alone) are not listed
+    # a plugin without one only explains what is missing (a SER or an EPU XML alone): each of its
+    # suffixes is another's partner, so a plugin that forgot its HELP cannot go unread unseen
+    partners = declared.partner_suffixes()
+    assert all(set(f.extensions) <= partners for f in declared.formats() if not f.help)
     assert {f.name for f in declared.formats()} - {f.name for f in declared.readers()} == {"TIA SER", "ATLAS/EPU XML", "Direct Electron info"}
+    # a suffix both a partner and a reader's own: an .spc with its .spd map, or a spectrum alone
+    assert ".spc" in partners and ".spc" in declared.primary_suffixes() and ".ser" not in declared.primary_suffixes()
 
 
 def test_the_readme_table_is_the_declarations():
@@ -91,13 +95,17 @@ def test_a_partner_alone_is_an_error_even_in_a_folder():
     assert ser.skipped is None and ser.error == "t_1.ser needs its t.emi in the same folder"
 
 
-def test_a_declaration_that_is_not_a_literal_is_refused_by_name(tmp_path, monkeypatch):
-    (tmp_path / "bad.py").write_text('NAME, EXTENSIONS = "Bad", (".bad",)\nHELP = "a" + str(1)\n'
-                                     'def identify(head, path): ...\ndef read(files, options): ...\n')
+@pytest.mark.parametrize("declarations, message", [
+    ('NAME, EXTENSIONS = "Bad", (".bad",)\nHELP = "a" + str(1)\n', r"^bad\.py: HELP must be a plain literal"),
+    ('NAME, EXTENSIONS, HELP = "Bad", (".bad",), "x"\n'
+     'PARTNERS = ({"name": "{stem}.dat", "what": "data", "shared": True},)\n', r"^bad\.py: only a sidecar can be shared"),
+])
+def test_a_declaration_the_registry_cannot_use_is_refused_by_name(tmp_path, monkeypatch, declarations, message):
+    (tmp_path / "bad.py").write_text(declarations + 'def identify(head, path): ...\ndef read(files, options): ...\n')
     monkeypatch.setattr(formats, "__path__", [*formats.__path__, str(tmp_path)])
     declared.formats.cache_clear()
     try:
-        with pytest.raises(ValueError, match=r"^bad\.py: HELP must be a plain literal"):
+        with pytest.raises(ValueError, match=message):
             declared.formats()
     finally:
         declared.formats.cache_clear()

@@ -1,4 +1,4 @@
-"""EDS and other spectra: Bruker .bcf/.spx, EDAX .spc, EMSA/MSA. Values checked against RosettaSciIO's
+"""EDS and other spectra: Bruker .bcf/.spx, EDAX .spc and .spd maps, EMSA/MSA. Values checked against RosettaSciIO's
 own output (a whole, non-lazy read) and the files' own text, never against what we wrote."""
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 import tifffile
+from rsciio.edax import file_reader
 
-from converters import ConversionError, ConvertOptions, convert
+from converters import ConversionError, ConvertOptions, convert, group_files
 from tests.converters.test_velox_emd import read_csv
 from tests.helpers import sample
 
@@ -131,3 +132,107 @@ def test_msa_with_an_unreadable_body_names_the_file(tmp_path):
 def test_emsa_suffix_is_read(tmp_path):
     shutil.copy(sample("647_leo_edax_test.msa"), tmp_path / "spot.emsa")
     assert convert([tmp_path / "spot.emsa"], tmp_path / "out", ConvertOptions()).status == "converted"
+
+
+def edax_map(folder, lines=5, points=7, channels=1024, count_type="<u2", ipr=True, seed=0) -> dict[str, object]:
+    """An EDAX spectrum image as TEAM writes it, laid out as rsciio.edax parses it (its own header types):
+    <stem>.spd (a 1068-byte header, then lines x points x channels counts), the real sample .spc renamed
+    to <stem>.spc (energy calibration and date) and <stem>_Img.ipr (microns per pixel). Returns the paths."""
+    from rsciio.edax._api import get_ipr_dtype_list, get_spd_dtype_list
+
+    folder.mkdir(parents=True, exist_ok=True)
+    counts = np.random.default_rng(seed).integers(0, 50, (lines, points, channels)).astype(count_type)
+    header = np.zeros(1, get_spd_dtype_list())
+    header["tag"] = np.frombuffer(b"MAPSPECTRA_DATA\x00", np.int8)
+    header["fName"][0][:11] = np.frombuffer(b"map_Img.bmp", np.int8)
+    header["version"], header["nSpectra"], header["nPoints"], header["nLines"] = 1, lines * points, points, lines
+    header["nChannels"], header["countBytes"], header["dataOffset"] = channels, counts.itemsize, header.itemsize
+    spd = folder / "map.spd"
+    spd.write_bytes(header.tobytes() + counts.tobytes())
+    spc = folder / "map.spc"
+    spc.write_bytes(sample("647_leo_edax_test.spc").read_bytes())
+    paths = {"spd": spd, "spc": spc, "counts": counts}
+    if ipr:
+        description = np.zeros(1, get_ipr_dtype_list(version=334))
+        description["version"], description["imageType"], description["mppX"], description["mppY"] = 334, 2, 0.25, 0.4
+        paths["ipr"] = folder / "map_Img.ipr"
+        paths["ipr"].write_bytes(description.tobytes())
+    return paths
+
+
+def test_an_edax_map_becomes_its_image_of_counts_and_its_sum_spectrum(tmp_path, check_output):
+    made = edax_map(tmp_path / "in")
+    [group] = group_files(sorted(p.name for p in (tmp_path / "in").iterdir()))
+    assert (group.files, group.kind, group.error) == (["map.spd", "map.spc", "map_Img.ipr"], "edax_map", None)
+    result = convert([tmp_path / "in" / f for f in group.files], tmp_path / "out", ConvertOptions(timezone=STOCKHOLM))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        [ref] = file_reader(str(made["spd"]), load_all_spc=True)  # whole, in memory: finds its .spc and (by its header) .ipr
+    assert ref["data"].shape == (5, 7, 1024) and np.array_equal(ref["data"], made["counts"])
+    [image] = result.images
+    assert np.array_equal(tifffile.imread(image.path), ref["data"].sum(axis=2))
+    height, width, energy = ref["axes"]
+    assert (width["units"], width["scale"], height["scale"]) == ("µm", pytest.approx(0.25), pytest.approx(0.4))
+    assert (image.pixel_size.x, image.pixel_size.y, image.pixel_size.unit) == (
+        pytest.approx(250.0), pytest.approx(400.0), "nm")
+    label, table = read_csv(attachment(result, "spectrum-csv"))
+    assert label == "energy (keV)" and len(table) == energy["size"] == 1024
+    assert table[:, 0] == pytest.approx(energy["offset"] + energy["scale"] * np.arange(1024))
+    assert np.array_equal(table[:, 1], ref["data"].sum(axis=(0, 1), dtype=np.int64))
+    header = ref["original_metadata"]["spc_header"]  # the map's date is its .spc's
+    assert result.acquired == datetime(int(header["collectDateYear"]), int(header["collectDateMon"]),
+                                       int(header["collectDateDay"]), int(header["collectTimeHour"]),
+                                       int(header["collectTimeMin"]), int(header["collectTimeSec"]), tzinfo=STOCKHOLM)
+    assert result.warnings == ["microscope unknown"]  # EDAX does not name the SEM
+    assert [a.went for a in result.accounted] == ["image", "attachment"]
+    check_output(result)
+
+
+def test_an_edax_map_without_its_ipr_has_no_pixel_size_and_wide_counts_stay_exact(tmp_path):
+    made = edax_map(tmp_path / "in", lines=3, points=4, channels=64, count_type="<u4", ipr=False)
+    made["counts"][0, 0, :] = 2**31  # 64 channels of 2^31: past uint32 at one pixel
+    made["spd"].write_bytes(made["spd"].read_bytes()[:1068] + made["counts"].tobytes())
+    (tmp_path / "in" / "other_Img.ipr").write_bytes(b"\x00" * 264)  # not this map's: never read
+    result = convert([made["spd"], made["spc"]], tmp_path / "out", ConvertOptions())
+    [image] = result.images
+    assert image.pixel_size is None and "pixel size unknown" in result.warnings
+    stored = tifffile.imread(image.path)
+    assert stored.dtype == np.float64 and stored[0, 0] == 64 * 2**31
+    assert np.array_equal(stored, made["counts"].sum(axis=2, dtype=np.uint64).astype(np.float64))
+
+
+def test_a_lone_spc_is_a_spectrum_and_a_lone_spd_names_its_missing_spc(tmp_path):
+    groups = group_files(sorted(["run/map.spd", "run/map.spc", "run/spot.spc", "run/alone.spd", "run/alone_Img.ipr"]))
+    assert [(g.files, g.kind, g.error) for g in groups] == [
+        (["run/alone.spd", "run/alone_Img.ipr"], "edax_map", "alone.spd needs its .spc file alone.spc beside it"),
+        (["run/map.spd", "run/map.spc"], "edax_map", None),
+        (["run/spot.spc"], "single", None),
+    ]
+    made = edax_map(tmp_path / "in")
+    with pytest.raises(ConversionError, match=r"^map\.spd needs its map\.spc in the same upload"):
+        convert([made["spd"]], tmp_path / "out", ConvertOptions())
+
+
+@pytest.mark.parametrize("cut, message", [
+    (20, r"^map\.spd is truncated: an EDAX \.spd header is 1068 bytes, the file holds 20$"),
+    (1068 + 1000, r"^map\.spd is truncated: its header says 7x5 points of 1024 channels from byte 1068 \(72748 "
+                  r"bytes\), the file holds 2068$"),
+])
+def test_a_short_spd_is_refused_by_name(tmp_path, cut, message):
+    made = edax_map(tmp_path / "in")
+    made["spd"].write_bytes(made["spd"].read_bytes()[:cut])
+    with pytest.raises(ConversionError, match=message):
+        convert([made["spd"], made["spc"]], tmp_path / "out", ConvertOptions())
+
+
+def test_an_spd_whose_header_asks_for_terabytes_is_refused_before_reading(tmp_path):
+    import resource
+
+    made = edax_map(tmp_path / "in")
+    data = bytearray(made["spd"].read_bytes())
+    data[24:36] = np.array([2**20, 2**20, 2**12], "<u4").tobytes()  # points, lines, channels: 8 PB of counts
+    made["spd"].write_bytes(bytes(data))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ConversionError, match=r"^map\.spd is truncated: its header says 1048576x1048576 points"):
+        convert([made["spd"], made["spc"]], tmp_path / "out", ConvertOptions())
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB: nothing was allocated
