@@ -15,7 +15,7 @@ def test_every_format_module_is_found():
     assert names == {
         "Velox EMD", "Berkeley EMD", "TIA EMI", "TIA SER", "MRC", "ATLAS/EPU XML", "Zeiss SEM TIFF",
         "Thermo Fisher/FEI SEM TIFF", "OME-TIFF", "Zeiss CZI", "Gatan DigitalMicrograph", "TIFF",
-        "Direct Electron info", "Bruker Esprit", "EDAX spectrum", "EMSA/MSA spectrum", "HDF5",
+        "Direct Electron info", "Bruker Esprit", "EDAX spectrum", "EDAX map", "EMSA/MSA spectrum", "HDF5",
     }
 
 
