@@ -343,3 +343,19 @@ def test_a_direct_electron_info_file_listed_once_is_staged_and_kept_with_each_im
         done = job(embedded_app, j["id"])
         assert (done.project, done.dataset) == ("DESim", day)  # Camera Model and Timestamp of Custom_info.txt
         assert "Custom_info.txt" in [o["name"] for o in done.originals]
+
+
+def test_an_edax_map_with_its_spc_and_a_lone_spc_are_two_jobs_that_import(embedded_app, alice, tmp_path):
+    from tests.converters.test_eds import edax_map
+
+    made = edax_map(tmp_path / "run")
+    (tmp_path / "run" / "spot.spc").write_bytes((SAMPLES / "647_leo_edax_test.spc").read_bytes())
+    files = {f"run/{p.name}": p.read_bytes() for p in sorted((tmp_path / "run").iterdir())}
+    batch = alice.send(files)
+    assert [[f["name"] for f in j["files"]] for j in batch["jobs"]] == [
+        ["run/map.spd", "run/map.spc", "run/map_Img.ipr"], ["run/spot.spc"]]
+    for j in batch["jobs"]:
+        assert run(embedded_app, j["id"]) == "imported"
+    mapped = job(embedded_app, batch["jobs"][0]["id"])
+    assert sorted(a["kind"] for a in mapped.attachments) == ["spectrum-csv", "spectrum-plot"]
+    assert [o["name"] for o in mapped.originals] == [p.name for p in (made["spd"], made["spc"], made["ipr"])]
