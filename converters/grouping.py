@@ -90,7 +90,8 @@ def group_files(names: Iterable[str], skip_unread: bool = False) -> list[FileGro
     """Return the jobs these files make, in the order the files were given.
 
     Each primary file takes the partners and sidecars its plugins declare (converters.declared),
-    wherever they stand in the list. skip_unread: the names are relative to what a user chose (the web
+    wherever they stand in the list; a file is in one group, except a shared sidecar (a Direct Electron
+    info file), which is in the group of each primary it describes. skip_unread: the names are relative to what a user chose (the web
     API, push); files that came with a folder and that the portal does not read become skipped groups
     (see skip_reason), and so do sidecars without their image; skipped groups come last, in the order given.
     """
