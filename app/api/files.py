@@ -15,6 +15,7 @@ from app.core.db import utcnow
 from app.core.models import JobFile, JobState
 from app.core.staging import BLOCK
 from app.errors import ApiError
+from app.slow_clients import body_blocks
 
 
 @bp.get("/files/<int:file_id>")
@@ -44,24 +45,18 @@ def put_file(file_id: int):
         if offset + length > f.size:
             raise ApiError("More bytes were sent than the file's declared size", 400)
         job_id, stored_name, size = f.job_id, f.stored_name, f.size
-    held = _staging().write(file_id, job_id, stored_name, offset, _body_blocks(length), size)
+    with body_blocks(request.environ["wsgi.input"], length, BLOCK) as blocks:
+        held = _staging().write(file_id, job_id, stored_name, offset, _until_cut(blocks), size)
     return {"id": file_id, "received": held, "size": size}
 
 
-def _body_blocks(length: int):
-    # The server's input stream itself, read no further than Content-Length (as WSGI allows):
-    # request.stream would wrap it and copy every block twice more
-    stream_ = request.environ["wsgi.input"]
-    remaining = length
-    while remaining > 0:
-        try:
-            block = stream_.read(min(BLOCK, remaining))
-        except (OSError, ClientDisconnected):  # the connection broke, or went silent (app.slow_clients)
-            block = b""
-        if not block:
-            break  # the client went away: keep what arrived
-        remaining -= len(block)
-        yield block
+def _until_cut(blocks):
+    """The chunk's bytes (no further than Content-Length, as WSGI allows) until the connection broke
+    or went silent (app.slow_clients): what arrived is kept, and the client resumes from there."""
+    try:
+        yield from blocks
+    except (OSError, ClientDisconnected):
+        return
 
 
 @bp.post("/files/<int:file_id>/complete")
