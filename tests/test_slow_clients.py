@@ -3,6 +3,7 @@ releases its file within PORTAL_BODY_TIMEOUT, and anonymous POSTs that never fin
 not starve the web process (app.slow_clients)."""
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import socket
@@ -133,3 +134,33 @@ def test_a_connection_cut_mid_chunk_keeps_a_prefix_of_what_arrived(live_server):
     wait_until(resumed, timeout=60, interval=0.5, what="the resume to be accepted")
     done = session.post(f"{live_server}/api/files/{file_id}/complete", json={"sha1": hashlib.sha1(data).hexdigest()})
     assert done.status_code == 200, done.text
+
+
+def test_a_chunk_with_a_digest_cut_mid_body_is_dropped_whole(live_server):
+    """The page's chunks carry their SHA-256: one that breaks off cannot be checked, so none of it
+    is kept, and the file goes on from the chunk's start."""
+    session, me = signed_in(live_server, "alice")
+    data = np.random.default_rng(9).integers(0, 256, 4 << 20, dtype=np.uint8).tobytes()
+    digest = "sha-256=:" + base64.b64encode(hashlib.sha256(data).digest()).decode() + ":"
+    batch = session.post(live_server + "/api/batches", json={"group_id": me["groups"][0]["id"],
+                                                            "files": [{"name": "a.tif", "size": len(data)}]}).json()
+    file_id = batch["jobs"][0]["files"][0]["id"]
+    cut = raw_request(live_server, f"PUT /api/files/{file_id}?offset=0 HTTP/1.1\r\nHost: x\r\nCookie: {_cookie(session)}\r\n"
+                                   f"X-CSRFToken: {me['csrf_token']}\r\nContent-Digest: {digest}\r\n"
+                                   f"Content-Length: {len(data)}\r\n", data[:5 << 19])
+    cut.close()
+    accepted_at = []
+
+    def resumed():
+        held = session.get(f"{live_server}/api/files/{file_id}").json()["received"]
+        sent = session.put(f"{live_server}/api/files/{file_id}?offset={held}", data=data[held:],
+                           headers={"Content-Digest": "sha-256=:" + base64.b64encode(
+                               hashlib.sha256(data[held:]).digest()).decode() + ":"})
+        if sent.status_code == 200:
+            accepted_at.append(held)
+        return sent.status_code == 200
+
+    wait_until(resumed, timeout=60, interval=0.5, what="the resume to be accepted")
+    assert accepted_at == [0]
+    done = session.post(f"{live_server}/api/files/{file_id}/complete", json={})
+    assert done.status_code == 200 and done.json()["sha1"] == hashlib.sha1(data).hexdigest()
