@@ -29,7 +29,7 @@ from converters.meta import human_size
 
 BLOCK = 1 << 20
 TURN_WAIT = 10.0  # seconds a chunk sent ahead waits without the file growing before it is refused
-TURN_POLL = 0.002
+TURN_POLL = 0.02  # a chunk of this process wakes the next at once; one of another web process is seen this late
 PROMISE_HOURS = 24
 _HASH_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="staging-sha1")
 
@@ -69,6 +69,7 @@ class Staging:
         # file id -> (bytes held, running SHA-1 of them, whether all arrived verified)
         self._hashers: OrderedDict[int, tuple[int, object, bool]] = OrderedDict()
         self._lock = threading.Lock()
+        self._turns = _Turns()
 
     def job_dir(self, job_id: int) -> Path:
         return self.root / str(job_id)
@@ -114,14 +115,22 @@ class Staging:
         """Append blocks at offset (which must be the size already held); return the new size.
 
         With `digest` (the SHA-256 of the chunk's `length` bytes, sent by the page) the chunk counts
-        only when all its bytes arrived and match it, and a file whose every chunk matched needs no SHA-1 from the client to complete
-        (`verified`): the browser hashes its chunks natively instead of the whole file in WebAssembly,
-        which was slower than the network. A chunk that does not match, or breaks off, is dropped whole."""
+        only when all its bytes arrived and match it, and a file whose every chunk matched needs no
+        SHA-1 from the client to complete (`verified`): the browser hashes its chunks natively instead
+        of the whole file in WebAssembly, which was slower than the network. A chunk that does not
+        match, or breaks off, is dropped whole."""
         path = self.path(job_id, stored_name)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "r+b", buffering=0) as f:
-            held = _await_turn(f, offset)
+        try:
+            return self._append(file_id, path, os.fdopen(fd, "r+b", buffering=0), offset, blocks, limit, digest, length)
+        finally:  # the file is closed, its lock gone: the chunk sent next may go on
+            self._turns.told()
+
+    def _append(self, file_id: int, path: Path, f, offset: int, blocks: Iterable[bytes], limit: int,
+                digest: bytes | None, length: int) -> int:
+        with f:
+            held = _await_turn(f, offset, self._turns)
             hasher, verified = self._running(file_id, path, held)
             chunk = hashlib.sha256() if digest is not None else None
             written, hashing = held, None
@@ -208,7 +217,26 @@ def _update(sha1, chunk, block) -> None:
         chunk.update(block)
 
 
-def _await_turn(f, offset: int) -> int:
+class _Turns:
+    """A chunk that lets go of its file wakes the chunks of this process waiting for theirs at once
+    (one of another web process is seen at the next poll)."""
+
+    def __init__(self):
+        self._told = threading.Condition()
+        self.count = 0
+
+    def told(self) -> None:
+        with self._told:
+            self.count += 1
+            self._told.notify_all()
+
+    def wait(self, since: int, seconds: float) -> None:
+        with self._told:
+            if self.count == since:  # nothing let go since the caller looked
+                self._told.wait(seconds)
+
+
+def _await_turn(f, offset: int, turns: _Turns) -> int:
     """Lock the file once it holds exactly `offset` bytes; return that size.
 
     A client keeps several chunks in flight: one sent ahead waits here (its body unread) while the
@@ -216,6 +244,7 @@ def _await_turn(f, offset: int) -> int:
     """
     deadline, last = time.monotonic() + TURN_WAIT, None
     while True:
+        since = turns.count
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             locked = True
@@ -234,7 +263,7 @@ def _await_turn(f, offset: int) -> int:
             if not locked:
                 raise StagingError("This file is being sent by another connection right now", 409, "resume")
             raise StagingError(f"The server holds {held} bytes of this file; resume from there", 409, "resume")
-        time.sleep(TURN_POLL)
+        turns.wait(since, TURN_POLL)
 
 
 def hash_file(path: Path, size: int | None = None):
