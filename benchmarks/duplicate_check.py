@@ -71,7 +71,7 @@ def main() -> None:
         source = work / "stack.ome.tif"
         make_ome_tiff(source, args.size_mib << 20)
         with web(work / "data", worker=True, PORTAL_STAGING_RESERVE="0") as (base, _):
-            upload_seconds = upload(base, source, 16 << 20, keep=True)
+            upload_seconds = upload(base, source, keep=True)
             session, me = signed_in(base, "bench")
             if (first := wait_until_ended(session, base)) != "imported":
                 raise SystemExit(f"the first import ended {first}")

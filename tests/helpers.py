@@ -75,8 +75,8 @@ class Portal:
     def post(self, url, **kw):
         return self.client.post(url, headers=self.headers, **kw)
 
-    def put(self, url, **kw):
-        return self.client.put(url, headers=self.headers, **kw)
+    def put(self, url, headers=None, **kw):
+        return self.client.put(url, headers={**self.headers, **(headers or {})}, **kw)
 
     def new_batch(self, files: dict[str, bytes], **fields):
         body = {"group_id": self.me["groups"][0]["id"], "files": [{"name": n, "size": len(b)} for n, b in files.items()]}

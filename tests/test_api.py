@@ -1,7 +1,9 @@
+import base64
 import hashlib
 
 import pytest
 
+from app.core.staging import Staging
 from tests.helpers import OPEN_REDIRECTS, ome_tiff
 
 
@@ -82,6 +84,54 @@ def test_a_damaged_file_is_reset_and_sent_again(alice):
     bad = alice.post(f"/api/files/{file_id}/complete", json={"sha1": "0" * 40})
     assert bad.status_code == 422 and "damaged" in bad.get_json()["error"]
     assert alice.get(f"/api/files/{file_id}").get_json()["received"] == 0
+
+
+def _digest(chunk: bytes) -> dict:
+    return {"Content-Digest": f"sha-256=:{base64.b64encode(hashlib.sha256(chunk).digest()).decode()}:"}
+
+
+def test_chunks_checked_by_their_digest_complete_without_a_sha1(alice):
+    """The page's way: each chunk with its SHA-256 (RFC 9530 Content-Digest); one that does not
+    match is dropped whole, and a file whose every chunk matched completes without a SHA-1."""
+    data = ome_tiff((64, 64), seed=4)
+    batch = alice.new_batch({"a.ome.tif": data})
+    file_id = batch["jobs"][0]["files"][0]["id"]
+    first, rest = data[:3000], data[3000:]
+    assert alice.put(f"/api/files/{file_id}?offset=0", data=first, headers=_digest(first)).get_json()["received"] == 3000
+    damaged = alice.put(f"/api/files/{file_id}?offset=3000", data=b"\0" + rest[1:], headers=_digest(rest))
+    assert damaged.status_code == 422 and damaged.get_json()["code"] == "damaged_chunk"
+    assert alice.get(f"/api/files/{file_id}").get_json()["received"] == 3000  # dropped whole
+    assert alice.put(f"/api/files/{file_id}?offset=3000", data=rest, headers=_digest(rest)).get_json()["received"] == len(data)
+    done = alice.post(f"/api/files/{file_id}/complete", json={})
+    assert done.status_code == 200 and done.get_json()["sha1"] == hashlib.sha1(data).hexdigest()
+    assert alice.batch(batch["id"])["jobs"][0]["state"] == "queued"
+
+
+@pytest.mark.parametrize("header", ["sha-256=:AAAA:", "sha-256=abc", "sha-256=:" + "A" * 43 + "=:x"])
+def test_a_malformed_content_digest_is_refused(alice, header):
+    batch = alice.new_batch({"a.tif": b"1234"})
+    file_id = batch["jobs"][0]["files"][0]["id"]
+    refused = alice.put(f"/api/files/{file_id}?offset=0", data=b"1234", headers={"Content-Digest": header})
+    assert refused.status_code == 400 and "Content-Digest" in refused.get_json()["error"]
+    assert alice.get(f"/api/files/{file_id}").get_json()["received"] == 0
+
+
+def test_a_file_with_unchecked_chunks_needs_its_sha1(alice, embedded_app):
+    """A chunk without a digest (or a server that forgot, as after a restart) leaves nothing to vouch
+    for the bytes: completing without a SHA-1 is refused with the code the page acts on."""
+    data = ome_tiff((64, 64), seed=5)
+    batch = alice.new_batch({"a.ome.tif": data, "b.ome.tif": data[::-1]})
+    a, b = (j["files"][0]["id"] for j in batch["jobs"])
+    alice.put(f"/api/files/{a}?offset=0", data=data[:100], headers=_digest(data[:100]))
+    alice.put(f"/api/files/{a}?offset=100", data=data[100:])  # no digest
+    alice.put(f"/api/files/{b}?offset=0", data=data[::-1], headers=_digest(data[::-1]))
+    services = embedded_app.extensions["services"]
+    services.staging = Staging(services.staging.root, services.staging.reserve)  # a restarted web process
+    for file_id, content in ((a, data), (b, data[::-1])):
+        needed = alice.post(f"/api/files/{file_id}/complete", json={})
+        assert needed.status_code == 409 and needed.get_json()["code"] == "sha1_needed"
+        done = alice.post(f"/api/files/{file_id}/complete", json={"sha1": hashlib.sha1(content).hexdigest()})
+        assert done.get_json()["complete"] is True
 
 
 def test_cancel_a_queued_job_and_retry_only_failed_ones(alice, embedded_app):

@@ -1,6 +1,10 @@
 """The upload page in headless Chromium (Debian's, driven by Playwright) against `upload-portal serve`
 on embedded defaults, with its worker and the real converters. Screenshots go to test-artifacts/."""
+import base64
+import hashlib
 import re
+
+import pytest
 
 from tests.browser_helpers import MICROSCOPE_PC, ROWS, badge, copy_samples, row, shot, sign_in, state, wait_for_state
 from tests.helpers import SAMPLES, ome_tiff, wait_until
@@ -223,6 +227,61 @@ def test_a_slow_link_shows_the_bytes_leaving_before_any_chunk_is_acknowledged(br
     wait_for_state(page, "slow.ome.tif", "queued")  # every byte on the server, checked
     assert len(paused) == 1  # the first chunk's answer was held, and only it
     assert page.errors == []
+
+
+@pytest.mark.parametrize("webcrypto", [True, False], ids=["webcrypto", "plain-http"])
+def test_each_chunk_carries_its_digest_where_the_browser_hashes_natively(browser, served_without_worker, tmp_path,
+                                                                       webcrypto):
+    """With WebCrypto (HTTPS, localhost) each chunk carries its SHA-256 and the file completes without
+    the whole-file SHA-1 (WebAssembly, slower than a fast link); without it (plain HTTP elsewhere) the
+    page hashes the file and completes with that. Either way the server's SHA-1 is the file's."""
+    big = big_ome_tiff(tmp_path / "digest.ome.tif", 20)  # three chunks of 8 MiB
+    page = sign_in(browser, served_without_worker, "frank")
+    if not webcrypto:
+        page.add_init_script("Object.defineProperty(globalThis, 'isSecureContext', { value: false })")
+        page.reload()
+        page.wait_for_selector("body[data-ready=true]")
+    digests, completes = [], []
+    page.on("request", lambda r: r.method == "PUT" and digests.append((r.url, r.headers.get("content-digest"))))
+    page.on("request", lambda r: r.url.endswith("/complete") and completes.append(r.post_data_json))
+    page.set_input_files("#files", str(big))
+    page.locator(f"{ROWS}[data-state=pending]").wait_for()
+    page.click("#import")
+    wait_for_state(page, "digest.ome.tif", "queued")
+
+    data, chunk = big.read_bytes(), 8 << 20
+    expected = {offset: f"sha-256=:{base64.b64encode(hashlib.sha256(data[offset:offset + chunk]).digest()).decode()}:"
+                for offset in range(0, len(data), chunk)}
+    sent = {int(url.rsplit("offset=", 1)[1]): digest for url, digest in digests}
+    assert sent == (expected if webcrypto else dict.fromkeys(expected))
+    assert completes == ([{}] if webcrypto else [{"sha1": hashlib.sha1(data).hexdigest()}])
+    batch = page.context.request.get(served_without_worker + "/api/batches").json()["batches"][0]
+    held = page.context.request.get(f"{served_without_worker}/api/batches/{batch['id']}").json()
+    assert held["jobs"][0]["files"][0]["sha1"] == hashlib.sha1(data).hexdigest()
+    assert page.errors == []
+
+
+def test_the_page_completes_with_the_sha1_when_the_server_cannot_vouch_for_the_chunks(browser, served_without_worker,
+                                                                                     tmp_path):
+    """A server restarted mid-file forgets which chunks it checked and asks for the SHA-1 (409
+    sha1_needed, here answered by the browser's own interception): the page hashes the file then."""
+    small = tmp_path / "restart.ome.tif"
+    small.write_bytes(ome_tiff(seed=11))
+    page = sign_in(browser, served_without_worker, "grace")
+    completes = []
+
+    def restarted_server(route):
+        completes.append(route.request.post_data_json)
+        if len(completes) == 1:
+            return route.fulfill(status=409, json={"error": "Send the file's SHA-1", "code": "sha1_needed"})
+        return route.continue_()
+
+    page.route("**/api/files/*/complete", restarted_server)
+    page.set_input_files("#files", str(small))
+    page.locator(f"{ROWS}[data-state=pending]").wait_for()
+    page.click("#import")
+    wait_for_state(page, "restart.ome.tif", "queued")
+    assert completes == [{}, {"sha1": hashlib.sha1(small.read_bytes()).hexdigest()}]
 
 
 def test_small_files_travel_together_and_a_large_one_alone(browser, served, tmp_path):

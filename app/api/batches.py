@@ -126,8 +126,12 @@ def plan():
         error = grp.error or (None if grp.skipped else next((m for n in grp.files if (m := _too_big(n, sizes[n]))), None))
         groups.append({"files": [{"name": shown_name(n), "size": sizes[n]} for n in grp.files], "kind": grp.kind,
                        "size": sum(sizes[n] for n in grp.files), "error": error, "skipped": grp.skipped})
+    importable = [grp for grp in groups if grp["error"] is None and grp["skipped"] is None]
+    # the page hashes ahead only the files that will be checked against OMERO before sending
+    for grp, maybe in zip(importable, duplicates.may_be_in_omero(g.user, [grp["size"] for grp in importable])):
+        grp["may_be_in_omero"] = maybe
     return {"groups": groups, "count": len(sizes), "total_size": sum(sizes.values()),
-            "importable": sum(1 for grp in groups if grp["error"] is None and grp["skipped"] is None),
+            "importable": len(importable),
             "skipped": sum(1 for grp in groups if grp["skipped"])}
 
 

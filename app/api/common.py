@@ -37,7 +37,8 @@ def _own(db, model, id_: int):
 
 def _file_json(f: JobFile) -> dict:
     received = f.size if f.completed_at else _staging().received(f.job_id, f.stored_name)
-    return {"id": f.id, "name": f.name, "size": f.size, "received": received, "complete": f.completed_at is not None}
+    return {"id": f.id, "name": f.name, "size": f.size, "received": received, "complete": f.completed_at is not None,
+            "sha1": f.sha1 if f.completed_at else None}  # the server's own, once complete
 
 
 def _job_json(job: Job) -> dict:

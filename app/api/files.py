@@ -2,6 +2,8 @@
 that completes a file (a job whose files all arrived is queued)."""
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 
 from flask import current_app, request
@@ -15,6 +17,7 @@ from app.core.db import utcnow
 from app.core.models import JobFile, JobState
 from app.core.staging import BLOCK
 from app.errors import ApiError
+from app.slow_clients import body_blocks
 
 
 @bp.get("/files/<int:file_id>")
@@ -44,31 +47,44 @@ def put_file(file_id: int):
         if offset + length > f.size:
             raise ApiError("More bytes were sent than the file's declared size", 400)
         job_id, stored_name, size = f.job_id, f.stored_name, f.size
-    held = _staging().write(file_id, job_id, stored_name, offset, _body_blocks(length), size)
+    digest = _content_digest(request.headers.get("Content-Digest"))
+    with body_blocks(request.environ["wsgi.input"], length, BLOCK) as blocks:
+        held = _staging().write(file_id, job_id, stored_name, offset, _until_cut(blocks), size, digest, length)
     return {"id": file_id, "received": held, "size": size}
 
 
-def _body_blocks(length: int):
-    # The server's input stream itself, read no further than Content-Length (as WSGI allows):
-    # request.stream would wrap it and copy every block twice more
-    stream_ = request.environ["wsgi.input"]
-    remaining = length
-    while remaining > 0:
-        try:
-            block = stream_.read(min(BLOCK, remaining))
-        except (OSError, ClientDisconnected):  # the connection broke, or went silent (app.slow_clients)
-            block = b""
-        if not block:
-            break  # the client went away: keep what arrived
-        remaining -= len(block)
-        yield block
+def _content_digest(header: str | None) -> bytes | None:
+    """The chunk's SHA-256 from an RFC 9530 Content-Digest header (`sha-256=:<base64>:`); other
+    algorithms are ignored, as the RFC allows."""
+    for member in (header or "").split(","):
+        name, _, value = member.strip().partition("=")
+        if name.strip().lower() == "sha-256":
+            value = value.strip()
+            try:
+                digest = base64.b64decode(value[1:-1], validate=True) if value[:1] == value[-1:] == ":" else b""
+            except binascii.Error:
+                digest = b""
+            if len(digest) != 32:
+                raise ApiError("Content-Digest: sha-256 must be 32 bytes in base64 between colons", 400)
+            return digest
+    return None
+
+
+def _until_cut(blocks):
+    """The chunk's bytes (no further than Content-Length, as WSGI allows) until the connection broke
+    or went silent (app.slow_clients): what arrived is kept, and the client resumes from there."""
+    try:
+        yield from blocks
+    except (OSError, ClientDisconnected):
+        return
 
 
 @bp.post("/files/<int:file_id>/complete")
 @login_required
 def complete_file(file_id: int):
-    """Check the whole file against the client's SHA-1; a job whose files all arrived is queued."""
-    claimed = str((request.get_json(silent=True) or {}).get("sha1", "")).lower()
+    """Check the whole file against the client's SHA-1 (not needed when every chunk came with a
+    matching Content-Digest); a job whose files all arrived is queued."""
+    claimed = str((request.get_json(silent=True) or {}).get("sha1") or "").lower()
     with _db() as db:
         f = _own(db, JobFile, file_id)
         job = f.job
@@ -82,8 +98,11 @@ def complete_file(file_id: int):
         held = _staging().received(job.id, f.stored_name)
         if held != f.size:
             raise ApiError(f"The server holds {held:,} of {f.size:,} bytes: send the rest first", 409, "incomplete")
+        if not claimed and not _staging().verified(f.id, job.id, f.stored_name):
+            raise ApiError("Send the file's SHA-1 to complete it (its chunks were not all checked as they "
+                           "arrived)", 409, "sha1_needed")
         actual = _staging().sha1(f.id, job.id, f.stored_name)
-        if claimed != actual:
+        if claimed and claimed != actual:
             _staging().reset(f.id, job.id, f.stored_name)
             raise ApiError("The file arrived damaged (its SHA-1 does not match): it will be sent again", 422)
         f.sha1, f.completed_at = actual, utcnow()

@@ -29,7 +29,7 @@ from converters.meta import human_size
 
 BLOCK = 1 << 20
 TURN_WAIT = 10.0  # seconds a chunk sent ahead waits without the file growing before it is refused
-TURN_POLL = 0.002
+TURN_POLL = 0.02  # a chunk of this process wakes the next at once; one of another web process is seen this late
 PROMISE_HOURS = 24
 _HASH_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="staging-sha1")
 
@@ -66,8 +66,10 @@ class Staging:
         self.root = Path(root)
         self.reserve = reserve
         self.root.mkdir(parents=True, exist_ok=True)
-        self._hashers: OrderedDict[int, tuple[int, object]] = OrderedDict()  # file id -> (offset, sha1)
+        # file id -> (bytes held, running SHA-1 of them, whether all arrived verified)
+        self._hashers: OrderedDict[int, tuple[int, object, bool]] = OrderedDict()
         self._lock = threading.Lock()
+        self._turns = _Turns()
 
     def job_dir(self, job_id: int) -> Path:
         return self.root / str(job_id)
@@ -109,14 +111,28 @@ class Staging:
         return total
 
     def write(self, file_id: int, job_id: int, stored_name: str, offset: int, blocks: Iterable[bytes],
-              limit: int) -> int:
-        """Append blocks at offset (which must be the size already held); return the new size."""
+              limit: int, digest: bytes | None = None, length: int = 0) -> int:
+        """Append blocks at offset (which must be the size already held); return the new size.
+
+        With `digest` (the SHA-256 of the chunk's `length` bytes, sent by the page) the chunk counts
+        only when all its bytes arrived and match it, and a file whose every chunk matched needs no
+        SHA-1 from the client to complete (`verified`): the browser hashes its chunks natively instead
+        of the whole file in WebAssembly, which was slower than the network. A chunk that does not
+        match, or breaks off, is dropped whole."""
         path = self.path(job_id, stored_name)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "r+b", buffering=0) as f:
-            held = _await_turn(f, offset)
-            hasher = self._hasher(file_id, path, held)
+        try:
+            return self._append(file_id, path, os.fdopen(fd, "r+b", buffering=0), offset, blocks, limit, digest, length)
+        finally:  # the file is closed, its lock gone: the chunk sent next may go on
+            self._turns.told()
+
+    def _append(self, file_id: int, path: Path, f, offset: int, blocks: Iterable[bytes], limit: int,
+                digest: bytes | None, length: int) -> int:
+        with f:
+            held = _await_turn(f, offset, self._turns)
+            hasher, verified = self._running(file_id, path, held)
+            chunk = hashlib.sha256() if digest is not None else None
             written, hashing = held, None
             try:
                 f.seek(held)
@@ -126,7 +142,7 @@ class Staging:
                     # hashlib and write() both release the GIL: hash this block while writing it
                     if hashing is not None:
                         hashing.result()
-                    hashing = _HASH_POOL.submit(hasher.update, block)
+                    hashing = _HASH_POOL.submit(_update, hasher, chunk, block)
                     view = memoryview(block)
                     while view:  # a nearly full disk takes part of a block: count only what it took
                         done = f.write(view)
@@ -134,6 +150,10 @@ class Staging:
                         view = view[done:]
                 if hashing is not None:
                     hashing.result()
+                if chunk is not None and (written - held != length or chunk.digest() != digest):
+                    f.truncate(held)  # the running hash of what is held stays cached (`hasher` is a copy)
+                    raise StagingError("This chunk arrived damaged or incomplete (it does not match its "
+                                       "Content-Digest): send it again", 422, "damaged_chunk")
             except OSError as e:
                 f.truncate(written)
                 self._forget(file_id)
@@ -141,31 +161,42 @@ class Staging:
                     raise StagingError("The transfer server's disk is full: nothing was lost, retry later "
                                        "or ask the facility staff", 507) from None
                 raise
+            except StagingError:
+                raise
             except BaseException:
                 if hashing is not None:
                     hashing.cancel()
                 # keep what arrived whole (the client resumes from it), but the hash state is now unknown
                 self._forget(file_id)
                 raise
-            with self._lock:
-                self._hashers[file_id] = (written, hasher)
-                self._hashers.move_to_end(file_id)
-                while len(self._hashers) > 256:
-                    self._hashers.popitem(last=False)
+            self._remember(file_id, written, hasher, verified and digest is not None)
             return written
 
     def sha1(self, file_id: int, job_id: int, stored_name: str) -> str:
         """SHA-1 of what is held: from the running hash when it is current, else from the disk."""
         path = self.path(job_id, stored_name)
-        size = self.received(job_id, stored_name)
-        return self._hasher(file_id, path, size).hexdigest()
+        return self._running(file_id, path, self.received(job_id, stored_name))[0].hexdigest()
 
-    def _hasher(self, file_id: int, path: Path, size: int):
+    def verified(self, file_id: int, job_id: int, stored_name: str) -> bool:
+        """Whether every byte held arrived in chunks that matched their Content-Digest (as far as this
+        process saw them: a restart or another web process forgets, and the client then sends its SHA-1)."""
+        path = self.path(job_id, stored_name)
+        return self._running(file_id, path, self.received(job_id, stored_name))[1]
+
+    def _running(self, file_id: int, path: Path, size: int) -> tuple[object, bool]:
+        """(A copy of the running SHA-1 of the file's first `size` bytes, whether they were all verified)."""
         with self._lock:
             cached = self._hashers.get(file_id)
         if cached and cached[0] == size:
-            return cached[1].copy()
-        return hash_file(path, size)
+            return cached[1].copy(), cached[2]
+        return hash_file(path, size), size == 0
+
+    def _remember(self, file_id: int, size: int, hasher, verified: bool) -> None:
+        with self._lock:
+            self._hashers[file_id] = (size, hasher, verified)
+            self._hashers.move_to_end(file_id)
+            while len(self._hashers) > 256:
+                self._hashers.popitem(last=False)
 
     def _forget(self, file_id: int) -> None:
         with self._lock:
@@ -180,7 +211,32 @@ class Staging:
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
 
 
-def _await_turn(f, offset: int) -> int:
+def _update(sha1, chunk, block) -> None:
+    sha1.update(block)
+    if chunk is not None:
+        chunk.update(block)
+
+
+class _Turns:
+    """A chunk that lets go of its file wakes the chunks of this process waiting for theirs at once
+    (one of another web process is seen at the next poll)."""
+
+    def __init__(self):
+        self._told = threading.Condition()
+        self.count = 0
+
+    def told(self) -> None:
+        with self._told:
+            self.count += 1
+            self._told.notify_all()
+
+    def wait(self, since: int, seconds: float) -> None:
+        with self._told:
+            if self.count == since:  # nothing let go since the caller looked
+                self._told.wait(seconds)
+
+
+def _await_turn(f, offset: int, turns: _Turns) -> int:
     """Lock the file once it holds exactly `offset` bytes; return that size.
 
     A client keeps several chunks in flight: one sent ahead waits here (its body unread) while the
@@ -188,6 +244,7 @@ def _await_turn(f, offset: int) -> int:
     """
     deadline, last = time.monotonic() + TURN_WAIT, None
     while True:
+        since = turns.count
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             locked = True
@@ -206,7 +263,7 @@ def _await_turn(f, offset: int) -> int:
             if not locked:
                 raise StagingError("This file is being sent by another connection right now", 409, "resume")
             raise StagingError(f"The server holds {held} bytes of this file; resume from there", 409, "resume")
-        time.sleep(TURN_POLL)
+        turns.wait(since, TURN_POLL)
 
 
 def hash_file(path: Path, size: int | None = None):

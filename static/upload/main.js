@@ -120,7 +120,7 @@ async function replan() {
   showSkipped(plan.groups.filter((g) => g.skipped));
   // while the import is being set up, hash the first files it will send (the hash is kept for it)
   const first = plan.groups.find((group) => !group.error && !group.skipped);
-  if (first) hashAhead(first.files.map((f) => state.selection.get(f.name)).filter(Boolean));
+  if (first) hashAhead(first.files.map((f) => state.selection.get(f.name)).filter(Boolean), first.may_be_in_omero);
   summarise();
 }
 
@@ -221,7 +221,8 @@ async function sendAll() {
       const bytes = job.files.reduce((sum, f) => sum + (f.complete ? 0 : f.size - (f.received || 0)), 0);
       while (running.size && busy() + bytes > SENDING_BUDGET) await Promise.race(running.keys());
       if (job.state !== "uploading") continue;
-      if (jobs[i + 1]) hashAhead(jobs[i + 1].files.filter((f) => !f.complete).map(matching).filter(Boolean));
+      const after = jobs[i + 1];
+      if (after) hashAhead(after.files.filter((f) => !f.complete).map(matching).filter(Boolean), after.may_be_in_omero !== false);
       const sending = sendJob(job).finally(() => running.delete(sending));
       running.set(sending, bytes);
     }

@@ -1,9 +1,11 @@
-// Sending one job's files. Each file's SHA-1 is computed by a Web Worker (hasher.js) so the page stays
-// responsive. When OMERO holds something of the job's size, the hash comes first and the server is
-// asked whether OMERO already holds that content: then nothing is sent. Otherwise the chunks travel
-// while the worker hashes. Chunked PUTs go straight from the file (no copy on this thread), several in
-// flight, resumed where the server left off after a reload or a dropped connection, and completed
-// with the SHA-1.
+// Sending one job's files. Chunked PUTs go straight from the file (no copy on this thread), several in
+// flight, resumed where the server left off after a reload or a dropped connection. Each chunk carries
+// its SHA-256 (Content-Digest), computed by the browser's native WebCrypto, and the server keeps only
+// chunks that match: the file then completes without a whole-file hash on this side. Where the page
+// has no WebCrypto (plain HTTP other than localhost), or the server asks for it, the file's SHA-1 is
+// computed by a Web Worker (hasher.js, WebAssembly: slower than the network on a fast link) while the
+// chunks travel. When OMERO holds something of the job's size, the SHA-1 comes first and the server
+// is asked whether OMERO already holds that content: then nothing is sent.
 import { api, putBytes, sleep } from "./util.js";
 
 const CHUNK = 8 * 1024 * 1024;
@@ -12,6 +14,9 @@ const IN_FLIGHT = 3;  // the server takes a chunk sent ahead once the ones befor
 // requests overlap (a small file's time is its round trips, not its bytes). sendAll keeps to it.
 export const SENDING_BUDGET = IN_FLIGHT * CHUNK;
 const RETRY_MS = [1000, 2000, 5000, 10000, 30000];  // a flaky network gets a few seconds, then a steady retry
+const DAMAGED_TRIES = 3;  // a chunk that arrives damaged this many times running stops the file
+// Only a secure context (HTTPS, localhost) has WebCrypto.
+export const NATIVE_DIGEST = Boolean(globalThis.isSecureContext && globalThis.crypto && crypto.subtle);
 
 let worker = null;
 const asked = new Map();  // request id -> {resolve, reject, progress}
@@ -45,9 +50,19 @@ export function hashFile(file, progress = () => {}) {
   return sums.get(file);
 }
 
-// Hash the files of the import's next job while this one is sent (the worker takes them in turn).
-export function hashAhead(files) {
-  files.forEach((file) => hashFile(file).catch(() => {}));
+// Hash the files of the import's next job while this one is sent (the worker takes them in turn), if
+// they will need their SHA-1: to be checked against OMERO first, or without native chunk digests.
+export function hashAhead(files, checkedFirst) {
+  if (checkedFirst || !NATIVE_DIGEST) files.forEach((file) => hashFile(file).catch(() => {}));
+}
+
+// The Content-Digest header of a chunk (RFC 9530): its SHA-256, hashed natively off the main thread.
+async function chunkDigest(file, blob) {
+  let bytes;
+  try { bytes = await blob.arrayBuffer(); }
+  catch (e) { throw Object.assign(new Error(`${file.name} could not be read: ${e.message || e}`), { status: 0 }); }
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return { "Content-Digest": `sha-256=:${btoa(String.fromCharCode(...digest))}:` };
 }
 
 // Before any byte of a job travels: its files' SHA-1s, and the server's answer whether OMERO holds
@@ -66,11 +81,12 @@ export async function checkJob(job, files, progress) {
 // "offline" (waiting for the network). While sending, `sent` counts the bytes that left the browser
 // (so a slow link shows progress long before a chunk is acknowledged) and `held` those the server
 // acknowledged. stop: an AbortSignal, aborted when the job was cancelled (by the user or by staff);
-// the chunks on their way are dropped at once. The file's SHA-1 (remote.sha1, set by checkJob) is
-// otherwise computed by the worker while the chunks travel.
+// the chunks on their way are dropped at once.
 export async function sendFile(remote, file, progress, stop = new AbortController().signal) {
-  if (!remote.sha1) hashFile(file).catch(() => {});  // hashing starts now (a read error is told at the end)
-  let failures = 0;
+  // without native digests the SHA-1 is needed: hashing starts now (a read error is told at the end)
+  if (!remote.sha1 && !NATIVE_DIGEST) hashFile(file).catch(() => {});
+  const sha1 = () => hashFile(file, (hashed) => progress("checking", hashed, file.size));
+  let failures = 0, damaged = 0;
   const offline = async () => {
     progress("offline", undefined, file.size);
     await sleep(RETRY_MS[Math.min(failures++, RETRY_MS.length - 1)]);
@@ -90,9 +106,10 @@ export async function sendFile(remote, file, progress, stop = new AbortControlle
     const flying = [];
     const tell = () => progress("sending", flying.reduce((sum, put) => sum + put.sent, offset), file.size, offset);
     const put = (start) => {
-      const chunk = { sent: 0 };
-      chunk.request = putBytes(`/api/files/${remote.id}?offset=${start}`, file.slice(start, start + CHUNK),
-        (sent) => { chunk.sent = sent; if (flying.includes(chunk)) tell(); }, stop);
+      const chunk = { sent: 0 }, blob = file.slice(start, start + CHUNK);
+      chunk.request = (NATIVE_DIGEST ? chunkDigest(file, blob) : Promise.resolve({})).then((headers) =>
+        putBytes(`/api/files/${remote.id}?offset=${start}`, blob,
+          (sent) => { chunk.sent = sent; if (flying.includes(chunk)) tell(); }, stop, headers));
       chunk.request.catch(() => {});  // handled when its turn comes
       return chunk;
     };
@@ -102,30 +119,45 @@ export async function sendFile(remote, file, progress, stop = new AbortControlle
       try {
         offset = (await flying[0].request).received;
         flying.shift();
-        failures = 0;
+        failures = damaged = 0;
         tell();
         continue;
       } catch (e) {
         if (stop.aborted) return false;  // the others were stopped with it
         await Promise.allSettled(flying.splice(0).map((chunk) => chunk.request));  // refused, or wait in vain
         if (e.status === undefined) await offline();                                // network gone
+        else if (e.code === "damaged_chunk") { if (++damaged >= DAMAGED_TRIES) throw e; }  // dropped: again
         else if (e.code !== "resume") throw e;                                      // cancelled, or refused
       }
       offset = next = await held();  // part of a chunk may have arrived before the cut: go on from there
     }
     try {
-      // the worker may still be hashing the last chunks' bytes: show it, then complete with its answer
-      remote.sha1 = remote.sha1 || await hashFile(file, (hashed) => progress("checking", hashed, file.size));
-      await api("POST", `/api/files/${remote.id}/complete`, { sha1: remote.sha1 });
+      // without native digests the worker may still be hashing the last chunks' bytes: show it, then
+      // complete with its answer; with them the server checked every chunk and knows the SHA-1
+      if (!remote.sha1 && !NATIVE_DIGEST) remote.sha1 = await sha1();
+      await complete(remote, sha1);
     } catch (e) {
       // damaged: the server's copy differs from ours and was dropped; send it once more from the start
       if (e.code !== "damaged" || attempt >= 2) throw e;
       sums.delete(file);  // the local file may have changed since it was hashed
-      remote.sha1 = await hashFile(file, (hashed) => progress("checking", hashed, file.size));
+      remote.sha1 = await sha1();
       continue;
     }
     remote.complete = true;
     remote.received = file.size;
     return true;
+  }
+}
+
+// Complete a file whose bytes all arrived: with its SHA-1 when known, else on the strength of its checked
+// chunks, unless the server cannot vouch for them (it restarted meanwhile): then with the SHA-1 after all.
+async function complete(remote, sha1) {
+  const url = `/api/files/${remote.id}/complete`;
+  try {
+    return await api("POST", url, remote.sha1 ? { sha1: remote.sha1 } : {});
+  } catch (e) {
+    if (e.code !== "sha1_needed") throw e;
+    remote.sha1 = await sha1();
+    return api("POST", url, { sha1: remote.sha1 });
   }
 }

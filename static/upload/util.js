@@ -30,8 +30,8 @@ export async function api(method, url, body) {
 
 // PUT bytes and tell sent(bytes) as they leave: fetch has no upload progress, XMLHttpRequest has.
 // The same answers and errors as api(); signal (an AbortSignal) stops the request, which then fails
-// with code "stopped".
-export function putBytes(url, blob, sent, signal) {
+// with code "stopped". headers: more request headers (a Content-Digest).
+export function putBytes(url, blob, sent, signal, headers = {}) {
   return new Promise((resolve, reject) => {
     if (signal.aborted) return reject(unanswered(signal));
     const request = new XMLHttpRequest();
@@ -41,6 +41,7 @@ export function putBytes(url, blob, sent, signal) {
     request.open("PUT", url);
     request.setRequestHeader("X-CSRFToken", csrf);
     request.setRequestHeader("Content-Type", "application/octet-stream");
+    Object.entries(headers).forEach(([name, value]) => request.setRequestHeader(name, value));
     request.upload.onprogress = (event) => sent(event.loaded);  // set before send(), or none are told
     request.onload = () => {
       let data;
