@@ -206,6 +206,11 @@ def test_bytes_that_change_after_the_check_are_not_reported_imported(embedded_ap
     assert run(embedded_app, job_id) == "failed"
     assert "does not match the file sent" in job(embedded_app, job_id).message
     assert images(embedded_app, "alice") == []  # the wrong copy is not left in OMERO
+    assert job(embedded_app, job_id).can_retry  # as the message says (a copy damaged on its way may come whole)
+    assert alice.post(f"/api/jobs/{job_id}/retry").status_code == 200
+    monkeypatch.setattr(pipeline.converters, "convert", convert)
+    assert run(embedded_app, job_id) == "failed"  # the staged copy itself changed: the retry says so
+    assert "no longer intact on the transfer server" in job(embedded_app, job_id).message
 
 
 def test_an_unreachable_omero_is_retried_with_backoff_then_fails(embedded_app, alice, monkeypatch):

@@ -39,7 +39,11 @@ class RetryLater:
 
 
 class JobFailed(Exception):
-    """End the job as failed with this message for the researcher."""
+    """End the job as failed with this message for the researcher; Retry is offered when it may help."""
+
+    def __init__(self, message: str, retry_helps: bool = False):
+        super().__init__(message)
+        self.retry_helps = retry_helps
 
 
 class Run:
@@ -136,8 +140,8 @@ def _settle(services: Services, run: Run, job: Job, worker: str) -> str | RetryL
             raise JobFailed(f"Processing this file stopped the worker {job.attempts - 1} times; "
                             "the facility staff have the details")
         return _process(services, run, job)
-    except (JobFailed, converters.ConversionError) as e:
-        run.finish(JobState.FAILED, _their_names(job, str(e)), can_retry=False)  # the same content would fail the same way
+    except (JobFailed, converters.ConversionError) as e:  # mostly the same content would fail the same way
+        run.finish(JobState.FAILED, _their_names(job, str(e)), can_retry=getattr(e, "retry_helps", False))
         return "failed"
     except claims.Busy as e:  # back in the queue, not counted as an attempt; then likely a duplicate
         delay = min(60.0, max(2.0, e.seconds / 4))
@@ -339,7 +343,8 @@ def _import_images(omero, run: Run, job: Job, conversion: converters.Conversion,
                 raise
             if not made or any(i.sha1 != expected[name] for i in made):
                 omero.delete_images(job.batch.group_id, [image.id for image in made])  # no wrong copy stays
-                raise JobFailed("OMERO's copy does not match the file sent (checksum differs): retry the import")
+                raise JobFailed("OMERO's copy does not match the file sent (checksum differs): retry the import",
+                                retry_helps=True)
             omero.mark_complete(job.batch.group_id, [i.id for i in made])
             have[name] = made
         sent_before += size
