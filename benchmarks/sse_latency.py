@@ -60,7 +60,8 @@ def measure(base: str, streams: int, events: int) -> tuple[float, float]:
         called = time.monotonic()
         batch = session.post(base + "/api/batches", json={
             "group_id": me["groups"][0]["id"], "files": [{"name": f"e{i}.tif", "size": 1}]}).json()
-        sent[batch["jobs"][0]["id"]] = called
+        job_id = batch["jobs"][0]["id"]
+        sent[job_id] = called
         session.post(f"{base}/api/jobs/{job_id}/cancel")
         time.sleep(0.05)
     time.sleep(2)
