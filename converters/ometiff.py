@@ -31,6 +31,7 @@ FAST_LEVELS = {"zstd": 1, "zlib": 1}
 ENCODE_BUFFER = 16 * 2**20  # compressed or waiting tiles held at once, beyond the band being read
 _ENCODERS = {"zstd": imagecodecs.zstd_encode, "zlib": imagecodecs.zlib_encode, "lzw": imagecodecs.lzw_encode}
 BIGTIFF_ABOVE = 2**32 - 2**28  # classic TIFF offsets are 32-bit; keep a margin for tags and pyramid
+HALVE_ROWS = 32  # rows of a band reduced at once (even)
 
 
 def write(image: SourceImage, out: Path, options: ConvertOptions, microscope: str | None) -> None:
@@ -174,7 +175,7 @@ class _Tiles:
                         raise ConversionError(
                             f"a band of rows has shape {band.shape}, expected {(min(th, ny - y0), nx)}")
                     if sink is not None:
-                        sink.write(_halve(band).tobytes())
+                        sink.write(_halve(band).data)
                     for x0 in range(0, nx, tw):
                         part = band[:, x0:x0 + tw]
                         item = (self.pool.submit(self._encode_tile, part, tile), part.size)
@@ -185,8 +186,10 @@ class _Tiles:
             _put(waiting, e, stop)
 
     def _encode_tile(self, part: np.ndarray, tile: tuple[int, int]) -> bytes:
-        if part.shape != tile:  # edge tiles are padded to the full tile, as TIFF stores them
-            part = np.pad(part, ((0, tile[0] - part.shape[0]), (0, tile[1] - part.shape[1])))
+        if part.shape != tile:  # edge tiles are padded with zeros to the full tile, as TIFF stores them
+            full = np.zeros(tile, part.dtype)  # (np.pad takes longer than compressing the tile)
+            full[:part.shape[0], :part.shape[1]] = part
+            part = full
         return self.encode(np.ascontiguousarray(part))
 
 
@@ -204,24 +207,35 @@ def _put(waiting: queue.Queue, item, stop: threading.Event) -> bool:
 def _halve(band: np.ndarray) -> np.ndarray:
     """2x2 mean (integers rounded half up); odd edges are padded by repeating the last row/column.
 
-    Pairwise sums of strided views: several times faster than mean() over a reshaped block.
+    Pairwise sums of strided views: several times faster than mean() over a reshaped block. The band
+    is reduced HALVE_ROWS rows at a time, so the sums in a wider type (a 16-bit band's in 32 bits)
+    take a MiB or two and stay in cache, instead of doubling a band that may be 16+ MiB.
     """
     ny, nx = band.shape
-    if ny % 2 or nx % 2:
-        band = np.pad(band, ((0, ny % 2), (0, nx % 2)), mode="edge")
-    if band.dtype.kind in "iu":
+    out = np.empty((-(-ny // 2), -(-nx // 2)), band.dtype)
+    for y0 in range(0, ny, HALVE_ROWS):
+        block = band[y0:y0 + HALVE_ROWS]
+        rows, cols = block.shape
+        if rows % 2 or cols % 2:
+            block = np.pad(block, ((0, rows % 2), (0, cols % 2)), mode="edge")
+        out[y0 // 2:(y0 + rows + 1) // 2] = _halve_block(block)
+    return out
+
+
+def _halve_block(block: np.ndarray) -> np.ndarray:
+    if block.dtype.kind in "iu":
         # the narrowest type that holds a sum of four, cast as the rows are added: for 8-bit SEM
         # images this halves the memory traffic
-        wider = {1: "2", 2: "4"}.get(band.dtype.itemsize, "8")
-        work = np.dtype(("u" if band.dtype.kind == "u" and wider != "8" else "i") + wider)
-        total = np.add(band[0::2], band[1::2], dtype=work)
+        wider = {1: "2", 2: "4"}.get(block.dtype.itemsize, "8")
+        work = np.dtype(("u" if block.dtype.kind == "u" and wider != "8" else "i") + wider)
+        total = np.add(block[0::2], block[1::2], dtype=work)
         total = np.add(total[:, 0::2], total[:, 1::2])
         total += 2
         total >>= 2
-        return total.astype(band.dtype)
-    work = np.float64 if band.dtype.itemsize == 8 else np.float32
-    total = np.add(band[0::2], band[1::2], dtype=work)
-    return ((total[:, 0::2] + total[:, 1::2]) * 0.25).astype(band.dtype)
+        return total
+    work = np.float64 if block.dtype.itemsize == 8 else np.float32
+    total = np.add(block[0::2], block[1::2], dtype=work)
+    return (total[:, 0::2] + total[:, 1::2]) * 0.25
 
 
 def _levels(ny: int, nx: int, above: int) -> int:

@@ -196,6 +196,19 @@ def test_halving_is_the_2x2_mean_with_odd_edges_repeated(dtype):
     assert np.array_equal(ometiff._halve(band), expected.astype(dtype))
 
 
+@pytest.mark.parametrize("dtype", ["u2", "i2", "u1"])
+def test_halving_a_band_taller_than_one_block_near_the_type_limits(dtype):
+    """A band is halved HALVE_ROWS rows at a time: the blocks meet without a seam, an odd last row and
+    column repeat, and four values near the type's limits neither overflow nor lose the half."""
+    info = np.iinfo(dtype)
+    rows = 2 * ometiff.HALVE_ROWS + 3
+    band = np.random.default_rng(1).integers(info.max - 3, info.max, (rows, 9), endpoint=True).astype(dtype)
+    band[::5] = np.random.default_rng(2).integers(info.min, info.min + 4, band[::5].shape, endpoint=True)
+    padded = np.pad(band.astype(np.float64), ((0, 1), (0, 1)), mode="edge")
+    expected = np.floor(padded.reshape(padded.shape[0] // 2, 2, 5, 2).mean(axis=(1, 3)) + 0.5)
+    assert np.array_equal(ometiff._halve(band), expected.astype(dtype))
+
+
 def test_threaded_compression_writes_the_same_pixels(tmp_path):
     files, data = big_mrc_pair(tmp_path, 1100, 2300)
     result = convert(files, tmp_path / "out", ConvertOptions(workers=2))
