@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 import struct
+import subprocess
 import warnings
 from datetime import UTC, datetime
 
@@ -44,6 +45,28 @@ def test_large_image_is_tiled_with_subifd_pyramid(tmp_path, check_output):
         assert not tif.is_bigtiff
     seen = check_output(result)
     assert seen.resolutions == 3
+
+
+def test_one_byte_pixels_get_tiles_twice_as_wide_that_bio_formats_reads(tmp_path, bioformats_jar):
+    """zstd would compress a 512x512 8-bit tile (256 KiB) with its slower small-input parameters: such
+    images get 512x1024 tiles. Bio-Formats (what OMERO reads with) decodes every level as written."""
+    data = np.random.default_rng(5).integers(0, 256, (1100, 2500), dtype=np.uint8)
+    image = SourceImage(shape={"T": 1, "C": 1, "Z": 1, "Y": 1100, "X": 2500}, dtype=np.dtype(np.uint8),
+                        planes=lambda: iter([FuncPlane((1100, 2500), np.uint8, lambda y0, y1: data[y0:y1])]),
+                        channels=["SE"])
+    out = tmp_path / "se.ome.tiff"
+    ometiff.write(image, out, ConvertOptions(), None)
+    with tifffile.TiffFile(out) as tif:
+        page = tif.pages.first
+        assert (page.tilelength, page.tilewidth) == (512, 1024) and page.compression == tifffile.COMPRESSION.ZSTD
+    run = subprocess.run(["java", "-cp", str(bioformats_jar), "loci.formats.tools.ImageConverter", "-noflat",
+                          "-no-upgrade", str(out), str(tmp_path / "bf.tif")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    level1 = np.floor(data.reshape(550, 2, 1250, 2).mean(axis=(1, 3)) + 0.5)  # 2x2 mean, half up
+    with tifffile.TiffFile(tmp_path / "bf.tif") as seen:
+        assert [p.shape for p in seen.pages] == [(1100, 2500), (550, 1250), (275, 625)]
+        assert np.array_equal(seen.pages[0].asarray(), data)
+        assert np.array_equal(seen.pages[1].asarray(), level1.astype(np.uint8))
 
 
 def test_pyramid_halves_until_small(tmp_path):
