@@ -259,3 +259,13 @@ def test_an_error_while_reading_a_band_stops_the_writer_and_leaves_no_file(tmp_p
     with pytest.raises(ConversionError, match="ends early"):
         ometiff.write(image, out, ConvertOptions(workers=3), None)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("yielded", [1, 3])
+def test_a_file_yielding_other_than_its_header_s_plane_count_fails_and_leaves_no_file(tmp_path, yielded):
+    plane = FuncPlane((40, 30), np.uint16, lambda y0, y1: np.zeros((y1 - y0, 30), np.uint16))
+    image = SourceImage(shape={"T": 2, "C": 1, "Z": 1, "Y": 40, "X": 30}, dtype=np.dtype(np.uint16),
+                        planes=lambda: iter([plane] * yielded), channels=["HAADF"])
+    with pytest.raises(ConversionError, match=rf"^the file yields {yielded} planes, its header says 2$"):
+        ometiff.write(image, tmp_path / "stack.ome.tif", ConvertOptions(), None)
+    assert list(tmp_path.iterdir()) == []
