@@ -34,7 +34,7 @@ class ConvertOptions:
     microscope_names: Mapping[str, str] = field(default_factory=dict)  # raw instrument -> friendly
     compression: str = "zstd"  # any lossless tifffile codec Bio-Formats reads: "zstd", "zlib", "lzw", "none"
     compression_level: int | None = None  # None: the codec's fast default
-    tile: int = 512  # tile edge in pixels (multiple of 16)
+    tile: int = 512  # tile edge in pixels (multiple of 16); one-byte pixels get tiles twice as wide
     pyramid_above: int = 2048  # images wider or taller than this get reduced levels (SubIFDs)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # threads compressing tiles: every core
     progress: Callable[[float], None] | None = None  # told the fraction done (0..1) as planes are written

@@ -31,6 +31,7 @@ FAST_LEVELS = {"zstd": 1, "zlib": 1}
 ENCODE_BUFFER = 16 * 2**20  # compressed or waiting tiles held at once, beyond the band being read
 _ENCODERS = {"zstd": imagecodecs.zstd_encode, "zlib": imagecodecs.zlib_encode, "lzw": imagecodecs.lzw_encode}
 BIGTIFF_ABOVE = 2**32 - 2**28  # classic TIFF offsets are 32-bit; keep a margin for tags and pyramid
+HALVE_ROWS = 32  # rows of a band reduced at once (even)
 
 
 def write(image: SourceImage, out: Path, options: ConvertOptions, microscope: str | None) -> None:
@@ -46,7 +47,10 @@ def write(image: SourceImage, out: Path, options: ConvertOptions, microscope: st
     # level 1 of zstd/zlib: 4x faster than their defaults, and as small on noisy EM pixels
     level = options.compression_level if options.compression_level is not None else FAST_LEVELS.get(compression)
     ny, nx = image.shape["Y"], image.shape["X"]
-    tile = (min(options.tile, _ceil16(ny)), min(options.tile, _ceil16(nx)))
+    # zstd compresses an input of 256 KiB or less with its small-input parameters, at half the speed
+    # on SEM images: one-byte pixels get tiles twice as wide, 512 KiB like a 16-bit tile
+    wide = 2 if image.dtype.itemsize == 1 else 1
+    tile = (min(options.tile, _ceil16(ny)), min(options.tile * wide, _ceil16(nx)))
     levels = _levels(ny, nx, options.pyramid_above)
     nplanes = image.shape["T"] * image.shape["C"] * image.shape["Z"]
     raw_bytes = nplanes * ny * nx * image.dtype.itemsize
@@ -59,15 +63,16 @@ def write(image: SourceImage, out: Path, options: ConvertOptions, microscope: st
     try:
         with tifffile.TiffWriter(part, bigtiff=raw_bytes * 4 // 3 > BIGTIFF_ABOVE, ome=False) as tif, \
                 tempfile.TemporaryDirectory(dir=out.parent, prefix=".pyramid-") as scratch, \
-                ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="tile-encode") as pool:
-            tiles, written = _Tiles(encode, pool, max(1, options.workers), progress), 0
-            for plane in image.planes():
-                if plane.shape != (ny, nx):
-                    raise ConversionError(f"plane {written} is {plane.shape[1]}x{plane.shape[0]}, expected {nx}x{ny}")
-                _write_pyramid(tif, plane, levels, Path(scratch), tiles, kwargs, xml if written == 0 else None)
-                written += 1
-            if written != nplanes:
-                raise ConversionError(f"the file yields {written} planes, its header says {nplanes}")
+                ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="tile-encode") as pool, \
+                _Tiles(image, nplanes, levels, tile, Path(scratch), encode, pool, max(1, options.workers)) as tiles:
+            for index in range(nplanes):
+                for level, shape in enumerate(_level_shapes(ny, nx, levels)):
+                    if level == 0:
+                        extra = {"subifds": levels} | ({"description": xml} if index == 0 else {})
+                    else:
+                        extra = {"subfiletype": 1}
+                    tif.write(tiles.take(shape, progress), shape=shape, **kwargs, **extra)
+            tiles.finish()
         os.replace(part, out)
     except OSError as e:
         raise ConversionError(f"{out.name} could not be written: {e.strerror or e}") from None
@@ -98,96 +103,126 @@ class _Progress:
             self.report(share)
 
 
-def _pyramid_pixels(ny: int, nx: int, levels: int) -> int:
-    total = 0
-    for _ in range(levels + 1):
-        total += ny * nx
+def _level_shapes(ny: int, nx: int, levels: int) -> list[tuple[int, int]]:
+    """The plane's shape and those of its reduced levels (each the 2x2 mean of the one before)."""
+    shapes = [(ny, nx)]
+    for _ in range(levels):
         ny, nx = math.ceil(ny / 2), math.ceil(nx / 2)
-    return total
+        shapes.append((ny, nx))
+    return shapes
 
 
-def _write_pyramid(tif, plane, levels: int, scratch: Path, tiles: _Tiles, kwargs: dict,
-                   description: str | None) -> None:
-    """Write one plane and its reduced levels; each level's pass also produces the next level."""
-    source = plane
-    for level in range(levels + 1):
-        shape = source.shape
-        reduced = scratch / f"level{level + 1}.raw" if level < levels else None
-        extra = {"description": description, "subifds": levels} if level == 0 else {"subfiletype": 1}
-        if level == 0 and description is None:
-            extra.pop("description")
-        encoded = tiles.encoded(source, kwargs["tile"], reduced)
-        try:
-            tif.write(encoded, shape=shape, **kwargs, **extra)
-        finally:
-            encoded.close()  # ends the reader, which closes the reduced level's scratch file before it is read
-        if reduced is not None:
-            source = FilePlane(reduced, 0, (math.ceil(shape[0] / 2), math.ceil(shape[1] / 2)), source.dtype)
+def _pyramid_pixels(ny: int, nx: int, levels: int) -> int:
+    return sum(y * x for y, x in _level_shapes(ny, nx, levels))
 
 
 class _Tiles:
-    """A plane's tiles compressed on every core, in order, for tifffile to write.
+    """Every plane's tiles and those of its reduced levels, compressed on every core, in the order
+    tifffile writes them.
 
-    A reader thread reads the plane band by band (one tile row) and writes each band's 2x2 reduction
-    to the next level's scratch file, while the pool compresses the tiles of earlier bands and
-    tifffile writes those done: reading, reducing, compressing and writing overlap. Memory holds the
-    band being read and at most ENCODE_BUFFER of tiles waiting.
+    One reader thread goes through the planes and their levels in that order: it reads a level band
+    by band (one tile row), writes each band's 2x2 reduction to the next level's scratch file (read
+    back, band by band, for that level's own pass), cuts the band into tiles and hands them to the
+    pool, while tifffile writes the tiles done. Reading, reducing, compressing and writing overlap,
+    and the pipeline never drains between levels or planes (a Velox stack has dozens). Memory holds
+    the band being read and at most ENCODE_BUFFER of tiles waiting (copied out of their band).
     """
 
-    def __init__(self, encode: Callable[[np.ndarray], bytes], pool: ThreadPoolExecutor, workers: int,
-                 progress: _Progress):
-        self.encode, self.pool, self.workers, self.progress = encode, pool, workers, progress
+    def __init__(self, image: SourceImage, nplanes: int, levels: int, tile: tuple[int, int], scratch: Path,
+                 encode: Callable[[np.ndarray], bytes], pool: ThreadPoolExecutor, workers: int):
+        self.image, self.nplanes, self.levels, self.tile, self.scratch = image, nplanes, levels, tile, scratch
+        self.encode, self.pool = encode, pool
+        self.waiting: queue.Queue = queue.Queue(
+            maxsize=max(2 * workers, ENCODE_BUFFER // (tile[0] * tile[1] * image.dtype.itemsize)))
+        self.stop = threading.Event()
+        self.reader = threading.Thread(target=self._read, name="tile-read", daemon=True)
 
-    def encoded(self, plane, tile: tuple[int, int], reduced: Path | None) -> Iterator[bytes]:
-        th, tw = tile
-        waiting: queue.Queue = queue.Queue(maxsize=max(2 * self.workers,
-                                                       ENCODE_BUFFER // (th * tw * plane.dtype.itemsize)))
-        stop = threading.Event()
-        reader = threading.Thread(target=self._read, args=(plane, tile, reduced, waiting, stop),
-                                  name="tile-read", daemon=True)
-        reader.start()
-        try:
-            while (item := waiting.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                future, pixels = item
-                encoded = future.result()
-                self.progress.add(pixels)  # before the yield: tifffile takes the last tile and stops
-                yield encoded
-        finally:
-            stop.set()
-            while reader.is_alive():  # unblock a reader waiting for room, then let it end
-                try:
-                    waiting.get(timeout=0.05)
-                except queue.Empty:
-                    pass
-            reader.join()
+    def __enter__(self) -> _Tiles:
+        self.reader.start()
+        return self
 
-    def _read(self, plane, tile, reduced: Path | None, waiting: queue.Queue, stop: threading.Event) -> None:
-        ny, nx = plane.shape
-        th, tw = tile
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        while self.reader.is_alive():  # unblock a reader waiting for room, then let it end
+            try:
+                self.waiting.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self.reader.join()
+
+    def take(self, shape: tuple[int, int], progress: _Progress) -> Iterator[bytes]:
+        """The compressed tiles of the next level of this shape, as they are done."""
+        th, tw = self.tile
+        for _ in range(-(-shape[0] // th) * -(-shape[1] // tw)):
+            item = self.waiting.get()
+            if isinstance(item, BaseException):
+                raise item
+            future, pixels = item
+            encoded = future.result()
+            progress.add(pixels)  # before the yield: tifffile takes the last tile and stops
+            yield encoded
+
+    def finish(self) -> None:
+        """Raise what the reader found after the last plane (more planes than the header says)."""
+        item = self.waiting.get()
+        if isinstance(item, BaseException):
+            raise item
+
+    def _read(self) -> None:
+        ny, nx = self.image.shape["Y"], self.image.shape["X"]
         try:
-            with open(reduced, "wb") if reduced is not None else contextlib.nullcontext() as sink:
-                for y0 in range(0, ny, th):
-                    band = plane.rows(y0, min(y0 + th, ny))
-                    if band.shape != (min(th, ny - y0), nx):
-                        raise ConversionError(
-                            f"a band of rows has shape {band.shape}, expected {(min(th, ny - y0), nx)}")
-                    if sink is not None:
-                        sink.write(_halve(band).tobytes())
-                    for x0 in range(0, nx, tw):
-                        part = band[:, x0:x0 + tw]
-                        item = (self.pool.submit(self._encode_tile, part, tile), part.size)
-                        if not _put(waiting, item, stop):
-                            return
-            _put(waiting, None, stop)
+            planes, index = iter(self.image.planes()), 0
+            for plane in planes:
+                if index == self.nplanes:  # counted without reading them, for the message
+                    raise ConversionError(f"the file yields {index + 1 + sum(1 for _ in planes)} planes, "
+                                          f"its header says {self.nplanes}")
+                if plane.shape != (ny, nx):
+                    raise ConversionError(f"plane {index} is {plane.shape[1]}x{plane.shape[0]}, expected {nx}x{ny}")
+                source = plane
+                for level in range(self.levels + 1):
+                    reduced = self.scratch / f"level{level + 1}.raw" if level < self.levels else None
+                    if not self._level(source, reduced):
+                        return
+                    if reduced is not None:  # its scratch file is complete and closed
+                        shape = (math.ceil(source.shape[0] / 2), math.ceil(source.shape[1] / 2))
+                        source = FilePlane(reduced, 0, shape, source.dtype)
+                index += 1
+            if index != self.nplanes:
+                raise ConversionError(f"the file yields {index} planes, its header says {self.nplanes}")
+            _put(self.waiting, None, self.stop)
         except BaseException as e:  # handed to the writing thread, which raises it
-            _put(waiting, e, stop)
+            _put(self.waiting, e, self.stop)
 
-    def _encode_tile(self, part: np.ndarray, tile: tuple[int, int]) -> bytes:
-        if part.shape != tile:  # edge tiles are padded to the full tile, as TIFF stores them
-            part = np.pad(part, ((0, tile[0] - part.shape[0]), (0, tile[1] - part.shape[1])))
-        return self.encode(np.ascontiguousarray(part))
+    def _level(self, plane, reduced: Path | None) -> bool:
+        """Queue one level's tiles (and write its reduction); False when the writer stopped."""
+        ny, nx = plane.shape
+        th, tw = self.tile
+        with open(reduced, "wb") if reduced is not None else contextlib.nullcontext() as sink:
+            for y0 in range(0, ny, th):
+                band = plane.rows(y0, min(y0 + th, ny))
+                if band.shape != (min(th, ny - y0), nx):
+                    raise ConversionError(f"a band of rows has shape {band.shape}, expected {(min(th, ny - y0), nx)}")
+                if sink is not None:
+                    sink.write(_halve(band).data)
+                for x0 in range(0, nx, tw):
+                    part = _cut(band, x0, self.tile)
+                    item = (self.pool.submit(self.encode, part), min(th, ny - y0) * min(tw, nx - x0))
+                    if not _put(self.waiting, item, self.stop):
+                        return False
+                del band, part  # the tiles own their pixels: the band goes before the next is read
+        return True
+
+
+def _cut(band: np.ndarray, x0: int, tile: tuple[int, int]) -> np.ndarray:
+    """The tile at column x0 as its own contiguous array, so that tiles waiting to be compressed hold
+    only themselves, not the whole band they came from. Edge tiles are padded with zeros to the full
+    tile, as TIFF stores them (np.pad takes longer than compressing the tile)."""
+    part = band[:, x0:x0 + tile[1]]
+    if part.shape == tile:
+        return part.copy()
+    full = np.zeros(tile, band.dtype)
+    full[:part.shape[0], :part.shape[1]] = part
+    return full
 
 
 def _put(waiting: queue.Queue, item, stop: threading.Event) -> bool:
@@ -204,24 +239,35 @@ def _put(waiting: queue.Queue, item, stop: threading.Event) -> bool:
 def _halve(band: np.ndarray) -> np.ndarray:
     """2x2 mean (integers rounded half up); odd edges are padded by repeating the last row/column.
 
-    Pairwise sums of strided views: several times faster than mean() over a reshaped block.
+    Pairwise sums of strided views: several times faster than mean() over a reshaped block. The band
+    is reduced HALVE_ROWS rows at a time, so the sums in a wider type (a 16-bit band's in 32 bits)
+    take a MiB or two and stay in cache, instead of doubling a band that may be 16+ MiB.
     """
     ny, nx = band.shape
-    if ny % 2 or nx % 2:
-        band = np.pad(band, ((0, ny % 2), (0, nx % 2)), mode="edge")
-    if band.dtype.kind in "iu":
+    out = np.empty((-(-ny // 2), -(-nx // 2)), band.dtype)
+    for y0 in range(0, ny, HALVE_ROWS):
+        block = band[y0:y0 + HALVE_ROWS]
+        rows, cols = block.shape
+        if rows % 2 or cols % 2:
+            block = np.pad(block, ((0, rows % 2), (0, cols % 2)), mode="edge")
+        out[y0 // 2:(y0 + rows + 1) // 2] = _halve_block(block)
+    return out
+
+
+def _halve_block(block: np.ndarray) -> np.ndarray:
+    if block.dtype.kind in "iu":
         # the narrowest type that holds a sum of four, cast as the rows are added: for 8-bit SEM
         # images this halves the memory traffic
-        wider = {1: "2", 2: "4"}.get(band.dtype.itemsize, "8")
-        work = np.dtype(("u" if band.dtype.kind == "u" and wider != "8" else "i") + wider)
-        total = np.add(band[0::2], band[1::2], dtype=work)
+        wider = {1: "2", 2: "4"}.get(block.dtype.itemsize, "8")
+        work = np.dtype(("u" if block.dtype.kind == "u" and wider != "8" else "i") + wider)
+        total = np.add(block[0::2], block[1::2], dtype=work)
         total = np.add(total[:, 0::2], total[:, 1::2])
         total += 2
         total >>= 2
-        return total.astype(band.dtype)
-    work = np.float64 if band.dtype.itemsize == 8 else np.float32
-    total = np.add(band[0::2], band[1::2], dtype=work)
-    return ((total[:, 0::2] + total[:, 1::2]) * 0.25).astype(band.dtype)
+        return total
+    work = np.float64 if block.dtype.itemsize == 8 else np.float32
+    total = np.add(block[0::2], block[1::2], dtype=work)
+    return (total[:, 0::2] + total[:, 1::2]) * 0.25
 
 
 def _levels(ny: int, nx: int, above: int) -> int:

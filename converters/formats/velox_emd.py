@@ -26,14 +26,15 @@ from converters.formats._hdf5 import attr_text, channels_of, h5_kind, open_h5, p
 from converters.formats._rsciio import axis_size, read_signals, seconds, unix_time
 from converters.limits import blocks, check_channels, check_h5
 from converters.meta import flatten
-from converters.planes import FuncPlane, common_dtype
+from converters.planes import FilePlane, FuncPlane, common_dtype
 from converters.registry import unique_names
 
 NAME = "Velox EMD"
 EXTENSIONS = (".emd",)
 HELP = "Thermo Fisher Velox: every image, spectrum and map becomes an image or a CSV and PNG attachment"
 PRIORITY = 10
-READERS = ("rsciio.emd",)
+# _emd_velox builds pint's unit registry on import (0.4 s): warm_up pays it, not the first conversion
+READERS = ("rsciio.emd", "rsciio.emd._emd_velox")
 STREAM_BLOCK = 2**22  # spectrum stream values summed per read: 8 MiB of uint16
 NEXT_PIXEL = 65535  # in a spectrum stream, every other value is the channel of one count
 MAX_METADATA = 2**24  # bytes of one JSON metadata record (Velox writes 60000)
@@ -360,4 +361,18 @@ def _json_column(item: h5py.Dataset) -> dict:
 
 
 def _band(data: h5py.Dataset, t: int):
-    return lambda y0, y1: data[y0:y1, :, t]
+    stored = _stored_frame(data, t)
+    return stored.rows if stored is not None else lambda y0, y1: data[y0:y1, :, t]
+
+
+def _stored_frame(data: h5py.Dataset, t: int) -> FilePlane | None:
+    """Frame t read at its offset in the file, when Velox stores it as it usually does: one unfiltered
+    chunk of (Y, X, 1), whose rows lie one after the other. HDF5 would otherwise keep the whole frame
+    in its chunk cache (32-64 MiB a frame, and the next frame's beside it while bands are read)."""
+    ny, nx, _ = data.shape
+    if data.dtype.kind not in "iuf" or data.chunks != (ny, nx, 1) or data.id.get_create_plist().get_nfilters():
+        return None
+    info = data.id.get_chunk_info_by_coord((0, 0, t))
+    if info.byte_offset is None or info.size != ny * nx * data.dtype.itemsize:
+        return None  # a frame never written reads as HDF5's fill value
+    return FilePlane(Path(data.file.filename), info.byte_offset, (ny, nx), data.dtype)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 import struct
+import subprocess
 import warnings
 from datetime import UTC, datetime
 
@@ -44,6 +45,28 @@ def test_large_image_is_tiled_with_subifd_pyramid(tmp_path, check_output):
         assert not tif.is_bigtiff
     seen = check_output(result)
     assert seen.resolutions == 3
+
+
+def test_one_byte_pixels_get_tiles_twice_as_wide_that_bio_formats_reads(tmp_path, bioformats_jar):
+    """zstd would compress a 512x512 8-bit tile (256 KiB) with its slower small-input parameters: such
+    images get 512x1024 tiles. Bio-Formats (what OMERO reads with) decodes every level as written."""
+    data = np.random.default_rng(5).integers(0, 256, (1100, 2500), dtype=np.uint8)
+    image = SourceImage(shape={"T": 1, "C": 1, "Z": 1, "Y": 1100, "X": 2500}, dtype=np.dtype(np.uint8),
+                        planes=lambda: iter([FuncPlane((1100, 2500), np.uint8, lambda y0, y1: data[y0:y1])]),
+                        channels=["SE"])
+    out = tmp_path / "se.ome.tiff"
+    ometiff.write(image, out, ConvertOptions(), None)
+    with tifffile.TiffFile(out) as tif:
+        page = tif.pages.first
+        assert (page.tilelength, page.tilewidth) == (512, 1024) and page.compression == tifffile.COMPRESSION.ZSTD
+    run = subprocess.run(["java", "-cp", str(bioformats_jar), "loci.formats.tools.ImageConverter", "-noflat",
+                          "-no-upgrade", str(out), str(tmp_path / "bf.tif")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    level1 = np.floor(data.reshape(550, 2, 1250, 2).mean(axis=(1, 3)) + 0.5)  # 2x2 mean, half up
+    with tifffile.TiffFile(tmp_path / "bf.tif") as seen:
+        assert [p.shape for p in seen.pages] == [(1100, 2500), (550, 1250), (275, 625)]
+        assert np.array_equal(seen.pages[0].asarray(), data)
+        assert np.array_equal(seen.pages[1].asarray(), level1.astype(np.uint8))
 
 
 def test_pyramid_halves_until_small(tmp_path):
@@ -196,6 +219,19 @@ def test_halving_is_the_2x2_mean_with_odd_edges_repeated(dtype):
     assert np.array_equal(ometiff._halve(band), expected.astype(dtype))
 
 
+@pytest.mark.parametrize("dtype", ["u2", "i2", "u1"])
+def test_halving_a_band_taller_than_one_block_near_the_type_limits(dtype):
+    """A band is halved HALVE_ROWS rows at a time: the blocks meet without a seam, an odd last row and
+    column repeat, and four values near the type's limits neither overflow nor lose the half."""
+    info = np.iinfo(dtype)
+    rows = 2 * ometiff.HALVE_ROWS + 3
+    band = np.random.default_rng(1).integers(info.max - 3, info.max, (rows, 9), endpoint=True).astype(dtype)
+    band[::5] = np.random.default_rng(2).integers(info.min, info.min + 4, band[::5].shape, endpoint=True)
+    padded = np.pad(band.astype(np.float64), ((0, 1), (0, 1)), mode="edge")
+    expected = np.floor(padded.reshape(padded.shape[0] // 2, 2, 5, 2).mean(axis=(1, 3)) + 0.5)
+    assert np.array_equal(ometiff._halve(band), expected.astype(dtype))
+
+
 def test_threaded_compression_writes_the_same_pixels(tmp_path):
     files, data = big_mrc_pair(tmp_path, 1100, 2300)
     result = convert(files, tmp_path / "out", ConvertOptions(workers=2))
@@ -222,4 +258,14 @@ def test_an_error_while_reading_a_band_stops_the_writer_and_leaves_no_file(tmp_p
     out = tmp_path / "broken.ome.tif"
     with pytest.raises(ConversionError, match="ends early"):
         ometiff.write(image, out, ConvertOptions(workers=3), None)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("yielded", [1, 3])
+def test_a_file_yielding_other_than_its_header_s_plane_count_fails_and_leaves_no_file(tmp_path, yielded):
+    plane = FuncPlane((40, 30), np.uint16, lambda y0, y1: np.zeros((y1 - y0, 30), np.uint16))
+    image = SourceImage(shape={"T": 2, "C": 1, "Z": 1, "Y": 40, "X": 30}, dtype=np.dtype(np.uint16),
+                        planes=lambda: iter([plane] * yielded), channels=["HAADF"])
+    with pytest.raises(ConversionError, match=rf"^the file yields {yielded} planes, its header says 2$"):
+        ometiff.write(image, tmp_path / "stack.ome.tif", ConvertOptions(), None)
     assert list(tmp_path.iterdir()) == []

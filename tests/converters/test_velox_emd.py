@@ -228,3 +228,28 @@ def test_spectra_without_any_image_get_a_plot_to_hang_on(tmp_path, bioformats):
     plotted = [a for a in result.accounted if a.went == "image"]
     assert len(plotted) == 1 and "plot of the spectrum" in plotted[0].where
     assert result.warnings == []
+
+
+@pytest.mark.parametrize("store", [dict(dtype=">u2"), dict(dtype="<u2", compression="gzip")])
+def test_frames_read_at_their_offset_or_through_hdf5_are_the_same_pixels(tmp_path, store):
+    """Frames in unfiltered (Y, X, 1) chunks are read at their file offset, others through HDF5: both
+    give what h5py reads, byte order converted, a frame never written as HDF5's fill value."""
+    path = tmp_path / "frames.emd"
+    with h5py.File(sample("Camera Ceta Imaging Micro.emd")) as f, h5py.File(path, "w") as out:
+        for key in f:
+            if key != "Data":
+                f.copy(key, out)
+        [(uuid, group)] = f["Data/Image"].items()
+        frame = group["Data"][:, :, 0].astype(np.uint16)
+        target = out.create_group(f"Data/Image/{uuid}")
+        target.create_dataset("Metadata", data=np.repeat(group["Metadata"][:, :1], 3, axis=1))
+        data = target.create_dataset("Data", shape=(512, 512, 3), chunks=(512, 512, 1), fillvalue=7, **store)
+        data[:, :, 0] = frame
+        data[:, :, 2] = frame[::-1] + 1  # frame 1 is never written
+    with h5py.File(path) as f:
+        expected = next(iter(f["Data/Image"].values()))["Data"][()]
+    result = convert([path], tmp_path, ConvertOptions())
+    assert result.shape == {"T": 3, "C": 1, "Z": 1, "Y": 512, "X": 512}
+    written = tifffile.imread(result.output)
+    assert np.array_equal(written, np.moveaxis(expected, 2, 0))
+    assert (written[1] == 7).all() and written.dtype == np.uint16
