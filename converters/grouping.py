@@ -165,7 +165,8 @@ def _alone(name: str, skip_unread: bool) -> FileGroup:
     """A partner or sidecar without its primary file: an error, or skipped when a folder brought it."""
     base, ext = basename(name), suffix(name)
     rules = [rule for rule in declared.rules() if rule.suffix == ext]
-    kind = rules[0].format
+    # the plugin whose primary this file names (notes.txt: a SEM TIFF's, not a Direct Electron MRC's)
+    kind = next((rule.format for rule in rules if rule.partner_fields(base) is not None), rules[0].format)
     if skip_unread and dirname(name) and all(rule.sidecar for rule in rules):
         # a folder's other XML or text (exports, settings, notes) is not an image's metadata
         primaries = set(t[t.rfind("."):] for rule in rules for t in rule.primaries)

@@ -57,6 +57,11 @@ def test_direct_electron_info_without_its_movie():
     assert in_folder.skipped and not in_folder.error
 
 
+def test_a_lone_text_file_is_named_as_the_image_it_could_describe():
+    (notes,) = group_files(["notes.txt"])  # no Direct Electron name: only a SEM TIFF's sidecar fits
+    assert notes.kind == "tiff" and "notes.tif" in notes.error
+
+
 def test_spectra_are_read_on_their_own():
     names = ["map.bcf", "spot.spx", "spot.spc", "spot.msa", "spot.emsa"]
     assert summary(names) == [("single", [name], False) for name in names]
