@@ -86,10 +86,10 @@ def upload(base: str, path: Path, keep: bool = False) -> float:
     session.headers["X-CSRFToken"] = me["csrf_token"]
     client = PortalClient(base, session=session)
     batch = client.create_batch(me["groups"][0]["id"], {path.name: path}, [], None)
-    remote = batch["jobs"][0]["files"][0]
+    job = batch["jobs"][0]
     start = time.perf_counter()
-    hashes = Hashes([path])
-    client.send(remote, path, lambda *_: None, lambda: hashes.sha1(path))
+    hashes = Hashes([path] if job.get("may_be_in_omero", True) else [])  # as push does
+    client.send_job(job, {path.name: path}, lambda *_: None, hashes)
     os.sync()
     seconds = time.perf_counter() - start
     if not keep:

@@ -56,11 +56,11 @@ def test_a_restarted_watcher_sends_nothing_twice_and_finishes_what_it_began(port
     client = client_for(portal, "bob")
     real_send, calls = client.send, []
 
-    def dies_after_first(remote, path, progress, sha1):
+    def dies_after_first(remote, path, progress, sha1, **options):
         if calls:
             raise KeyboardInterrupt("the watcher is killed mid-batch")
         calls.append(remote["name"])
-        return real_send(remote, path, progress, sha1)
+        return real_send(remote, path, progress, sha1, **options)
 
     client.send = dies_after_first
     first = Watcher(client, folder, stable_seconds=0)
@@ -228,6 +228,36 @@ def test_a_file_busy_on_the_server_is_waited_for_not_given_up(embedded_stack, se
         threading.Timer(2.0, fcntl.flock, (held, fcntl.LOCK_UN)).start()
         client.send(remote, path, lambda *a: None, lambda: hashlib.sha1(path.read_bytes()).hexdigest())
     assert client.batch(batch["id"])["jobs"][0]["state"] != "uploading"
+
+
+def test_a_file_sent_from_its_start_is_read_once_and_a_resumed_one_hashed_whole(embedded_stack, served, tmp_path,
+                                                                                 monkeypatch):
+    """The SHA-1 of a file OMERO cannot hold is taken from the chunks as they are sent (a network
+    share is read once, not twice); sending resumed mid-file hashes the file whole. Either way the
+    server checks it (a wrong SHA-1 would be refused)."""
+    import app.client as client_module
+
+    monkeypatch.setattr(client_module, "CHUNK", 1 << 16)  # several chunks of a small file
+    client = client_for(served, "dora")
+    data = ome_tiff((256, 256), seed=78)
+    (tmp_path / "once.ome.tif").write_bytes(data)
+    (tmp_path / "resumed.ome.tif").write_bytes(data[::-1])
+    files = {name: tmp_path / name for name in ("once.ome.tif", "resumed.ome.tif")}
+    batch = client.create_batch(client.group_id(None), files, [], None)
+    once, resumed = (job["files"][0] for job in batch["jobs"])
+    client._call("PUT", f"/api/files/{resumed['id']}?offset=0", data=data[::-1][:1000])  # an earlier try's bytes
+    whole = []
+
+    def read_whole(path):
+        whole.append(path.name)
+        return hashlib.sha1(path.read_bytes()).hexdigest()
+
+    assert client.send(once, files["once.ome.tif"], lambda *a: None, lambda: read_whole(files["once.ome.tif"])) \
+        == hashlib.sha1(data).hexdigest()
+    assert client.send(resumed, files["resumed.ome.tif"], lambda *a: None,
+                       lambda: read_whole(files["resumed.ome.tif"])) == hashlib.sha1(data[::-1]).hexdigest()
+    assert whole == ["resumed.ome.tif"]
+    assert all(f["complete"] for job in client.batch(batch["id"])["jobs"] for f in job["files"])
 
 
 TIA_PAIR = ("128x128_TEM_acquire-sum1.emi", "128x128_TEM_acquire-sum1_1.ser")

@@ -143,24 +143,31 @@ class PortalClient:
         job then ends "duplicate" without a byte sent); return the files' SHA-1s by name.
 
         Only a job the server calls a candidate (OMERO holds something of its size) is hashed before
-        sending; the others are sent at once while the hashing thread reads ahead."""
+        sending (`hashes` reads those ahead); the others are hashed from the chunks as they are sent,
+        so each file is read once (twice the traffic on a network share otherwise)."""
         todo = [remote for remote in job["files"] if not remote["complete"]]
-        if job.get("may_be_in_omero", True):
+        candidate = job.get("may_be_in_omero", True)
+        if candidate:
             checked = self._call("POST", f"/api/jobs/{job['id']}/check", json={"files": [
                 {"id": r["id"], "sha1": hashes.sha1(paths[r["name"]])} for r in todo]})["job"]
             job.update(state=checked["state"], message=checked["message"])
+        sums = {}
         if job["state"] == "uploading":
             for remote in todo:
                 path = paths[remote["name"]]
-                self.send(remote, path, progress, lambda path=path: hashes.sha1(path))
-        return {remote["name"]: hashes.sha1(paths[remote["name"]]) for remote in todo}
+                sums[remote["name"]] = self.send(remote, path, progress, lambda path=path: hashes.sha1(path),
+                                                 known=hashes.sha1(path) if candidate else None)
+        return {remote["name"]: sums.get(remote["name"]) or hashes.sha1(paths[remote["name"]]) for remote in todo}
 
-    def send(self, remote: dict, path: Path, progress: Progress, sha1: Callable[[], str]) -> None:
+    def send(self, remote: dict, path: Path, progress: Progress, sha1: Callable[[], str],
+             known: str | None = None) -> str:
         """Send one file from where the server's copy ends, several chunks in flight (the server takes
-        each in turn), then complete it with its SHA-1 (sha1() waits for it)."""
+        each in turn), then complete it with its SHA-1 and return that: `known`, else hashed from the
+        chunks as they are read, else (sending resumed mid-file) sha1(), which reads the file whole."""
         size = path.stat().st_size
         url = f"/api/files/{remote['id']}"
         offset = self._call("GET", url)["received"]
+        running, hashed = (hashlib.sha1() if known is None and offset == 0 else None), 0
         stuck = 0
         with open(path, "rb") as f, ThreadPoolExecutor(IN_FLIGHT) as pool:
             while offset < size:
@@ -171,6 +178,9 @@ class PortalClient:
                         while len(flying) < IN_FLIGHT and at < size:  # read ahead while earlier chunks travel
                             f.seek(at)
                             block = f.read(CHUNK)
+                            if running is not None and at == hashed:  # in order; bytes sent again were hashed
+                                running.update(block)
+                                hashed += len(block)
                             flying.append(pool.submit(self._call, "PUT", f"{url}?offset={at}", data=block,
                                                       headers={"Content-Type": "application/octet-stream"}))
                             at += len(block)
@@ -188,7 +198,9 @@ class PortalClient:
                         stuck += 1
                         self._wait(stuck, "is still writing an earlier try of this file")
                     offset = held
-        self._call("POST", f"{url}/complete", json={"sha1": sha1()})
+        claimed = known or (running.hexdigest() if running is not None and hashed == size else sha1())
+        self._call("POST", f"{url}/complete", json={"sha1": claimed})
+        return claimed
 
     def batch(self, batch_id: int) -> dict:
         return self._call("GET", f"/api/batches/{batch_id}")
@@ -206,8 +218,8 @@ class PortalClient:
 
 
 class Hashes:
-    """SHA-1s of files computed in order on a thread of their own, so the next files are hashed while
-    one is sent; each file is read once for its hash."""
+    """SHA-1s of files computed in order on a thread of their own (those to check against OMERO before
+    sending: the next is hashed while one is sent); any other file asked for is hashed then, once."""
 
     def __init__(self, paths: list[Path]):
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="sha1")

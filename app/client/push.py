@@ -64,7 +64,7 @@ def push(client: PortalClient, files: dict[str, Path], group: str | None, kvs: l
     for skipped in batch.get("skipped", []):
         print(f"skipped {skipped['name']} ({skipped['reason']})", file=sys.stderr)
     sending = [job for job in batch["jobs"] if job["state"] == "uploading"]  # others were refused
-    hashes = Hashes([files[f["name"]] for job in sending for f in job["files"]])
+    hashes = Hashes([files[f["name"]] for job in sending if job.get("may_be_in_omero", True) for f in job["files"]])
     sha1s = {}
     for job in sending:
         sha1s |= client.send_job(job, files, progress, hashes)

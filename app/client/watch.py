@@ -83,7 +83,7 @@ class Watcher:
                                                "sha1": None}
         self._save()  # the whole batch before any byte: a restart resumes these jobs, never makes new ones
         sending = [job for job in batch["jobs"] if job["state"] == "uploading"]
-        hashes = Hashes([files[f["name"]] for job in sending for f in job["files"]])
+        hashes = Hashes([files[f["name"]] for job in sending if job.get("may_be_in_omero", True) for f in job["files"]])
         for job in sending:
             self._send_job(job, files, hashes)
         log.info("sent %d job(s) in batch %s", len(batch["jobs"]), batch["id"])
