@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from app.client import FINAL, PortalClient
+from app.client import FINAL, ClientError, PortalClient
 from app.client.push import collect, push
 from app.client.watch import Watcher
 from tests.helpers import ROOT, SAMPLES, ome_tiff
@@ -258,6 +258,26 @@ def test_a_file_sent_from_its_start_is_read_once_and_a_resumed_one_hashed_whole(
                        lambda: read_whole(files["resumed.ome.tif"])) == hashlib.sha1(data[::-1]).hexdigest()
     assert whole == ["resumed.ome.tif"]
     assert all(f["complete"] for job in client.batch(batch["id"])["jobs"] for f in job["files"])
+
+
+@pytest.mark.parametrize("change", ["shrinks", "grows"])
+def test_a_file_that_changes_while_it_is_sent_is_never_completed(served, tmp_path, monkeypatch, change):
+    """A file still being written (a microscope saving it) is refused with why, not sent for ever (it
+    shrank: nothing more to read) nor completed as what the batch declared (it grew)."""
+    import app.client as client_module
+
+    monkeypatch.setattr(client_module, "CHUNK", 1 << 16)
+    client = client_for(served, "gus")
+    path = tmp_path / f"{change}.ome.tif"
+    data = ome_tiff((256, 256), seed=79)
+    path.write_bytes(data)
+    batch = client.create_batch(client.group_id(None), {path.name: path}, [], None)
+    remote = batch["jobs"][0]["files"][0]
+    path.write_bytes(data[:len(data) // 2] if change == "shrinks" else data + b"more")
+    with pytest.raises(ClientError, match=f"{path.name} changed while it was sent \\({len(data):,} bytes when the "
+                                          f"batch was made, {path.stat().st_size:,} now\\): is it still being written"):
+        client.send(remote, path, lambda *a: None, lambda: hashlib.sha1(path.read_bytes()).hexdigest())
+    assert not client.batch(batch["id"])["jobs"][0]["files"][0]["complete"]
 
 
 TIA_PAIR = ("128x128_TEM_acquire-sum1.emi", "128x128_TEM_acquire-sum1_1.ser")

@@ -164,12 +164,15 @@ class PortalClient:
         """Send one file from where the server's copy ends, several chunks in flight (the server takes
         each in turn), then complete it with its SHA-1 and return that: `known`, else hashed from the
         chunks as they are read, else (sending resumed mid-file) sha1(), which reads the file whole."""
-        size = path.stat().st_size
+        size = remote["size"]  # what the batch declared: a file still being written must not pass for whole
         url = f"/api/files/{remote['id']}"
         offset = self._call("GET", url)["received"]
         running, hashed = (hashlib.sha1() if known is None and offset == 0 else None), 0
-        stuck = 0
-        with open(path, "rb") as f, ThreadPoolExecutor(IN_FLIGHT) as pool:
+        stuck, turn = 0, 0
+        # one buffer per chunk in flight, read into again once its chunk is answered: a fresh 16 MiB
+        # bytes object per read costs the kernel zeroing its pages, a copy's time
+        buffers = [bytearray(min(CHUNK, size)) for _ in range(IN_FLIGHT)]
+        with open(path, "rb", buffering=0) as f, ThreadPoolExecutor(IN_FLIGHT) as pool:
             while offset < size:
                 flying: deque = deque()
                 at = offset
@@ -177,7 +180,10 @@ class PortalClient:
                     while offset < size:
                         while len(flying) < IN_FLIGHT and at < size:  # read ahead while earlier chunks travel
                             f.seek(at)
-                            block = f.read(CHUNK)
+                            block = _read_into(f, memoryview(buffers[turn])[:size - at])
+                            turn = (turn + 1) % IN_FLIGHT
+                            if not block:
+                                raise ClientError(_changed(path, size))
                             if running is not None and at == hashed:  # in order; bytes sent again were hashed
                                 running.update(block)
                                 hashed += len(block)
@@ -198,6 +204,8 @@ class PortalClient:
                         stuck += 1
                         self._wait(stuck, "is still writing an earlier try of this file")
                     offset = held
+        if path.stat().st_size != size:
+            raise ClientError(_changed(path, size))
         claimed = known or (running.hexdigest() if running is not None and hashed == size else sha1())
         self._call("POST", f"{url}/complete", json={"sha1": claimed})
         return claimed
@@ -232,6 +240,19 @@ class Hashes:
             done.set_result(sha1_of(path))
             self._futures[path] = done
         return self._futures[path].result()
+
+
+def _changed(path: Path, size: int) -> str:
+    return (f"{path.name} changed while it was sent ({size:,} bytes when the batch was made, "
+            f"{path.stat().st_size:,} now): is it still being written? Send it again once it is complete")
+
+
+def _read_into(f, view: memoryview) -> memoryview:
+    """As much of the file from its position as fits the view (less only at its end)."""
+    got = 0
+    while got < len(view) and (n := f.readinto(view[got:])):
+        got += n
+    return view[:got]
 
 
 def sha1_of(path: Path) -> str:
