@@ -70,6 +70,43 @@ def test_chunks_resume_from_the_servers_offset_and_the_checksum_holds(alice):
     assert alice.batch(batch["id"])["jobs"][0]["state"] == "queued"
 
 
+def test_a_file_is_on_disk_before_its_job_is_queued(alice, embedded_app, monkeypatch):
+    """complete flushes the file and its folder entry first: a power cut after "queued" cannot take the
+    bytes; a disk that fails the flush drops the file (Linux forgets such pages) and it is sent again."""
+    import os
+
+    flushed = []
+    real_fdatasync, real_fsync = os.fdatasync, os.fsync
+
+    def noting(real):
+        def sync(fd):
+            flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+            return real(fd)
+        return sync
+
+    monkeypatch.setattr(os, "fdatasync", noting(real_fdatasync))
+    monkeypatch.setattr(os, "fsync", noting(real_fsync))
+    data = ome_tiff((64, 64), seed=3)
+    batch = alice.new_batch({"a.ome.tif": data, "b.ome.tif": data[::-1]})
+    (a, b) = (job["files"][0] for job in batch["jobs"])
+    staging = embedded_app.extensions["services"].staging
+    for remote, content in ((a, data), (b, data[::-1])):
+        alice.put(f"/api/files/{remote['id']}?offset=0", data=content)
+    done = alice.post(f"/api/files/{a['id']}/complete", json={"sha1": hashlib.sha1(data).hexdigest()})
+    assert done.get_json()["complete"] is True
+    staged = staging.path(batch["jobs"][0]["id"], "a.ome.tif")
+    assert flushed == [str(staged), str(staged.parent)]
+
+    def failing(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    refused = alice.post(f"/api/files/{b['id']}/complete", json={"sha1": hashlib.sha1(data[::-1]).hexdigest()})
+    assert refused.status_code == 422 and "could not write the file to its disk" in refused.get_json()["error"]
+    assert alice.get(f"/api/files/{b['id']}").get_json()["received"] == 0
+    assert [job["state"] for job in alice.batch(batch["id"])["jobs"]] == ["queued", "uploading"]
+
+
 def test_more_bytes_than_declared_are_refused(alice):
     batch = alice.new_batch({"a.tif": b"1234"})
     file_id = batch["jobs"][0]["files"][0]["id"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 
 from flask import current_app, request
@@ -105,6 +106,15 @@ def complete_file(file_id: int):
         if claimed and claimed != actual:
             _staging().reset(f.id, job.id, f.stored_name)
             raise ApiError("The file arrived damaged (its SHA-1 does not match): it will be sent again", 422)
+        try:
+            _staging().persist(job.id, f.stored_name)
+        except OSError as e:  # the disk did not take the bytes (after a failed flush Linux drops them)
+            _staging().reset(f.id, job.id, f.stored_name)
+            if e.errno == errno.ENOSPC:
+                raise ApiError("The transfer server's disk is full: send the file again later or ask the "
+                               "facility staff", 507) from None
+            raise ApiError("The transfer server could not write the file to its disk: it will be sent again",
+                           422) from None
         f.sha1, f.completed_at = actual, utcnow()
         if all(other.completed_at for other in job.files):
             job.content_sha1 = content_sha1([other.sha1 for other in job.files])

@@ -6,6 +6,7 @@ nothing holds a whole file in memory.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import hashlib
@@ -170,7 +171,19 @@ class Staging:
                 self._forget(file_id)
                 raise
             self._remember(file_id, written, hasher, verified and digest is not None)
+            start_writeback(f.fileno(), held, written - held)
             return written
+
+    def persist(self, job_id: int, stored_name: str) -> None:
+        """Make the file and its name durable: a job is queued only once a power cut cannot take its bytes
+        (each chunk's writeback started as it arrived, so little is left to wait for here)."""
+        path = self.path(job_id, stored_name)
+        for target, flags in ((path, os.O_RDONLY), (path.parent, os.O_RDONLY | os.O_DIRECTORY)):
+            fd = os.open(target, flags)
+            try:
+                os.fsync(fd) if target is path.parent else os.fdatasync(fd)
+            finally:
+                os.close(fd)
 
     def sha1(self, file_id: int, job_id: int, stored_name: str) -> str:
         """SHA-1 of what is held: from the running hash when it is current, else from the disk."""
@@ -211,6 +224,24 @@ class Staging:
 
     def remove_job(self, job_id: int) -> None:
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+
+def _sync_file_range():
+    try:
+        return ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (AttributeError, OSError):  # not Linux
+        return None
+
+
+_SYNC_FILE_RANGE = _sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int, offset: int, count: int) -> None:
+    """Start writing these bytes to disk now, without waiting (Linux): a 50 GB upload then never piles up
+    as dirty memory for the kernel to flush in one burst, and the disk works while the network does."""
+    if _SYNC_FILE_RANGE is not None and count > 0:
+        _SYNC_FILE_RANGE(fd, ctypes.c_int64(offset), ctypes.c_int64(count), ctypes.c_uint(_SYNC_FILE_RANGE_WRITE))
 
 
 def _update(sha1, chunk, block) -> None:
