@@ -79,6 +79,9 @@ class ServerSessionInterface(SessionInterface):
         if session.accessed:
             response.vary.add("Cookie")
         now = utcnow()
+        if (session.row_id and session.user_id is not None and not (session.modified or session.ended)
+                and now - session.last_seen <= TOUCH_EVERY):
+            return  # nothing to write: most requests (each upload chunk) open no transaction here
         with app.extensions["services"].db.session() as db:
             if session.row_id and (session.ended or session.rotate):
                 db.execute(delete(WebSession).where(WebSession.id == session.row_id))
