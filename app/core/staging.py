@@ -178,12 +178,19 @@ class Staging:
         """Make the file and its name durable: a job is queued only once a power cut cannot take its bytes
         (each chunk's writeback started as it arrived, so little is left to wait for here)."""
         path = self.path(job_id, stored_name)
-        for target, flags in ((path, os.O_RDONLY), (path.parent, os.O_RDONLY | os.O_DIRECTORY)):
-            fd = os.open(target, flags)
-            try:
-                os.fsync(fd) if target is path.parent else os.fdatasync(fd)
-            finally:
-                os.close(fd)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.ENOTSUP):  # a filesystem that cannot sync a folder
+                raise
+        finally:
+            os.close(fd)
 
     def sha1(self, file_id: int, job_id: int, stored_name: str) -> str:
         """SHA-1 of what is held: from the running hash when it is current, else from the disk."""
