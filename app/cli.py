@@ -104,6 +104,8 @@ def _worker(beat: bool) -> None:
 def _serve(no_worker: bool, processes: int) -> None:
     from gunicorn.app.base import BaseApplication
 
+    from app.slow_clients import PortalWorker
+
     config = portal_config.load()
     if config["EMBEDDED"]:
         _upgrade()  # a fresh embedded install has no schema yet
@@ -115,7 +117,7 @@ def _serve(no_worker: bool, processes: int) -> None:
         def load_config(self):
             self.cfg.set("bind", f"{config['HOST']}:{config['PORT']}")
             self.cfg.set("workers", processes)
-            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("worker_class", PortalWorker)  # gthread, with a deadline on request heads
             self.cfg.set("threads", config["WEB_THREADS"])  # each open event stream holds a thread
             self.cfg.set("timeout", 120)
             self.cfg.set("graceful_timeout", 5)  # event streams never end by themselves

@@ -1,6 +1,9 @@
-"""Slow and silent clients cannot hold the web process: request bodies are read under a time limit.
+"""Slow and silent clients cannot hold the web process: requests are read under a time limit.
 
-gunicorn reads a body from a blocking socket without a timeout. A laptop that slept mid-chunk (40 of
+gunicorn reads a request's head (its request line and headers) once the first byte came, and its body,
+from a blocking socket without a timeout. A client trickling a byte of its head now and then held a
+thread for ever, and a few hundred such held them all: a head must arrive whole within
+PORTAL_BODY_TIMEOUT seconds (`PortalWorker`, `_Heads`). A laptop that slept mid-chunk (40 of
 100 declared bytes, then silence) kept its thread and its file's lock, so every resume was refused as
 "being sent by another connection", with no end; 300 anonymous POSTs to /login that never finished
 their bodies held 300 threads and starved the web process. Here every read of an upload chunk waits
@@ -12,11 +15,13 @@ Upload chunks are read here too, straight from the socket into reused buffers (`
 """
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from gunicorn.workers.gthread import ThreadWorker
 from werkzeug.exceptions import ClientDisconnected
 
 SMALL_BODY = 1 << 20  # bodies up to this size (forms, JSON) must arrive whole within the limit
@@ -49,16 +54,68 @@ def _read_blocks(stream, length: int, size: int) -> Iterator[bytes]:
         yield block
 
 
+class _Heads:
+    """Connections whose request head is being read, by file descriptor, with the time it must have
+    arrived by. A watchdog shuts down one past its time: the thread reading it sees the connection end
+    and gunicorn closes it."""
+
+    def __init__(self):
+        self.seconds = 30.0  # BodyTimeout sets the portal's limit
+        self._reading: dict[int, tuple[socket.socket, float]] = {}
+        self._lock = threading.Lock()
+        self._watchdog: threading.Thread | None = None
+
+    def reading(self, sock: socket.socket) -> int:
+        with self._lock:
+            self._reading[sock.fileno()] = (sock, time.monotonic() + self.seconds)
+            if self._watchdog is None:  # started in the web process gunicorn forked, where the threads are
+                self._watchdog = threading.Thread(target=self._watch, name="request-heads", daemon=True)
+                self._watchdog.start()
+        return sock.fileno()
+
+    def read(self, fd: int) -> None:
+        with self._lock:
+            self._reading.pop(fd, None)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(min(1.0, self.seconds / 4))
+            now = time.monotonic()
+            with self._lock:
+                late = [self._reading.pop(fd)[0] for fd, (_, by) in list(self._reading.items()) if by < now]
+            for sock in late:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:  # closed meanwhile
+                    pass
+
+
+HEADS = _Heads()
+
+
+class PortalWorker(ThreadWorker):
+    """gunicorn's threaded worker, whose connections must deliver each request's head in time."""
+
+    def handle(self, conn):
+        fd = HEADS.reading(conn.sock)
+        try:
+            return super().handle(conn)
+        finally:
+            HEADS.read(fd)
+
+
 class BodyTimeout:
     """WSGI middleware around the Flask app (gunicorn gives the connection as `gunicorn.socket`)."""
 
     def __init__(self, app, seconds: float):
         self.app, self.seconds = app, seconds
+        HEADS.seconds = seconds  # the same limit for a request's head
 
     def __call__(self, environ, start_response):
         sock = environ.get("gunicorn.socket")
         if sock is None:  # another server (the test client): nothing to time
             return self.app(environ, start_response)
+        HEADS.read(sock.fileno())  # the head arrived: from here the body's limits apply
         length = environ.get("CONTENT_LENGTH") or ""
         whole = not length.isdigit() or int(length) <= SMALL_BODY
         environ["wsgi.input"] = _TimedBody(environ["wsgi.input"], sock, self.seconds, whole)

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import socket
+import threading
 from urllib.parse import urlparse
 
 import numpy as np
@@ -164,3 +165,40 @@ def test_a_chunk_with_a_digest_cut_mid_body_is_dropped_whole(live_server):
     assert accepted_at == [0]
     done = session.post(f"{live_server}/api/files/{file_id}/complete", json={})
     assert done.status_code == 200 and done.json()["sha1"] == hashlib.sha1(data).hexdigest()
+
+
+def test_heads_that_trickle_in_do_not_starve_the_web(live_server):
+    """gunicorn reads a request's head without a time limit once its first byte came: 300 clients
+    (more than the web's 160 threads) that send part of a head and then a byte now and then, never
+    silent long enough for a read timeout, are each cut off once their head is late, and a visitor's
+    page still answers."""
+    where = urlparse(live_server)
+    slow = [socket.create_connection((where.hostname, where.port), timeout=60) for _ in range(300)]
+    stop = threading.Event()
+
+    def trickle():  # a header byte on each connection every 0.2 s, until the server cuts it
+        while not stop.wait(0.2):
+            for sock in slow:
+                try:
+                    sock.send(b"X")
+                except OSError:
+                    pass
+
+    trickling = threading.Thread(target=trickle)
+    try:
+        for sock in slow:
+            sock.sendall(b"GET /login HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        trickling.start()
+        page = requests.get(live_server + "/login", timeout=60)
+        assert page.status_code == 200 and "csrf_token" in page.text
+        for sock in slow:  # each was closed without an answer: its head never ended
+            try:
+                assert sock.recv(64) == b""
+            except ConnectionResetError:
+                pass
+    finally:
+        stop.set()
+        if trickling.is_alive():
+            trickling.join()
+        for sock in slow:
+            sock.close()

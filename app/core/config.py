@@ -76,7 +76,7 @@ SETTINGS = [
     Setting("PORTAL_HOST", "127.0.0.1", "`serve` listens here"),
     Setting("PORTAL_PORT", "5000", "and on this port"),
     Setting("PORTAL_WEB_THREADS", "256", "threads of the web process; each open live-status stream holds one"),
-    Setting("PORTAL_BODY_TIMEOUT", "30", "seconds a request's body may stay silent (an upload chunk) or take to arrive whole (forms, JSON); a client past it is cut off and its thread freed"),
+    Setting("PORTAL_BODY_TIMEOUT", "30", "seconds a request's head (request line and headers) may take to arrive whole, and its body may stay silent (an upload chunk) or take to arrive whole (forms, JSON); a client past it is cut off and its thread freed"),
     Setting("PORTAL_SSE_HEARTBEAT", "15", "seconds between keep-alive comments on idle live-status streams"),
     Setting("PORTAL_BATCH_KEYS", "Sample", "keys a researcher may give the images of an import (key-value and tag), separated by `,`"),
 ]
