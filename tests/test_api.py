@@ -117,10 +117,19 @@ def test_a_damaged_file_is_reset_and_sent_again(alice):
     data = ome_tiff(seed=2)
     batch = alice.new_batch({"a.ome.tif": data})
     file_id = batch["jobs"][0]["files"][0]["id"]
-    alice.put(f"/api/files/{file_id}?offset=0", data=data)
+    alice.put(f"/api/files/{file_id}?offset=0", data=data, headers=_digest(data))
     bad = alice.post(f"/api/files/{file_id}/complete", json={"sha1": "0" * 40})
     assert bad.status_code == 422 and "damaged" in bad.get_json()["error"]
     assert alice.get(f"/api/files/{file_id}").get_json()["received"] == 0
+
+
+def test_a_sha1_that_is_no_sha1_is_refused(alice):
+    data = ome_tiff(seed=6)
+    file_id = alice.new_batch({"a.ome.tif": data})["jobs"][0]["files"][0]["id"]
+    alice.put(f"/api/files/{file_id}?offset=0", data=data)
+    refused = alice.post(f"/api/files/{file_id}/complete", json={"sha1": "not a sha1"})
+    assert refused.status_code == 400 and "40 hexadecimal digits" in refused.get_json()["error"]
+    assert alice.get(f"/api/files/{file_id}").get_json()["complete"] is False
 
 
 def _digest(chunk: bytes) -> dict:
@@ -226,7 +235,7 @@ def test_each_refusal_carries_the_code_the_page_acts_on(alice, embedded_app):
 
     assert refusal(alice.put(f"/api/files/{file_id}?offset=3", data=data[3:])) == (409, "resume")
     assert refusal(alice.post(f"/api/files/{file_id}/complete", json={"sha1": "0" * 40})) == (409, "incomplete")
-    assert alice.put(f"/api/files/{file_id}?offset=0", data=data).status_code == 200
+    assert alice.put(f"/api/files/{file_id}?offset=0", data=data, headers=_digest(data)).status_code == 200
     assert refusal(alice.post(f"/api/files/{file_id}/complete", json={"sha1": "0" * 40})) == (422, "damaged")
     assert alice.post(f"/api/jobs/{batch['jobs'][0]['id']}/cancel").get_json()["state"] == "cancelled"
     assert refusal(alice.put(f"/api/files/{file_id}?offset=0", data=data)) == (409, "not_waiting")

@@ -260,21 +260,6 @@ def test_a_file_sent_from_its_start_is_read_once_and_a_resumed_one_hashed_whole(
     assert all(f["complete"] for job in client.batch(batch["id"])["jobs"] for f in job["files"])
 
 
-def test_a_copy_the_server_drops_as_damaged_is_sent_once_more(served, tmp_path, capsys):
-    """The server answers a SHA-1 that does not match with 422 and drops its copy ("it will be sent
-    again"): push sends the file once more from the start, hashing what it sends this time."""
-    client = client_for(served, "hal")
-    path = tmp_path / "again.ome.tif"
-    data = ome_tiff((128, 128), seed=80)
-    path.write_bytes(data)
-    batch = client.create_batch(client.group_id(None), {path.name: path}, [], None)
-    remote = batch["jobs"][0]["files"][0]
-    stale = hashlib.sha1(b"what the file held when it was hashed").hexdigest()
-    assert client.send(remote, path, lambda *a: None, lambda: stale, known=stale) == hashlib.sha1(data).hexdigest()
-    assert "arrived damaged" in capsys.readouterr().err
-    assert client.batch(batch["id"])["jobs"][0]["files"][0]["complete"]
-
-
 @pytest.mark.parametrize("change", ["shrinks", "grows"])
 def test_a_file_that_changes_while_it_is_sent_is_never_completed(served, tmp_path, monkeypatch, change):
     """A file still being written (a microscope saving it) is refused with why, not sent for ever (it

@@ -128,14 +128,14 @@ def test_a_chunk_sent_ahead_waits_for_the_one_before_it(embedded_app, tmp_path):
     first, second = b"a" * 3000, b"b" * 2000
     ahead = {}
     later = threading.Thread(target=lambda: ahead.update(
-        held=staging.write(1, 7, "f.raw", len(first), [second], 5000)))
+        held=staging.write(1, 7, "f.raw", len(first), [second], 5000, hashlib.sha256(second).digest(), len(second))))
     later.start()
     later.join(0.3)
     assert later.is_alive()  # waiting for its turn, not refused
-    assert staging.write(1, 7, "f.raw", 0, [first], 5000) == 3000
+    assert staging.write(1, 7, "f.raw", 0, [first], 5000, hashlib.sha256(first).digest(), len(first)) == 3000
     later.join(10)
     assert ahead["held"] == 5000 and staging.path(7, "f.raw").read_bytes() == first + second
-    assert staging.sha1(1, 7, "f.raw") == hashlib.sha1(first + second).hexdigest()
+    assert staging.checked_sha1(1, 7, "f.raw") == hashlib.sha1(first + second).hexdigest()  # hashed in turn
 
 
 def test_a_chunk_whose_turn_never_comes_is_refused_with_the_offset(embedded_app, monkeypatch):

@@ -1,5 +1,6 @@
 """Malformed input through the real API and a real worker: every broken file or name fails its own row
 with its own message, every refused request says why, and the good files beside them still import."""
+import base64
 import hashlib
 import re
 
@@ -129,13 +130,17 @@ def test_a_malformed_request_is_refused_with_its_reason_and_touches_nothing(alic
 
 
 def test_a_damaged_transfer_is_dropped_and_sent_again(alice_waiting):
-    file_id, data = alice_waiting.waiting
-    alice_waiting.put(f"/api/files/{file_id}?offset=100", data=data[100:])
+    """Chunks checked by their digest give the server its own SHA-1: a client's that differs is
+    refused, the bytes dropped, and the file sent again."""
+    data = ome_tiff(seed=22)
+    file_id = alice_waiting.new_batch({"checked.ome.tif": data})["jobs"][0]["files"][0]["id"]
+    digest = {"Content-Digest": f"sha-256=:{base64.b64encode(hashlib.sha256(data).digest()).decode()}:"}
+    alice_waiting.put(f"/api/files/{file_id}?offset=0", data=data, headers=digest)
     wrong = alice_waiting.post(f"/api/files/{file_id}/complete", json={"sha1": hashlib.sha1(b"other").hexdigest()})
     assert wrong.status_code == 422
     assert wrong.get_json()["error"] == "The file arrived damaged (its SHA-1 does not match): it will be sent again"
     assert alice_waiting.get(f"/api/files/{file_id}").get_json()["received"] == 0
-    alice_waiting.put(f"/api/files/{file_id}?offset=0", data=data)
+    alice_waiting.put(f"/api/files/{file_id}?offset=0", data=data, headers=digest)
     assert alice_waiting.post(f"/api/files/{file_id}/complete",
                               json={"sha1": hashlib.sha1(data).hexdigest()}).status_code == 200
 

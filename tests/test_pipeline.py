@@ -1,4 +1,6 @@
 """The job pipeline, called directly: placement, duplicates by content, idempotent reruns, failures."""
+import hashlib
+
 import pytest
 
 from app.core.models import Job
@@ -187,6 +189,23 @@ def test_staged_bytes_that_changed_fail_with_a_clear_message(embedded_app, alice
     assert "no longer intact" in job(embedded_app, job_id).message
 
 
+def test_a_file_completed_with_a_wrong_sha1_fails_before_anything_is_imported(embedded_app, alice):
+    """Chunks without a digest are only written (the web process does not hash them): the SHA-1 the
+    client completed the file with is checked by the worker before anything is imported."""
+    data, other = ome_tiff(seed=14), ome_tiff(seed=15)
+    batch = alice.new_batch({"a.ome.tif": data, "b.ome.tif": other})
+    for remote, content, claimed in ((batch["jobs"][0]["files"][0], data, hashlib.sha1(other).hexdigest()),
+                                     (batch["jobs"][1]["files"][0], other, hashlib.sha1(other).hexdigest())):
+        assert alice.put(f"/api/files/{remote['id']}?offset=0", data=content).status_code == 200
+        assert alice.post(f"/api/files/{remote['id']}/complete", json={"sha1": claimed}).status_code == 200
+    wrong, right = (j["id"] for j in batch["jobs"])
+    assert run(embedded_app, wrong) == "failed"
+    assert ("a.ome.tif on the transfer server is not what was sent (its SHA-1 differs from the sender's)"
+            in job(embedded_app, wrong).message)
+    assert images(embedded_app, "alice") == []
+    assert run(embedded_app, right) == "imported"  # its neighbour, of the content the wrong claim named
+
+
 def test_bytes_that_change_after_the_check_are_not_reported_imported(embedded_app, alice, monkeypatch):
     """OMERO must hold the researcher's bytes (the SHA-1 the upload was completed with), not whatever
     the staged file holds by the time it is imported."""
@@ -210,7 +229,7 @@ def test_bytes_that_change_after_the_check_are_not_reported_imported(embedded_ap
     assert alice.post(f"/api/jobs/{job_id}/retry").status_code == 200
     monkeypatch.setattr(pipeline.converters, "convert", convert)
     assert run(embedded_app, job_id) == "failed"  # the staged copy itself changed: the retry says so
-    assert "no longer intact on the transfer server" in job(embedded_app, job_id).message
+    assert "a.ome.tif on the transfer server is not what was sent" in job(embedded_app, job_id).message
 
 
 def test_an_unreachable_omero_is_retried_with_backoff_then_fails(embedded_app, alice, monkeypatch):

@@ -217,8 +217,11 @@ def _process(services: Services, run: Run, job: Job) -> str:
     staging = services.staging
     paths = [staging.path(job.id, f.stored_name) for f in job.files]
     for f, path in zip(job.files, paths):
-        if not path.is_file() or path.stat().st_size != f.size or hash_file(path).hexdigest() != f.sha1:
+        if not path.is_file() or path.stat().st_size != f.size:
             raise JobFailed(f"{f.name} is no longer intact on the transfer server: import it again")
+        if hash_file(path).hexdigest() != f.sha1:  # the SHA-1 its sender named, or the web's own
+            raise JobFailed(f"{f.name} on the transfer server is not what was sent (its SHA-1 differs from the "
+                            "sender's): it was damaged on the way or changed since; import it again")
 
     with services.db.session() as db:  # from here to its end, no other job checks for or imports this content
         claims.hold(db, job, job.batch.group_id, run.worker)

@@ -37,8 +37,9 @@ def _own(db, model, id_: int):
 
 def _file_json(f: JobFile) -> dict:
     received = f.size if f.completed_at else _staging().received(f.job_id, f.stored_name)
+    # sha1, once complete: the server's own (every chunk checked), else the client's, which the worker checks
     return {"id": f.id, "name": f.name, "size": f.size, "received": received, "complete": f.completed_at is not None,
-            "sha1": f.sha1 if f.completed_at else None}  # the server's own, once complete
+            "sha1": f.sha1 if f.completed_at else None}
 
 
 def _job_json(job: Job) -> dict:

@@ -6,6 +6,7 @@ import base64
 import binascii
 import errno
 import hashlib
+import re
 
 from flask import current_app, request
 from werkzeug.exceptions import ClientDisconnected
@@ -19,6 +20,8 @@ from app.core.models import JobFile, JobState
 from app.core.staging import BLOCK
 from app.errors import ApiError
 from app.slow_clients import body_blocks
+
+SHA1 = re.compile(r"[0-9a-f]{40}")
 
 
 @bp.get("/files/<int:file_id>")
@@ -83,8 +86,9 @@ def _until_cut(blocks):
 @bp.post("/files/<int:file_id>/complete")
 @login_required
 def complete_file(file_id: int):
-    """Check the whole file against the client's SHA-1 (not needed when every chunk came with a
-    matching Content-Digest); a job whose files all arrived is queued."""
+    """Complete a file whose bytes all arrived, with the client's SHA-1 of it (not needed when every
+    chunk came with a matching Content-Digest: the server then computed it and checks the client's
+    against it); a job whose files all arrived is queued."""
     claimed = str((request.get_json(silent=True) or {}).get("sha1") or "").lower()
     with _db() as db:
         f = _own(db, JobFile, file_id)
@@ -99,11 +103,13 @@ def complete_file(file_id: int):
         held = _staging().received(job.id, f.stored_name)
         if held != f.size:
             raise ApiError(f"The server holds {held:,} of {f.size:,} bytes: send the rest first", 409, "incomplete")
-        if not claimed and not _staging().verified(f.id, job.id, f.stored_name):
+        if claimed and not SHA1.fullmatch(claimed):
+            raise ApiError("sha1 must be 40 hexadecimal digits", 400)
+        checked = _staging().checked_sha1(f.id, job.id, f.stored_name)
+        if not claimed and checked is None:
             raise ApiError("Send the file's SHA-1 to complete it (its chunks were not all checked as they "
                            "arrived)", 409, "sha1_needed")
-        actual = _staging().sha1(f.id, job.id, f.stored_name)
-        if claimed and claimed != actual:
+        if claimed and checked is not None and claimed != checked:
             _staging().reset(f.id, job.id, f.stored_name)
             raise ApiError("The file arrived damaged (its SHA-1 does not match): it will be sent again", 422)
         try:
@@ -113,9 +119,10 @@ def complete_file(file_id: int):
             if e.errno == errno.ENOSPC:
                 raise ApiError("The transfer server's disk is full: send the file again later or ask the "
                                "facility staff", 507) from None
-            raise ApiError("The transfer server could not write the file to its disk: it will be sent again",
-                           422) from None
-        f.sha1, f.completed_at = actual, utcnow()
+            raise ApiError("The transfer server could not write the file to its disk: send it again", 422) from None
+        # a SHA-1 the server did not compute as the bytes arrived is the client's word: the worker
+        # checks the staged file against it before anything is imported
+        f.sha1, f.completed_at = checked or claimed, utcnow()
         if all(other.completed_at for other in job.files):
             job.content_sha1 = content_sha1([other.sha1 for other in job.files])
             job_states.record(db, job, state=JobState.QUEUED, message="Waiting for a worker")

@@ -24,7 +24,6 @@ import requests
 CHUNK = 16 << 20
 IN_FLIGHT = 3  # chunks on their way at once: the next is read while the earlier ones travel
 HASH_BLOCK = 1 << 20
-SEND_TRIES = 2  # a file the server dropped as damaged is sent once more, then the error is the answer
 FINAL = ("imported", "duplicate", "failed", "cancelled")
 Progress = Callable[[str, int, int], None]  # (name, bytes sent, size)
 
@@ -165,22 +164,7 @@ class PortalClient:
         """Send one file from where the server's copy ends, several chunks in flight (the server takes
         each in turn), then complete it with its SHA-1 and return that: `known`, else hashed from the
         chunks as they are read, else (sending resumed mid-file) sha1(), which reads the file whole.
-        A copy the server dropped as damaged (422) is sent once more from the start, as the page does."""
-        for attempt in range(SEND_TRIES):
-            claimed = self._send_bytes(remote, path, progress, sha1, known)
-            try:
-                self._call("POST", f"/api/files/{remote['id']}/complete", json={"sha1": claimed})
-                return claimed
-            except ClientError as e:
-                if e.status != 422 or attempt == SEND_TRIES - 1:
-                    raise
-                print(f"upload-portal: {e}", file=sys.stderr, flush=True)
-                known = None  # the file may have changed since it was hashed: hash what is sent now
-        raise AssertionError("unreachable")
-
-    def _send_bytes(self, remote: dict, path: Path, progress: Progress, sha1: Callable[[], str],
-                    known: str | None) -> str:
-        """Send the bytes the server does not hold yet; return the file's SHA-1."""
+        The server's worker checks the file against that SHA-1 before anything is imported."""
         size = remote["size"]  # what the batch declared: a file still being written must not pass for whole
         url = f"/api/files/{remote['id']}"
         offset = self._call("GET", url)["received"]
@@ -223,7 +207,9 @@ class PortalClient:
                     offset = held
         if path.stat().st_size != size:
             raise ClientError(_changed(path, size))
-        return known or (running.hexdigest() if running is not None and hashed == size else sha1())
+        claimed = known or (running.hexdigest() if running is not None and hashed == size else sha1())
+        self._call("POST", f"{url}/complete", json={"sha1": claimed})
+        return claimed
 
     def batch(self, batch_id: int) -> dict:
         return self._call("GET", f"/api/batches/{batch_id}")

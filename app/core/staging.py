@@ -67,8 +67,8 @@ class Staging:
         self.root = Path(root)
         self.reserve = reserve
         self.root.mkdir(parents=True, exist_ok=True)
-        # file id -> (bytes held, running SHA-1 of them, whether all arrived verified)
-        self._hashers: OrderedDict[int, tuple[int, object, bool]] = OrderedDict()
+        # file id -> (bytes held, running SHA-1 of them), for files whose every chunk matched its digest
+        self._checked: OrderedDict[int, tuple[int, object]] = OrderedDict()
         self._lock = threading.Lock()
         self._turns = _Turns()
 
@@ -116,10 +116,12 @@ class Staging:
         """Append blocks at offset (which must be the size already held); return the new size.
 
         With `digest` (the SHA-256 of the chunk's `length` bytes, sent by the page) the chunk counts
-        only when all its bytes arrived and match it, and a file whose every chunk matched needs no
-        SHA-1 from the client to complete (`verified`): the browser hashes its chunks natively instead
-        of the whole file in WebAssembly, which was slower than the network. A chunk that does not
-        match, or breaks off, is dropped whole."""
+        only when all its bytes arrived and match it (else it is dropped whole), and while every chunk
+        of a file does, the file's SHA-1 is computed as it arrives (`checked_sha1`): the page then needs
+        none of its own (the browser hashes its chunks natively, faster than the whole file in
+        WebAssembly). Chunks without a digest are only written: the client names the file's SHA-1 at
+        complete, and the worker checks the staged file against it before anything is imported (it
+        reads the file for that in any case; hashing here too cost the web process half its CPU)."""
         path = self.path(job_id, stored_name)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -132,8 +134,8 @@ class Staging:
                 digest: bytes | None, length: int) -> int:
         with f:
             held = _await_turn(f, offset, self._turns)
-            hasher, verified = self._running(file_id, path, held)
             chunk = hashlib.sha256() if digest is not None else None
+            sha1 = self._continued(file_id, held) if chunk is not None else None
             written, hashing = held, None
             try:
                 f.seek(held)
@@ -143,7 +145,8 @@ class Staging:
                     # hashlib and write() both release the GIL: hash this block while writing it
                     if hashing is not None:
                         hashing.result()
-                    hashing = _HASH_POOL.submit(_update, hasher, chunk, block)
+                    if chunk is not None:
+                        hashing = _HASH_POOL.submit(_update, sha1, chunk, block)
                     view = memoryview(block)
                     while view:  # a nearly full disk takes part of a block: count only what it took
                         done = f.write(view)
@@ -152,7 +155,7 @@ class Staging:
                 if hashing is not None:
                     hashing.result()
                 if chunk is not None and (written - held != length or chunk.digest() != digest):
-                    f.truncate(held)  # the running hash of what is held stays cached (`hasher` is a copy)
+                    f.truncate(held)  # the running hash of what is held stays cached (`sha1` is a copy)
                     raise StagingError("This chunk arrived damaged or incomplete (it does not match its "
                                        "Content-Digest): send it again", 422, "damaged_chunk")
             except OSError as e:
@@ -167,10 +170,13 @@ class Staging:
             except BaseException:
                 if hashing is not None:
                     hashing.cancel()
-                # keep what arrived whole (the client resumes from it), but the hash state is now unknown
+                # keep what arrived whole (the client resumes from it), but it was not checked
                 self._forget(file_id)
                 raise
-            self._remember(file_id, written, hasher, verified and digest is not None)
+            if sha1 is not None:
+                self._remember(file_id, written, sha1)
+            else:
+                self._forget(file_id)
             start_writeback(f.fileno(), held, written - held)
             return written
 
@@ -192,37 +198,35 @@ class Staging:
         finally:
             os.close(fd)
 
-    def sha1(self, file_id: int, job_id: int, stored_name: str) -> str:
-        """SHA-1 of what is held: from the running hash when it is current, else from the disk."""
-        path = self.path(job_id, stored_name)
-        return self._running(file_id, path, self.received(job_id, stored_name))[0].hexdigest()
-
-    def verified(self, file_id: int, job_id: int, stored_name: str) -> bool:
-        """Whether every byte held arrived in chunks that matched their Content-Digest (as far as this
-        process saw them: a restart or another web process forgets, and the client then sends its SHA-1)."""
+    def checked_sha1(self, file_id: int, job_id: int, stored_name: str) -> str | None:
+        """The SHA-1 of the bytes held if every one of them arrived in chunks that matched their
+        Content-Digest, as far as this process saw them; else None (a restart or another web process
+        forgets, and the client then names the SHA-1)."""
         size = self.received(job_id, stored_name)
-        with self._lock:  # only what this process saw: hashing the file from disk could not tell
-            cached = self._hashers.get(file_id)
-        return size == 0 or bool(cached and cached[0] == size and cached[2])
-
-    def _running(self, file_id: int, path: Path, size: int) -> tuple[object, bool]:
-        """(A copy of the running SHA-1 of the file's first `size` bytes, whether they were all verified)."""
+        if size == 0:
+            return hashlib.sha1().hexdigest()
         with self._lock:
-            cached = self._hashers.get(file_id)
-        if cached and cached[0] == size:
-            return cached[1].copy(), cached[2]
-        return hash_file(path, size), size == 0
+            cached = self._checked.get(file_id)
+        return cached[1].hexdigest() if cached and cached[0] == size else None
 
-    def _remember(self, file_id: int, size: int, hasher, verified: bool) -> None:
+    def _continued(self, file_id: int, held: int):
+        """A copy of the running SHA-1 of the `held` bytes, if all were checked; else None."""
+        if held == 0:
+            return hashlib.sha1()
         with self._lock:
-            self._hashers[file_id] = (size, hasher, verified)
-            self._hashers.move_to_end(file_id)
-            while len(self._hashers) > 256:
-                self._hashers.popitem(last=False)
+            cached = self._checked.get(file_id)
+        return cached[1].copy() if cached and cached[0] == held else None
+
+    def _remember(self, file_id: int, size: int, sha1) -> None:
+        with self._lock:
+            self._checked[file_id] = (size, sha1)
+            self._checked.move_to_end(file_id)
+            while len(self._checked) > 256:
+                self._checked.popitem(last=False)
 
     def _forget(self, file_id: int) -> None:
         with self._lock:
-            self._hashers.pop(file_id, None)
+            self._checked.pop(file_id, None)
 
     def reset(self, file_id: int, job_id: int, stored_name: str) -> None:
         """Drop a file whose bytes failed their checksum, so it is sent again from the start."""
@@ -252,9 +256,9 @@ def start_writeback(fd: int, offset: int, count: int) -> None:
 
 
 def _update(sha1, chunk, block) -> None:
-    sha1.update(block)
-    if chunk is not None:
-        chunk.update(block)
+    chunk.update(block)
+    if sha1 is not None:
+        sha1.update(block)
 
 
 class _Turns:
@@ -306,13 +310,12 @@ def _await_turn(f, offset: int, turns: _Turns) -> int:
         turns.wait(since, TURN_POLL)
 
 
-def hash_file(path: Path, size: int | None = None):
-    digest = hashlib.sha1()
+def hash_file(path: Path):
+    """The SHA-1 of a file (empty if it is missing), read through one reused buffer."""
+    digest, block = hashlib.sha1(), bytearray(BLOCK * 8)
     if not path.exists():
         return digest
-    with open(path, "rb") as f:
-        remaining = size if size is not None else float("inf")
-        while remaining > 0 and (block := f.read(int(min(BLOCK * 8, remaining)))):
-            digest.update(block)
-            remaining -= len(block)
+    with open(path, "rb", buffering=0) as f:
+        while size := f.readinto(block):
+            digest.update(memoryview(block)[:size])
     return digest
