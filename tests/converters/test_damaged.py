@@ -1,0 +1,62 @@
+"""Real samples cut short or with bytes overwritten, as an interrupted copy or a failing disk leaves
+them: each fails with a message that names the damage (found by a survey that truncated, flipped and
+zeroed every sample), never with the registry's "could not be read: <exception>" or an exception."""
+from __future__ import annotations
+
+import re
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from converters import ConversionError, ConvertOptions, convert
+from tests.helpers import SAMPLES, sample
+
+
+def damaged(tmp_path, name: str, keep: int | None = None, at: int = 0, put: bytes = b"", partners=()) -> list:
+    """The sample (and its partners, untouched) in tmp_path, its first `keep` bytes only, `put` written at `at`."""
+    data = bytearray(sample(name).read_bytes())
+    data[at:at + len(put)] = put
+    path = tmp_path / name
+    path.write_bytes(bytes(data[:keep]))
+    for partner in partners:
+        shutil.copy(sample(partner), tmp_path / partner)
+    return [path, *(tmp_path / p for p in partners)]
+
+
+def refusal(files, tmp_path) -> str:
+    with pytest.raises(ConversionError) as caught:
+        convert(files, tmp_path / "out", ConvertOptions(workers=1))
+    return str(caught.value)
+
+
+HDF5_SAMPLES = sorted(p.name for p in SAMPLES.iterdir() if p.read_bytes()[:8] == b"\x89HDF\r\n\x1a\n")
+
+
+@pytest.mark.parametrize("name", HDF5_SAMPLES)
+@pytest.mark.parametrize("share", [0.01, 0.5, 0.9])
+def test_cut_hdf5_file_is_named_truncated_with_its_size(tmp_path, name, share):
+    """Was "is not a valid Velox EMD or Berkeley EMD or HDF5 file: its content is an HDF5 file"."""
+    size = sample(name).stat().st_size
+    keep = int(size * share)
+    message = refusal(damaged(tmp_path, name, keep), tmp_path)
+    assert message == f"{name} is truncated: its HDF5 header says {size} bytes, the file holds {keep} (an interrupted copy?)"
+
+
+def test_hdf5_cut_by_one_byte_or_inside_its_header(tmp_path):
+    name = "fei_example_tem_stack.emd"
+    size = sample(name).stat().st_size
+    assert refusal(damaged(tmp_path, name, size - 1), tmp_path).endswith(f"the file holds {size - 1} (an interrupted copy?)")
+    assert refusal(damaged(tmp_path, name, 20), tmp_path) == f"{name} is truncated inside its HDF5 header (the file holds 20 bytes)"
+
+
+@pytest.mark.parametrize("libver", ["earliest", "latest"])  # superblock version 0 and version 3
+def test_cut_hdf5_of_either_superblock_version_is_named_truncated(tmp_path, libver):
+    path = tmp_path / "x.h5"
+    with h5py.File(path, "w", libver=libver) as f:
+        f["image"] = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
+    size = path.stat().st_size
+    path.write_bytes(path.read_bytes()[:size - 100])
+    assert re.fullmatch(rf"x\.h5 is truncated: its HDF5 header says {size} bytes, the file holds {size - 100} .*",
+                        refusal([path], tmp_path))
