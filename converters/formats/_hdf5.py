@@ -24,6 +24,15 @@ def open_h5(path: Path) -> h5py.File:
         raise ConversionError(f"{path.name} is not a readable HDF5 (EMD) file: {e}") from None
 
 
+# what h5py raises on a damaged B-tree, heap or object header met while a plugin walks the file
+DAMAGED = (OSError, RuntimeError)
+
+
+def damaged(path: Path, error: Exception) -> ConversionError:
+    return ConversionError(f"{path.name}: its HDF5 structure cannot be read ({type(error).__name__}: {error}); "
+                           f"it may be damaged or incomplete")
+
+
 def h5_kind(head: bytes, path: Path, test: Callable[[h5py.File], bool]) -> bool:
     """True when the file starts with the HDF5 signature and its layout passes `test`.
 
@@ -35,7 +44,7 @@ def h5_kind(head: bytes, path: Path, test: Callable[[h5py.File], bool]) -> bool:
     try:
         with h5py.File(path, "r") as f:
             return bool(test(f))
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError):  # RuntimeError: h5py on a damaged B-tree
+    except (*DAMAGED, KeyError, ValueError, TypeError):
         return False
 
 

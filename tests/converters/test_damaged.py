@@ -60,3 +60,32 @@ def test_cut_hdf5_of_either_superblock_version_is_named_truncated(tmp_path, libv
     path.write_bytes(path.read_bytes()[:size - 100])
     assert re.fullmatch(rf"x\.h5 is truncated: its HDF5 header says {size} bytes, the file holds {size - 100} .*",
                         refusal([path], tmp_path))
+
+
+def _velox_data_shape(path) -> tuple[int, ...]:
+    with h5py.File(path) as f:
+        return next(iter(f["Data/Image"].values()))["Data"].shape
+
+
+@pytest.mark.parametrize("byte", [3929, 3937])  # the high byte of the Ceta image's height (512), of its width
+def test_velox_image_whose_size_reads_zero_is_named_empty(tmp_path, byte):
+    """Was the registry's "could not be read: ValidationError" (an OME image of no rows), and for a zero
+    width a ZeroDivisionError in RosettaSciIO that escaped convert()."""
+    files = damaged(tmp_path, "Camera Ceta Diffraction Micro.emd", at=byte, put=b"\0")
+    ny, nx, frames = _velox_data_shape(files[0])
+    assert 0 in (ny, nx)
+    assert refusal(files, tmp_path) == (f"Camera Ceta Diffraction Micro.emd: an image declares {nx}x{ny} pixels in "
+                                        f"{frames} frames, an empty array; the file is damaged")
+
+
+@pytest.mark.parametrize("name, byte, error", [
+    ("Camera Ceta Imaging Micro.emd", 2563, "RuntimeError: Unable to get group info"),  # a symbol table entry
+    ("STEM HAADF Diffraction Micro.emd", 1676, "RuntimeError: Link iteration failed"),  # a local heap
+    ("berkeley_example_image.emd", 2251, "OSError: Can't synchronously read data"),  # an attribute
+])
+def test_damaged_hdf5_structure_is_named_as_such(tmp_path, name, byte, error):
+    """Each was "<name> could not be read: <error>" from the registry's net (Velox and Berkeley EMD)."""
+    original = sample(name).read_bytes()[byte]
+    message = refusal(damaged(tmp_path, name, at=byte, put=bytes([original ^ 0xFF])), tmp_path)
+    assert message.startswith(f"{name}: its HDF5 structure cannot be read ({error}")
+    assert message.endswith("; it may be damaged or incomplete")
