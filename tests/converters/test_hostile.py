@@ -99,6 +99,8 @@ def test_twenty_thousand_siblings_are_named_in_linear_time(tmp_path, builder, ke
 
 def test_unclosed_object_info_is_read_in_one_pass(tmp_path):
     """5: 100,000 unclosed <ObjectInfo> (1.2 MB) made the regular expression search quadratic (about 40
-    minutes: far past the time-out); found in one pass, the .ser converts."""
+    minutes: far past the time-out); found in one pass, the unclosed first one is a cut .emi."""
     report = convert_capped("emi_unclosed", tmp_path)
-    assert report["outcome"] == "converted", report
+    assert report["outcome"] == "refused", report
+    assert report["message"] == ("t.emi is truncated: its metadata XML (<ObjectInfo> from byte 2) is cut off where "
+                                 "the file ends, at byte 1200002")
