@@ -89,3 +89,34 @@ def test_damaged_hdf5_structure_is_named_as_such(tmp_path, name, byte, error):
     message = refusal(damaged(tmp_path, name, at=byte, put=bytes([original ^ 0xFF])), tmp_path)
     assert message.startswith(f"{name}: its HDF5 structure cannot be read ({error}")
     assert message.endswith("; it may be damaged or incomplete")
+
+
+CZI_SAMPLES = ["Al2O3_SE_020_sp.czi", "DAPI_GFP.czi", "S3_1Pos_2Mosaic_T1_Z1_CH1.czi"]
+
+
+@pytest.mark.parametrize("name", CZI_SAMPLES)
+@pytest.mark.parametrize("share", [0.01, 0.5, 0.9])
+def test_cut_czi_is_named_truncated_not_passed_through(tmp_path, name, share):
+    """A CZI is passed to OMERO as it is: cut anywhere after its metadata, it "converted" (OMERO would then
+    fail on it, or import it with tiles missing)."""
+    size = sample(name).stat().st_size
+    keep = int(size * share)
+    message = refusal(damaged(tmp_path, name, keep), tmp_path)
+    found = re.fullmatch(rf"{re.escape(name)} is truncated: its directories place data up to byte (\d+), the file "
+                         rf"holds {keep} bytes \(an interrupted copy\?\)", message)
+    assert found and keep < int(found[1]) <= size, message
+
+
+@pytest.mark.parametrize("name", CZI_SAMPLES)
+def test_whole_czi_and_one_cut_from_its_padding_pass_through(tmp_path, name):
+    """The attachment directory's allocated but unused tail is padding: a CZI without its last byte
+    still holds every segment whole."""
+    for keep in (None, -1):
+        assert convert(damaged(tmp_path, name, keep), tmp_path / "out", ConvertOptions()).status == "passthrough"
+
+
+def test_czi_directory_pointing_at_no_image_block_is_damaged(tmp_path):
+    data = sample("DAPI_GFP.czi").read_bytes()
+    at = data.rindex(b"ZISRAWSUBBLOCK")  # the image block furthest into the file
+    message = refusal(damaged(tmp_path, "DAPI_GFP.czi", at=at, put=bytes(16)), tmp_path)
+    assert message == f"DAPI_GFP.czi: no CZI ZISRAWSUBBLOCK segment at byte {at}, where the file places one; the file is damaged"
