@@ -61,7 +61,36 @@ def open_tiff(path: Path) -> tifffile.TiffFile:
     if not len(tif.pages):
         tif.close()
         raise ConversionError(f"{path.name} is truncated or damaged: it holds no readable image directory")
+    try:
+        _refuse_cut_chain(path, tif.pages.first.offset, len(tif.pages), size, order, big)
+    except ConversionError:
+        tif.close()
+        raise
     return tif
+
+
+def _refuse_cut_chain(path: Path, first: int, count: int, size: int, order: str, big: bool) -> None:
+    """Refuse a file whose chain of image directories runs past its end: tifffile stops there (with an
+    error in its log) and keeps the pages before it, so a cut stack would import short of its lost
+    frames, or fail later on a page it could not read. An image directory is a tag count (2 bytes, 8 in
+    BigTIFF), its tags (12 or 20 bytes each), then the offset of the next directory (4 or 8 bytes; 0
+    ends the chain). The walk stops after the directories tifffile found, and one more."""
+    count_format, tag_size, offset_format = (order + "Q", 20, order + "Q") if big else (order + "H", 12, order + "I")
+    at = first
+    with open(path, "rb") as f:
+        for n in range(1, count + 2):
+            f.seek(at)
+            tags = f.read(struct.calcsize(count_format))
+            end = at + len(tags) + struct.calcsize(offset_format)
+            if len(tags) == struct.calcsize(count_format):
+                end += struct.unpack(count_format, tags)[0] * tag_size
+            if end > size or len(tags) < struct.calcsize(count_format):
+                raise ConversionError(f"{path.name} is truncated: its image directory {n} at byte {at} runs past the "
+                                      f"end of the {size} bytes the file holds (an interrupted copy?)")
+            f.seek(end - struct.calcsize(offset_format))
+            at = struct.unpack(offset_format, f.read(struct.calcsize(offset_format)))[0]
+            if not at:
+                return
 
 
 def page_plane(path: Path, page: tifffile.TiffPage, rows: int | None = None):

@@ -225,6 +225,36 @@ def test_a_truncated_tiff_says_so(tmp_path, cut, message):
         convert([tmp_path / "cut.tif"], tmp_path / "out", ConvertOptions())
 
 
+@pytest.mark.parametrize("name", ["test_loading_image_saved_with_DM_stack.tif",
+                                  "test_loading_image_saved_with_imageJ_stack.tif"])
+@pytest.mark.parametrize("share", [0.5, 0.9])
+def test_a_stack_cut_before_its_second_directory_says_so(tmp_path, name, share):
+    """Converted before, as one frame of its two: tifffile ends a chain of directories that runs past the
+    end of the file, with only an error in its log."""
+    data = sample(name).read_bytes()
+    with tifffile.TiffFile(sample(name)) as tif:
+        second = tif.pages[1].offset
+    keep = int(len(data) * share)
+    assert keep < second
+    (tmp_path / "cut.tif").write_bytes(data[:keep])
+    with pytest.raises(ConversionError) as refused:
+        convert([tmp_path / "cut.tif"], tmp_path / "out", ConvertOptions())
+    assert str(refused.value) == (f"cut.tif is truncated: its image directory 2 at byte {second} runs past the end "
+                                  f"of the {keep} bytes the file holds (an interrupted copy?)")
+
+
+def test_a_stack_cut_inside_its_last_directory_says_so(tmp_path):
+    """Was the registry's "could not be read: TiffFileError: corrupted IFD structure"."""
+    full = tmp_path / "full.tif"
+    tifffile.imwrite(full, np.zeros((3, 16, 16), np.uint8), photometric="minisblack", metadata=None)
+    with tifffile.TiffFile(full) as tif:
+        last = tif.pages[2].offset
+    (tmp_path / "cut.tif").write_bytes(full.read_bytes()[:last + 6])  # its tag count and half a tag
+    with pytest.raises(ConversionError, match=rf"^cut\.tif is truncated: its image directory 3 at byte {last} runs "
+                                              rf"past the end of the {last + 6} bytes the file holds"):
+        convert([tmp_path / "cut.tif"], tmp_path / "out", ConvertOptions())
+
+
 def test_a_damaged_vendor_block_imports_the_pixels_with_a_warning(tmp_path):
     path = tmp_path / "atlas.tif"
     tifffile.imwrite(path, np.ones((8, 9), np.uint16), extratags=xml_tag(51023, "<Fibics><Scan><Ux>0.1"))
