@@ -158,9 +158,48 @@ def test_truncated_spc_names_what_the_header_says(tmp_path):
 def test_msa_with_an_unreadable_body_names_the_file(tmp_path):
     path = tmp_path / "spot.msa"
     head = sample("647_leo_edax_test.msa").read_bytes()[:1200]  # cut in the data, then a line of text
-    path.write_bytes(head[: head.rindex(b"\n") + 1] + b"10.0, abc\n")
+    path.write_bytes(head[: head.rindex(b"\n") + 1] + b"10.0, abc\n#ENDOFDATA   :\n")
     with pytest.raises(ConversionError, match=r"^spot\.msa is not a readable EMSA/MSA file"):
         convert([path], tmp_path / "out", ConvertOptions())
+
+
+def _msa_rows(data: bytes) -> list[bytes]:
+    """The data rows of the sample (XY pairs), read from its text."""
+    body = data[data.index(b"#SPECTRUM"):].split(b"\n")[1:]
+    return [row for row in body if row.strip() and not row.startswith(b"#")]
+
+
+@pytest.mark.parametrize("share", [0.1, 0.5, 0.9])
+def test_cut_msa_is_named_truncated_with_its_npoints(tmp_path, share):
+    """Was "not a readable EMSA/MSA file (IndexError: list index out of range)"; cut within its first
+    rows, it converted as a shorter spectrum."""
+    data = sample("647_leo_edax_test.msa").read_bytes()
+    cut = data[:int(len(data) * share)]
+    (tmp_path / "spot.msa").write_bytes(cut)
+    with pytest.raises(ConversionError) as refused:
+        convert([tmp_path / "spot.msa"], tmp_path / "out", ConvertOptions())
+    assert str(refused.value) == (f"spot.msa is truncated: its #NPOINTS says {len(_msa_rows(data))} channels, the file "
+                                  f"holds {len(_msa_rows(cut))} and ends without #ENDOFDATA")
+
+
+def test_msa_cut_in_its_header_is_named_truncated(tmp_path):
+    """Converted before, as a spectrum of no channels."""
+    (tmp_path / "spot.msa").write_bytes(sample("647_leo_edax_test.msa").read_bytes()[:64])
+    with pytest.raises(ConversionError, match=r"^spot\.msa is truncated: it ends without #ENDOFDATA, before any of its "
+                                              r"data \(the file holds 64 bytes\)$"):
+        convert([tmp_path / "spot.msa"], tmp_path / "out", ConvertOptions())
+
+
+def test_msa_with_rows_zeroed_says_how_many_channels_it_lost(tmp_path):
+    """An eighth of the file zeroed in its middle (as a failing disk leaves it): RosettaSciIO dropped the
+    rows it could not parse, and the spectrum imported short, its later peaks at the wrong energies."""
+    data = sample("647_leo_edax_test.msa").read_bytes()
+    rows = _msa_rows(data)
+    start, end = len(data) // 2 - len(data) // 16, len(data) // 2 + len(data) // 16
+    (tmp_path / "spot.msa").write_bytes(data[:start] + bytes(end - start) + data[end:])
+    with pytest.raises(ConversionError) as refused:
+        convert([tmp_path / "spot.msa"], tmp_path / "out", ConvertOptions())
+    assert str(refused.value).startswith(f"spot.msa is damaged: its #NPOINTS says {len(rows)} channels, ")
 
 
 def test_emsa_suffix_is_read(tmp_path):
