@@ -40,7 +40,7 @@ def h5_kind(head: bytes, path: Path, test: Callable[[h5py.File], bool]) -> bool:
     what it is, and "not a valid EMD file" would send its owner looking for the wrong fault."""
     if not head.startswith(HDF5_MAGIC):
         return False
-    refuse_truncated(head, path)
+    _refuse_truncated(head, path)
     try:
         with h5py.File(path, "r") as f:
             return bool(test(f))
@@ -48,7 +48,7 @@ def h5_kind(head: bytes, path: Path, test: Callable[[h5py.File], bool]) -> bool:
         return False
 
 
-def refuse_truncated(head: bytes, path: Path) -> None:
+def _refuse_truncated(head: bytes, path: Path) -> None:
     """Refuse an HDF5 file shorter than the end-of-file address its superblock records (HDF5 file format
     specification, "Superblock": versions 0 and 1 put it after two addresses from byte 24 or 28, versions
     2 and 3 after two from byte 12; addresses count from the base address)."""

@@ -67,8 +67,8 @@ def _xml_damage(path: Path, error: ElementTree.ParseError) -> ConversionError:
 
 
 def _refuse_truncated(path: Path) -> None:
-    """Refuse a .bcf shorter than its SFS container says: chunks of the header's size follow byte 0x118
-    (where rsciio's SFS_reader seeks them), as many as the header counts."""
+    """Refuse a .bcf shorter than its SFS container says: from byte 0x118 (where rsciio's SFS_reader
+    seeks them) it holds chunks of the size at byte 0x128, as many as the count at byte 0x148."""
     size = path.stat().st_size
     if size < MIN_BCF_BYTES:
         raise ConversionError(f"{path.name} is truncated: a Bruker .bcf holds at least its {MIN_BCF_BYTES}-byte "

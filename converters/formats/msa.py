@@ -55,7 +55,7 @@ def _refuse_truncated(path: Path) -> None:
     except ValueError:
         return  # no count to hold it to: the reader decides
     pairs = fields["DATATYPE"][2].strip().upper() == "XY" if "DATATYPE" in fields else False
-    held = len(rows) if pairs else sum(len(re.split(r"[,;\s]+", row.strip())) for row in rows)
+    held = len(rows) if pairs else sum(len(re.findall(r"[^,;\s]+", row)) for row in rows)
     if held < declared:
         raise ConversionError(f"{path.name} is truncated: its #NPOINTS says {declared} channels, the file holds {held} "
                               f"and ends without #ENDOFDATA")
