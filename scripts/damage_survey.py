@@ -11,7 +11,7 @@ every run), or an eighth of it zeroed in the middle. Outcomes:
 
   converted        as the whole file does (same warnings)
   converted+warn   with a warning the whole file does not give
-  cut-accepted     a cut copy (not the last byte) converted: data lost without a refusal
+  cut-accepted     a cut copy (not by its last byte) converted without a warning: data lost unsaid
   specific         a ConversionError in the plugin's own words
   net              the registry's "<file> could not be read: <Exception>: ..." (see converters.registry)
   escaped          an exception other than ConversionError left convert()
@@ -115,9 +115,9 @@ def run_capped(files: list[Path], out: Path, seconds: float, cap: int) -> dict:
 
 def outcome(report: dict, whole: dict, label: str) -> str:
     if report["outcome"] == "converted":
-        if label.startswith("cut") and label != "cut-1":
-            return "cut-accepted"
-        return "converted+warn" if set(report["warnings"]) - set(whole.get("warnings", [])) else "converted"
+        if set(report["warnings"]) - set(whole.get("warnings", [])):
+            return "converted+warn"
+        return "cut-accepted" if label.startswith("cut") and label != "cut-1" else "converted"
     if report["outcome"] == "refused":
         if "asks for more memory" in report["message"]:  # the registry's words for a MemoryError
             return "memory"
