@@ -40,6 +40,7 @@ class DeInfo:
     diffracting: bool = False  # the frames are diffraction patterns (STEM scan or a camera length)
     frame_seconds: float | None = None
     prefix: str = ""  # the acquisition's, from the info file's name ("20250429_06699")
+    warnings: list[str] = field(default_factory=list)
 
     def scan_image(self, name: str) -> bool:
         """Whether the MRC named so is a virtual or external image of this acquisition's scan."""
@@ -73,6 +74,8 @@ def read_info(path: Path) -> DeInfo:
     name = path.name
     info = DeInfo(metadata={f"DE.{k}": v for k, v in pairs.items()},
                   prefix=name[: -len(SUFFIX)] if name.lower().endswith(SUFFIX) else path.stem)
+    if not text.endswith("\n"):  # DE ends every line: a copy cut short ends inside one
+        info.warnings.append(f"{path.name} ends inside a line: it may be cut short, and what followed is missing")
     info.acquired = unix_time(pairs.get("Timestamp (seconds since Epoch)"))
     info.camera = pairs.get("Camera Model") or pairs.get("Camera Name") or None
     nm = [_number(pairs.get(f"Specimen Pixel Size {a} (nanometers)")) for a in "XY"]

@@ -24,15 +24,53 @@ def open_h5(path: Path) -> h5py.File:
         raise ConversionError(f"{path.name} is not a readable HDF5 (EMD) file: {e}") from None
 
 
+# what h5py raises on a damaged B-tree, heap or object header met while a plugin walks the file
+DAMAGED = (OSError, RuntimeError)
+
+
+def damaged(path: Path, error: Exception) -> ConversionError:
+    return ConversionError(f"{path.name}: its HDF5 structure cannot be read ({type(error).__name__}: {error}); "
+                           f"it may be damaged or incomplete")
+
+
 def h5_kind(head: bytes, path: Path, test: Callable[[h5py.File], bool]) -> bool:
-    """True when the file starts with the HDF5 signature and its layout passes `test`."""
+    """True when the file starts with the HDF5 signature and its layout passes `test`.
+
+    A file cut short is refused here, by its own header: HDF5 opens none, so no layout test could tell
+    what it is, and "not a valid EMD file" would send its owner looking for the wrong fault."""
     if not head.startswith(HDF5_MAGIC):
         return False
+    _refuse_truncated(head, path)
     try:
         with h5py.File(path, "r") as f:
             return bool(test(f))
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError):  # RuntimeError: h5py on a damaged B-tree
+    except (*DAMAGED, KeyError, ValueError, TypeError):
         return False
+
+
+def _refuse_truncated(head: bytes, path: Path) -> None:
+    """Refuse an HDF5 file shorter than the end-of-file address its superblock records (HDF5 file format
+    specification, "Superblock": versions 0 and 1 put it after two addresses from byte 24 or 28, versions
+    2 and 3 after two from byte 12; addresses count from the base address)."""
+    if len(head) < 14:
+        raise ConversionError(f"{path.name} is truncated inside its HDF5 header (the file holds {len(head)} bytes)")
+    version = head[8]
+    if version in (0, 1):
+        width, at = head[13], 24 if version == 0 else 28
+    elif version in (2, 3):
+        width, at = head[9], 12
+    else:
+        return  # a version this check does not know: h5py decides
+    if width not in (2, 4, 8):
+        return  # a damaged header, not a short file: h5py says what it makes of it
+    if len(head) < at + 3 * width:
+        raise ConversionError(f"{path.name} is truncated inside its HDF5 header (the file holds {len(head)} bytes)")
+    base = int.from_bytes(head[at:at + width], "little")
+    declared = base + int.from_bytes(head[at + 2 * width:at + 3 * width], "little")
+    held = path.stat().st_size
+    if held < declared:
+        raise ConversionError(f"{path.name} is truncated: its HDF5 header says {declared} bytes, the file holds "
+                              f"{held} (an interrupted copy?)")
 
 
 def pixel_kind(dtype: np.dtype) -> str:

@@ -41,7 +41,11 @@ def tiff_datetime(page: tifffile.TiffPage, zone: tzinfo) -> datetime | None:
         return None
 
 
-def open_tiff(path: Path) -> tifffile.TiffFile:
+def open_tiff(path: Path, warnings: list[str] | None = None) -> tifffile.TiffFile:
+    """The TIFF, refused with the reason when it is cut inside the image directories it lists. When
+    only the pointer after its last one leads past the file's end, the images before it are read and
+    `warnings` (if given) says the file may be cut short: a copy cut between two directories looks
+    the same as a writer's stray pointer, and a valid file must not be called damaged."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(16)
@@ -61,7 +65,42 @@ def open_tiff(path: Path) -> tifffile.TiffFile:
     if not len(tif.pages):
         tif.close()
         raise ConversionError(f"{path.name} is truncated or damaged: it holds no readable image directory")
+    try:
+        cut = _cut_directory(path, tif.pages.first.offset, len(tif.pages), size, order, big)
+    except ConversionError:
+        tif.close()
+        raise
+    if cut is not None and warnings is not None:
+        warnings.append(f"the file may be cut short: its image directory {cut} would lie past its end (byte "
+                        f"{size}); what its first {cut - 1} hold was read")
     return tif
+
+
+def _cut_directory(path: Path, first: int, count: int, size: int, order: str, big: bool) -> int | None:
+    """The number of the image directory after the `count` tifffile found when it runs past the file's
+    end (tifffile stops the chain there with only an error in its log and keeps the pages before it);
+    a file cut inside one of the `count` is refused (a page tifffile listed could not be read). An
+    image directory is a tag count (2 bytes, 8 in BigTIFF), its tags (12 or 20 bytes each), then the
+    offset of the next directory (4 or 8 bytes; 0 ends the chain)."""
+    count_format, tag_size, offset_format = (order + "Q", 20, order + "Q") if big else (order + "H", 12, order + "I")
+    at = first
+    with open(path, "rb") as f:
+        for n in range(1, count + 2):
+            f.seek(at)
+            tags = f.read(struct.calcsize(count_format))
+            end = at + len(tags) + struct.calcsize(offset_format)
+            if len(tags) == struct.calcsize(count_format):
+                end += struct.unpack(count_format, tags)[0] * tag_size
+            if end > size or len(tags) < struct.calcsize(count_format):
+                if n > count:
+                    return n
+                raise ConversionError(f"{path.name} is truncated: its image directory {n} at byte {at} runs past the "
+                                      f"end of the {size} bytes the file holds (an interrupted copy?)")
+            f.seek(end - struct.calcsize(offset_format))
+            at = struct.unpack(offset_format, f.read(struct.calcsize(offset_format)))[0]
+            if not at:
+                return None
+    return None
 
 
 def page_plane(path: Path, page: tifffile.TiffPage, rows: int | None = None):

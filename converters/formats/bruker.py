@@ -12,8 +12,11 @@ and can choose uint8, which wraps.)
 """
 from __future__ import annotations
 
+import struct
+import zlib
 from collections import Counter
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 
@@ -28,7 +31,8 @@ EXTENSIONS = (".bcf", ".spx")
 READERS = ("rsciio.bruker",)
 HELP = "EDS maps and spectra: the map's images become images, its sum spectrum a CSV and plot; a spectrum alone imports its plot"
 BCF_MAGIC = b"AAMVHFSS"  # Bruker's SFS container
-MIN_BCF_BYTES = 0x148  # the SFS header and its first block table
+MIN_BCF_BYTES = 0x14C  # the SFS header, to its count of chunks
+SFS_CHUNKS_AT = 0x118
 SUM_TITLE = "EDS (sum of the spectrum image)"
 
 
@@ -41,13 +45,45 @@ def read(files: list[Path], options: ConvertOptions) -> SourceFile:
     path = files[0]
     if path.suffix.lower() == ".spx":
         check_text_size(path, "Bruker .spx")
-        signal = read_signals("bruker", path, "Bruker .spx")[0]
+        try:
+            signal = read_signals("bruker", path, "Bruker .spx")[0]
+        except ElementTree.ParseError as e:
+            raise _xml_damage(path, e) from None
         return spectrum_file(path, signal, "EDS", local_time(signal["metadata"]["General"], options.timezone),
                              lambda om: om.get("Detector", {}).get("Type"))
+    _refuse_truncated(path)
+    try:
+        return _bcf(path, options)
+    except zlib.error as e:  # rsciio inflates the container's blocks as it reads them
+        raise ConversionError(f"{path.name}: a compressed block in it does not inflate ({e}); the file is "
+                              f"damaged") from None
+
+
+def _xml_damage(path: Path, error: ElementTree.ParseError) -> ConversionError:
+    if not path.read_bytes().rstrip().endswith(b"</TRTSpectrum>"):
+        return ConversionError(f"{path.name} is truncated: its XML ends before </TRTSpectrum> (the file holds "
+                               f"{path.stat().st_size} bytes)")
+    return ConversionError(f"{path.name} is not valid XML ({error})")
+
+
+def _refuse_truncated(path: Path) -> None:
+    """Refuse a .bcf shorter than its SFS container says: from byte 0x118 (where rsciio's SFS_reader
+    seeks them) it holds chunks of the size at byte 0x128, as many as the count at byte 0x148."""
     size = path.stat().st_size
     if size < MIN_BCF_BYTES:
         raise ConversionError(f"{path.name} is truncated: a Bruker .bcf holds at least its {MIN_BCF_BYTES}-byte "
                               f"container header, the file has {size} bytes")
+    with open(path, "rb") as f:
+        head = f.read(MIN_BCF_BYTES)
+    chunk_size, = struct.unpack_from("<I", head, 0x128)
+    chunks, = struct.unpack_from("<I", head, 0x148)
+    declared = SFS_CHUNKS_AT + chunks * chunk_size
+    if size < declared:
+        raise ConversionError(f"{path.name} is truncated: its header says {declared} bytes, the file holds {size} "
+                              f"(an interrupted copy?)")
+
+
+def _bcf(path: Path, options: ConvertOptions) -> SourceFile:
     images = read_signals("bruker", path, "Bruker .bcf", select_type="image")
     maps = read_signals("bruker", path, "Bruker .bcf", select_type="spectrum_image", index="all", lazy=True)
     acquired = local_time(maps[0]["metadata"]["General"], options.timezone)

@@ -27,6 +27,7 @@ def identify(head: bytes, path: Path) -> bool:
 
 def read(files: list[Path], options: ConvertOptions) -> Passthrough:
     path = files[0]
+    _refuse_truncated(path)
     try:
         root = parse_xml(_metadata_xml(path), path.name, "CZI metadata XML")
     except ET.ParseError as e:
@@ -74,6 +75,68 @@ def scene_names(path: Path) -> list[str | None]:
     names = {int(s.get("Index")) if (s.get("Index") or "").isdigit() else i: clean(s.get("Name") or "") or None
              for i, s in enumerate(scenes)}
     return [names.get(i) for i in range(count)]
+
+
+def _refuse_truncated(path: Path) -> None:
+    """Refuse a CZI that ends before its last segment does: the image block furthest into the file (the
+    subblock directory, from DirectoryPosition at byte 84, gives each one's FilePosition), and the
+    attachment directory (its position at byte 104). Each segment is a 32-byte header (its Id, then
+    AllocatedSize and UsedSize) and its data. Passed through, a cut CZI would fail in OMERO, or import
+    with tiles missing."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(112)
+        if len(head) < 112:
+            raise ConversionError(f"{path.name} is truncated inside its CZI file header")
+        directory, = struct.unpack_from("<q", head, 84)
+        attachments, = struct.unpack_from("<q", head, 104)
+        ends = [_segment_end(f, path, attachments, size, b"ZISRAWATTDIR")] if attachments else []
+        if directory:
+            furthest = _furthest_block(f, path, directory, size)
+            if furthest:
+                ends.append(_segment_end(f, path, furthest, size, b"ZISRAWSUBBLOCK"))
+    if ends and max(ends) > size:
+        raise ConversionError(f"{path.name} is truncated: its directories place data up to byte {max(ends)}, the "
+                              f"file holds {size} bytes (an interrupted copy?)")
+
+
+def _segment_end(f, path: Path, position: int, size: int, kind: bytes) -> int:
+    """Where the segment at `position` ends; past the end of the file when the file is cut short."""
+    if position > size - 32:
+        return position + 32  # its header is beyond the end
+    f.seek(max(position, 0))
+    header = f.read(32)
+    if position <= 0 or not header.startswith(kind):
+        raise ConversionError(f"{path.name}: no CZI {kind.decode()} segment at byte {position}, where the file "
+                              f"places one; the file is damaged")
+    allocated, used = struct.unpack_from("<qq", header, 16)
+    return position + 32 + (used or allocated)
+
+
+def _furthest_block(f, path: Path, directory: int, size: int) -> int:
+    """The file position of the image block furthest into this file part (0: none), or the end of a cut
+    directory. The subblock directory holds a count at byte 32 of its segment, entries from byte 160
+    (32 bytes: FilePosition at 6, FilePart at 14, the dimension count at 28; then 20 bytes per
+    dimension). Read entry by entry: a mosaic's directory runs to many megabytes."""
+    end = _segment_end(f, path, directory, size, b"ZISRAWDIRECTORY")
+    if end > size:
+        return end
+    f.seek(directory + 32)
+    count, = struct.unpack("<i", f.read(4))
+    f.seek(directory + 160)
+    furthest = 0
+    for entry in range(max(count, 0)):
+        fixed = f.read(32)
+        dimensions = struct.unpack_from("<i", fixed, 28)[0] if len(fixed) == 32 else -1
+        # every entry moves forward and stays inside the directory: at most one pass over it
+        if dimensions < 0 or f.tell() > end or not fixed.startswith(b"DV"):
+            raise ConversionError(f"{path.name}: its CZI subblock directory is damaged (entry {entry + 1} of "
+                                  f"{count})")
+        position, part = struct.unpack_from("<qi", fixed, 6)
+        if part == 0:  # the others live in the other files of a multi-part CZI
+            furthest = max(furthest, position)
+        f.seek(20 * dimensions, 1)
+    return furthest
 
 
 def _metadata_xml(path: Path) -> str:

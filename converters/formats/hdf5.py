@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from converters.base import Accounted, ConversionError, ConvertOptions, SourceFile, SourceImage, Spectrum
-from converters.formats._hdf5 import attr_text, attr_value, channels_of, h5_kind, open_h5, pixel_kind
+from converters.formats._hdf5 import DAMAGED, attr_text, attr_value, channels_of, damaged, h5_kind, open_h5, pixel_kind
 from converters.limits import check_channels, check_h5
 from converters.meta import clean
 from converters.planes import FuncPlane
@@ -46,10 +46,9 @@ def read(files: list[Path], options: ConvertOptions) -> SourceFile:
     f = open_h5(path)
     try:
         source = _read(f, path)
-    except (KeyError, ValueError, TypeError, RuntimeError, OSError) as e:
+    except (*DAMAGED, KeyError, ValueError, TypeError) as e:
         f.close()
-        raise ConversionError(f"{path.name}: its HDF5 structure cannot be read ({type(e).__name__}: {e}); "
-                              f"it may be damaged or incomplete") from None
+        raise damaged(path, e) from None
     except BaseException:
         f.close()
         raise

@@ -121,7 +121,7 @@ def _image(mrc_path: Path, xml: EpuImage, info: DeInfo | None) -> SourceImage:
         channels=channels, pixel_size=size, acquired=acquired, microscope=microscope,
         detector=xml.detector or (info.camera if info else None), metadata=metadata, notes=notes,
         time_increment=info.frame_seconds if info and axis == "T" and nz > 1 and not scan_image else None,
-        warnings=unknowns(acquired, microscope, size is not None or bool(calibration)),
+        warnings=unknowns(acquired, microscope, size is not None or bool(calibration)) + (info.warnings if info else []),
     )
 
 

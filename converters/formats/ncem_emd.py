@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from converters.base import Accounted, ConversionError, ConvertOptions, SourceFile, SourceImage, Spectrum
-from converters.formats._hdf5 import attr_value, channels_of, h5_kind, normalised_view, open_h5, pixel_kind
+from converters.formats._hdf5 import DAMAGED, attr_value, channels_of, damaged, h5_kind, normalised_view, open_h5, pixel_kind
 from converters.formats._rsciio import axis_size, has_unit, read_signals, seconds, unix_time, z_step
 from converters.limits import check_channels, check_h5
 from converters.meta import flatten, pixel_size, to_metres
@@ -53,6 +53,9 @@ def read(files: list[Path], options: ConvertOptions) -> SourceFile:
     except (KeyError, ValueError, TypeError, IndexError) as e:
         f.close()
         raise ConversionError(f"{path.name}: the EMD layout is damaged ({type(e).__name__}: {e})") from None
+    except DAMAGED as e:
+        f.close()
+        raise damaged(path, e) from None
     except BaseException:
         f.close()
         raise

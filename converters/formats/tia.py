@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import struct
 import warnings
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
@@ -39,6 +40,8 @@ _STEM_DETECTOR = re.compile(rb"Acquire ([\w+-]+) Scanning Display")
 
 
 def identify(head: bytes, path: Path) -> bool:
+    if head.startswith(b"JK\x00\x02"):  # TIA's own signature: a cut .emi has lost its <ObjectInfo>, not its kind
+        return True
     if not head.startswith(b"JK"):
         return False
     with open(path, "rb") as f:
@@ -50,6 +53,7 @@ def read(files: list[Path], options: ConvertOptions) -> SourceImage | SourceFile
     with open(emi, "rb") as f:
         raw = f.read(SCAN_LIMIT)
     xmls = _objects(raw)
+    _refuse_truncated(emi, raw, xmls)
     # an object with only an id, or one pointing at a reference image (a spectrum image's survey),
     # has no .ser of its own: the others each describe one
     described = sum(1 for xml in xmls if b"<AcquireDate>" in xml and b"<ReferenceImagePath>" not in xml)
@@ -95,6 +99,20 @@ def _objects(raw: bytes) -> list[bytes]:
         at = end + len(b"</ObjectInfo>")
         found.append(raw[start:at])
     return found
+
+
+def _refuse_truncated(emi: Path, raw: bytes, xmls: list[bytes]) -> None:
+    """TIA writes the metadata (an <ObjectInfo> per series) at the end of the .emi: a cut file loses it."""
+    if len(raw) == SCAN_LIMIT:
+        return  # the file goes on beyond what was read
+    last = raw.rfind(b"</ObjectInfo>")
+    cut = raw.find(b"<ObjectInfo>", max(last, 0))
+    if cut >= 0:
+        raise ConversionError(f"{emi.name} is truncated: its metadata XML (<ObjectInfo> from byte {cut}) is cut off "
+                              f"where the file ends, at byte {len(raw)}")
+    if not xmls:
+        raise ConversionError(f"{emi.name} is truncated or damaged: it holds none of the metadata XML (<ObjectInfo>) "
+                              f"TIA writes at its end (the file holds {len(raw)} bytes)")
 
 
 def _spectrum(s: Series) -> tuple[Spectrum, Accounted]:
@@ -194,7 +212,7 @@ def _unit(object_xml: bytes | None, ser: Path) -> str | None:
         with warnings.catch_warnings(record=True) as guessed:
             warnings.simplefilter("always")
             units = _guess_units_from_mode(convert_xml_to_dict(object_xml.decode("utf-8", "replace")), header)
-    except (IndexError, ValueError, TypeError, KeyError, AttributeError, OSError, ET.ParseError) as e:
+    except (IndexError, ValueError, TypeError, KeyError, AttributeError, OSError, ET.ParseError, struct.error) as e:
         log.debug("rsciio cannot tell the calibration unit of %s: %s", ser.name, e)
         return None
     if guessed:

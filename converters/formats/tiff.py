@@ -38,8 +38,8 @@ def identify(head: bytes, path: Path) -> bool:
 
 
 def read(files: list[Path], options: ConvertOptions) -> SourceFile:
-    path = files[0]
-    with open_tiff(path) as tif:
+    path, cut_short = files[0], []
+    with open_tiff(path, cut_short) as tif:
         try:
             series = [s for s in tif.series if s.keyframe is not None]
             found = describe(tif, files, options.timezone)
@@ -66,7 +66,7 @@ def read(files: list[Path], options: ConvertOptions) -> SourceFile:
         image.metadata = {**found.metadata, **(known.metadata if same_grid else {})}
         image.time_increment = step if image.shape["T"] > 1 else None
         # the registry adds date, microscope and pixel size unknown
-        image.warnings = [*([] if found.writer else [UNKNOWN_WRITER]), *found.warnings]
+        image.warnings = [*([] if found.writer else [UNKNOWN_WRITER]), *found.warnings, *cut_short]
     stem = path.stem
     accounted += [Accounted(image.title, "image", stem if n == 0 else f"{stem} [{image.title}]")
                   for n, image in enumerate(images)]

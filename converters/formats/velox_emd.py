@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from converters.base import Accounted, ConversionError, ConvertOptions, SourceFile, SourceImage, Spectrum
-from converters.formats._hdf5 import attr_text, channels_of, h5_kind, open_h5, pixel_kind
+from converters.formats._hdf5 import DAMAGED, attr_text, channels_of, damaged, h5_kind, open_h5, pixel_kind
 from converters.formats._rsciio import axis_size, read_signals, seconds, unix_time
 from converters.limits import blocks, check_channels, check_h5
 from converters.meta import flatten
@@ -61,6 +61,9 @@ def read(files: list[Path], options: ConvertOptions) -> SourceFile:
     except (KeyError, ValueError, TypeError, IndexError, json.JSONDecodeError) as e:
         f.close()
         raise ConversionError(f"{path.name}: the Velox layout is damaged ({type(e).__name__}: {e})") from None
+    except DAMAGED as e:
+        f.close()
+        raise damaged(path, e) from None
     except BaseException:
         f.close()
         raise
@@ -117,6 +120,11 @@ def _images(f: h5py.File, path: Path) -> tuple[list[SourceImage], list[Accounted
     # rsciio's lazy read makes a dask task per HDF5 chunk: it needs chunked arrays (as Velox writes
     # them, a frame per chunk), and a damaged chunk layout must not make millions of tasks
     arrays = [group[key]["Data"] for key in keys]
+    # Velox writes no empty image: the array's header is damaged (rsciio would divide by its size)
+    empty = next((a.shape for a in arrays if isinstance(a, h5py.Dataset) and a.ndim == 3 and 0 in a.shape), None)
+    if empty:
+        raise ConversionError(f"{path.name}: an image declares {empty[1]}x{empty[0]} pixels in {empty[2]} frames, an "
+                              f"empty array; the file is damaged")
     lazy = all(a.chunks and math.prod(-(-n // c) for n, c in zip(a.shape, a.chunks)) <= MAX_CHUNKS for a in arrays)
     if not lazy and sum(a.size * a.dtype.itemsize for a in arrays) > MAX_WHOLE:
         raise ConversionError(f"{path.name} stores its images unchunked or in {MAX_CHUNKS:,}+ chunks, which "

@@ -215,7 +215,7 @@ def dm_named_tif(tmp):
 CORPUS = [
     (empty, r"^x\.emd is empty \(0 bytes\)$"),
     (random_bytes_emd, r"^x\.emd is not a valid Velox EMD or Berkeley EMD or HDF5 file: its content starts with the bytes"),
-    (truncated_emd, r"^x\.emd is not a valid Velox EMD or Berkeley EMD or HDF5 file: its content is an HDF5 file; it may be damaged"),
+    (truncated_emd, r"^x\.emd is truncated: its HDF5 header says 756835 bytes, the file holds 252278 \(an interrupted copy\?\)$"),
     (emd_named_tif, r"^stack\.tif is named \.tif but its content is a Velox EMD file; rename it to \.emd"),
     (sem_named_emd, r"^sem\.emd is named \.emd but its content is a Zeiss SEM TIFF file"),
     (tiff_named_mrc, r"^a\.mrc is named \.mrc but its content is a Thermo Fisher/FEI SEM TIFF file"),

@@ -68,6 +68,18 @@ def czi_siblings(tmp: Path) -> list[Path]:
     return [_czi(tmp, "<a/>" * 20_000)]
 
 
+def czi_directory_count(tmp: Path) -> list[Path]:
+    """A subblock directory of one 32-byte entry (no image block, no dimensions) that counts 2**31 - 1."""
+    entries = b"DV" + bytes(30)
+    directory = (b"ZISRAWDIRECTORY".ljust(16, b"\0") + struct.pack("<qq", 160, 160)
+                 + struct.pack("<i", 2**31 - 1).ljust(128, b"\0") + entries)
+    path = _czi(tmp, "")
+    data = bytearray(path.read_bytes())
+    data[84:92] = struct.pack("<q", len(data))  # DirectoryPosition: after the metadata
+    path.write_bytes(bytes(data) + directory)
+    return [path]
+
+
 # --- Velox and Berkeley EMD: declared spectra, streams, cubes and 64-bit images with no data ---
 
 def _json_column(group, name: str, record: dict) -> None:

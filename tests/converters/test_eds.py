@@ -106,11 +106,45 @@ def test_twenty_byte_bcf_is_named_truncated(tmp_path):
         convert([path], tmp_path / "out", ConvertOptions())
 
 
-def test_cut_bcf_says_which_file_cannot_be_read(tmp_path):
-    path = tmp_path / "map.bcf"
-    path.write_bytes(sample("16x16_12bit_packed_8bit.bcf").read_bytes()[:4096])
-    with pytest.raises(ConversionError, match=r"^map\.bcf.*(damaged|incomplete|truncated)"):
-        convert([path], tmp_path / "out", ConvertOptions())
+@pytest.mark.parametrize("name", ["16x16_12bit_packed_8bit.bcf", "bcf_v2_50x50px.bcf"])
+@pytest.mark.parametrize("share", [0.03, 0.5, 0.999])
+def test_cut_bcf_is_named_truncated_with_the_size_its_container_declares(tmp_path, name, share):
+    """Was "not a readable Bruker .bcf file (error: unpack requires a buffer...)", or, cut past its images,
+    converted without a word about the spectrum image it lost."""
+    data = sample(name).read_bytes()
+    keep = int(len(data) * share)
+    (tmp_path / "map.bcf").write_bytes(data[:keep])
+    with pytest.raises(ConversionError) as refused:
+        convert([tmp_path / "map.bcf"], tmp_path / "out", ConvertOptions())
+    assert str(refused.value) == f"map.bcf is truncated: its header says {len(data)} bytes, the file holds {keep} (an interrupted copy?)"
+
+
+def test_bcf_with_a_block_zeroed_says_a_block_does_not_inflate(tmp_path):
+    """A zlib.error escaped convert() (the pipeline's "internal error")."""
+    data = bytearray(sample("bcf_v2_50x50px.bcf").read_bytes())
+    middle, block = len(data) // 2, len(data) // 8
+    data[middle - block // 2:middle + block // 2] = bytes(block // 2 * 2)
+    (tmp_path / "map.bcf").write_bytes(bytes(data))
+    with pytest.raises(ConversionError, match=r"^map\.bcf: a compressed block in it does not inflate \(Error -\d+ while "
+                                              r"decompressing data.*\); the file is damaged$"):
+        convert([tmp_path / "map.bcf"], tmp_path / "out", ConvertOptions())
+
+
+@pytest.mark.parametrize("keep", [1024, 6456, 11620])
+def test_cut_spx_is_named_truncated(tmp_path, keep):
+    """Was the registry's "could not be read: ParseError: unclosed token" """
+    (tmp_path / "spot.spx").write_bytes(sample("extracted_from_bcf.spx").read_bytes()[:keep])
+    with pytest.raises(ConversionError) as refused:
+        convert([tmp_path / "spot.spx"], tmp_path / "out", ConvertOptions())
+    assert str(refused.value) == f"spot.spx is truncated: its XML ends before </TRTSpectrum> (the file holds {keep} bytes)"
+
+
+def test_spx_with_a_damaged_tag_is_named_invalid_xml(tmp_path):
+    data = sample("extracted_from_bcf.spx").read_bytes()
+    at = data.index(b"<ClassInstance")
+    (tmp_path / "spot.spx").write_bytes(data[:at + 1] + b"\xff" + data[at + 2:])
+    with pytest.raises(ConversionError, match=r"^spot\.spx is not valid XML \(mismatched tag: line \d+, column \d+\)$"):
+        convert([tmp_path / "spot.spx"], tmp_path / "out", ConvertOptions())
 
 
 def test_truncated_spc_names_what_the_header_says(tmp_path):
@@ -124,9 +158,48 @@ def test_truncated_spc_names_what_the_header_says(tmp_path):
 def test_msa_with_an_unreadable_body_names_the_file(tmp_path):
     path = tmp_path / "spot.msa"
     head = sample("647_leo_edax_test.msa").read_bytes()[:1200]  # cut in the data, then a line of text
-    path.write_bytes(head[: head.rindex(b"\n") + 1] + b"10.0, abc\n")
+    path.write_bytes(head[: head.rindex(b"\n") + 1] + b"10.0, abc\n#ENDOFDATA   :\n")
     with pytest.raises(ConversionError, match=r"^spot\.msa is not a readable EMSA/MSA file"):
         convert([path], tmp_path / "out", ConvertOptions())
+
+
+def _msa_rows(data: bytes) -> list[bytes]:
+    """The data rows of the sample (XY pairs), read from its text."""
+    body = data[data.index(b"#SPECTRUM"):].split(b"\n")[1:]
+    return [row for row in body if row.strip() and not row.startswith(b"#")]
+
+
+@pytest.mark.parametrize("share", [0.1, 0.5, 0.9])
+def test_cut_msa_is_named_truncated_with_its_npoints(tmp_path, share):
+    """Was "not a readable EMSA/MSA file (IndexError: list index out of range)"; cut within its first
+    rows, it converted as a shorter spectrum."""
+    data = sample("647_leo_edax_test.msa").read_bytes()
+    cut = data[:int(len(data) * share)]
+    (tmp_path / "spot.msa").write_bytes(cut)
+    with pytest.raises(ConversionError) as refused:
+        convert([tmp_path / "spot.msa"], tmp_path / "out", ConvertOptions())
+    assert str(refused.value) == (f"spot.msa is truncated: its #NPOINTS says {len(_msa_rows(data))} channels, the file "
+                                  f"holds {len(_msa_rows(cut))} and ends without #ENDOFDATA")
+
+
+def test_msa_cut_in_its_header_is_named_truncated(tmp_path):
+    """Converted before, as a spectrum of no channels."""
+    (tmp_path / "spot.msa").write_bytes(sample("647_leo_edax_test.msa").read_bytes()[:64])
+    with pytest.raises(ConversionError, match=r"^spot\.msa is truncated: it ends without #ENDOFDATA, before any of its "
+                                              r"data \(the file holds 64 bytes\)$"):
+        convert([tmp_path / "spot.msa"], tmp_path / "out", ConvertOptions())
+
+
+def test_msa_with_rows_zeroed_says_how_many_channels_it_lost(tmp_path):
+    """An eighth of the file zeroed in its middle (as a failing disk leaves it): RosettaSciIO dropped the
+    rows it could not parse, and the spectrum imported short, its later peaks at the wrong energies."""
+    data = sample("647_leo_edax_test.msa").read_bytes()
+    rows = _msa_rows(data)
+    start, end = len(data) // 2 - len(data) // 16, len(data) // 2 + len(data) // 16
+    (tmp_path / "spot.msa").write_bytes(data[:start] + bytes(end - start) + data[end:])
+    with pytest.raises(ConversionError) as refused:
+        convert([tmp_path / "spot.msa"], tmp_path / "out", ConvertOptions())
+    assert str(refused.value).startswith(f"spot.msa is damaged: its #NPOINTS says {len(rows)} channels, ")
 
 
 def test_emsa_suffix_is_read(tmp_path):

@@ -147,12 +147,12 @@ def test_a_sparse_dataset_is_refused_as_a_bomb(tmp_path):
         run(path, tmp_path)
 
 
-def test_a_truncated_hdf5_may_be_damaged(tmp_path):
+def test_a_truncated_hdf5_is_named_truncated(tmp_path):
     full = tmp_path / "full.h5"
     image_file(full)
     (tmp_path / "cut.h5").write_bytes(full.read_bytes()[:3000])
-    with pytest.raises(ConversionError, match=r"^cut\.h5 is not a valid Berkeley EMD or HDF5 file: its content is an "
-                                              r"HDF5 file; it may be damaged"):
+    with pytest.raises(ConversionError, match=rf"^cut\.h5 is truncated: its HDF5 header says {full.stat().st_size} bytes, "
+                                              r"the file holds 3000 \(an interrupted copy\?\)$"):
         run(tmp_path / "cut.h5", tmp_path)
 
 

@@ -88,6 +88,19 @@ def test_direct_electron_movie_with_its_info_keeps_every_frame(tmp_path, check_o
     check_output(result)
 
 
+@pytest.mark.parametrize("share", [0.1, 0.5, 0.9])
+def test_de_info_cut_inside_a_line_imports_with_a_warning_that_says_so(tmp_path, share):
+    """The info file has no length or closing line: cut short, the movie converted with whatever keys
+    were left, and nothing said why the camera or date went missing."""
+    data = sample("Custom_info.txt").read_bytes()
+    cut = data[:int(len(data) * share)]
+    assert not cut.endswith(b"\n")
+    (tmp_path / "Custom_info.txt").write_bytes(cut)
+    result = convert([sample("Custom_movie.mrc"), tmp_path / "Custom_info.txt"], tmp_path / "out", ConvertOptions())
+    assert result.shape["T"] == 30
+    assert "Custom_info.txt ends inside a line: it may be cut short, and what followed is missing" in result.warnings
+
+
 def _info(tmp_path, **changes) -> str:
     return write_info(tmp_path / "Custom_info.txt", **changes)
 

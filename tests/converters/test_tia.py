@@ -127,6 +127,51 @@ def test_truncated_series_names_frames_declared_and_held(tmp_path):
         convert([tmp_path / "x.emi", tmp_path / "x_1.ser"], tmp_path / "out", ConvertOptions())
 
 
+def _cut_emi(tmp_path, share: float) -> tuple[list, bytes]:
+    """The 64x64x5 preview pair with its .emi cut to `share` of its bytes; the original .emi's bytes."""
+    data = sample("64x64x5_TEM_preview.emi").read_bytes()
+    (tmp_path / "x.emi").write_bytes(data[:int(len(data) * share)])
+    shutil.copy(sample("64x64x5_TEM_preview_1.ser"), tmp_path / "x_1.ser")
+    return [tmp_path / "x.emi", tmp_path / "x_1.ser"], data
+
+
+@pytest.mark.parametrize("share", [0.001, 0.1, 0.5])
+def test_emi_cut_before_its_metadata_is_named_truncated(tmp_path, share):
+    """Was "x.emi is not a valid TIA EMI file: its content starts with the bytes 4a 4b 00 02", TIA's own."""
+    files, data = _cut_emi(tmp_path, share)
+    assert b"<ObjectInfo>" not in files[0].read_bytes()
+    with pytest.raises(ConversionError) as refused:
+        convert(files, tmp_path / "out", ConvertOptions())
+    assert str(refused.value) == (f"x.emi is truncated or damaged: it holds none of the metadata XML (<ObjectInfo>) TIA "
+                                  f"writes at its end (the file holds {int(len(data) * share)} bytes)")
+
+
+def test_emi_cut_inside_its_metadata_is_named_truncated(tmp_path):
+    """Converted before, with neither date nor microscope and no word of why."""
+    files, data = _cut_emi(tmp_path, 0.9)
+    start = data.index(b"<ObjectInfo>")
+    assert start < int(len(data) * 0.9) < data.index(b"</ObjectInfo>")
+    with pytest.raises(ConversionError) as refused:
+        convert(files, tmp_path / "out", ConvertOptions())
+    assert str(refused.value) == (f"x.emi is truncated: its metadata XML (<ObjectInfo> from byte {start}) is cut off "
+                                  f"where the file ends, at byte {int(len(data) * 0.9)}")
+
+
+def test_ser_whose_dimension_description_overruns_is_imported_without_a_pixel_unit(tmp_path):
+    """The first dimension's description length (bytes 54-57) made RosettaSciIO, asked only for the
+    calibration unit, read past the end: "could not be read: error: unpack requires a buffer of 4 bytes"."""
+    for name in ("16x16_STEM_BF_DF_acquire.emi", "16x16_STEM_BF_DF_acquire_2.ser"):
+        shutil.copy(sample(name), tmp_path / name)
+    data = bytearray(sample("16x16_STEM_BF_DF_acquire_1.ser").read_bytes())
+    data[55] ^= 0xFF
+    assert struct.unpack_from("<I", data, 54)[0] > len(data)
+    (tmp_path / "16x16_STEM_BF_DF_acquire_1.ser").write_bytes(bytes(data))
+    result = convert([tmp_path / n for n in ("16x16_STEM_BF_DF_acquire.emi", "16x16_STEM_BF_DF_acquire_1.ser",
+                                            "16x16_STEM_BF_DF_acquire_2.ser")], tmp_path / "out", ConvertOptions())
+    assert result.pixel_size is None and "pixel size unknown" in result.warnings
+    assert result.shape == {"T": 1, "C": 2, "Z": 1, "Y": 16, "X": 16}
+
+
 def rsciio_signal(emi) -> dict:
     from rsciio.tia import file_reader
 

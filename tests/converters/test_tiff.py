@@ -225,6 +225,39 @@ def test_a_truncated_tiff_says_so(tmp_path, cut, message):
         convert([tmp_path / "cut.tif"], tmp_path / "out", ConvertOptions())
 
 
+@pytest.mark.parametrize("name, share", [("test_loading_image_saved_with_DM_stack.tif", 0.5),
+                                         ("test_loading_image_saved_with_DM_stack.tif", 0.9),
+                                         ("test_loading_image_saved_with_imageJ_stack.tif", 0.9)])
+def test_a_stack_cut_before_its_second_directory_imports_its_first_frame_flagged(tmp_path, name, share):
+    """Converted before as one frame of its two without a word: tifffile ends a chain of directories
+    that runs past the end of the file with only an error in its log. A copy cut there looks the same
+    as a valid file whose writer left a stray pointer, so what is readable is imported, flagged."""
+    data = sample(name).read_bytes()
+    with tifffile.TiffFile(sample(name)) as tif:
+        second, first_frame = tif.pages[1].offset, tif.pages[0].asarray()
+    keep = int(len(data) * share)
+    assert keep < second
+    (tmp_path / "cut.tif").write_bytes(data[:keep])
+    done = convert([tmp_path / "cut.tif"], tmp_path / "out", ConvertOptions())
+    assert (f"the file may be cut short: its image directory 2 would lie past its end (byte {keep}); what its "
+            "first 1 hold was read") in done.warnings
+    with tifffile.TiffFile(done.output) as out:
+        assert len(out.series[0].pages) == 1
+        np.testing.assert_array_equal(out.series[0].asarray(), first_frame)
+
+
+def test_a_stack_cut_inside_its_last_directory_says_so(tmp_path):
+    """Was the registry's "could not be read: TiffFileError: corrupted IFD structure"."""
+    full = tmp_path / "full.tif"
+    tifffile.imwrite(full, np.zeros((3, 16, 16), np.uint8), photometric="minisblack", metadata=None)
+    with tifffile.TiffFile(full) as tif:
+        last = tif.pages[2].offset
+    (tmp_path / "cut.tif").write_bytes(full.read_bytes()[:last + 6])  # its tag count and half a tag
+    with pytest.raises(ConversionError, match=rf"^cut\.tif is truncated: its image directory 3 at byte {last} runs "
+                                              rf"past the end of the {last + 6} bytes the file holds"):
+        convert([tmp_path / "cut.tif"], tmp_path / "out", ConvertOptions())
+
+
 def test_a_damaged_vendor_block_imports_the_pixels_with_a_warning(tmp_path):
     path = tmp_path / "atlas.tif"
     tifffile.imwrite(path, np.ones((8, 9), np.uint16), extratags=xml_tag(51023, "<Fibics><Scan><Ux>0.1"))
