@@ -185,11 +185,13 @@ class PortalClient:
                             turn = (turn + 1) % IN_FLIGHT
                             if not block:
                                 raise ClientError(_changed(path, size))
+                            flying.append(pool.submit(self._call, "PUT", f"{url}?offset={at}", data=block,
+                                                      headers={"Content-Type": "application/octet-stream"}))
+                            # hashed while it is sent (both only read the buffer), not before: the
+                            # server, which takes the chunks in turn, would wait for the hashing
                             if running is not None and at == hashed:  # in order; bytes sent again were hashed
                                 running.update(block)
                                 hashed += len(block)
-                            flying.append(pool.submit(self._call, "PUT", f"{url}?offset={at}", data=block,
-                                                      headers={"Content-Type": "application/octet-stream"}))
                             at += len(block)
                         offset = flying.popleft().result()["received"]
                         stuck = 0
