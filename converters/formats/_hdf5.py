@@ -66,7 +66,10 @@ def _refuse_truncated(head: bytes, path: Path) -> None:
     if len(head) < at + 3 * width:
         raise ConversionError(f"{path.name} is truncated inside its HDF5 header (the file holds {len(head)} bytes)")
     base = int.from_bytes(head[at:at + width], "little")
-    declared = base + int.from_bytes(head[at + 2 * width:at + 3 * width], "little")
+    end = int.from_bytes(head[at + 2 * width:at + 3 * width], "little")
+    if end == (1 << 8 * width) - 1:
+        return  # the "undefined address": no end recorded, nothing to compare
+    declared = base + end
     held = path.stat().st_size
     if held < declared:
         raise ConversionError(f"{path.name} is truncated: its HDF5 header says {declared} bytes, the file holds "
