@@ -1,6 +1,7 @@
 """push and watch against the running portal (embedded defaults, with its worker) and real samples."""
 import fcntl
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -260,7 +261,7 @@ def test_a_file_sent_from_its_start_is_read_once_and_a_resumed_one_hashed_whole(
     assert all(f["complete"] for job in client.batch(batch["id"])["jobs"] for f in job["files"])
 
 
-@pytest.mark.parametrize("change", ["shrinks", "grows"])
+@pytest.mark.parametrize("change", ["shrinks", "grows", "is deleted"])
 def test_a_file_that_changes_while_it_is_sent_is_never_completed(served, tmp_path, monkeypatch, change):
     """A file still being written (a microscope saving it) is refused with why, not sent for ever (it
     shrank: nothing more to read) nor completed as what the batch declared (it grew)."""
@@ -268,14 +269,19 @@ def test_a_file_that_changes_while_it_is_sent_is_never_completed(served, tmp_pat
 
     monkeypatch.setattr(client_module, "CHUNK", 1 << 16)
     client = client_for(served, "gus")
-    path = tmp_path / f"{change}.ome.tif"
+    path = tmp_path / f"{change.replace(' ', '-')}.ome.tif"
     data = ome_tiff((256, 256), seed=79)
     path.write_bytes(data)
     batch = client.create_batch(client.group_id(None), {path.name: path}, [], None)
     remote = batch["jobs"][0]["files"][0]
-    path.write_bytes(data[:len(data) // 2] if change == "shrinks" else data + b"more")
-    with pytest.raises(ClientError, match=f"{path.name} changed while it was sent \\({len(data):,} bytes when the "
-                                          f"batch was made, {path.stat().st_size:,} now\\): is it still being written"):
+    if change == "is deleted":
+        path.unlink()
+        expected = f"{path.name} is gone: it was deleted or moved after the batch was made"
+    else:
+        path.write_bytes(data[:len(data) // 2] if change == "shrinks" else data + b"more")
+        expected = (f"{path.name} changed while it was sent ({len(data):,} bytes when the batch was made, "
+                    f"{path.stat().st_size:,} now): is it still being written")
+    with pytest.raises(ClientError, match=re.escape(expected)):
         client.send(remote, path, lambda *a: None, lambda: hashlib.sha1(path.read_bytes()).hexdigest())
     assert not client.batch(batch["id"])["jobs"][0]["files"][0]["complete"]
 

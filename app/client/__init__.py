@@ -173,7 +173,11 @@ class PortalClient:
         # one buffer per chunk in flight, read into again once its chunk is answered: a fresh 16 MiB
         # bytes object per read costs the kernel zeroing its pages, a copy's time
         buffers = [bytearray(min(CHUNK, size)) for _ in range(IN_FLIGHT)]
-        with open(path, "rb", buffering=0) as f, ThreadPoolExecutor(IN_FLIGHT) as pool:
+        try:
+            f = open(path, "rb", buffering=0)
+        except FileNotFoundError:
+            raise ClientError(_changed(path, size)) from None
+        with f, ThreadPoolExecutor(IN_FLIGHT) as pool:
             while offset < size:
                 flying: deque = deque()
                 at = offset
@@ -207,7 +211,7 @@ class PortalClient:
                         stuck += 1
                         self._wait(stuck, "is still writing an earlier try of this file")
                     offset = held
-        if path.stat().st_size != size:
+        if _size_now(path) != size:
             raise ClientError(_changed(path, size))
         claimed = known or (running.hexdigest() if running is not None and hashed == size else sha1())
         self._call("POST", f"{url}/complete", json={"sha1": claimed})
@@ -245,9 +249,19 @@ class Hashes:
         return self._futures[path].result()
 
 
+def _size_now(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
 def _changed(path: Path, size: int) -> str:
+    now = _size_now(path)
+    if now is None:
+        return f"{path.name} is gone: it was deleted or moved after the batch was made"
     return (f"{path.name} changed while it was sent ({size:,} bytes when the batch was made, "
-            f"{path.stat().st_size:,} now): is it still being written? Send it again once it is complete")
+            f"{now:,} now): is it still being written? Send it again once it is complete")
 
 
 def _read_into(f, view: memoryview) -> memoryview:

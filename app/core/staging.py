@@ -177,7 +177,7 @@ class Staging:
                 self._remember(file_id, written, sha1)
             else:
                 self._forget(file_id)
-            start_writeback(f.fileno(), held, written - held)
+            _start_writeback(f.fileno(), held, written - held)
             return written
 
     def persist(self, job_id: int, stored_name: str) -> None:
@@ -248,7 +248,7 @@ _SYNC_FILE_RANGE = _sync_file_range()
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-def start_writeback(fd: int, offset: int, count: int) -> None:
+def _start_writeback(fd: int, offset: int, count: int) -> None:
     """Start writing these bytes to disk now, without waiting (Linux): a 50 GB upload then never piles up
     as dirty memory for the kernel to flush in one burst, and the disk works while the network does."""
     if _SYNC_FILE_RANGE is not None and count > 0:
